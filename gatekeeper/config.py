@@ -1,0 +1,103 @@
+"""One Settings object, read from GATEKEEPER_* environment variables once and validated at start.
+
+| variable | default | meaning |
+|---|---|---|
+| GATEKEEPER_DATABASE_URL | sqlite:///gatekeeper.db | SQLAlchemy URL; sqlite:///PATH or postgresql+psycopg2://... |
+| GATEKEEPER_POLICY_DIR | ./policies if present, else the example policies in the package | folder of *.yaml policies |
+| GATEKEEPER_POLICY_RELOAD | 2s | how often a process looks for changed policy files |
+| GATEKEEPER_SECRET_KEY | random per process | signs dashboard session cookies; set it when running several workers |
+| GATEKEEPER_PROMETHEUS_URL | (none) | Prometheus base URL; without it the built-in metrics source is used |
+| GATEKEEPER_PROMETHEUS_TIMEOUT | 5s | timeout of one PromQL query |
+| GATEKEEPER_WEBHOOK_URLS | (none) | comma-separated URLs notified of every transition |
+| GATEKEEPER_MAX_BODY_BYTES | 65536 | largest accepted request body |
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from gatekeeper.core.policy import parse_duration
+from gatekeeper.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///gatekeeper.db"
+
+
+def embedded_policy_dir() -> Path:
+    """Return the folder of example policies shipped with Gatekeeper."""
+    packaged = Path(__file__).parent / "policies"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "policies"
+
+
+def _default_policy_dir() -> Path:
+    local = Path.cwd() / "policies"
+    return local if local.is_dir() else embedded_policy_dir()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide configuration; build it with `Settings.from_env()` or directly in tests."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    policy_dir: Path = field(default_factory=_default_policy_dir)
+    policy_reload_s: float = 2.0
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    prometheus_url: str | None = None
+    prometheus_timeout_s: float = 5.0
+    webhook_urls: tuple[str, ...] = ()
+    max_body_bytes: int = 65536
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read GATEKEEPER_* variables, failing with ConfigError on a bad value."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        try:
+            _read_env(env, values)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        return cls(**values).validated()
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> Settings:
+        """Return a copy with the given fields replaced (tests and the demo use it)."""
+        if not overrides:
+            return self
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return replace(self, **overrides).validated()
+
+    def validated(self) -> Settings:
+        """Check cross-field sanity; return self."""
+        if not self.database_url.startswith(("sqlite:", "postgresql")):
+            raise ConfigError("GATEKEEPER_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        if not Path(self.policy_dir).is_dir():
+            raise ConfigError(f"GATEKEEPER_POLICY_DIR {self.policy_dir} is not a folder")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("GATEKEEPER_MAX_BODY_BYTES must be at least 1024")
+        return self
+
+
+def _read_env(env: Mapping[str, str], values: dict[str, Any]) -> None:
+    if url := env.get("GATEKEEPER_DATABASE_URL"):
+        values["database_url"] = url
+    if folder := env.get("GATEKEEPER_POLICY_DIR"):
+        values["policy_dir"] = Path(folder)
+    if reload := env.get("GATEKEEPER_POLICY_RELOAD"):
+        values["policy_reload_s"] = parse_duration(reload)
+    if key := env.get("GATEKEEPER_SECRET_KEY"):
+        values["secret_key"] = key
+    if prom := env.get("GATEKEEPER_PROMETHEUS_URL"):
+        values["prometheus_url"] = prom.rstrip("/")
+    if timeout := env.get("GATEKEEPER_PROMETHEUS_TIMEOUT"):
+        values["prometheus_timeout_s"] = parse_duration(timeout)
+    if hooks := env.get("GATEKEEPER_WEBHOOK_URLS"):
+        values["webhook_urls"] = tuple(u.strip() for u in hooks.split(",") if u.strip())
+    if size := env.get("GATEKEEPER_MAX_BODY_BYTES"):
+        values["max_body_bytes"] = int(size)

@@ -1,0 +1,185 @@
+"""The rollout state machine: where a candidate stands on the ladder, and how it may move.
+
+A rollout climbs a ladder of positions: twin, shadow, then each canary tier, then each
+expansion tier. Passing the last expansion tier completes it: the candidate becomes stable.
+
+States:
+- progressing: gates are evaluated and may promote, hold or roll back.
+- held: a gate or an outage stopped it; it resumes by itself when the cause clears.
+- paused: a person (or an automatic rollback) stopped it; only a person resumes it.
+- killed: the kill switch or a person killed it; candidate calls are denied; a person resumes it.
+- completed, aborted: terminal; nothing moves it any more.
+
+Every function here takes the status and returns a new one, or raises IllegalTransition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from gatekeeper.errors import IllegalTransition
+
+STAGES = ("twin", "shadow", "canary", "expansion")
+STATES = ("progressing", "held", "paused", "killed", "completed", "aborted")
+TERMINAL_STATES = frozenset({"completed", "aborted"})
+ACTIONS = ("start", "promote", "promote_full", "rollback", "pause", "resume", "kill", "abort",
+           "hold", "release")
+
+
+class LadderPolicy(Protocol):
+    """What the state machine needs of a policy: the tiers of each stage."""
+
+    def tiers(self, stage: str) -> tuple[float, ...]: ...
+
+
+@dataclass(frozen=True)
+class Position:
+    """A rung of the ladder: a stage and an index into its tiers."""
+
+    stage: str
+    tier: int
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """Where a rollout stands and in which state, and since when it is at this tier."""
+
+    stage: str
+    tier: int
+    state: str
+    reason: str
+    tier_started_at: float
+
+    @property
+    def position(self) -> Position:
+        return Position(self.stage, self.tier)
+
+
+class _Move(Protocol):
+    def __call__(self, status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
+                 to_stage: str | None, revert_to: str) -> RolloutStatus: ...
+
+
+def ladder(policy: LadderPolicy) -> tuple[Position, ...]:
+    """Return every position of the policy's ladder, in order."""
+    return tuple(Position(stage, index) for stage in STAGES for index in range(len(policy.tiers(stage))))
+
+
+def traffic_percent(policy: LadderPolicy, position: Position) -> float:
+    """Return the share of live sessions the candidate serves at a position (shadow serves none)."""
+    if position.stage in ("twin", "shadow"):
+        return 0.0
+    return policy.tiers(position.stage)[position.tier]
+
+
+def position_label(policy: LadderPolicy, position: Position) -> str:
+    """Return a short human label such as `canary 5%`."""
+    if position.stage in ("twin", "shadow"):
+        return position.stage
+    return f"{position.stage} {policy.tiers(position.stage)[position.tier]:g}%"
+
+
+def start(*, now: float, reason: str = "rollout started") -> RolloutStatus:
+    """Return the status of a new rollout: twin, first tier, progressing."""
+    return RolloutStatus("twin", 0, "progressing", reason, now)
+
+
+def apply(status: RolloutStatus, action: str, policy: LadderPolicy, *, now: float, reason: str = "",
+          to_stage: str | None = None, revert_to: str = "shadow") -> RolloutStatus:
+    """Return the status after `action`, or raise IllegalTransition."""
+    if status.state in TERMINAL_STATES:
+        raise IllegalTransition(f"the rollout is {status.state}; nothing can move it", field="action")
+    handler = _HANDLERS.get(action)
+    if handler is None:
+        raise IllegalTransition(f"unknown action {action!r}", field="action")
+    if status.state not in handler.allowed_from:
+        raise IllegalTransition(f"cannot {action.replace('_', ' ')} a rollout that is {status.state}",
+                                field="action")
+    return handler.move(status, policy, now=now, reason=reason, to_stage=to_stage, revert_to=revert_to)
+
+
+def allowed_actions(status: RolloutStatus) -> tuple[str, ...]:
+    """Return the actions a person may take now (what the dashboard enables)."""
+    if status.state in TERMINAL_STATES:
+        return ()
+    people = ("promote", "promote_full", "rollback", "pause", "resume", "kill", "abort")
+    return tuple(a for a in people if status.state in _HANDLERS[a].allowed_from
+                 and not (a == "rollback" and status.position == Position("twin", 0)))
+
+
+def _at(status: RolloutStatus, position: Position, state: str, reason: str, now: float) -> RolloutStatus:
+    moved = position != status.position
+    return replace(status, stage=position.stage, tier=position.tier, state=state, reason=reason,
+                   tier_started_at=now if moved else status.tier_started_at)
+
+
+def _promote(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
+             to_stage: str | None, revert_to: str) -> RolloutStatus:
+    rungs = ladder(policy)
+    index = rungs.index(status.position) if status.position in rungs else len(rungs) - 1
+    if index + 1 >= len(rungs):
+        return _at(status, status.position, "completed", reason, now)
+    return _at(status, rungs[index + 1], "progressing", reason, now)
+
+
+def _promote_full(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
+                  to_stage: str | None, revert_to: str) -> RolloutStatus:
+    return _at(status, ladder(policy)[-1], "completed", reason, now)
+
+
+def _rollback(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
+              to_stage: str | None, revert_to: str) -> RolloutStatus:
+    target = _rollback_target(status.position, policy, to_stage)
+    state = "killed" if status.state == "killed" else "paused"
+    return _at(status, target, state, reason, now)
+
+
+def _rollback_target(current: Position, policy: LadderPolicy, to_stage: str | None) -> Position:
+    rungs = ladder(policy)
+    index = rungs.index(current) if current in rungs else len(rungs) - 1
+    if to_stage is None:
+        if index == 0:
+            raise IllegalTransition("the rollout is at its first tier; abort it instead", field="action")
+        return rungs[index - 1]
+    if to_stage not in STAGES:
+        raise IllegalTransition(f"unknown stage {to_stage!r}", field="to_stage")
+    target = Position(to_stage, 0)
+    if rungs.index(target) >= index:
+        raise IllegalTransition(f"{to_stage} is not behind the rollout's current position", field="to_stage")
+    return target
+
+
+def _set_state(state: str) -> _Move:
+    def move(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
+             to_stage: str | None, revert_to: str) -> RolloutStatus:
+        return _at(status, status.position, state, reason, now)
+    return move
+
+
+def _kill(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
+          to_stage: str | None, revert_to: str) -> RolloutStatus:
+    rungs = ladder(policy)
+    target = Position(revert_to, 0)
+    position = target if rungs.index(target) < rungs.index(status.position) else status.position
+    return _at(status, position, "killed", reason, now)
+
+
+@dataclass(frozen=True)
+class _Handler:
+    allowed_from: frozenset[str]
+    move: _Move
+
+
+_LIVE = frozenset({"progressing", "held", "paused"})
+_HANDLERS: dict[str, _Handler] = {
+    "promote": _Handler(_LIVE, _promote),
+    "promote_full": _Handler(_LIVE, _promote_full),
+    "rollback": _Handler(_LIVE | {"killed"}, _rollback),
+    "pause": _Handler(frozenset({"progressing", "held"}), _set_state("paused")),
+    "resume": _Handler(frozenset({"paused", "held", "killed"}), _set_state("progressing")),
+    "kill": _Handler(_LIVE, _kill),
+    "abort": _Handler(_LIVE | {"killed"}, _set_state("aborted")),
+    "hold": _Handler(frozenset({"progressing"}), _set_state("held")),
+    "release": _Handler(frozenset({"held"}), _set_state("progressing")),
+}

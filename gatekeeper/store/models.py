@@ -1,0 +1,236 @@
+"""The tables. Table objects are never the API contract: the API has its own models.
+
+Every timestamp is a float of seconds since the epoch (UTC) and every amount of money is an
+integer of micro-dollars, so SQLite and Postgres compare them the same way and sums stay exact.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "schema_version"
+    id: int = Field(default=1, primary_key=True)
+    version: int
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=63, unique=True, index=True)
+    policy: str = Field(max_length=200)
+    stable_version: str | None = Field(default=None, max_length=100)
+    rollout_id: int | None = Field(default=None)  # the active rollout, if any
+    created_at: float
+
+
+class Version(SQLModel, table=True):
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("agent_id", "label"),)
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    label: str = Field(max_length=100)
+    created_at: float
+
+
+class Rollout(SQLModel, table=True):
+    __tablename__ = "rollouts"
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    candidate_version: str = Field(max_length=100)
+    stable_version: str | None = Field(default=None, max_length=100)
+    stage: str = Field(max_length=20)
+    tier: int = 0
+    state: str = Field(max_length=20)
+    state_reason: str = Field(default="", max_length=500)
+    tier_started_at: float
+    started_at: float
+    updated_at: float
+    ended_at: float | None = None
+    policy_revision: str = Field(max_length=40)
+    kill_switch_open: bool = False
+    consecutive_failures: int = 0  # failed gate evaluations in a row at this tier
+    consecutive_errors: int = 0  # metrics errors in a row at this tier
+
+
+class Transition(SQLModel, table=True):
+    """One entry of the audit trail: who moved which rollout where, why, on which numbers."""
+
+    __tablename__ = "transitions"
+    id: int | None = Field(default=None, primary_key=True)
+    rollout_id: int = Field(foreign_key="rollouts.id", index=True)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    at: float
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=30)
+    reason: str = Field(default="", max_length=1000)
+    from_stage: str | None = Field(default=None, max_length=20)
+    from_tier: int | None = None
+    from_state: str | None = Field(default=None, max_length=20)
+    to_stage: str = Field(max_length=20)
+    to_tier: int
+    to_state: str = Field(max_length=20)
+    traffic_percent: float = 0.0
+    policy_revision: str = Field(max_length=40)
+    metrics: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+
+
+class GateEvaluation(SQLModel, table=True):
+    """One gate evaluation of a rollout; unique per rollout and evaluation window."""
+
+    __tablename__ = "gate_evaluations"
+    __table_args__ = (UniqueConstraint("rollout_id", "window_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    rollout_id: int = Field(foreign_key="rollouts.id", index=True)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    at: float
+    stage: str = Field(max_length=20)
+    tier: int
+    window_key: str = Field(max_length=100)
+    result: str = Field(max_length=20)  # promote | hold | rollback | error
+    report: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    policy_revision: str = Field(max_length=40)
+
+
+class PolicyRevision(SQLModel, table=True):
+    """The text of every policy revision that governed something, so history can show it."""
+
+    __tablename__ = "policy_revisions"
+    revision: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200, index=True)
+    path: str = Field(max_length=1000)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    first_seen_at: float
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    role: str = Field(max_length=20)
+    agent: str | None = Field(default=None, max_length=63)  # scope of an `agent` token
+    created_at: float
+    revoked_at: float | None = None
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=100, unique=True, index=True)
+    password_hash: str = Field(max_length=300)
+    role: str = Field(max_length=20)
+    created_at: float
+
+
+class AgentSession(SQLModel, table=True):
+    """One task or conversation of an agent, with its counters and caps fixed at start."""
+
+    __tablename__ = "sessions"
+    id: str = Field(primary_key=True, max_length=40)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    rollout_id: int | None = Field(default=None, index=True)
+    version: str = Field(max_length=100)
+    arm: str = Field(max_length=20)  # candidate | stable
+    stage: str | None = Field(default=None, max_length=20)
+    environment: str = Field(max_length=10)  # live | twin
+    session_key: str = Field(max_length=200)
+    scenario: str | None = Field(default=None, max_length=200)
+    mirror_of: str | None = Field(default=None, max_length=40, index=True)
+    cap_tool_calls: int
+    cap_spend_micros: int
+    tool_calls: int = 0
+    spend_micros: int = 0  # reserved and settled spend
+    status: str = Field(default="open", max_length=20)  # open | ok | error | abandoned
+    passed: bool | None = None
+    twin_snapshot_at: float | None = None
+    started_at: float
+    ended_at: float | None = None
+
+
+class Decision(SQLModel, table=True):
+    """One verdict on one tool call, and later its outcome."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_rollout_arm_outcome", "rollout_id", "arm", "outcome_at"),)
+    id: str = Field(primary_key=True, max_length=40)
+    session_id: str = Field(foreign_key="sessions.id", index=True)
+    agent_id: int = Field(foreign_key="agents.id")
+    rollout_id: int | None = None
+    version: str = Field(max_length=100)
+    arm: str = Field(max_length=20)
+    stage: str | None = Field(default=None, max_length=20)
+    tool: str = Field(max_length=200)
+    tool_class: str = Field(max_length=20)
+    cost_micros: int
+    verdict: str = Field(max_length=30)
+    reason: str = Field(default="", max_length=60)
+    would_verdict: str | None = Field(default=None, max_length=30)  # for shadowed calls
+    would_reason: str | None = Field(default=None, max_length=60)
+    approval_id: str | None = Field(default=None, max_length=40)
+    preview: str | None = Field(default=None, max_length=2000)
+    at: float
+    outcome_status: str | None = Field(default=None, max_length=10)
+    actual_cost_micros: int | None = None
+    latency_ms: float | None = None
+    outcome_at: float | None = None
+
+
+class Approval(SQLModel, table=True):
+    __tablename__ = "approvals"
+    id: str = Field(primary_key=True, max_length=40)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    session_id: str = Field(foreign_key="sessions.id")
+    rollout_id: int | None = None
+    version: str = Field(max_length=100)
+    tool: str = Field(max_length=200)
+    tool_class: str = Field(max_length=20)
+    cost_micros: int
+    preview: str | None = Field(default=None, max_length=2000)
+    state: str = Field(default="pending", max_length=20, index=True)
+    created_at: float
+    expires_at: float
+    decided_by: str | None = Field(default=None, max_length=200)
+    decided_at: float | None = None
+    decision_reason: str | None = Field(default=None, max_length=1000)
+    consumed_at: float | None = None
+
+
+class AlertReceipt(SQLModel, table=True):
+    """An Alertmanager alert already acted on: the key of idempotent intake."""
+
+    __tablename__ = "alert_receipts"
+    __table_args__ = (UniqueConstraint("fingerprint", "starts_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=100)
+    starts_at: str = Field(max_length=60)
+    agent: str | None = Field(default=None, max_length=63)
+    alertname: str | None = Field(default=None, max_length=200)
+    action: str = Field(max_length=30)
+    received_at: float
+
+
+class Lease(SQLModel, table=True):
+    """A named lease so that exactly one scheduler acts at a time."""
+
+    __tablename__ = "leases"
+    name: str = Field(primary_key=True, max_length=100)
+    holder: str = Field(max_length=200)
+    expires_at: float
+
+
+class Notification(SQLModel, table=True):
+    """Outbox of transition notifications, delivered off the request path."""
+
+    __tablename__ = "notifications"
+    id: int | None = Field(default=None, primary_key=True)
+    transition_id: int = Field(index=True)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = 0
+    next_attempt_at: float
+    delivered_at: float | None = Field(default=None, index=True)
+    last_error: str | None = Field(default=None, max_length=1000)

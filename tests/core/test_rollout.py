@@ -1,0 +1,147 @@
+"""Every (state, action) pair of the rollout state machine, with fixed times."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatekeeper.core import rollout
+from gatekeeper.core.rollout import Position, RolloutStatus
+from gatekeeper.errors import IllegalTransition
+
+T0 = 1_800_000_000.0
+
+
+class Tiers:
+    """A ladder of twin, shadow, canary 1/5 and expansion 10/25/50/100."""
+
+    def tiers(self, stage: str) -> tuple[float, ...]:
+        return {"twin": (0.0,), "shadow": (100.0,), "canary": (1.0, 5.0),
+                "expansion": (10.0, 25.0, 50.0, 100.0)}[stage]
+
+
+POLICY = Tiers()
+MID = Position("canary", 1)  # a position with rungs on both sides
+
+
+def status(state: str, position: Position = MID) -> RolloutStatus:
+    return RolloutStatus(position.stage, position.tier, state, "", T0)
+
+
+# (state, action) -> (state after, position after) or None when illegal; from MID, to_stage None.
+EXPECTED: dict[tuple[str, str], tuple[str, Position] | None] = {
+    ("progressing", "promote"): ("progressing", Position("expansion", 0)),
+    ("progressing", "promote_full"): ("completed", Position("expansion", 3)),
+    ("progressing", "rollback"): ("paused", Position("canary", 0)),
+    ("progressing", "pause"): ("paused", MID),
+    ("progressing", "resume"): None,
+    ("progressing", "kill"): ("killed", Position("shadow", 0)),
+    ("progressing", "abort"): ("aborted", MID),
+    ("progressing", "hold"): ("held", MID),
+    ("progressing", "release"): None,
+    ("held", "promote"): ("progressing", Position("expansion", 0)),
+    ("held", "promote_full"): ("completed", Position("expansion", 3)),
+    ("held", "rollback"): ("paused", Position("canary", 0)),
+    ("held", "pause"): ("paused", MID),
+    ("held", "resume"): ("progressing", MID),
+    ("held", "kill"): ("killed", Position("shadow", 0)),
+    ("held", "abort"): ("aborted", MID),
+    ("held", "hold"): None,
+    ("held", "release"): ("progressing", MID),
+    ("paused", "promote"): ("progressing", Position("expansion", 0)),
+    ("paused", "promote_full"): ("completed", Position("expansion", 3)),
+    ("paused", "rollback"): ("paused", Position("canary", 0)),
+    ("paused", "pause"): None,
+    ("paused", "resume"): ("progressing", MID),
+    ("paused", "kill"): ("killed", Position("shadow", 0)),
+    ("paused", "abort"): ("aborted", MID),
+    ("paused", "hold"): None,
+    ("paused", "release"): None,
+    ("killed", "promote"): None,
+    ("killed", "promote_full"): None,
+    ("killed", "rollback"): ("killed", Position("canary", 0)),
+    ("killed", "pause"): None,
+    ("killed", "resume"): ("progressing", MID),
+    ("killed", "kill"): None,
+    ("killed", "abort"): ("aborted", MID),
+    ("killed", "hold"): None,
+    ("killed", "release"): None,
+    **{(terminal, action): None for terminal in ("completed", "aborted")
+       for action in rollout.ACTIONS if action != "start"},
+}
+
+
+def test_table_covers_every_state_and_action() -> None:
+    pairs = {(s, a) for s in rollout.STATES for a in rollout.ACTIONS if a != "start"}
+    assert set(EXPECTED) == pairs
+
+
+@pytest.mark.parametrize(("state", "action"), sorted(EXPECTED))
+def test_state_action(state: str, action: str) -> None:
+    expected = EXPECTED[(state, action)]
+    if expected is None:
+        with pytest.raises(IllegalTransition):
+            rollout.apply(status(state), action, POLICY, now=T0 + 60)
+        return
+    after = rollout.apply(status(state), action, POLICY, now=T0 + 60, reason="why")
+    assert (after.state, after.position) == expected
+    assert after.reason == "why"
+    moved = after.position != MID
+    assert after.tier_started_at == (T0 + 60 if moved else T0)
+
+
+def test_promote_walks_the_whole_ladder_then_completes() -> None:
+    current = rollout.start(now=T0)
+    seen = [current.position]
+    for step in range(1, 9):
+        current = rollout.apply(current, "promote", POLICY, now=T0 + step)
+        seen.append(current.position)
+    assert seen[:-1] == list(rollout.ladder(POLICY))
+    assert current.state == "completed"
+    assert [rollout.traffic_percent(POLICY, p) for p in rollout.ladder(POLICY)] == [
+        0, 0, 1, 5, 10, 25, 50, 100]
+
+
+@pytest.mark.parametrize(("position", "to_stage", "expected"), [
+    (Position("expansion", 2), "canary", Position("canary", 0)),
+    (Position("expansion", 2), "twin", Position("twin", 0)),
+    (Position("expansion", 2), "expansion", Position("expansion", 0)),
+    (Position("shadow", 0), None, Position("twin", 0)),
+    (Position("expansion", 0), None, Position("canary", 1)),
+])
+def test_rollback_targets(position: Position, to_stage: str | None, expected: Position) -> None:
+    after = rollout.apply(status("progressing", position), "rollback", POLICY, now=T0, to_stage=to_stage)
+    assert after.position == expected
+
+
+@pytest.mark.parametrize(("position", "to_stage"), [
+    (Position("twin", 0), None),                 # nothing behind the first rung
+    (Position("canary", 0), "canary"),          # already at the stage's first tier
+    (Position("canary", 1), "expansion"),       # ahead, not behind
+    (Position("canary", 1), "production"),      # not a stage
+])
+def test_illegal_rollbacks(position: Position, to_stage: str | None) -> None:
+    with pytest.raises(IllegalTransition):
+        rollout.apply(status("progressing", position), "rollback", POLICY, now=T0, to_stage=to_stage)
+
+
+def test_kill_before_revert_stage_stays_put() -> None:
+    after = rollout.apply(status("progressing", Position("twin", 0)), "kill", POLICY, now=T0)
+    assert (after.state, after.position) == ("killed", Position("twin", 0))
+
+
+def test_kill_reverts_to_the_policy_stage() -> None:
+    after = rollout.apply(status("progressing", Position("expansion", 3)), "kill", POLICY, now=T0,
+                          revert_to="canary")
+    assert after.position == Position("canary", 0)
+
+
+def test_allowed_actions() -> None:
+    assert rollout.allowed_actions(status("completed")) == ()
+    assert "resume" not in rollout.allowed_actions(status("progressing"))
+    assert "rollback" not in rollout.allowed_actions(status("progressing", Position("twin", 0)))
+    assert rollout.allowed_actions(status("killed")) == ("rollback", "resume", "abort")
+
+
+def test_labels() -> None:
+    assert rollout.position_label(POLICY, Position("canary", 1)) == "canary 5%"
+    assert rollout.position_label(POLICY, Position("shadow", 0)) == "shadow"
