@@ -1,0 +1,39 @@
+"""The JSON API: blueprints, and the one error handler that renders the SPEC §5 error body."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+from gatekeeper.errors import GatekeeperError
+
+log = logging.getLogger(__name__)
+
+
+def register_api(app: Flask) -> None:
+    """Attach every API blueprint and the error handlers."""
+    from gatekeeper.api import agents, system
+
+    app.register_blueprint(system.bp)
+    app.register_blueprint(agents.bp)
+    app.register_error_handler(GatekeeperError, _gatekeeper_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _gatekeeper_error(exc: GatekeeperError) -> tuple[dict[str, object], int]:
+    if exc.status >= 500:
+        log.error("request failed: %s", exc.message)
+    return exc.to_body(), exc.status
+
+
+def _http_error(exc: HTTPException) -> tuple[dict[str, object], int]:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return {"error": {"code": code, "message": exc.description or exc.name}}, exc.code or 500
+
+
+def _unexpected_error(exc: Exception) -> tuple[dict[str, object], int]:
+    log.exception("unexpected error")
+    return {"error": {"code": "internal", "message": "internal error; see the server log"}}, 500

@@ -1,0 +1,125 @@
+"""Release-manager routes: agents, rollouts, transitions and history (SPEC §5)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint
+
+from gatekeeper import rollouts
+from gatekeeper.api.auth import ACTORS, READERS, Caller
+from gatekeeper.api.routing import endpoint
+from gatekeeper.api.schemas import (
+    ActionBody,
+    AgentCreate,
+    AgentStatus,
+    HistoryPage,
+    HistoryQuery,
+    PromoteBody,
+    RollbackBody,
+    RolloutCreate,
+    TransitionView,
+)
+from gatekeeper.api.views import agent_or_404, describe_agent, history_entry
+from gatekeeper.services import services
+from gatekeeper.store import rollouts as store
+from gatekeeper.store.models import Transition
+
+bp = Blueprint("agents", __name__)
+
+
+@endpoint(bp, "/v1/agents", methods=["GET"], roles=READERS, response=AgentStatus)
+def list_agents(*, caller: Caller) -> list[AgentStatus]:
+    """List every agent with its rollout and gate report."""
+    svc = services()
+    with svc.db.reading() as session:
+        return [describe_agent(session, svc.policies, a) for a in store.list_agents(session)]
+
+
+@endpoint(bp, "/v1/agents", methods=["POST"], roles=ACTORS, body=AgentCreate, response=AgentStatus, status=201)
+def register_agent(*, caller: Caller, body: AgentCreate) -> AgentStatus:
+    """Register an agent bound to a policy."""
+    svc = services()
+    rollouts.register_agent(svc, body.name, policy=body.policy, stable_version=body.stable_version,
+                            now=time.time())
+    return _status(body.name)
+
+
+@endpoint(bp, "/v1/agents/<agent>", methods=["GET"], roles=READERS, response=AgentStatus)
+def get_agent(agent: str, *, caller: Caller) -> AgentStatus:
+    """Show one agent: rollout, ladder, allowed actions, newest gate report."""
+    return _status(agent)
+
+
+@endpoint(bp, "/v1/agents/<agent>/rollouts", methods=["POST"], roles=ACTORS, body=RolloutCreate,
+          response=TransitionView, status=201)
+def start_rollout(agent: str, *, caller: Caller, body: RolloutCreate) -> TransitionView:
+    """Start a candidate version at twin."""
+    _exists(agent)
+    entry = rollouts.start_rollout(services(), agent, version=body.version, actor=caller.actor,
+                                   reason=body.reason, now=time.time())
+    return _transition_view(agent, entry)
+
+
+@endpoint(bp, "/v1/agents/<agent>/promote", methods=["POST"], roles=ACTORS, body=PromoteBody,
+          response=TransitionView)
+def promote(agent: str, *, caller: Caller, body: PromoteBody) -> TransitionView:
+    """Advance one tier, or complete the rollout with `full`."""
+    return _act(agent, "promote_full" if body.full else "promote", caller, body.reason)
+
+
+@endpoint(bp, "/v1/agents/<agent>/rollback", methods=["POST"], roles=ACTORS, body=RollbackBody,
+          response=TransitionView)
+def rollback(agent: str, *, caller: Caller, body: RollbackBody) -> TransitionView:
+    """Roll back one tier, or to the start of an earlier stage; the rollout pauses there."""
+    return _act(agent, "rollback", caller, body.reason, to_stage=body.to_stage)
+
+
+def _simple_action(action: str, doc: str) -> None:
+    def view(agent: str, *, caller: Caller, body: ActionBody) -> TransitionView:
+        return _act(agent, action, caller, body.reason)
+
+    view.__name__, view.__doc__ = action, doc
+    endpoint(bp, f"/v1/agents/<agent>/{action}", methods=["POST"], roles=ACTORS, body=ActionBody,
+             response=TransitionView)(view)
+
+
+_simple_action("pause", "Pause the rollout; gates stop moving it until a person resumes it.")
+_simple_action("resume", "Resume a paused, held or killed rollout.")
+_simple_action("kill", "Kill the candidate: deny its calls and revert per the policy's kill switch.")
+_simple_action("abort", "Abort the rollout; the stable version keeps all traffic.")
+
+
+@endpoint(bp, "/v1/agents/<agent>/history", methods=["GET"], roles=READERS, query=HistoryQuery,
+          response=HistoryPage)
+def history(agent: str, *, caller: Caller, query: HistoryQuery) -> HistoryPage:
+    """Every transition and gate evaluation, newest first, paginated with limit and offset."""
+    kinds = ("transition", "gate_evaluation") if query.kind == "all" else (query.kind,)
+    with services().db.reading() as session:
+        row = agent_or_404(session, agent)
+        entries, total = store.history(session, row.id or 0, limit=query.limit, offset=query.offset, kinds=kinds)
+        return HistoryPage(items=[history_entry(e) for e in entries], total=total, limit=query.limit,
+                           offset=query.offset)
+
+
+def _act(agent: str, action: str, caller: Caller, reason: str, *, to_stage: str | None = None
+         ) -> TransitionView:
+    _exists(agent)
+    entry = rollouts.act(services(), agent, action, actor=caller.actor, reason=reason, now=time.time(),
+                         to_stage=to_stage)
+    return _transition_view(agent, entry)
+
+
+def _exists(agent: str) -> None:
+    with services().db.reading() as session:
+        agent_or_404(session, agent)
+
+
+def _status(agent: str) -> AgentStatus:
+    svc = services()
+    with svc.db.reading() as session:
+        return describe_agent(session, svc.policies, agent_or_404(session, agent))
+
+
+def _transition_view(agent: str, entry: Transition) -> TransitionView:
+    return TransitionView(agent=agent, transition=history_entry(entry), status=_status(agent))

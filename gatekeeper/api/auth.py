@@ -1,0 +1,69 @@
+"""Bearer-token authentication and role checks for the JSON API.
+
+A token's role decides what it may call: `viewer` reads, `release_manager` reads and acts,
+`agent` calls the runtime routes of its own agent only, `alertmanager` posts alerts.
+Lookups are cached per process for a few seconds because every tool-call decision
+authenticates; a revoked token stops working within `CACHE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flask import current_app
+
+from gatekeeper.errors import Forbidden, Unauthorized
+from gatekeeper.store.tokens import find_token
+
+CACHE_SECONDS = 5.0
+READERS = ("viewer", "release_manager")
+ACTORS = ("release_manager",)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the token's name, role and (for agent tokens) its agent."""
+
+    name: str
+    role: str
+    agent: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """Return how the audit trail names this caller."""
+        return f"{self.role}:{self.name}"
+
+    def require_agent(self, agent: str) -> None:
+        """Refuse an agent token acting for another agent."""
+        if self.role == "agent" and self.agent != agent:
+            raise Forbidden(f"this token is scoped to agent {self.agent!r}", field="agent")
+
+
+def authenticate(header: str | None, *, roles: tuple[str, ...]) -> Caller:
+    """Return the caller of a request, or raise 401/403."""
+    if not roles:
+        return Caller(name="anonymous", role="public")
+    if not header or not header.startswith("Bearer ") or not header[7:].strip():
+        raise Unauthorized("send Authorization: Bearer <token>")
+    caller = _lookup(header[7:].strip())
+    if caller is None:
+        raise Unauthorized("unknown or revoked token")
+    if caller.role not in roles:
+        raise Forbidden(f"role {caller.role} may not do this; needs {' or '.join(roles)}")
+    return caller
+
+
+def _lookup(token: str) -> Caller | None:
+    cache: dict[str, tuple[float, Caller | None]] = current_app.extensions.setdefault("gatekeeper_tokens", {})
+    now = time.monotonic()
+    hit = cache.get(token)
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    with current_app.extensions["gatekeeper"].db.reading() as session:
+        row = find_token(session, token)
+        caller = None if row is None else Caller(name=row.name, role=row.role, agent=row.agent)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[token] = (now, caller)
+    return caller

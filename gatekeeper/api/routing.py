@@ -1,0 +1,189 @@
+"""Endpoints declared with their request and response models; `/openapi.json` is built from them.
+
+`@endpoint(bp, "/v1/agents", methods=["POST"], body=AgentCreate, response=AgentStatus, roles=...)`
+validates the JSON body against the model (unknown fields, wrong types and oversize bodies are
+refused with the field named), checks the bearer token's role, and passes `body=` and `caller=`
+to the view. The view returns a model (or a list of them) and an optional status code.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, request
+from pydantic import BaseModel, ValidationError
+
+from gatekeeper.api.auth import Caller, authenticate
+from gatekeeper.errors import BadRequest, PayloadTooLarge
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """What `/openapi.json` says of one route."""
+
+    summary: str
+    body: type[BaseModel] | None
+    response: type[BaseModel] | None
+    roles: tuple[str, ...]
+    status: int
+    query: type[BaseModel] | None = None
+
+
+def endpoint(bp: Blueprint, rule: str, *, methods: Sequence[str], roles: Sequence[str],
+             body: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
+             query: type[BaseModel] | None = None, status: int = 200) -> Callable[..., Any]:
+    """Register a JSON route with validated body/query, bearer auth and a documented response."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        spec = EndpointSpec((view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else "",
+                            body, response, tuple(roles), status, query)
+
+        @functools.wraps(view)
+        def wrapper(**kwargs: Any) -> Any:
+            caller = authenticate(request.headers.get("Authorization"), roles=spec.roles)
+            if body is not None:
+                kwargs["body"] = parse_body(body)
+            if query is not None:
+                kwargs["query"] = parse_model(query, request.args.to_dict())
+            return render(view(caller=caller, **kwargs), default_status=status)
+
+        wrapper.gatekeeper_spec = spec  # type: ignore[attr-defined]
+        bp.add_url_rule(rule, view.__name__, wrapper, methods=list(methods))
+        return wrapper
+
+    return decorate
+
+
+def parse_body(model: type[BaseModel]) -> Any:
+    """Validate the request's JSON body against `model`, or raise a 4xx naming the field."""
+    limit = current_app.config["GATEKEEPER_SETTINGS"].max_body_bytes
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    raw = request.get_data(cache=False)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    if not raw.strip():
+        raw = b"{}"
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise _bad_request(exc) from None
+
+
+def parse_model(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """Validate query-string values (lax: they arrive as strings)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _bad_request(exc) from None
+
+
+def _bad_request(exc: ValidationError) -> BadRequest:
+    errors = exc.errors()
+    first = errors[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    if first["type"] == "json_invalid":
+        return BadRequest(f"the body is not valid JSON: {first['msg']}")
+    if first["type"] == "model_type" or field is None:
+        return BadRequest("the body must be a JSON object")
+    messages = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {_message(e)}" for e in errors[:5])
+    return BadRequest(messages, field=field)
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "missing":
+        return "required"
+    return str(error["msg"])
+
+
+def render(result: Any, *, default_status: int = 200) -> Any:
+    """Turn a view's return value (model, list of models, dict, or (value, status)) into a response."""
+    status = default_status
+    if isinstance(result, tuple):
+        result, status = result
+    return current_app.json.response(_plain(result)), status
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def openapi_document(app: Flask) -> dict[str, Any]:
+    """Build the OpenAPI 3.1 document from every registered endpoint's models."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        spec = getattr(app.view_functions[rule.endpoint], "gatekeeper_spec", None)
+        if spec is None:
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(spec, rule.arguments, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Gatekeeper", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _operation(spec: EndpointSpec, arguments: Any, schemas: dict[str, Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": spec.summary,
+        "description": f"Roles: {', '.join(spec.roles) or 'none (public)'}.",
+        "parameters": [{"name": a, "in": "path", "required": True, "schema": {"type": "string"}}
+                       for a in sorted(arguments)],
+        "responses": {str(spec.status): _response(spec.response, schemas),
+                      "4XX": {"description": "Error", "content": _json_ref(_error_schema(schemas))}},
+    }
+    if spec.query is not None:
+        props = spec.query.model_json_schema()["properties"]
+        operation["parameters"] += [{"name": n, "in": "query", "schema": s} for n, s in props.items()]
+    if spec.body is not None:
+        operation["requestBody"] = {"required": True, "content": _json_ref(_schema_ref(spec.body, schemas))}
+    if not spec.roles:
+        operation["security"] = []
+    return operation
+
+
+def _response(model: type[BaseModel] | None, schemas: dict[str, Any]) -> dict[str, Any]:
+    if model is None:
+        return {"description": "OK"}
+    return {"description": "OK", "content": _json_ref(_schema_ref(model, schemas))}
+
+
+def _schema_ref(model: type[BaseModel], schemas: dict[str, Any]) -> str:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return f"#/components/schemas/{model.__name__}"
+
+
+def _error_schema(schemas: dict[str, Any]) -> str:
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}},
+    }
+    return "#/components/schemas/Error"
+
+
+def _json_ref(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": ref}}}
+
+
+__all__ = ["Caller", "EndpointSpec", "endpoint", "openapi_document", "parse_body", "render"]

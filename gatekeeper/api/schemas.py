@@ -1,0 +1,123 @@
+"""Request and response models of the release-manager API. They, not the tables, are the contract."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$"
+Stage = Literal["twin", "shadow", "canary", "expansion"]
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentCreate(Strict):
+    name: str = Field(pattern=SLUG, description="agent slug")
+    policy: str = Field(min_length=1, max_length=200, description="name of a loaded policy")
+    stable_version: str | None = Field(default=None, pattern=VERSION)
+
+
+class RolloutCreate(Strict):
+    version: str = Field(pattern=VERSION, description="the candidate version label")
+    reason: str = Field(default="", max_length=1000)
+
+
+class ActionBody(Strict):
+    reason: str = Field(min_length=1, max_length=1000, description="why; kept in the audit trail")
+
+
+class PromoteBody(ActionBody):
+    full: bool = Field(default=False, description="complete the rollout at once (100%)")
+
+
+class RollbackBody(ActionBody):
+    to_stage: Stage | None = Field(default=None, description="roll back to this stage; default one tier")
+
+
+class HistoryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+    kind: Literal["all", "transition", "gate_evaluation"] = "all"
+
+
+class RolloutView(BaseModel):
+    id: int
+    candidate_version: str
+    stable_version: str | None
+    stage: str
+    tier: int
+    tier_label: str
+    traffic_percent: float
+    state: str
+    state_reason: str
+    tier_started_at: datetime
+    started_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    kill_switch_open: bool
+    policy_revision: str
+
+
+class AgentStatus(BaseModel):
+    name: str
+    policy: str
+    policy_revision: str | None
+    policy_file: str | None
+    stable_version: str | None
+    rollout: RolloutView | None
+    ladder: list[str] = Field(description="labels of every rung: twin, shadow, canary 1%, ...")
+    allowed_actions: list[str]
+    gate_report: dict[str, Any] | None = Field(description="the newest gate evaluation of the rollout")
+    pending_approvals: int = 0
+
+
+class Position(BaseModel):
+    stage: str | None
+    tier: int | None
+    state: str | None
+
+
+class HistoryEntry(BaseModel):
+    kind: Literal["transition", "gate_evaluation"]
+    id: int
+    rollout_id: int
+    at: datetime
+    actor: str
+    action: str
+    reason: str
+    from_: Position | None = Field(alias="from", serialization_alias="from")
+    to: Position
+    traffic_percent: float | None = None
+    policy_revision: str
+    metrics: dict[str, Any]
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryEntry]
+    total: int
+    limit: int
+    offset: int
+
+
+class TransitionView(BaseModel):
+    agent: str
+    transition: HistoryEntry
+    status: AgentStatus
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+
+def timestamp(value: float | None) -> datetime | None:
+    """Render a stored epoch float as an aware UTC datetime."""
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)

@@ -1,0 +1,124 @@
+"""Release-manager use cases: register agents, start rollouts and move them. One commit each.
+
+`transition()` is the single place a rollout moves: it asks the pure state machine for the
+new status, writes it with an audit entry naming actor, reason, positions, policy revision
+and the numbers that drove it, and never commits, so the kill switch, the scheduler and the
+alert intake can move a rollout inside their own transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlmodel import Session, select
+
+from gatekeeper.core import rollout as machine
+from gatekeeper.core.rollout import RolloutStatus
+from gatekeeper.errors import BadRequest, Conflict
+from gatekeeper.policies import LoadedPolicy
+from gatekeeper.services import Services
+from gatekeeper.store import rollouts as store
+from gatekeeper.store.models import Agent, Rollout, Transition
+
+
+def register_agent(svc: Services, name: str, *, policy: str, stable_version: str | None, now: float) -> Agent:
+    """Register an agent bound to a loaded policy."""
+    loaded = svc.policies.get(policy)
+    if loaded.policy.agents and name not in loaded.policy.agents:
+        raise BadRequest(f"policy {policy} binds only {', '.join(loaded.policy.agents)}; "
+                         f"add {name} to its agents", field="policy")
+    with svc.db.transaction() as session:
+        if session.exec(select(Agent).where(Agent.name == name)).first() is not None:
+            raise Conflict(f"agent {name!r} is already registered", field="name")
+        agent = Agent(name=name, policy=policy, stable_version=stable_version, created_at=now)
+        session.add(agent)
+        session.flush()
+        if stable_version:
+            store.ensure_version(session, agent, stable_version, now=now)
+        return agent
+
+
+def start_rollout(svc: Services, agent_name: str, *, version: str, actor: str, reason: str, now: float
+                  ) -> Transition:
+    """Start a candidate version at twin."""
+    with svc.db.transaction() as session:
+        agent = store.get_agent(session, agent_name, for_update=True)
+        if agent.rollout_id is not None:
+            raise Conflict(f"agent {agent_name} already has a rollout in progress", field="version")
+        if version == agent.stable_version:
+            raise BadRequest(f"{version} is already the stable version", field="version")
+        loaded = svc.policies.get(agent.policy)
+        status = machine.start(now=now, reason=reason or "rollout started")
+        row = Rollout(agent_id=agent.id, candidate_version=version, stable_version=agent.stable_version,
+                      stage=status.stage, tier=status.tier, state=status.state, state_reason=status.reason,
+                      tier_started_at=now, started_at=now, updated_at=now, policy_revision=loaded.revision)
+        session.add(row)
+        session.flush()
+        agent.rollout_id = row.id
+        store.ensure_version(session, agent, version, now=now)
+        return _record(session, agent, row, loaded, None, status, action="start", actor=actor, now=now)
+
+
+def act(svc: Services, agent_name: str, action: str, *, actor: str, reason: str, now: float,
+        to_stage: str | None = None, metrics: Mapping[str, Any] | None = None) -> Transition:
+    """Apply a person's (or the system's) action to the agent's active rollout and commit it."""
+    with svc.db.transaction() as session:
+        agent = store.get_agent(session, agent_name, for_update=True)
+        rollout = store.current_rollout(session, agent, for_update=True)
+        if rollout is None:
+            raise Conflict(f"agent {agent_name} has no rollout in progress", field="agent")
+        loaded = svc.policies.get(agent.policy)
+        return transition(session, loaded, agent, rollout, action, actor=actor, reason=reason, now=now,
+                          to_stage=to_stage, metrics=metrics)
+
+
+def transition(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, action: str, *,
+               actor: str, reason: str, now: float, to_stage: str | None = None,
+               metrics: Mapping[str, Any] | None = None) -> Transition:
+    """Move a rollout by `action` inside the caller's transaction; raise IllegalTransition if not allowed."""
+    before = status_of(rollout)
+    after = machine.apply(before, action, loaded.policy, now=now, reason=reason, to_stage=to_stage,
+                          revert_to=loaded.policy.kill_switch.revert_to)
+    rollout.stage, rollout.tier, rollout.state = after.stage, after.tier, after.state
+    rollout.state_reason, rollout.tier_started_at, rollout.updated_at = after.reason, after.tier_started_at, now
+    rollout.policy_revision = loaded.revision
+    rollout.kill_switch_open = after.state == "killed"
+    if after.position != before.position:
+        rollout.consecutive_failures = rollout.consecutive_errors = 0
+    if after.state in machine.TERMINAL_STATES:
+        _finish(agent, rollout, now=now)
+    session.add(rollout)
+    return _record(session, agent, rollout, loaded, before, after, action=action, actor=actor, now=now,
+                   metrics=metrics)
+
+
+def status_of(rollout: Rollout) -> RolloutStatus:
+    """Return the pure status of a rollout row."""
+    return RolloutStatus(rollout.stage, rollout.tier, rollout.state, rollout.state_reason,
+                         rollout.tier_started_at)
+
+
+def _finish(agent: Agent, rollout: Rollout, *, now: float) -> None:
+    rollout.ended_at = now
+    agent.rollout_id = None
+    if rollout.state == "completed":
+        agent.stable_version = rollout.candidate_version
+
+
+def _record(session: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
+            before: RolloutStatus | None, after: RolloutStatus, *, action: str, actor: str, now: float,
+            metrics: Mapping[str, Any] | None = None) -> Transition:
+    store.remember_revision(session, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
+                            text=loaded.text, now=now)
+    entry = Transition(
+        rollout_id=rollout.id, agent_id=agent.id, at=now, actor=actor, action=action, reason=after.reason,
+        from_stage=before.stage if before else None, from_tier=before.tier if before else None,
+        from_state=before.state if before else None, to_stage=after.stage, to_tier=after.tier,
+        to_state=after.state, traffic_percent=machine.traffic_percent(loaded.policy, after.position),
+        policy_revision=loaded.revision, metrics=json.dumps(dict(metrics or {}), sort_keys=True))
+    session.add(entry)
+    session.add(agent)
+    session.flush()
+    return entry

@@ -1,0 +1,91 @@
+"""Data access for agents, rollouts, transitions and gate evaluations. Nothing here commits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import literal, union_all
+from sqlmodel import Session, col, func, select
+
+from gatekeeper.errors import NotFound
+from gatekeeper.store.models import Agent, GateEvaluation, PolicyRevision, Rollout, Transition, Version
+
+
+def get_agent(session: Session, name: str, *, for_update: bool = False) -> Agent:
+    """Return the agent called `name`, or raise NotFound."""
+    query = select(Agent).where(Agent.name == name)
+    if for_update:
+        query = query.with_for_update()
+    agent = session.exec(query).first()
+    if agent is None:
+        raise NotFound(f"no agent named {name!r}", field="agent")
+    return agent
+
+
+def list_agents(session: Session) -> list[Agent]:
+    """Return every agent, by name."""
+    return list(session.exec(select(Agent).order_by(Agent.name)))
+
+
+def current_rollout(session: Session, agent: Agent, *, for_update: bool = False) -> Rollout | None:
+    """Return the agent's active rollout, locking its row when asked (Postgres)."""
+    if agent.rollout_id is None:
+        return None
+    query = select(Rollout).where(Rollout.id == agent.rollout_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.exec(query).first()
+
+
+def latest_rollout(session: Session, agent: Agent) -> Rollout | None:
+    """Return the agent's newest rollout, active or not."""
+    query = select(Rollout).where(Rollout.agent_id == agent.id).order_by(col(Rollout.id).desc())
+    return session.exec(query).first()
+
+
+def ensure_version(session: Session, agent: Agent, label: str, *, now: float) -> None:
+    """Record a version label of an agent once."""
+    exists = session.exec(select(Version).where(Version.agent_id == agent.id, Version.label == label)).first()
+    if exists is None:
+        session.add(Version(agent_id=agent.id, label=label, created_at=now))
+
+
+def remember_revision(session: Session, *, revision: str, name: str, path: str, text: str, now: float) -> None:
+    """Store a policy revision's text the first time it governs something."""
+    if session.get(PolicyRevision, revision) is None:
+        session.add(PolicyRevision(revision=revision, name=name, path=path, text=text, first_seen_at=now))
+
+
+def latest_evaluation(session: Session, rollout_id: int) -> GateEvaluation | None:
+    """Return the newest gate evaluation of a rollout."""
+    query = (select(GateEvaluation).where(GateEvaluation.rollout_id == rollout_id)
+             .order_by(col(GateEvaluation.at).desc(), col(GateEvaluation.id).desc()))
+    return session.exec(query).first()
+
+
+def history(session: Session, agent_id: int, *, limit: int, offset: int, kinds: tuple[str, ...]
+            ) -> tuple[list[Transition | GateEvaluation], int]:
+    """Return one page of an agent's transitions and gate evaluations, newest first, and the total."""
+    parts = []
+    if "transition" in kinds:
+        parts.append(select(literal("transition").label("kind"), col(Transition.id).label("id"),
+                            col(Transition.at).label("at")).where(Transition.agent_id == agent_id))
+    if "gate_evaluation" in kinds:
+        parts.append(select(literal("gate_evaluation").label("kind"), col(GateEvaluation.id).label("id"),
+                            col(GateEvaluation.at).label("at")).where(GateEvaluation.agent_id == agent_id))
+    if not parts:
+        return [], 0
+    merged = union_all(*parts).subquery()
+    total = session.exec(select(func.count()).select_from(merged)).one()
+    rows = session.exec(select(merged.c.kind, merged.c.id).order_by(merged.c.at.desc(), merged.c.id.desc())
+                        .limit(limit).offset(offset)).all()
+    table: dict[str, Any] = {"transition": Transition, "gate_evaluation": GateEvaluation}
+    return [session.get(table[kind], row_id) for kind, row_id in rows], int(total)
+
+
+def metrics_of(entry: Transition | GateEvaluation) -> dict[str, Any]:
+    """Return the numbers stored with a transition or a gate evaluation."""
+    raw = entry.metrics if isinstance(entry, Transition) else entry.report
+    loaded: dict[str, Any] = json.loads(raw or "{}")
+    return loaded

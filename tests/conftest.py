@@ -1,0 +1,75 @@
+"""Shared fixtures: a real app on a temporary SQLite file, tokens of every role, the real test client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from gatekeeper import create_app
+from gatekeeper.services import Services
+from gatekeeper.store.tokens import create_token
+
+REPO = Path(__file__).resolve().parent.parent
+POLICIES = REPO / "policies"
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file for one test."""
+    return f"sqlite:///{tmp_path / 'gatekeeper.db'}"
+
+
+@pytest.fixture
+def app_overrides(db_url: str) -> dict[str, Any]:
+    """Settings of the app under test; override this fixture to change them."""
+    return {"database_url": db_url, "policy_dir": POLICIES}
+
+
+@pytest.fixture
+def app(app_overrides: dict[str, Any]) -> Iterator[Flask]:
+    """The real Flask app with its schema created."""
+    application = create_app(app_overrides)
+    svc(application).db.upgrade()
+    yield application
+    svc(application).db.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def svc(app: Flask) -> Services:
+    """Return an app's services."""
+    found: Services = app.extensions["gatekeeper"]
+    return found
+
+
+@pytest.fixture
+def make_token(app: Flask) -> Callable[..., dict[str, str]]:
+    """Create a token of a role and return its Authorization header."""
+
+    def make(role: str, *, agent: str | None = None, name: str | None = None) -> dict[str, str]:
+        with svc(app).db.transaction() as session:
+            token, _ = create_token(session, name or role, role=role, agent=agent, now=time.time())
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+@pytest.fixture
+def rm(make_token: Callable[..., dict[str, str]]) -> dict[str, str]:
+    """Headers of a release manager."""
+    return make_token("release_manager", name="alice")
+
+
+@pytest.fixture
+def viewer(make_token: Callable[..., dict[str, str]]) -> dict[str, str]:
+    """Headers of a viewer."""
+    return make_token("viewer", name="victor")
