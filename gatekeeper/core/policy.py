@@ -407,8 +407,11 @@ def _slug(value: object) -> str:
 
 def _list_of(item: Convert, *, unique: bool = False, non_empty: bool = False) -> Convert:
     def convert(reader: _Reader, value: object, path: str) -> tuple[Any, ...] | None:
-        if not isinstance(value, list) or (non_empty and not value):
-            reader.problem(path, f"must be a {'non-empty ' if non_empty else ''}list, not {_kind(value)}")
+        if not isinstance(value, list):
+            reader.problem(path, f"must be a list, not {_kind(value)}")
+            return None
+        if non_empty and not value:
+            reader.problem(path, "must not be empty")
             return None
         items = tuple(item(reader, entry, f"{path}[{index}]") for index, entry in enumerate(value))
         for index, entry in enumerate(items):
