@@ -80,6 +80,11 @@ MICROS_PER_DOLLAR = 1_000_000
 MAX_POLICY_BYTES = 1_000_000  # a policy is hand-written; anything bigger is a mistake or an attack
 
 
+def _hash_fields(self: Any) -> int:
+    """Hash a frozen dataclass whose mapping fields are read-only views, as equal mappings compare."""
+    return hash(tuple(frozenset(v.items()) if isinstance(v, Mapping) else v for v in vars(self).values()))
+
+
 @dataclass(frozen=True)
 class Caps:
     tool_calls_per_session: int
@@ -132,6 +137,8 @@ class TwinStage:
     gate: TwinGate
     scenarios: Mapping[str, Scenario]
 
+    __hash__ = _hash_fields
+
 
 @dataclass(frozen=True)
 class ShadowGate:
@@ -167,6 +174,8 @@ class BeforeRule:
 class MaxCallsRule:
     limits: Mapping[str, int]
 
+    __hash__ = _hash_fields
+
 
 SequenceRule = BeforeRule | MaxCallsRule
 
@@ -183,6 +192,8 @@ class KillSwitch:
 class AlertPolicy:
     default: AlertAction
     by_severity: Mapping[str, AlertAction]
+
+    __hash__ = _hash_fields
 
     def action_for(self, severity: str | None) -> AlertAction:
         """Return the action for an alert of this severity (case-insensitive), else the default."""
@@ -211,6 +222,8 @@ class Policy:
     approvals: ApprovalPolicy
     file: str = "<string>"
     revision: str = ""
+
+    __hash__ = _hash_fields
 
     def tool_class(self, tool: str) -> ToolClass:
         """Return the tool's class; a tool the policy does not name is irreversible."""
@@ -284,6 +297,7 @@ def policy_revision(text: str) -> str:
 # -- the reader: walks a YAML document, converting values and collecting problems --------
 
 _REQUIRED: Any = object()
+_NONE: Mapping[str, Any] = MappingProxyType({})
 Convert = Callable[["_Reader", object, str], Any]
 Fields = Mapping[str, tuple[str, Convert, Any]]  # YAML key -> (attribute, converter, raw default)
 
@@ -292,16 +306,17 @@ class _Reader:
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[PolicyProblem] = []
+        self.top_gate: dict[str, Any] = {}  # stage gates merge over it, so _POLICY parses `gate` first
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(PolicyProblem(self.file, path, message))
 
-    def mapping(self, value: object, path: str) -> dict[Any, Any]:
+    def mapping(self, value: object, path: str) -> dict[Any, Any] | None:
         if value is None:  # `twin:` with nothing under it means "all defaults"
             return {}
         if not isinstance(value, dict):
             self.problem(path, f"must be a mapping, not {_kind(value)}")
-            return {}
+            return None
         return value
 
     def unknown_keys(self, raw: Mapping[Any, Any], path: str, known: Sequence[str]) -> None:
@@ -311,8 +326,10 @@ class _Reader:
                 hint = f" (did you mean '{close[0]}'?)" if close else f"; expected one of: {', '.join(known)}"
                 self.problem(_join(path, str(key)), f"unknown key '{key}'{hint}")
 
-    def section(self, value: object, path: str, fields: Fields, inherited: Mapping[str, Any] = {}) -> dict:
+    def section(self, value: object, path: str, fields: Fields, inherited: Mapping[str, Any] = _NONE) -> dict:
         raw = self.mapping(value, path)
+        if raw is None:  # one problem for the whole section, not one per missing key
+            return dict.fromkeys(attr for attr, _, _ in fields.values())
         self.unknown_keys(raw, path, list(fields))
         out: dict[str, Any] = {}
         for key, (attr, convert, default) in fields.items():
@@ -333,7 +350,8 @@ def _join(path: str, key: str) -> str:
 
 
 def _kind(value: object) -> str:
-    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "empty"}
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number"}
+    names.update({float: "a number", type(None): "empty"})
     return names.get(type(value), f"a {type(value).__name__}")
 
 
@@ -425,7 +443,7 @@ def _list_of(item: Convert, *, unique: bool = False, non_empty: bool = False) ->
 def _map_of(item: Convert, *, key: Callable[[object], str] = _text) -> Convert:
     def convert(reader: _Reader, value: object, path: str) -> Mapping[str, Any]:
         out: dict[str, Any] = {}
-        for name, entry in reader.mapping(value, path).items():
+        for name, entry in (reader.mapping(value, path) or {}).items():
             try:
                 out[key(name)] = item(reader, entry, _join(path, str(name)))
             except ValueError as exc:
@@ -445,7 +463,7 @@ def _build(cls: Callable[..., Any], fields: Fields, **extra: Any) -> Convert:
 def _named(reader: _Reader, value: object, path: str, fields: Fields) -> list[tuple[str, str, dict]]:
     """Walk a mapping of name -> section, returning (name, path, converted fields) for each."""
     out = []
-    for name, raw in reader.mapping(value, path).items():
+    for name, raw in (reader.mapping(value, path) or {}).items():
         if not isinstance(name, str) or not name.strip():
             reader.problem(_join(path, str(name)), "name must be a non-empty string")
         out.append((str(name), _join(path, str(name)), reader.section(raw, _join(path, str(name)), fields)))
@@ -541,13 +559,13 @@ _GATE: Fields = {
 
 
 def _top_gate(reader: _Reader, value: object, path: str) -> TierGate:
-    reader.top_gate = reader.section(value, path, _GATE)  # type: ignore[attr-defined]
-    return TierGate(**reader.top_gate)  # type: ignore[attr-defined]
+    reader.top_gate = reader.section(value, path, _GATE)
+    return TierGate(**reader.top_gate)
 
 
 def _stage_gate(reader: _Reader, value: object, path: str) -> TierGate:
     """Merge a stage's own gate keys over the top-level gate (parsed first, see _POLICY)."""
-    return TierGate(**reader.section(value, path, _GATE, getattr(reader, "top_gate", {})))
+    return TierGate(**reader.section(value, path, _GATE, reader.top_gate))
 
 
 _CLASSES = _list_of(_simple(_choice(TOOL_CLASSES, "tool class")), unique=True)

@@ -210,6 +210,12 @@ def test_policy_is_immutable() -> None:
     assert isinstance(policy.agents, tuple) and isinstance(policy.canary.tiers, tuple)
 
 
+def test_equal_policies_hash_equal_so_they_can_key_caches() -> None:
+    first, second = load_policy_file(EXAMPLE), load_policy_file(EXAMPLE)
+    assert first == second and hash(first) == hash(second) and len({first, second}) == 1
+    assert hash(MaxCallsRule(limits={"a": 1, "b": 2})) == hash(MaxCallsRule(limits={"b": 2, "a": 1}))
+
+
 @pytest.mark.parametrize(
     ("tool", "tool_class"),
     [
@@ -391,6 +397,14 @@ def test_document_level_problems(text: str, fragment: str) -> None:
     (problem,) = validate_policy_text(text, file="bad.yaml")
     assert problem.path == "" and fragment in problem.message
     assert str(problem).startswith("bad.yaml: ")
+
+
+def test_a_section_of_the_wrong_type_is_one_problem_not_one_per_key() -> None:
+    problems = validate_policy_text("name: x\nagents: []\nstages: [1]\nstable_caps: 3\n")
+    assert [str(p) for p in problems] == [
+        "<string>: stages: must be a mapping, not a list",
+        "<string>: stable_caps: must be a mapping, not a number",
+    ]
 
 
 def test_problem_str_is_file_path_message() -> None:
