@@ -1,0 +1,21 @@
+"""The `gatekeeper` command line. Each module adds its commands to `main`."""
+
+from __future__ import annotations
+
+import click
+
+from gatekeeper.cli.admin import db, token, user
+from gatekeeper.cli.ops import register_ops
+from gatekeeper.cli.policy import policy
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Gatekeeper: staged rollouts for AI agents (twin, shadow, canary, expansion)."""
+
+
+main.add_command(db)
+main.add_command(token)
+main.add_command(user)
+main.add_command(policy)
+register_ops(main)
