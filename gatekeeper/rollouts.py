@@ -51,7 +51,7 @@ def start_rollout(svc: Services, agent_name: str, *, version: str, actor: str, r
             raise BadRequest(f"{version} is already the stable version", field="version")
         loaded = svc.policies.get(agent.policy)
         status = machine.start(now=now, reason=reason or "rollout started")
-        row = Rollout(agent_id=agent.id, candidate_version=version, stable_version=agent.stable_version,
+        row = Rollout(agent_id=store.row_id(agent.id), candidate_version=version, stable_version=agent.stable_version,
                       stage=status.stage, tier=status.tier, state=status.state, state_reason=status.reason,
                       tier_started_at=now, started_at=now, updated_at=now, policy_revision=loaded.revision)
         session.add(row)
@@ -113,7 +113,8 @@ def _record(session: Session, agent: Agent, rollout: Rollout, loaded: LoadedPoli
     store.remember_revision(session, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
                             text=loaded.text, now=now)
     entry = Transition(
-        rollout_id=rollout.id, agent_id=agent.id, at=now, actor=actor, action=action, reason=after.reason,
+        rollout_id=store.row_id(rollout.id), agent_id=store.row_id(agent.id), at=now, actor=actor, action=action,
+        reason=after.reason,
         from_stage=before.stage if before else None, from_tier=before.tier if before else None,
         from_state=before.state if before else None, to_stage=after.stage, to_tier=after.tier,
         to_state=after.state, traffic_percent=machine.traffic_percent(loaded.policy, after.position),

@@ -118,6 +118,11 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
 
 
-def timestamp(value: float | None) -> datetime | None:
+def utc(value: float) -> datetime:
     """Render a stored epoch float as an aware UTC datetime."""
-    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def timestamp(value: float | None) -> datetime | None:
+    """Render an optional stored epoch float as an aware UTC datetime."""
+    return None if value is None else utc(value)

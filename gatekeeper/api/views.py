@@ -6,7 +6,7 @@ import json
 
 from sqlmodel import Session, func, select
 
-from gatekeeper.api.schemas import AgentStatus, HistoryEntry, Position, RolloutView, timestamp
+from gatekeeper.api.schemas import AgentStatus, HistoryEntry, Position, RolloutView, timestamp, utc
 from gatekeeper.core import rollout as machine
 from gatekeeper.errors import NotFound
 from gatekeeper.policies import LoadedPolicy, PolicyStore
@@ -42,8 +42,8 @@ def rollout_view(rollout: Rollout, loaded: LoadedPolicy | None) -> RolloutView:
         stage=rollout.stage, tier=rollout.tier, state=rollout.state, state_reason=rollout.state_reason,
         tier_label=machine.position_label(policy, position) if policy else rollout.stage,
         traffic_percent=machine.traffic_percent(policy, position) if policy else 0.0,
-        tier_started_at=timestamp(rollout.tier_started_at), started_at=timestamp(rollout.started_at),
-        updated_at=timestamp(rollout.updated_at), ended_at=timestamp(rollout.ended_at),
+        tier_started_at=utc(rollout.tier_started_at), started_at=utc(rollout.started_at),
+        updated_at=utc(rollout.updated_at), ended_at=timestamp(rollout.ended_at),
         kill_switch_open=rollout.kill_switch_open, policy_revision=rollout.policy_revision)
 
 

@@ -48,7 +48,7 @@ def ensure_version(session: Session, agent: Agent, label: str, *, now: float) ->
     """Record a version label of an agent once."""
     exists = session.exec(select(Version).where(Version.agent_id == agent.id, Version.label == label)).first()
     if exists is None:
-        session.add(Version(agent_id=agent.id, label=label, created_at=now))
+        session.add(Version(agent_id=row_id(agent.id), label=label, created_at=now))
 
 
 def remember_revision(session: Session, *, revision: str, name: str, path: str, text: str, now: float) -> None:
@@ -67,7 +67,7 @@ def latest_evaluation(session: Session, rollout_id: int) -> GateEvaluation | Non
 def history(session: Session, agent_id: int, *, limit: int, offset: int, kinds: tuple[str, ...]
             ) -> tuple[list[Transition | GateEvaluation], int]:
     """Return one page of an agent's transitions and gate evaluations, newest first, and the total."""
-    parts = []
+    parts: list[Any] = []
     if "transition" in kinds:
         parts.append(select(literal("transition").label("kind"), col(Transition.id).label("id"),
                             col(Transition.at).label("at")).where(Transition.agent_id == agent_id))
@@ -81,7 +81,7 @@ def history(session: Session, agent_id: int, *, limit: int, offset: int, kinds: 
     rows = session.exec(select(merged.c.kind, merged.c.id).order_by(merged.c.at.desc(), merged.c.id.desc())
                         .limit(limit).offset(offset)).all()
     table: dict[str, Any] = {"transition": Transition, "gate_evaluation": GateEvaluation}
-    return [session.get(table[kind], row_id) for kind, row_id in rows], int(total)
+    return [session.get(table[kind], key) for kind, key in rows], int(total)  # type: ignore[misc]
 
 
 def metrics_of(entry: Transition | GateEvaluation) -> dict[str, Any]:
@@ -89,3 +89,10 @@ def metrics_of(entry: Transition | GateEvaluation) -> dict[str, Any]:
     raw = entry.metrics if isinstance(entry, Transition) else entry.report
     loaded: dict[str, Any] = json.loads(raw or "{}")
     return loaded
+
+
+def row_id(value: int | None) -> int:
+    """Return a flushed row's primary key (rows are flushed before their id is used)."""
+    if value is None:
+        raise RuntimeError("row has no id yet; flush it first")
+    return value

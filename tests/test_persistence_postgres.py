@@ -1,0 +1,57 @@
+"""The persistence tests again, on a real Postgres: same API, same audit trail, same durability."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from sqlalchemy.pool import NullPool
+
+from gatekeeper.store.db import Database
+from tests.support.services import PostgresServer
+from tests.test_api_rollouts import (  # noqa: F401 - collected again here, against Postgres
+    test_a_new_app_on_the_same_file_sees_the_same_rollouts,
+    test_history_is_paginated_newest_first,
+    test_kill_reverts_and_resume_continues,
+    test_refused_requests_change_nothing,
+    test_twin_to_completed_and_back_through_a_rollback,
+)
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    with PostgresServer(tmp_path_factory.mktemp("pg")) as server:
+        yield server
+
+
+@pytest.fixture
+def db_url(postgres: PostgresServer) -> str:
+    """A fresh Postgres database per test, replacing the SQLite file of tests/conftest.py."""
+    name = f"gk_test_{next(_names)}"
+    admin = sqlalchemy.create_engine(postgres.url.rsplit("/", 1)[0] + "/postgres", poolclass=NullPool,
+                                     isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return postgres.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_upgrade_is_idempotent_on_postgres(db_url: str) -> None:
+    database = Database(db_url)
+    assert database.upgrade() == database.upgrade() == 1
+    assert {"agents", "rollouts", "transitions", "gate_evaluations", "tokens", "users"} <= set(
+        database.table_names())
+    database.dispose()
+
+
+def test_upgrade_is_idempotent_on_sqlite(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    assert database.upgrade() == database.upgrade() == 1
+    with database.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    database.dispose()
