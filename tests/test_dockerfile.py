@@ -8,7 +8,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import venv
 from pathlib import Path
@@ -85,7 +84,3 @@ def wait_ready(url: str) -> requests.Response:
                 raise
             time.sleep(0.3)
 
-
-def test_python_matches_the_image() -> None:
-    image = next(args for kind, args in instructions() if kind == "FROM")
-    assert image.startswith(f"python:{sys.version_info.major}.{sys.version_info.minor}")
