@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from gatekeeper.core.policy import parse_duration
 from gatekeeper.errors import ConfigError
