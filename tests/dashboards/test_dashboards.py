@@ -19,7 +19,8 @@ import pytest
 import requests
 import yaml
 
-from tests.support.services import LoopbackHTTPServer, PrometheusServer, RecordedRequest, require_binary
+from tests.support.http import LoopbackHTTPServer, RecordedRequest
+from tests.support.services import PrometheusServer, require_binary
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 COUNTERS = {

@@ -13,14 +13,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
-from tests.support.services import (
-    AlertmanagerServer,
-    LoopbackHTTPServer,
-    PostgresServer,
-    PrometheusServer,
-    RecordedRequest,
-    require_binary,
-)
+from tests.support.http import LoopbackHTTPServer, RecordedRequest
+from tests.support.services import AlertmanagerServer, PostgresServer, PrometheusServer, require_binary
 
 T = TypeVar("T")
 

@@ -1,0 +1,1 @@
+"""`gatekeeper demo`: the whole loop on the embedded defaults, with a simulated fleet of agents."""
