@@ -34,6 +34,7 @@ CheckResult = Literal["pass", "fail", "no_data", "error"]
 GateResult = Literal["promote", "hold", "rollback", "error"]
 Action = Literal["promote", "wait", "hold", "rollback"]
 Comparison = Literal["<=", ">="]
+ALERT_HOLD_PREFIX = "alert "  # a hold whose reason starts so was set by an alert; only its resolution lifts it
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,23 @@ def _problem(check: Check, *, evidence: str, enough: bool) -> str:
     return f"{check.name}: {check.detail}"
 
 
+def next_transition(state: str, state_reason: str, action: Action) -> str | None:
+    """Return the rollout action that carries out a gate's decision in this state, if any.
+
+    A held rollout is released once its cause clears, or promoted at once when everything
+    passes; a hold set by an alert stays until the alert resolves, though a rollback still wins.
+    """
+    if action == "rollback":
+        return "rollback"
+    if state == "held" and state_reason.startswith(ALERT_HOLD_PREFIX):
+        return None
+    if action == "promote":
+        return "promote"
+    if action == "hold":
+        return "hold" if state == "progressing" else None
+    return "release" if state == "held" else None
+
+
 # -- tier gate (canary, expansion) ----------------------------------------------------------
 
 
@@ -257,6 +275,7 @@ class TierSignals:
     spend_dollars: float | None = None
     extra: Mapping[str, float | None] = field(default_factory=dict)
     extra_errors: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)  # why a check has no data, by check name
 
 
 def evaluate_tier_gate(gate: TierGate, signals: TierSignals | None, *, where: Where, tier_started_at: float,
@@ -300,7 +319,9 @@ def _extra_checks(queries: Sequence[ExtraQuery], signals: TierSignals, source: S
         bounds = [(b, c) for b, c in ((query.max, "<="), (query.min, ">=")) if b is not None]
         for bound, comparison in bounds:
             name = query.name if len(bounds) == 1 else f"{query.name} ({'max' if comparison == '<=' else 'min'})"
-            checks.append(make_check(name, value, bound, comparison, error=error))  # type: ignore[arg-type]
+            check = make_check(name, value, bound, comparison, error=error)  # type: ignore[arg-type]
+            note = signals.notes.get(query.name)
+            checks.append(replace(check, detail=note) if note and check.result == "no_data" else check)
     return checks
 
 

@@ -21,6 +21,7 @@ from gatekeeper.core.gates import (
     evaluate_shadow_gate,
     evaluate_tier_gate,
     evaluate_twin_gate,
+    next_transition,
 )
 from gatekeeper.core.policy import ExtraQuery, ShadowGate, TierGate, TwinGate
 
@@ -33,11 +34,12 @@ WHERE = Where("canary", 1, "canary 5%", 5.0)
 PROM = SourceStatus("prometheus")
 DOWN = SourceStatus("prometheus", available=False, unavailable_since=NOW - 60, error="connection refused")
 SOAKED = NOW - 3600
+ZERO = Counters()
 FRESH = NOW - 60
 
 
 def tier(signals: TierSignals | None = HEALTHY, *, gate: TierGate = GATE, started: float = SOAKED,
-         counters: Counters = Counters(), source: SourceStatus = PROM) -> Any:
+         counters: Counters = ZERO, source: SourceStatus = PROM) -> Any:
     return evaluate_tier_gate(gate, signals, where=WHERE, tier_started_at=started, counters=counters,
                               source=source, now=NOW)
 
@@ -197,3 +199,19 @@ def test_agreement_counts_pairs() -> None:
     pairs = [MirroredPair([("a", WRITE)], [("a", WRITE)]), MirroredPair([("a", WRITE)], [])]
     assert agreement(pairs) == (1, 2)
     assert agreement([]) == (0, 0)
+
+
+@pytest.mark.parametrize(("state", "reason", "action", "expected"), [
+    ("progressing", "", "promote", "promote"),
+    ("progressing", "", "wait", None),
+    ("progressing", "", "hold", "hold"),
+    ("progressing", "", "rollback", "rollback"),
+    ("held", "gate: no data for error_rate", "wait", "release"),
+    ("held", "gate: no data for error_rate", "promote", "promote"),
+    ("held", "gate: no data for error_rate", "hold", None),
+    ("held", "alert CandidateErrors firing", "wait", None),
+    ("held", "alert CandidateErrors firing", "promote", None),
+    ("held", "alert CandidateErrors firing", "rollback", "rollback"),
+])
+def test_next_transition(state: str, reason: str, action: Any, expected: str | None) -> None:
+    assert next_transition(state, reason, action) == expected

@@ -1,0 +1,205 @@
+"""One evaluation cycle on a real SQLite database, with the in-memory metrics source."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from gatekeeper import rollouts
+from gatekeeper.core.gates import TierSignals
+from gatekeeper.gating import evaluate_all
+from gatekeeper.services import Services
+from gatekeeper.sources import InMemorySource
+from gatekeeper.store.models import GateEvaluation, Transition
+from tests.gates.conftest import T0, add_session, place, rollout_of, rows
+
+HEALTHY = TierSignals(sessions=50, tool_calls=500, errors=2, p95_latency_s=0.3, spend_dollars=5.0)
+FAILING = TierSignals(sessions=50, tool_calls=500, errors=250, p95_latency_s=0.3, spend_dollars=5.0)
+
+
+def ladder_position(services: Services, agent: str = "bot") -> tuple[str, int, str]:
+    rollout = rollout_of(services, agent)
+    return rollout.stage, rollout.tier, rollout.state
+
+
+def transitions(services: Services) -> list[Transition]:
+    return rows(services, Transition)
+
+
+def evaluations(services: Services) -> list[GateEvaluation]:
+    return rows(services, GateEvaluation)
+
+
+def test_healthy_candidate_climbs_every_tier_and_completes(services: Services) -> None:
+    place(services)
+    source = InMemorySource({("bot", "v2"): HEALTHY})
+    seen = []
+    for step in range(1, 5):
+        outcomes = evaluate_all(services, source, now=T0 + step)
+        assert [(o.result, o.transition) for o in outcomes] == [("promote", "promote")]
+        seen.append(ladder_position(services))
+    assert seen == [("canary", 1, "progressing"), ("expansion", 0, "progressing"),
+                    ("expansion", 1, "progressing"), ("expansion", 1, "completed")]
+    last = transitions(services)[-1]
+    assert (last.actor, last.action, last.to_state) == ("scheduler", "promote", "completed")
+    assert json.loads(last.metrics)["values"]["error_rate"] == pytest.approx(0.004)
+    assert evaluate_all(services, source, now=T0 + 10) == []  # nothing active any more
+
+
+def test_each_window_is_evaluated_once(services: Services) -> None:
+    place(services)
+    source = InMemorySource({("bot", "v2"): TierSignals(sessions=1)})  # too few: holds, stays on its rung
+    assert len(evaluate_all(services, source, now=T0 + 1.2)) == 1
+    assert evaluate_all(services, source, now=T0 + 1.7) == []  # same 1s window
+    assert len(evaluate_all(services, source, now=T0 + 2.1)) == 1
+    assert [e.window_key.rsplit(":", 1)[1] for e in evaluations(services)] == [str(int(T0 + 1)), str(int(T0 + 2))]
+
+
+def test_unhealthy_candidate_holds_then_rolls_back_at_failure_limit(services: Services) -> None:
+    place(services, stage="canary", tier=1)
+    source = InMemorySource({("bot", "v2"): FAILING})
+    first = evaluate_all(services, source, now=T0 + 1)
+    assert [(o.result, o.transition) for o in first] == [("hold", "hold")]
+    assert ladder_position(services) == ("canary", 1, "held")
+    assert "error_rate failed: 0.5 > 0.1" in rollout_of(services).state_reason
+    second = evaluate_all(services, source, now=T0 + 2)
+    assert [(o.result, o.transition) for o in second] == [("rollback", "rollback")]
+    assert ladder_position(services) == ("canary", 0, "paused")
+    rollback = transitions(services)[-1]
+    metrics = json.loads(rollback.metrics)
+    assert metrics["values"]["error_rate"] == 0.5 and metrics["consecutive"]["failures"] == 2
+    assert evaluate_all(services, source, now=T0 + 3) == []  # paused: only a person resumes it
+
+
+def test_outage_holds_never_promotes_and_resumes_when_metrics_return(services: Services) -> None:
+    place(services)
+    source = InMemorySource({("bot", "v2"): HEALTHY})
+    source.fail("connection refused")
+    for step in range(1, 5):
+        outcomes = evaluate_all(services, source, now=T0 + step)
+        assert [o.result for o in outcomes] == ["error"]
+        assert ladder_position(services) == ("canary", 0, "held")
+    report = outcomes[0].report
+    assert report["metrics_source"] == {"name": "memory", "available": False, "unavailable_since": T0 + 1,
+                                        "error": "connection refused"}
+    assert {c["result"] for c in report["checks"]} == {"error"}
+    source.recover()
+    assert [o.transition for o in evaluate_all(services, source, now=T0 + 5)] == ["promote"]
+    assert ladder_position(services) == ("canary", 1, "progressing")
+
+
+@pytest.mark.parametrize("policy_changes", [{"gate": {"on_metrics_error": "rollback", "error_limit": 2}}])
+def test_on_metrics_error_rollback_after_error_limit(services: Services) -> None:
+    place(services, stage="canary", tier=1)
+    source = InMemorySource()
+    source.fail("timed out")
+    assert [o.transition for o in evaluate_all(services, source, now=T0 + 1)] == ["hold"]
+    assert [o.transition for o in evaluate_all(services, source, now=T0 + 2)] == ["rollback"]
+    assert ladder_position(services) == ("canary", 0, "paused")
+
+
+@pytest.mark.parametrize("policy_changes", [{"gate": {"soak": "10s"}}])
+def test_hold_is_released_when_its_cause_clears_and_soak_waits(services: Services) -> None:
+    place(services)
+    source = InMemorySource({("bot", "v2"): TierSignals(sessions=1, tool_calls=5, errors=0)})
+    evaluate_all(services, source, now=T0 + 1)
+    assert ladder_position(services) == ("canary", 0, "held")
+    assert "too few sessions: 1 < 3" in rollout_of(services).state_reason
+    source.set("bot", "v2", HEALTHY)
+    assert [o.transition for o in evaluate_all(services, source, now=T0 + 2)] == ["release"]
+    assert ladder_position(services) == ("canary", 0, "progressing")
+    waiting = evaluate_all(services, source, now=T0 + 3)
+    assert [(o.result, o.transition) for o in waiting] == [("hold", None)]
+    assert waiting[0].report["reasons"] == ["soaking: 3s of 10s"]
+    assert [o.transition for o in evaluate_all(services, source, now=T0 + 10)] == ["promote"]
+
+
+def test_alert_hold_is_not_lifted_by_the_gate(services: Services) -> None:
+    place(services)
+    rollouts.act(services, "bot", "hold", actor="alertmanager:am", reason="alert CandidateErrors firing", now=T0)
+    source = InMemorySource({("bot", "v2"): HEALTHY})
+    outcomes = evaluate_all(services, source, now=T0 + 1)
+    assert [(o.result, o.transition) for o in outcomes] == [("promote", None)]
+    assert ladder_position(services) == ("canary", 0, "held")
+    assert rollout_of(services).state_reason == "alert CandidateErrors firing"
+
+
+def test_queries_do_not_grow_with_agents(services: Services) -> None:
+    for index in range(5):
+        place(services, f"bot{index}")
+    source = InMemorySource({(f"bot{i}", "v2"): HEALTHY for i in range(5)})
+    outcomes = evaluate_all(services, source, now=T0 + 1)
+    assert sorted(o.transition or "" for o in outcomes) == ["promote"] * 5
+    assert len(source.requests) == 5  # one batch of five requests, answered by one call
+
+
+def test_history_and_agent_status_show_every_evaluation(services: Services, client: FlaskClient,
+                                                        rm: dict[str, str]) -> None:
+    place(services)
+    source = InMemorySource({("bot", "v2"): FAILING})
+    evaluate_all(services, source, now=T0 + 1)
+    status = client.get("/v1/agents/bot", headers=rm).get_json()
+    report: dict[str, Any] = status["gate_report"]
+    assert (report["result"], report["tier_label"], report["transition"]) == ("hold", "canary 1%", "hold")
+    assert next(c for c in report["checks"] if c["name"] == "error_rate")["result"] == "fail"
+    items = client.get("/v1/agents/bot/history?kind=gate_evaluation", headers=rm).get_json()["items"]
+    assert [i["action"] for i in items] == ["gate:hold"]
+    assert items[0]["metrics"]["values"]["error_rate"] == 0.5
+
+
+def run(tool: str, outcome: str | None = "ok") -> tuple[Any, ...]:
+    return (tool, "allow", outcome, 10.0)
+
+
+REFUND = [run("lookup_customer"), run("refund_payment"), run("send_email")]
+
+
+def test_twin_gate_judges_runs_and_holds_on_a_stale_snapshot(services: Services) -> None:
+    rollout = place(services, stage="twin")
+    fresh, stale = T0 - 60, T0 - 7200
+    for scenario, calls in [("refund-request", REFUND), ("refund-request", REFUND), ("faq", [run("search_kb")]),
+                            ("faq", [run("search_kb")])]:
+        add_session(services, rollout, environment="twin", scenario=scenario, calls=calls, twin_snapshot_at=stale)
+    held = evaluate_all(services, InMemorySource(), now=T0 + 1)
+    assert ladder_position(services) == ("twin", 0, "held")
+    assert any("twin_snapshot_age_s failed" in r for r in held[0].report["reasons"])
+    add_session(services, rollout, environment="twin", scenario="faq", calls=[run("search_kb")],
+                twin_snapshot_at=fresh)
+    assert [o.transition for o in evaluate_all(services, InMemorySource(), now=T0 + 2)] == ["promote"]
+    assert ladder_position(services) == ("shadow", 0, "progressing")
+
+
+def test_twin_runs_breaking_expect_order_or_calling_forbid_fail(services: Services) -> None:
+    rollout = place(services, stage="twin")
+    broken_order = [run("refund_payment"), run("lookup_customer"), run("send_email")]
+    forbidden = [*REFUND, run("update_ticket")]
+    for calls in (REFUND, broken_order, forbidden):  # passed left unset: the gate judges them itself
+        add_session(services, rollout, environment="twin", scenario="refund-request", calls=calls,
+                    twin_snapshot_at=T0)
+    add_session(services, rollout, environment="twin", scenario="faq", calls=[run("search_kb")], passed=False,
+                twin_snapshot_at=T0)
+    report = evaluate_all(services, InMemorySource(), now=T0 + 1)[0].report
+    values = report["values"]
+    assert (values["runs"], values["pass_rate"]) == (4, 0.25)
+    assert any("pass_rate failed: 0.25 < 0.75" in r for r in report["reasons"])
+    assert ladder_position(services) == ("twin", 0, "held")
+
+
+def test_shadow_gate_on_mirrored_pairs(services: Services) -> None:
+    rollout = place(services, stage="shadow")
+    stable_calls = [run("lookup_customer"), run("refund_payment"), run("send_email")]
+    same = [run("search_kb"), ("lookup_customer", "allow", "ok", 5.0), ("refund_payment", "shadow", None, None),
+            ("send_email", "shadow", None, None)]
+    different = [("send_email", "shadow", None, None, {"would_verdict": "deny", "would_reason": "sequence_before"})]
+    for candidate in (same, same, same, different):
+        stable = add_session(services, rollout, arm="stable", calls=stable_calls, started_at=T0)
+        add_session(services, rollout, calls=candidate, mirror_of=stable, started_at=T0)
+    report = evaluate_all(services, InMemorySource(), now=T0 + 1)[0].report
+    assert report["values"] | {"traffic_percent": 0} == {"sessions": 4, "error_rate": 0.0,
+                                                         "violation_rate": pytest.approx(1 / 13),
+                                                         "agreement": 0.75, "traffic_percent": 0}
+    assert (report["result"], report["transition"]) == ("promote", "promote")
+    assert ladder_position(services) == ("canary", 0, "progressing")
