@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from gatekeeper import notify
 from gatekeeper.core import rollout as machine
 from gatekeeper.core.rollout import RolloutStatus
 from gatekeeper.errors import BadRequest, Conflict
@@ -122,4 +123,5 @@ def _record(session: Session, agent: Agent, rollout: Rollout, loaded: LoadedPoli
     session.add(entry)
     session.add(agent)
     session.flush()
+    notify.enqueue(session, entry, agent=agent, rollout=rollout)  # delivered later, never blocking this
     return entry
