@@ -1,0 +1,73 @@
+"""POST /v1/alerts: the Alertmanager webhook (payload version 4), role `alertmanager`.
+
+The answer is 200 only after every alert's effect is committed; Alertmanager retries on
+anything else, and the intake's receipts make those retries harmless. Configure the webhook
+receiver with `http_config.authorization` (type Bearer) and keep `max_alerts` low enough that
+a notification fits GATEKEEPER_MAX_BODY_BYTES.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from flask import Blueprint
+from pydantic import BaseModel, ConfigDict, Field
+
+from gatekeeper import alerts
+from gatekeeper.api.auth import Caller
+from gatekeeper.api.routing import endpoint
+from gatekeeper.services import services
+
+bp = Blueprint("alerts", __name__)
+
+
+class AlertmanagerAlert(BaseModel):
+    """One alert as Alertmanager sends it; fields Gatekeeper does not use are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(max_length=100)
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=100)
+    startsAt: str = Field(min_length=1, max_length=60)
+    endsAt: str | None = None
+    generatorURL: str | None = None
+    fingerprint: str = Field(default="", max_length=100)
+
+
+class AlertmanagerPayload(BaseModel):
+    """An Alertmanager webhook notification, payload version 4."""
+
+    model_config = ConfigDict(extra="ignore")
+    version: Literal["4"] = Field(description="Alertmanager webhook payload version; only 4 is understood")
+    status: str | None = None
+    receiver: str | None = None
+    groupKey: str | None = None
+    truncatedAlerts: int = 0
+    alerts: list[AlertmanagerAlert] = Field(max_length=1000)
+
+
+class AlertResult(BaseModel):
+    fingerprint: str
+    agent: str | None
+    alertname: str
+    status: str
+    result: str = Field(description="acted, duplicate, refused, resolved, ignored, unknown_agent, no_rollout, "
+                                    "other_version")
+    transition: str | None = Field(description="the rollout action taken, if any")
+    detail: str
+
+
+class AlertIntake(BaseModel):
+    received: int
+    results: list[AlertResult]
+
+
+@endpoint(bp, "/v1/alerts", methods=["POST"], roles=("alertmanager",), body=AlertmanagerPayload,
+          response=AlertIntake)
+def receive_alerts(*, caller: Caller, body: AlertmanagerPayload) -> AlertIntake:
+    """Act on firing alerts labelled `agent`, once per (fingerprint, startsAt); answer after the effects commit."""
+    batch = [alerts.Alert(status=a.status, labels=a.labels, starts_at=a.startsAt, fingerprint=a.fingerprint,
+                          annotations=a.annotations) for a in body.alerts]
+    outcomes = alerts.receive(services(), batch, actor=caller.actor, now=time.time())
+    return AlertIntake(received=len(outcomes), results=[AlertResult(**vars(o)) for o in outcomes])
