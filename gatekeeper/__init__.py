@@ -12,6 +12,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from gatekeeper.api import register_api
     from gatekeeper.config import Settings
     from gatekeeper.services import Services
+    from gatekeeper.web import register_web
 
     settings = Settings.from_env().with_overrides(overrides)
     app = Flask(__name__)
@@ -19,4 +20,5 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                       MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.extensions["gatekeeper"] = Services.build(settings)
     register_api(app)
+    register_web(app)
     return app

@@ -1,0 +1,97 @@
+"""The overview of every agent, the agent page, and the actions a release manager takes there."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from gatekeeper import rollouts
+from gatekeeper.api.views import agent_or_404
+from gatekeeper.core.rollout import STAGES
+from gatekeeper.errors import BadRequest, NotFound
+from gatekeeper.services import services
+from gatekeeper.store import rollouts as store
+from gatekeeper.store.models import Transition
+from gatekeeper.web.history import rollout_charts, timeline
+from gatekeeper.web.presenters import ACTIONS, AgentView, actions, agent_view, loaded_or_none, position_label
+from gatekeeper.web.security import current_user, release_manager_required
+
+bp = Blueprint("agents", __name__)
+MAX_REASON = 1000
+
+
+@bp.get("/")
+def overview() -> ResponseReturnValue:
+    """Show one row per agent: versions, ladder, state, health, time at tier, pending approvals."""
+    return render_template("web/overview.html", **_overview())
+
+
+@bp.get("/partials/overview")
+def overview_rows() -> ResponseReturnValue:
+    """Return the overview's rows alone, for the page's auto-refresh."""
+    return render_template("web/_overview_rows.html", **_overview())
+
+
+@bp.get("/agents/<name>")
+def agent_page(name: str) -> ResponseReturnValue:
+    """Show an agent: gate checklist, charts, actions and the history timeline."""
+    svc = services()
+    include_gates = request.args.get("events") == "all"
+    with svc.db.reading() as session:
+        agent = agent_or_404(session, name)
+        view = agent_view(session, svc.policies, agent, now=g.now)
+        story = timeline(session, agent.id or 0, view.policy,
+                         page=request.args.get("page", 1, type=int) or 1, include_gates=include_gates)
+        rollout = view.status.rollout
+        graphs = rollout_charts(session, view.policy, rollout, now=g.now) if rollout else ()
+    user = current_user()
+    return render_template("web/agent.html", view=view, charts=graphs, timeline=story, include_gates=include_gates,
+                           actions=actions(view, can_act=bool(user and user.can_act), now=g.now))
+
+
+@bp.post("/agents/<name>/actions/<action>")
+@release_manager_required
+def act(name: str, action: str) -> ResponseReturnValue:
+    """Apply a release manager's action to the agent's rollout, with their reason."""
+    labels = dict(ACTIONS)
+    if action not in labels:
+        raise NotFound(f"no action {action!r}; use one of {', '.join(labels)}", field="action")
+    to_stage = (request.form.get("to_stage") or None) if action == "rollback" else None
+    if to_stage is not None and to_stage not in STAGES:
+        raise BadRequest(f"unknown stage {to_stage!r}", field="to_stage")
+    user = current_user()
+    entry = rollouts.act(services(), name, action, actor=user.actor if user else "user:?",
+                         reason=_reason(), now=time.time(), to_stage=to_stage)
+    flash(f"{labels[action]}: {name} is now at {_where(name, entry)} ({entry.to_state}).", "ok")
+    return redirect(url_for(".agent_page", name=name), 303)
+
+
+def _reason() -> str:
+    reason = request.form.get("reason", "").strip()
+    if not reason:
+        raise BadRequest("say why: the reason goes into the audit trail", field="reason")
+    if len(reason) > MAX_REASON:
+        raise BadRequest(f"the reason is longer than {MAX_REASON} characters", field="reason")
+    return reason
+
+
+def _overview() -> dict[str, Any]:
+    svc = services()
+    with svc.db.reading() as session:
+        views = [agent_view(session, svc.policies, a, now=g.now) for a in store.list_agents(session)]
+    return {"views": views, "outages": _outages(views),
+            "pending_total": sum(v.status.pending_approvals for v in views)}
+
+
+def _outages(views: list[AgentView]) -> list[AgentView]:
+    return [v for v in views if v.active and v.metrics is not None and not v.metrics.available]
+
+
+def _where(name: str, entry: Transition) -> str:
+    svc = services()
+    with svc.db.reading() as session:
+        loaded = loaded_or_none(svc.policies, agent_or_404(session, name).policy)
+    return position_label(loaded.policy if loaded else None, entry.to_stage, entry.to_tier)

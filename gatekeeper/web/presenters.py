@@ -1,0 +1,218 @@
+"""What the pages show of an agent: the ladder, the gate checklist, metrics health, soak and actions.
+
+Everything here tolerates a missing policy, rollout or gate report, and a report with
+missing fields: a page must say "no data" or "metrics unavailable", never fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from gatekeeper.api.schemas import AgentStatus, RolloutView
+from gatekeeper.api.views import describe_agent
+from gatekeeper.core import rollout as machine
+from gatekeeper.core.policy import Policy
+from gatekeeper.core.rollout import Position, RolloutStatus
+from gatekeeper.errors import GatekeeperError, NotFound
+from gatekeeper.policies import LoadedPolicy, PolicyStore
+from gatekeeper.store.models import Agent
+from gatekeeper.web.filters import figure
+
+ACTIONS = (("promote", "Promote"), ("promote_full", "Promote to 100%"), ("pause", "Pause"),
+           ("resume", "Resume"), ("rollback", "Roll back"), ("kill", "Kill"), ("abort", "Abort"))
+DANGEROUS = frozenset({"rollback", "kill", "abort"})
+
+
+@dataclass(frozen=True)
+class Rung:
+    label: str
+    status: str  # done | current | todo
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate check as a checklist line: value against threshold, and its result."""
+
+    name: str
+    value: str
+    threshold: str
+    comparison: str
+    result: str  # pass | fail | no_data | error
+    detail: str
+
+
+@dataclass(frozen=True)
+class MetricsHealth:
+    source: str
+    available: bool
+    since: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ActionOption:
+    """A button of the agent page: whether it is enabled, and where it would move the rollout."""
+
+    name: str
+    label: str
+    enabled: bool
+    why_disabled: str
+    target: str
+    stages: tuple[tuple[str, str], ...] = ()  # rollback: (stage, where it lands)
+
+    @property
+    def dangerous(self) -> bool:
+        return self.name in DANGEROUS
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """An agent as the overview row and the agent page show it."""
+
+    status: AgentStatus
+    policy: Policy | None
+    active: bool
+    rungs: tuple[Rung, ...]
+    checks: tuple[Check, ...]
+    report: dict[str, Any]
+    metrics: MetricsHealth | None
+    time_at_tier_s: float | None
+    soak_required_s: float | None
+
+    @property
+    def soak_left_s(self) -> float | None:
+        if self.soak_required_s is None or self.time_at_tier_s is None:
+            return None
+        return max(0.0, self.soak_required_s - self.time_at_tier_s)
+
+
+def agent_view(session: Session, policies: PolicyStore, agent: Agent, *, now: float) -> AgentView:
+    """Describe one agent for the pages."""
+    status = describe_agent(session, policies, agent)
+    policy = loaded_or_none(policies, agent.policy)
+    rollout = status.rollout
+    active = agent.rollout_id is not None and rollout is not None and rollout.id == agent.rollout_id
+    report = status.gate_report if isinstance(status.gate_report, dict) else {}
+    at_tier = now - rollout.tier_started_at.timestamp() if active and rollout else None
+    return AgentView(
+        status=status, policy=policy.policy if policy else None, active=active,
+        rungs=rungs(policy.policy, rollout) if policy else (), checks=checks(report), report=report,
+        metrics=metrics_health(report), time_at_tier_s=at_tier,
+        soak_required_s=soak_required(policy.policy, rollout, report) if policy and active and rollout else None)
+
+
+def loaded_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
+    """Return the loaded policy called `name`, or None when it is gone."""
+    try:
+        return policies.get(name)
+    except NotFound:
+        return None
+
+
+def rungs(policy: Policy, rollout: RolloutView | None) -> tuple[Rung, ...]:
+    """Return the ladder with the rollout's rung marked (all done once completed)."""
+    positions = machine.ladder(policy)
+    here = Position(rollout.stage, rollout.tier) if rollout else None
+    current = positions.index(here) if here in positions else -1
+    if rollout is not None and rollout.state == "completed":
+        current = len(positions)
+    if rollout is not None and rollout.state == "aborted":
+        current = -1
+    return tuple(Rung(_rung_label(policy, p), "done" if i < current else "current" if i == current else "todo")
+                 for i, p in enumerate(positions))
+
+
+def _rung_label(policy: Policy, position: Position) -> str:
+    if position.tier == 0:
+        return machine.position_label(policy, position)
+    return f"{machine.traffic_percent(policy, position):g}%"
+
+
+def checks(report: dict[str, Any]) -> tuple[Check, ...]:
+    """Return the gate report's checks as checklist lines."""
+    found = report.get("checks")
+    if not isinstance(found, list):
+        return ()
+    return tuple(_check(c) for c in found if isinstance(c, dict))
+
+
+def _check(raw: dict[str, Any]) -> Check:
+    name = str(raw.get("name", "check"))
+    return Check(name=name, value=figure(raw.get("value"), name),
+                 threshold=figure(raw.get("threshold"), name) if raw.get("threshold") is not None else "",
+                 comparison=str(raw.get("comparison") or ""), result=str(raw.get("result") or "no_data"),
+                 detail=str(raw.get("detail") or ""))
+
+
+def metrics_health(report: dict[str, Any]) -> MetricsHealth | None:
+    """Return the metrics source's health from the newest gate report, if there is one."""
+    source = report.get("metrics_source")
+    if not isinstance(source, dict):
+        return None
+    since = source.get("unavailable_since")
+    return MetricsHealth(source=str(source.get("name") or "metrics"), available=source.get("available") is not False,
+                         since=float(since) if isinstance(since, int | float) else None,
+                         error=str(source["error"]) if source.get("error") else None)
+
+
+def soak_required(policy: Policy, rollout: RolloutView, report: dict[str, Any]) -> float | None:
+    """Return the soak the rollout's tier needs: the report's figure if it is about this tier, else the policy's."""
+    soak = report.get("soak")
+    same_tier = report.get("stage") == rollout.stage and report.get("tier") == rollout.tier
+    if same_tier and isinstance(soak, dict) and isinstance(soak.get("required_s"), int | float):
+        return float(soak["required_s"])
+    if rollout.stage == "shadow":
+        return policy.shadow.gate.soak_s
+    if rollout.stage in ("canary", "expansion"):
+        return policy.canary.gate.soak_s if rollout.stage == "canary" else policy.expansion.gate.soak_s
+    return None
+
+
+def actions(view: AgentView, *, can_act: bool, now: float) -> tuple[ActionOption, ...]:
+    """Return every action button with whether it is enabled and where it would land."""
+    rollout = view.status.rollout
+    if not view.active or rollout is None or view.policy is None:
+        return tuple(ActionOption(n, label, False, "no rollout in progress", "") for n, label in ACTIONS)
+    status = RolloutStatus(rollout.stage, rollout.tier, rollout.state, rollout.state_reason,
+                           rollout.tier_started_at.timestamp())
+    allowed = set(view.status.allowed_actions)
+    return tuple(_option(view.policy, status, name, label, allowed=name in allowed, can_act=can_act, now=now)
+                 for name, label in ACTIONS)
+
+
+def _option(policy: Policy, status: RolloutStatus, name: str, label: str, *, allowed: bool, can_act: bool,
+            now: float) -> ActionOption:
+    why = "" if allowed else f"not possible while the rollout is {status.state}"
+    if allowed and not can_act:
+        why = "viewers can see everything but act on nothing"
+    stages = _rollback_stages(policy, status, now) if name == "rollback" and allowed else ()
+    return ActionOption(name, label, allowed and can_act, why,
+                        _target(policy, status, name, now=now) if allowed else "", stages)
+
+
+def _target(policy: Policy, status: RolloutStatus, action: str, *, now: float, to_stage: str | None = None
+            ) -> str:
+    try:
+        after = machine.apply(status, action, policy, now=now, to_stage=to_stage,
+                              revert_to=policy.kill_switch.revert_to)
+    except GatekeeperError:
+        return ""
+    return f"{position_label(policy, after.stage, after.tier)}, {after.state}"
+
+
+def _rollback_stages(policy: Policy, status: RolloutStatus, now: float) -> tuple[tuple[str, str], ...]:
+    options = ((stage, _target(policy, status, "rollback", now=now, to_stage=stage)) for stage in machine.STAGES)
+    return tuple((stage, target) for stage, target in options if target)
+
+
+def position_label(policy: Policy | None, stage: str | None, tier: int | None) -> str:
+    """Return `canary 5%` for a stage and tier, falling back to the raw values if the policy changed."""
+    if stage is None:
+        return "—"
+    try:
+        return machine.position_label(policy, Position(stage, tier or 0)) if policy else stage
+    except (IndexError, ValueError):
+        return f"{stage} tier {tier}"

@@ -1,0 +1,72 @@
+"""Reads only the dashboard needs: chart series, a rollout's transitions, the approval lists.
+
+Nothing here commits. A long rollout has thousands of gate evaluations, so the chart
+series picks at most `max_points` of them spread evenly over the rollout, reading the
+cheap (id, at) columns first and the JSON reports only for the chosen rows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlmodel import Session, col, func, select
+
+from gatekeeper.store.models import Agent, AgentSession, Approval, GateEvaluation, PolicyRevision, Transition
+
+
+def evaluation_values(session: Session, rollout_id: int, *, max_points: int = 400
+                      ) -> list[tuple[float, dict[str, Any]]]:
+    """Return (time, report["values"]) of a rollout's gate evaluations, oldest first, thinned evenly."""
+    rows = session.exec(select(GateEvaluation.id, GateEvaluation.at)
+                        .where(GateEvaluation.rollout_id == rollout_id)
+                        .order_by(col(GateEvaluation.at), col(GateEvaluation.id))).all()
+    step = max(1, -(-len(rows) // max_points))
+    chosen = [row_id for row_id, _ in rows[::step]]
+    if rows and rows[-1][0] not in chosen:
+        chosen.append(rows[-1][0])  # always show the newest evaluation
+    reports = session.exec(select(GateEvaluation.at, GateEvaluation.report)
+                           .where(col(GateEvaluation.id).in_(chosen))
+                           .order_by(col(GateEvaluation.at), col(GateEvaluation.id))).all()
+    return [(at, _values(report)) for at, report in reports]
+
+
+def rollout_transitions(session: Session, rollout_id: int) -> list[Transition]:
+    """Return a rollout's transitions, oldest first."""
+    query = (select(Transition).where(Transition.rollout_id == rollout_id)
+             .order_by(col(Transition.at), col(Transition.id)))
+    return list(session.exec(query))
+
+
+def agent_names(session: Session) -> dict[int, str]:
+    """Return every agent's name by id."""
+    return {agent_id: name for agent_id, name in session.exec(select(Agent.id, Agent.name)) if agent_id}
+
+
+def session_environments(session: Session, session_ids: list[str]) -> dict[str, str]:
+    """Return the environment (live or twin) of each session id given."""
+    if not session_ids:
+        return {}
+    query = select(AgentSession.id, AgentSession.environment).where(col(AgentSession.id).in_(session_ids))
+    return dict(session.exec(query).all())
+
+
+def recent_decided_approvals(session: Session, *, limit: int = 20) -> list[Approval]:
+    """Return the newest approvals that are no longer pending."""
+    query = (select(Approval).where(Approval.state != "pending")
+             .order_by(func.coalesce(Approval.decided_at, Approval.expires_at).desc()).limit(limit))
+    return list(session.exec(query))
+
+
+def policy_revision(session: Session, revision: str) -> PolicyRevision | None:
+    """Return a stored policy revision's text, if it ever governed something."""
+    return session.get(PolicyRevision, revision)
+
+
+def _values(report: str) -> dict[str, Any]:
+    try:
+        loaded = json.loads(report or "{}")
+    except ValueError:
+        return {}
+    values = loaded.get("values") if isinstance(loaded, dict) else None
+    return values if isinstance(values, dict) else {}

@@ -1,0 +1,167 @@
+"""Who is signed in, CSRF tokens, role checks, HTML error pages and security headers.
+
+The signed-in user's id lives in Flask's signed session cookie (HttpOnly, SameSite=Lax);
+the user row is read again on every request so a deleted user or a changed role takes
+effect at once. Every POST must carry the session's CSRF token (a form field or the
+X-CSRF-Token header): SameSite alone leaves same-site subdomains and old browsers open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from gatekeeper.errors import BadRequest, Forbidden, GatekeeperError
+from gatekeeper.services import services
+from gatekeeper.store.models import User
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+PUBLIC_ENDPOINTS = frozenset({"web.auth.login", "web.static"})
+CSRF_FIELD = "csrf_token"
+# Pages carry no third-party anything: the policy proves it and blocks injected scripts.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                           "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+@dataclass(frozen=True)
+class WebUser:
+    """The signed-in person, as the pages and the audit trail see them."""
+
+    id: int
+    username: str
+    role: str
+
+    @property
+    def actor(self) -> str:
+        """Return how the audit trail names this person."""
+        return f"user:{self.username}"
+
+    @property
+    def can_act(self) -> bool:
+        """Return whether this person may change anything (viewers may not)."""
+        return self.role == "release_manager"
+
+
+def install(bp: Blueprint) -> None:
+    """Guard every dashboard route: sign-in, CSRF, HTML errors, security headers."""
+    bp.before_request(_load_user)
+    bp.before_request(_check_csrf)
+    bp.before_request(_require_sign_in)
+    bp.after_request(_secure_headers)
+    bp.register_error_handler(GatekeeperError, _gatekeeper_error)
+    bp.register_error_handler(HTTPException, _http_error)
+    bp.register_error_handler(Exception, _unexpected_error)
+    bp.app_context_processor(_template_globals)
+
+
+def current_user() -> WebUser | None:
+    """Return the signed-in user of this request, if any."""
+    return cast(WebUser | None, g.get("web_user"))
+
+
+def sign_in(user: User) -> None:
+    """Start a fresh session for `user` (a new CSRF token too, against session fixation)."""
+    session.clear()
+    session.permanent = True
+    session["user_id"] = user.id
+    session[CSRF_FIELD] = secrets.token_urlsafe(32)
+
+
+def sign_out() -> None:
+    """Forget the signed-in user."""
+    session.clear()
+
+
+def csrf_token() -> str:
+    """Return this session's CSRF token, creating it on first use."""
+    token = session.get(CSRF_FIELD)
+    if not token:
+        token = session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    return str(token)
+
+
+def release_manager_required(view: F) -> F:
+    """Refuse the view with 403 unless the signed-in user is a release manager."""
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        user = current_user()
+        if user is None or not user.can_act:
+            raise Forbidden("viewers can see everything but act on nothing; ask a release manager")
+        return view(*args, **kwargs)
+    return cast(F, guarded)
+
+
+def _load_user() -> None:
+    g.now = time.time()
+    user_id = session.get("user_id")
+    if user_id is None:
+        return
+    with services().db.reading() as db_session:
+        row = db_session.get(User, user_id)
+        found = WebUser(id=row.id or 0, username=row.username, role=row.role) if row else None
+    if found is None:
+        session.clear()
+        return
+    g.web_user = found
+
+
+def _check_csrf() -> None:
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    sent = request.form.get(CSRF_FIELD) or request.headers.get("X-CSRF-Token") or ""
+    expected = session.get(CSRF_FIELD) or ""
+    if not expected or not hmac.compare_digest(str(sent), str(expected)):
+        raise BadRequest("the form's CSRF token is missing or stale; reload the page and try again",
+                         field=CSRF_FIELD)
+
+
+def _require_sign_in() -> Response | None:
+    if request.endpoint in PUBLIC_ENDPOINTS or current_user() is not None:
+        return None
+    if request.method != "GET":
+        raise Forbidden("sign in first")
+    return redirect(url_for("web.auth.login", next=request.full_path.rstrip("?")))
+
+
+def _secure_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "web.static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _template_globals() -> dict[str, Any]:
+    return {"csrf_token": csrf_token, "current_user": current_user, "CSRF_FIELD": CSRF_FIELD}
+
+
+def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
+    return render_template("web/error.html", status=status, title=title, message=message), status
+
+
+def _gatekeeper_error(exc: GatekeeperError) -> tuple[str, int]:
+    if exc.status >= 500:
+        log.error("dashboard request failed: %s", exc.message)
+    return _error_page(exc.status, exc.code.replace("_", " "), exc.message)
+
+
+def _http_error(exc: HTTPException) -> tuple[str, int]:
+    return _error_page(exc.code or 500, exc.name, exc.description or exc.name)
+
+
+def _unexpected_error(exc: Exception) -> tuple[str, int]:
+    log.exception("unexpected dashboard error")
+    return _error_page(500, "internal error", "Something went wrong on the server; see its log.")
