@@ -1,0 +1,345 @@
+"""Data access for sessions, decisions and approvals. Nothing here commits.
+
+The decision path runs on `HotPath`: one raw DB-API connection per thread, opened from the
+same engine (so it gets the same connect-time settings) and kept out of the pool, because a
+pooled ORM session costs about 250 µs per decision and the raw statements about 40 µs.
+Its statements are plain SQL with `:name` parameters that run unchanged on SQLite and
+Postgres. SQLite write transactions start with `BEGIN IMMEDIATE`; when another process holds
+the write lock we retry after ~50 µs instead of SQLite's busy handler, which sleeps 1 ms or
+more and would dominate the p99. Everything off the decision path uses the ORM `Session`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case
+from sqlmodel import Session, col, func, select, update
+
+from gatekeeper.errors import NotFound, Unavailable
+from gatekeeper.store.db import Database
+from gatekeeper.store.models import AgentSession, Approval, Decision
+
+LOCK_WAIT_S = 30.0  # as long as the engine's busy_timeout: a longer wait is an outage
+
+
+class Tx:
+    """One hot-path transaction: statements with `:name` parameters on a raw cursor."""
+
+    def __init__(self, cursor: Any, *, postgres: bool) -> None:
+        self.cursor = cursor
+        self.postgres = postgres
+
+    def one(self, sql: str, params: Mapping[str, Any]) -> Any:
+        """Run a statement and return its first row, or None."""
+        self.cursor.execute(_dialect(sql, self.postgres), params)
+        return self.cursor.fetchone()
+
+    def all(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        """Run a statement and return every row."""
+        self.cursor.execute(_dialect(sql, self.postgres), params)
+        return list(self.cursor.fetchall())
+
+    def run(self, sql: str, params: Mapping[str, Any]) -> int:
+        """Run a statement and return the number of rows it changed."""
+        self.cursor.execute(_dialect(sql, self.postgres), params)
+        return int(self.cursor.rowcount)
+
+
+_PARAM = re.compile(r"(?<!:):(\w+)")
+_PG_SQL: dict[str, str] = {}
+
+
+def _dialect(sql: str, postgres: bool) -> str:
+    if not postgres:
+        return sql
+    found = _PG_SQL.get(sql)
+    if found is None:
+        found = _PG_SQL[sql] = _PARAM.sub(r"%(\1)s", sql)
+    return found
+
+
+class HotPath:
+    """Per-thread raw connections for the decision path, opened lazily from the database's engine."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.postgres = not db.is_sqlite
+        self._local = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """Yield one write transaction; commit at its end, roll back on error."""
+        connection = self._connection()
+        cursor = connection.cursor()
+        try:
+            self._begin(cursor)
+            yield Tx(cursor, postgres=self.postgres)
+            connection.commit() if self.postgres else cursor.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(connection)
+            if _is_outage(exc):
+                self._local.connection = None
+                raise Unavailable(f"database unavailable: {exc}") from exc
+            raise
+        finally:
+            cursor.close()
+
+    def _connection(self) -> Any:
+        found = getattr(self._local, "connection", None)
+        if found is None:
+            pooled = self.db.engine.raw_connection()
+            connection: Any = pooled.driver_connection
+            pooled.detach()  # ours for the thread's life; the pool's checkout costs would be paid per call
+            self._local.connection = connection
+            if not self.postgres:
+                connection.execute("PRAGMA busy_timeout=0")
+            return connection
+        return found
+
+    def _begin(self, cursor: Any) -> None:
+        if self.postgres:
+            return  # psycopg2 opens the transaction with the first statement
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise Unavailable("the database stayed locked for 30 s") from exc
+                time.sleep(random.uniform(20e-6, 80e-6))
+
+    def _rollback(self, connection: Any) -> None:
+        if not self.postgres and not connection.in_transaction:
+            return  # BEGIN itself failed
+        try:
+            connection.rollback() if self.postgres else connection.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the connection is broken; the next call opens a new one
+            self._local.connection = None
+
+
+def _is_outage(exc: BaseException) -> bool:
+    name = type(exc).__module__ + "." + type(exc).__name__
+    return name.startswith("psycopg2") and type(exc).__name__ in ("OperationalError", "InterfaceError")
+
+
+# -- the decision path (raw statements) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """A session row joined with its agent and rollout, as one decision needs it."""
+
+    id: str
+    agent_id: int
+    agent: str
+    policy: str
+    rollout_id: int | None
+    version: str
+    arm: str
+    environment: str
+    mirror: bool
+    status: str
+    cap_tool_calls: int
+    cap_spend_micros: int
+    tool_calls: int
+    spend_micros: int
+    rollout_stage: str | None
+    rollout_state: str | None
+
+
+_LOAD = """SELECT s.agent_id, a.name, a.policy, s.rollout_id, s.version, s.arm, s.environment,
+ s.mirror_of, s.status, s.cap_tool_calls, s.cap_spend_micros, s.tool_calls, s.spend_micros, r.stage, r.state
+ FROM sessions s JOIN agents a ON a.id = s.agent_id LEFT JOIN rollouts r ON r.id = s.rollout_id
+ WHERE s.id = :id"""
+
+
+def load_session(tx: Tx, session_id: str) -> SessionFacts:
+    """Return the facts of a session, or raise NotFound."""
+    row = tx.one(_LOAD, {"id": session_id})
+    if row is None:
+        raise NotFound(f"no session {session_id!r}", field="session_id")
+    return SessionFacts(session_id, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7] is not None,
+                        *row[8:])
+
+
+def lock_session(tx: Tx, session_id: str) -> None:
+    """Serialise decisions of one session on Postgres (SQLite's BEGIN IMMEDIATE already does)."""
+    if tx.postgres:
+        tx.one("SELECT id FROM sessions WHERE id = :id FOR UPDATE", {"id": session_id})
+
+
+_RESERVE = """UPDATE sessions SET tool_calls = tool_calls + 1, spend_micros = spend_micros + :cost
+ WHERE id = :id AND status = 'open' AND tool_calls < cap_tool_calls AND spend_micros + :cost <= cap_spend_micros
+ RETURNING tool_calls, spend_micros"""
+
+
+def reserve(tx: Tx, session_id: str, *, cost_micros: int) -> tuple[int, int] | None:
+    """Take one call and the cost from the session's caps in one statement; None when they refuse."""
+    row = tx.one(_RESERVE, {"id": session_id, "cost": cost_micros})
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def counters(tx: Tx, session_id: str) -> tuple[int, int]:
+    """Return the session's tool calls and spend as they stand."""
+    row = tx.one("SELECT tool_calls, spend_micros FROM sessions WHERE id = :id", {"id": session_id})
+    return int(row[0]), int(row[1])
+
+
+def ran_counts(tx: Tx, session_id: str, tools: Iterable[str]) -> dict[str, int]:
+    """Return how often each of `tools` ran (or, shadowed, would have) in the session."""
+    names = sorted(tools)
+    params: dict[str, Any] = {"id": session_id, **{f"t{i}": tool for i, tool in enumerate(names)}}
+    marks = ", ".join(f":t{i}" for i in range(len(names)))
+    rows = tx.all(f"SELECT tool, count(*) FROM decisions WHERE session_id = :id AND tool IN ({marks})"
+                  " AND (verdict = 'allow' OR would_verdict = 'allow') GROUP BY tool", params)
+    return {tool: int(count) for tool, count in rows}
+
+
+@dataclass(frozen=True)
+class ApprovalFacts:
+    """An approval as a repeated decision needs it."""
+
+    id: str
+    session_id: str
+    tool: str
+    cost_micros: int
+    state: str
+    expires_at: float
+    consumed: bool
+
+
+def load_approval(tx: Tx, approval_id: str) -> ApprovalFacts | None:
+    """Return an approval, locked on Postgres until the transaction ends."""
+    sql = ("SELECT session_id, tool, cost_micros, state, expires_at, consumed_at FROM approvals WHERE id = :id"
+           + (" FOR UPDATE" if tx.postgres else ""))
+    row = tx.one(sql, {"id": approval_id})
+    if row is None:
+        return None
+    return ApprovalFacts(approval_id, row[0], row[1], int(row[2]), row[3], float(row[4]), row[5] is not None)
+
+
+def expire_approval(tx: Tx, approval_id: str) -> None:
+    """Mark a pending approval expired."""
+    tx.run("UPDATE approvals SET state = 'expired' WHERE id = :id AND state = 'pending'", {"id": approval_id})
+
+
+def consume_approval(tx: Tx, approval_id: str, *, now: float) -> bool:
+    """Spend an approved approval once; False when it was already spent."""
+    return tx.run("UPDATE approvals SET consumed_at = :now WHERE id = :id AND state = 'approved'"
+                  " AND consumed_at IS NULL", {"id": approval_id, "now": now}) == 1
+
+
+_INSERT_APPROVAL = """INSERT INTO approvals (id, agent_id, session_id, rollout_id, version, tool, tool_class,
+ cost_micros, preview, state, created_at, expires_at) VALUES (:id, :agent_id, :session_id, :rollout_id,
+ :version, :tool, :tool_class, :cost_micros, :preview, 'pending', :created_at, :expires_at)"""
+
+
+def insert_approval(tx: Tx, values: Mapping[str, Any]) -> None:
+    """Open a pending approval (keys: the columns of `_INSERT_APPROVAL`)."""
+    tx.run(_INSERT_APPROVAL, values)
+
+
+_INSERT_DECISION = """INSERT INTO decisions (id, session_id, agent_id, rollout_id, version, arm, stage, tool,
+ tool_class, cost_micros, verdict, reason, would_verdict, would_reason, approval_id, preview, at)
+ VALUES (:id, :session_id, :agent_id, :rollout_id, :version, :arm, :stage, :tool, :tool_class, :cost_micros,
+ :verdict, :reason, :would_verdict, :would_reason, :approval_id, :preview, :at)"""
+
+
+def insert_decision(tx: Tx, values: Mapping[str, Any]) -> None:
+    """Record one verdict (keys: the columns of `_INSERT_DECISION`)."""
+    tx.run(_INSERT_DECISION, values)
+
+
+# -- sessions, outcomes and approvals off the decision path (ORM) ------------------------------
+
+
+def get_session(session: Session, session_id: str) -> AgentSession:
+    """Return a session row, or raise NotFound."""
+    row = session.get(AgentSession, session_id)
+    if row is None:
+        raise NotFound(f"no session {session_id!r}", field="session_id")
+    return row
+
+
+def get_decision(session: Session, decision_id: str) -> Decision:
+    """Return a decision row, or raise NotFound."""
+    row = session.get(Decision, decision_id)
+    if row is None:
+        raise NotFound(f"no decision {decision_id!r}", field="decision_id")
+    return row
+
+
+def record_outcome(session: Session, decision_id: str, *, status: str, actual_micros: int,
+                   latency_ms: float | None, now: float) -> bool:
+    """Store a decision's outcome once; False when it already had one."""
+    changed = session.execute(
+        update(Decision).where(col(Decision.id) == decision_id, col(Decision.outcome_status).is_(None))
+        .values(outcome_status=status, actual_cost_micros=actual_micros, latency_ms=latency_ms, outcome_at=now))
+    return int(changed.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def settle(session: Session, session_id: str, *, delta_micros: int) -> None:
+    """Replace a reservation's estimate by the actual cost: add the difference to the spend."""
+    if delta_micros:
+        session.execute(update(AgentSession).where(col(AgentSession.id) == session_id)
+                        .values(spend_micros=AgentSession.spend_micros + delta_micros))
+
+
+def end_session(session: Session, session_id: str, *, status: str, passed: bool | None, now: float) -> bool:
+    """Close an open session; False when it was already closed."""
+    changed = session.execute(
+        update(AgentSession).where(col(AgentSession.id) == session_id, col(AgentSession.status) == "open")
+        .values(status=status, passed=passed, ended_at=now))
+    return int(changed.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def candidate_outcomes(session: Session, rollout_id: int, *, since: float) -> tuple[int, int]:
+    """Return (outcomes, errors) of the rollout's live candidate calls reported since `since`."""
+    errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
+    row = session.exec(select(func.count(), errors).where(
+        Decision.rollout_id == rollout_id, Decision.arm == "candidate", col(Decision.outcome_at) >= since,
+        col(Decision.stage) != "twin")).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def decisions_of(session: Session, session_id: str) -> list[Decision]:
+    """Return a session's decisions in the order they were asked."""
+    query = select(Decision).where(Decision.session_id == session_id).order_by(col(Decision.at), col(Decision.id))
+    return list(session.exec(query))
+
+
+def expire_due_approvals(session: Session, *, now: float) -> None:
+    """Mark every pending approval whose time ran out as expired."""
+    session.execute(update(Approval).where(col(Approval.state) == "pending", col(Approval.expires_at) <= now)
+                    .values(state="expired"))
+
+
+def list_approvals(session: Session, *, state: str | None, agent_id: int | None = None) -> list[Approval]:
+    """Return approvals, newest first, optionally of one state and agent."""
+    query = select(Approval).order_by(col(Approval.created_at).desc())
+    if state is not None:
+        query = query.where(Approval.state == state)
+    if agent_id is not None:
+        query = query.where(Approval.agent_id == agent_id)
+    return list(session.exec(query.limit(500)))
+
+
+def get_approval(session: Session, approval_id: str, *, for_update: bool = False) -> Approval:
+    """Return an approval, or raise NotFound."""
+    query = select(Approval).where(Approval.id == approval_id)
+    found = session.exec(query.with_for_update() if for_update else query).first()
+    if found is None:
+        raise NotFound(f"no approval {approval_id!r}", field="approval_id")
+    return found
