@@ -1,0 +1,141 @@
+"""Agent-runtime routes: sessions, decisions, outcomes (SPEC §5), and the /metrics exposition."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from gatekeeper import sessions
+from gatekeeper.api.auth import Caller
+from gatekeeper.api.routing import endpoint
+from gatekeeper.api.runtime_schemas import (
+    CapsView,
+    DecisionCreate,
+    DecisionView,
+    MirrorView,
+    OutcomeCreate,
+    OutcomeView,
+    Remaining,
+    SessionCreate,
+    SessionEnd,
+    SessionSummary,
+    SessionView,
+)
+from gatekeeper.core.budgets import to_dollars, to_micros
+from gatekeeper.metrics import Metrics
+from gatekeeper.services import services
+from gatekeeper.store.models import AgentSession
+from gatekeeper.store.runtime import HotPath
+
+bp = Blueprint("runtime", __name__)
+AGENTS = ("agent",)
+
+
+def register(app: Flask) -> None:
+    """Attach the runtime and approval routes, the hot path's connections and the metrics."""
+    from gatekeeper.api import approvals
+
+    app.extensions["gatekeeper_hot"] = HotPath(app.extensions["gatekeeper"].db)
+    app.extensions["gatekeeper_metrics"] = Metrics(CollectorRegistry())
+    app.register_blueprint(bp)
+    app.register_blueprint(approvals.bp)
+
+
+def metrics() -> Metrics:
+    """Return the current app's metrics."""
+    found: Metrics = current_app.extensions["gatekeeper_metrics"]
+    return found
+
+
+def scope(caller: Caller) -> str | None:
+    """Return the agent an agent token is limited to (None for people)."""
+    return caller.agent if caller.role == "agent" else None
+
+
+@bp.before_request
+def _start_clock() -> None:
+    g.gatekeeper_started = time.perf_counter()
+
+
+@bp.after_request
+def _observe(response: Response) -> Response:
+    if request.endpoint == "runtime.decide":
+        metrics().decision_duration.observe(time.perf_counter() - g.gatekeeper_started)
+    return response
+
+
+@endpoint(bp, "/v1/sessions", methods=["POST"], roles=AGENTS, body=SessionCreate, response=SessionView, status=201)
+def start_session(*, caller: Caller, body: SessionCreate) -> dict[str, Any]:
+    """Start a session: the arm is assigned stickily from the rollout's tier; caps are fixed now."""
+    caller.require_agent(body.agent)
+    snapshot = body.twin_snapshot_at.timestamp() if body.twin_snapshot_at else None
+    started = sessions.start_session(services(), body.agent, session_key=body.session_key,
+                                     environment=body.environment, scenario=body.scenario,
+                                     twin_snapshot_at=snapshot, now=time.time())
+    for row in filter(None, (started.session, started.mirror)):
+        metrics().sessions.labels(started.agent, row.version, row.arm).inc()
+    mirror = started.mirror
+    view = _session_view(started.agent, started.session)
+    view.mirror = MirrorView(session_id=mirror.id, version=mirror.version) if mirror else None
+    return view.model_dump(mode="json", exclude=set() if mirror else {"mirror"})
+
+
+def _session_view(agent: str, row: AgentSession) -> SessionView:
+    return SessionView(session_id=row.id, agent=agent, version=row.version, arm=row.arm,  # type: ignore[arg-type]
+                       stage=row.stage, environment=row.environment,  # type: ignore[arg-type]
+                       caps=CapsView(tool_calls=row.cap_tool_calls, spend=to_dollars(row.cap_spend_micros)))
+
+
+@endpoint(bp, "/v1/decisions", methods=["POST"], roles=AGENTS, body=DecisionCreate, response=DecisionView)
+def decide(*, caller: Caller, body: DecisionCreate) -> dict[str, Any]:
+    """Decide one tool call: allow, shadow, deny or approval_required, with a reason and the budget left."""
+    ask = sessions.Ask(body.session_id, body.tool, to_micros(body.cost), body.preview, body.approval_id)
+    done = sessions.decide(services(), current_app.extensions["gatekeeper_hot"], ask, scope=scope(caller),
+                           now=time.time())
+    labels, verdict = done.labels, done.verdict
+    metrics().decisions.labels(labels.agent, labels.version, labels.arm, labels.stage, verdict.verdict,
+                               verdict.reason).inc()
+    view = DecisionView(decision_id=done.decision_id, verdict=verdict.verdict,  # type: ignore[arg-type]
+                        reason=verdict.reason, approval_id=done.approval_id,
+                        remaining=Remaining(tool_calls=done.remaining_calls,
+                                            spend=to_dollars(done.remaining_micros)))
+    return view.model_dump(mode="json", exclude_none=True)
+
+
+@endpoint(bp, "/v1/decisions/<decision_id>/outcome", methods=["POST"], roles=AGENTS, body=OutcomeCreate,
+          response=OutcomeView)
+def report_outcome(decision_id: str, *, caller: Caller, body: OutcomeCreate) -> OutcomeView:
+    """Settle an allowed call with its actual cost; idempotent for the same body, 409 for another."""
+    actual = None if body.actual_cost is None else to_micros(body.actual_cost)
+    done = sessions.report_outcome(services(), decision_id, scope=scope(caller), status=body.status,
+                                   actual_micros=actual, latency_ms=body.latency_ms, now=time.time())
+    decision, labels = done.decision, done.labels
+    if done.first:
+        metrics().tool_calls.labels(labels.agent, labels.version, labels.arm, decision.tool_class,
+                                    body.status).inc()
+        metrics().spend.labels(labels.agent, labels.version, labels.arm).inc(
+            to_dollars(decision.actual_cost_micros or 0))
+        if body.latency_ms is not None:
+            metrics().tool_latency.labels(labels.agent, labels.version, labels.arm).observe(body.latency_ms / 1000)
+    return OutcomeView(decision_id=decision.id, status=decision.outcome_status or body.status,
+                       actual_cost=to_dollars(decision.actual_cost_micros or 0), latency_ms=decision.latency_ms,
+                       kill_switch_tripped=done.kill_switch_tripped)
+
+
+@endpoint(bp, "/v1/sessions/<session_id>/end", methods=["POST"], roles=AGENTS, body=SessionEnd,
+          response=SessionSummary)
+def end_session(session_id: str, *, caller: Caller, body: SessionEnd) -> SessionSummary:
+    """End a session and return its summary; a twin scenario run says whether its trajectory passed."""
+    found = sessions.end_session(services(), session_id, scope=scope(caller), status=body.status,
+                                 passed=body.passed, now=time.time())
+    return SessionSummary.model_validate(found)
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Expose every metric of SPEC §6 in the Prometheus text format."""
+    svc = services()
+    return Response(metrics().render(svc.db, svc.policies), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,147 @@
+"""Request and response models of the agent-runtime and approval routes (SPEC §5).
+
+Sizes are bounded here, so bad input is refused before anything is read or reserved:
+costs are finite dollars in [0, 10,000], previews at most 1,000 characters, ids at most 40.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gatekeeper.api.schemas import SLUG, Strict
+from gatekeeper.core.budgets import MAX_COST_DOLLARS
+
+ID = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
+TOOL = r"^[A-Za-z0-9_.:/-]{1,200}$"
+MAX_PREVIEW = 1000
+MAX_LATENCY_MS = 86_400_000.0  # a day: anything longer is a unit mistake
+
+
+def _money(description: str, **default: Any) -> Any:
+    return Field(ge=0, le=MAX_COST_DOLLARS, allow_inf_nan=False, description=description, **default)
+
+
+class SessionCreate(Strict):
+    agent: str = Field(pattern=SLUG)
+    session_key: str | None = Field(default=None, min_length=1, max_length=200,
+                                    description="sticky assignment key; random when absent")
+    environment: Literal["live", "twin"] = "live"
+    scenario: str | None = Field(default=None, min_length=1, max_length=200,
+                                 description="twin scenario whose trajectory assertions this run checks")
+    twin_snapshot_at: datetime | None = Field(default=None, description="when the twin's data snapshot was taken")
+
+
+class CapsView(BaseModel):
+    tool_calls: int
+    spend: float = Field(description="dollars")
+
+
+class MirrorView(BaseModel):
+    session_id: str
+    version: str
+
+
+class SessionView(BaseModel):
+    session_id: str
+    agent: str
+    version: str
+    arm: Literal["candidate", "stable"]
+    stage: str | None
+    environment: Literal["live", "twin"]
+    caps: CapsView
+    mirror: MirrorView | None = Field(default=None, description="present when the candidate must shadow this "
+                                                                "session: run it with this session id")
+
+
+class DecisionCreate(Strict):
+    session_id: str = ID
+    tool: str = Field(pattern=TOOL)
+    cost: float = _money("estimated cost in dollars, reserved atomically")
+    preview: str | None = Field(default=None, max_length=MAX_PREVIEW, description="shown to approvers")
+    approval_id: str | None = Field(default=None, min_length=1, max_length=40)
+
+
+class Remaining(BaseModel):
+    tool_calls: int
+    spend: float = Field(description="dollars")
+
+
+class DecisionView(BaseModel):
+    decision_id: str
+    verdict: Literal["allow", "shadow", "deny", "approval_required"]
+    reason: str
+    remaining: Remaining
+    approval_id: str | None = None
+
+
+class OutcomeCreate(Strict):
+    status: Literal["ok", "error"]
+    actual_cost: float | None = _money("actual cost in dollars; default: the estimate", default=None)
+    latency_ms: float | None = Field(default=None, ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
+
+
+class OutcomeView(BaseModel):
+    decision_id: str
+    status: str
+    actual_cost: float
+    latency_ms: float | None
+    kill_switch_tripped: bool = Field(description="this report tripped the kill switch")
+
+
+class SessionEnd(Strict):
+    status: Literal["ok", "error", "abandoned"] = "ok"
+    passed: bool | None = Field(default=None, description="the test harness's own verdict (twin scenarios)")
+
+
+class Trajectory(BaseModel):
+    passed: bool
+    problems: list[str]
+
+
+class SessionSummary(BaseModel):
+    session_id: str
+    agent: str
+    version: str
+    arm: str
+    stage: str | None
+    environment: str
+    scenario: str | None
+    status: str
+    passed: bool | None
+    tool_calls: int
+    spend: float
+    caps: CapsView
+    decisions: dict[str, int] = Field(description="number of decisions by verdict")
+    trajectory: Trajectory | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class ApprovalView(BaseModel):
+    approval_id: str
+    agent: str
+    session_id: str
+    version: str
+    tool: str
+    tool_class: str
+    cost: float = Field(description="dollars")
+    preview: str | None
+    state: Literal["pending", "approved", "rejected", "expired"]
+    used: bool
+    created_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str | None
+
+
+class ApprovalAction(Strict):
+    reason: str = Field(default="", max_length=1000)
+
+
+class ApprovalQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["pending", "approved", "rejected", "expired", "all"] = "pending"

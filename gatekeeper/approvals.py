@@ -1,0 +1,66 @@
+"""Approvals: a person says yes or no to one tool call before it runs.
+
+A decision on a class the stage lists under `approval_required` opens a pending approval with
+the call's tool, class, cost and preview. It expires `approvals.expire_after` after it opened
+(lazily: whoever reads it first after that marks it). A release manager approves or rejects
+it; the agent then repeats the decision with the `approval_id`, which an approval answers
+once. Expired, rejected and spent approvals are denied with their reason.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from gatekeeper.errors import Conflict
+from gatekeeper.services import Services
+from gatekeeper.store import runtime as store
+from gatekeeper.store.models import Approval
+
+
+def approve(svc: Services, approval_id: str, *, actor: str, reason: str, now: float) -> Approval:
+    """Approve a pending approval."""
+    return _settle(svc, approval_id, "approved", actor=actor, reason=reason, now=now)
+
+
+def reject(svc: Services, approval_id: str, *, actor: str, reason: str, now: float) -> Approval:
+    """Reject a pending approval."""
+    return _settle(svc, approval_id, "rejected", actor=actor, reason=reason, now=now)
+
+
+def pending(session: Session, *, now: float) -> list[Approval]:
+    """Return the pending approvals, newest first, after expiring the due ones (inside the caller's transaction)."""
+    store.expire_due_approvals(session, now=now)
+    return store.list_approvals(session, state="pending")
+
+
+def listing(svc: Services, *, state: str | None, now: float) -> list[Approval]:
+    """Return approvals of one state (None: all), newest first, after expiring the due ones."""
+    with svc.db.transaction() as session:
+        store.expire_due_approvals(session, now=now)
+        return store.list_approvals(session, state=state)
+
+
+def get(svc: Services, approval_id: str, *, now: float) -> Approval:
+    """Return one approval, expiring it first when its time ran out."""
+    with svc.db.transaction() as session:
+        return _expire_if_due(session, store.get_approval(session, approval_id, for_update=True), now=now)
+
+
+def _settle(svc: Services, approval_id: str, state: str, *, actor: str, reason: str, now: float) -> Approval:
+    with svc.db.transaction() as session:
+        approval = _expire_if_due(session, store.get_approval(session, approval_id, for_update=True), now=now)
+        if approval.state == "pending":
+            approval.state, approval.decided_by, approval.decided_at = state, actor, now
+            approval.decision_reason = reason
+            session.add(approval)
+    if approval.state != state or approval.decided_at != now:
+        # Raised after the commit, so that an expiry found on the way is kept.
+        raise Conflict(f"approval {approval_id} is {approval.state}, no longer pending", field="approval_id")
+    return approval
+
+
+def _expire_if_due(session: Session, approval: Approval, *, now: float) -> Approval:
+    if approval.state == "pending" and now >= approval.expires_at:
+        approval.state = "expired"
+        session.add(approval)
+    return approval
