@@ -81,8 +81,9 @@ class Transition:
 
 def line_chart(key: str, title: str, samples: Sequence[tuple[float, float | None]], *,
                span: tuple[float, float], transitions: Sequence[Transition] = (),
-               threshold: float | None = None, fmt: Callable[[float], str] = str) -> Chart:
+               threshold: float | None = None, fmt: Callable[[float], str] | None = None) -> Chart:
     """Return the chart of `samples` (time, value or None) over `span` (start, end epoch seconds)."""
+    fmt = fmt or _plain
     start, end = span[0], max(span[1], span[0] + 1.0)
     finite = [v for _, v in samples if v is not None and math.isfinite(v)]
     top = _nice_top(max([*finite, threshold or 0.0, 0.0]))
@@ -100,6 +101,10 @@ def line_chart(key: str, title: str, samples: Sequence[tuple[float, float | None
         x_ticks=tuple(Tick(round(x(t), 1), _clock(t, dated=end - start > 86400))
                       for t in _time_ticks(start, end)),
         latest=fmt(finite[-1]) if finite else "no data")
+
+
+def _plain(value: float) -> str:
+    return f"{value:g}"
 
 
 def _scale(lo: float, hi: float, out_lo: float, out_hi: float) -> Callable[[float], float]:
