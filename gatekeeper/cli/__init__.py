@@ -7,6 +7,7 @@ import click
 from gatekeeper.cli.admin import db, token, user
 from gatekeeper.cli.ops import register_ops
 from gatekeeper.cli.policy import policy
+from gatekeeper.cli.scheduler import scheduler
 from gatekeeper.cli.serve import serve
 
 
@@ -19,5 +20,6 @@ main.add_command(db)
 main.add_command(token)
 main.add_command(user)
 main.add_command(policy)
+main.add_command(scheduler)
 main.add_command(serve)
 register_ops(main)
