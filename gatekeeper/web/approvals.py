@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from gatekeeper import approvals
 from gatekeeper.errors import BadRequest, NotFound
 from gatekeeper.services import services
 from gatekeeper.web import queries
@@ -39,8 +40,6 @@ def decide(approval_id: str, verdict: str) -> ResponseReturnValue:
     reason = request.form.get("reason", "").strip()
     if not reason or len(reason) > MAX_REASON:
         raise BadRequest(f"give a reason of 1 to {MAX_REASON} characters", field="reason")
-    from gatekeeper import approvals  # TODO(hot-path): top-level import once approvals.py lands
-
     user = current_user()
     decide_one = approvals.approve if verdict == "approve" else approvals.reject
     row = decide_one(services(), approval_id, actor=user.actor if user else "user:?", reason=reason,
@@ -50,8 +49,6 @@ def decide(approval_id: str, verdict: str) -> ResponseReturnValue:
 
 
 def _queue() -> dict[str, Any]:
-    from gatekeeper import approvals  # TODO(hot-path): top-level import once approvals.py lands
-
     svc = services()
     # pending() marks the approvals that ran out as expired while it reads, hence a transaction.
     with svc.db.transaction() as session:

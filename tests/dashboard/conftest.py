@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -121,8 +122,8 @@ def screenshot(page: Any, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("GATEKEEPER_UPDATE_SCREENSHOTS") == "1":
+    if os.environ.get("GATEKEEPER_UPDATE_SCREENSHOTS") == "1":  # refresh the README's pictures
         docs = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
         docs.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(docs / f"{name}.png"), full_page=True)
+        shutil.copyfile(path, docs / f"{name}.png")
     return path
