@@ -18,6 +18,7 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -61,6 +62,7 @@ def install(bp: Blueprint) -> None:
     bp.after_request(_secure_headers)
     bp.register_error_handler(GatekeeperError, _gatekeeper_error)
     bp.register_error_handler(HTTPException, _http_error)
+    bp.register_error_handler(SQLAlchemyError, _database_error)
     bp.register_error_handler(Exception, _unexpected_error)
     bp.app_context_processor(_template_globals)
 
@@ -160,6 +162,12 @@ def _gatekeeper_error(exc: GatekeeperError) -> tuple[str, int]:
 
 def _http_error(exc: HTTPException) -> tuple[str, int]:
     return _error_page(exc.code or 500, exc.name, exc.description or exc.name)
+
+
+def _database_error(exc: SQLAlchemyError) -> tuple[str, int]:
+    log.error("dashboard cannot read the database: %s", exc)
+    return _error_page(503, "database unavailable",
+                       "The database is not answering; this page works again as soon as it does.")
 
 
 def _unexpected_error(exc: Exception) -> tuple[str, int]:

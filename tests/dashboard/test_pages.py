@@ -7,6 +7,7 @@ import json
 import re
 import time
 import uuid
+from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -300,3 +301,13 @@ def test_unknown_agent_is_a_404_page(client: FlaskClient, users: dict[str, str])
     signed_in(client, "alice")
     response = client.get("/agents/nobody")
     assert response.status_code == 404 and "no agent named" in response.get_data(as_text=True)
+
+
+def test_a_lost_database_is_a_503_page_not_a_crash(app: Flask, client: FlaskClient, users: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    signed_in(client, "alice")
+    svc(app).db.dispose()
+    (tmp_path / "gatekeeper.db").unlink()  # the next connection finds an empty file: no tables
+    response = client.get("/")
+    assert response.status_code == 503
+    assert "database is not answering" in response.get_data(as_text=True)

@@ -5,7 +5,8 @@
 
   function busy(section) {
     // Never replace what a person is typing into or has focused.
-    if (section.contains(document.activeElement) && document.activeElement !== document.body) return true;
+    var active = document.activeElement;
+    if (active && section.contains(active) && active.matches("input, textarea, select, button")) return true;
     var fields = section.querySelectorAll("input:not([type=hidden]), textarea, select");
     for (var i = 0; i < fields.length; i++) if (fields[i].value) return true;
     return document.querySelector("dialog[open]") !== null;
