@@ -42,11 +42,11 @@ def agent_page(name: str) -> ResponseReturnValue:
     include_gates = request.args.get("events") == "all"
     with svc.db.reading() as session:
         agent = agent_or_404(session, name)
-        view = agent_view(session, svc.policies, agent, now=g.now)
-        story = timeline(session, agent.id or 0, view.policy,
+        view = agent_view(session, agent, policies=svc.policies, now=g.now)
+        story = timeline(session, agent.id or 0, policy=view.policy,
                          page=request.args.get("page", 1, type=int) or 1, include_gates=include_gates)
         rollout = view.status.rollout
-        graphs = rollout_charts(session, view.policy, rollout, now=g.now) if rollout else ()
+        graphs = rollout_charts(session, rollout, policy=view.policy, now=g.now) if rollout else ()
     user = current_user()
     return render_template("web/agent.html", view=view, charts=graphs, timeline=story, include_gates=include_gates,
                            actions=actions(view, can_act=bool(user and user.can_act), now=g.now))
@@ -81,7 +81,7 @@ def _reason() -> str:
 def _overview() -> dict[str, Any]:
     svc = services()
     with svc.db.reading() as session:
-        views = [agent_view(session, svc.policies, a, now=g.now) for a in store.list_agents(session)]
+        views = [agent_view(session, a, policies=svc.policies, now=g.now) for a in store.list_agents(session)]
     return {"views": views, "outages": _outages(views),
             "pending_total": sum(v.status.pending_approvals for v in views)}
 
@@ -94,4 +94,4 @@ def _where(name: str, entry: Transition) -> str:
     svc = services()
     with svc.db.reading() as session:
         loaded = loaded_or_none(svc.policies, agent_or_404(session, name).policy)
-    return position_label(loaded.policy if loaded else None, entry.to_stage, entry.to_tier)
+    return position_label(loaded.policy if loaded else None, entry.to_stage, tier=entry.to_tier)

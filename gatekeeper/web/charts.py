@@ -79,7 +79,7 @@ class Transition:
     title: str
 
 
-def line_chart(key: str, title: str, samples: Sequence[tuple[float, float | None]], *,
+def line_chart(key: str, samples: Sequence[tuple[float, float | None]], *, title: str,
                span: tuple[float, float], transitions: Sequence[Transition] = (),
                threshold: float | None = None, fmt: Callable[[float], str] | None = None) -> Chart:
     """Return the chart of `samples` (time, value or None) over `span` (start, end epoch seconds)."""
@@ -87,12 +87,12 @@ def line_chart(key: str, title: str, samples: Sequence[tuple[float, float | None
     start, end = span[0], max(span[1], span[0] + 1.0)
     finite = [v for _, v in samples if v is not None and math.isfinite(v)]
     top = _nice_top(max([*finite, threshold or 0.0, 0.0]))
-    x = _scale(start, end, LEFT, LEFT + PLOT_W)
-    y = _scale(0.0, top, TOP + PLOT_H, TOP)
+    x = _scale((start, end), (LEFT, LEFT + PLOT_W))
+    y = _scale((0.0, top), (TOP + PLOT_H, TOP))
     points = tuple(Point(round(x(t), 1), round(y(v), 1), f"{_clock(t)}  {fmt(v)}")
                    for t, v in samples if v is not None and math.isfinite(v))
     return Chart(
-        key=key, title=title, path=_path(samples, x, y), points=points,
+        key=key, title=title, path=_path(samples, x, y=y), points=points,
         markers=tuple(Marker(round(x(t.at), 1), t.action.replace("_", " "), t.title, _kind(t.action))
                       for t in transitions if start <= t.at <= end),
         threshold_y=round(y(threshold), 1) if threshold is not None else None,
@@ -107,7 +107,8 @@ def _plain(value: float) -> str:
     return f"{value:g}"
 
 
-def _scale(lo: float, hi: float, out_lo: float, out_hi: float) -> Callable[[float], float]:
+def _scale(domain: tuple[float, float], out: tuple[float, float]) -> Callable[[float], float]:
+    (lo, hi), (out_lo, out_hi) = domain, out
     span = (hi - lo) or 1.0
     return lambda v: out_lo + (v - lo) / span * (out_hi - out_lo)
 
@@ -120,7 +121,7 @@ def _nice_top(value: float) -> float:
     return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= value * 1.1)
 
 
-def _path(samples: Sequence[tuple[float, float | None]], x: Callable[[float], float],
+def _path(samples: Sequence[tuple[float, float | None]], x: Callable[[float], float], *,
           y: Callable[[float], float]) -> str:
     parts: list[str] = []
     pen_down = False

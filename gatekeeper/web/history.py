@@ -50,7 +50,7 @@ class Timeline:
     pages: int
 
 
-def timeline(session: Session, agent_id: int, policy: Policy | None, *, page: int, include_gates: bool
+def timeline(session: Session, agent_id: int, *, policy: Policy | None, page: int, include_gates: bool
              ) -> Timeline:
     """Return one page of an agent's history, newest first (transitions only unless asked)."""
     kinds = ("transition", "gate_evaluation") if include_gates else ("transition",)
@@ -64,8 +64,8 @@ def _entry(item: HistoryEntry, policy: Policy | None) -> TimelineEntry:
     before, after = item.from_, item.to
     return TimelineEntry(
         kind=item.kind, at=item.at.timestamp(), actor=item.actor, action=item.action, reason=item.reason,
-        from_label=position_label(policy, before.stage, before.tier) if before else "",
-        to_label=position_label(policy, after.stage, after.tier), state=after.state or "",
+        from_label=position_label(policy, before.stage, tier=before.tier) if before else "",
+        to_label=position_label(policy, after.stage, tier=after.tier), state=after.state or "",
         policy_revision=item.policy_revision, numbers=numbers(item.metrics))
 
 
@@ -84,7 +84,7 @@ def numbers(metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(shown)
 
 
-def rollout_charts(session: Session, policy: Policy | None, rollout: RolloutView, *, now: float
+def rollout_charts(session: Session, rollout: RolloutView, *, policy: Policy | None, now: float
                    ) -> tuple[charts.Chart, ...]:
     """Return the charts of the rollout's gate values, with its transitions marked."""
     samples = queries.evaluation_values(session, rollout.id)
@@ -93,7 +93,7 @@ def rollout_charts(session: Session, policy: Policy | None, rollout: RolloutView
     end = rollout.ended_at.timestamp() if rollout.ended_at else now
     limits = _limits(policy, rollout.stage)
     return tuple(
-        charts.line_chart(key, title, [(at, _number(values.get(key))) for at, values in samples],
+        charts.line_chart(key, [(at, _number(values.get(key))) for at, values in samples], title=title,
                           span=(rollout.started_at.timestamp(), end), transitions=moves,
                           threshold=limits.get(key), fmt=partial(figure, name=key))
         for key, title in SERIES)

@@ -89,7 +89,7 @@ class AgentView:
         return max(0.0, self.soak_required_s - self.time_at_tier_s)
 
 
-def agent_view(session: Session, policies: PolicyStore, agent: Agent, *, now: float) -> AgentView:
+def agent_view(session: Session, agent: Agent, *, policies: PolicyStore, now: float) -> AgentView:
     """Describe one agent for the pages."""
     status = describe_agent(session, policies, agent)
     policy = loaded_or_none(policies, agent.policy)
@@ -179,36 +179,37 @@ def actions(view: AgentView, *, can_act: bool, now: float) -> tuple[ActionOption
     status = RolloutStatus(rollout.stage, rollout.tier, rollout.state, rollout.state_reason,
                            rollout.tier_started_at.timestamp())
     allowed = set(view.status.allowed_actions)
-    return tuple(_option(view.policy, status, name, label, allowed=name in allowed, can_act=can_act, now=now)
-                 for name, label in ACTIONS)
+    return tuple(_option(view.policy, status, name=name, label=label, allowed=name in allowed, can_act=can_act,
+                         now=now) for name, label in ACTIONS)
 
 
-def _option(policy: Policy, status: RolloutStatus, name: str, label: str, *, allowed: bool, can_act: bool,
+def _option(policy: Policy, status: RolloutStatus, *, name: str, label: str, allowed: bool, can_act: bool,
             now: float) -> ActionOption:
     why = "" if allowed else f"not possible while the rollout is {status.state}"
     if allowed and not can_act:
         why = "viewers can see everything but act on nothing"
-    stages = _rollback_stages(policy, status, now) if name == "rollback" and allowed else ()
+    stages = _rollback_stages(policy, status, now=now) if name == "rollback" and allowed else ()
     return ActionOption(name, label, allowed and can_act, why,
-                        _target(policy, status, name, now=now) if allowed else "", stages)
+                        _target(policy, status, action=name, now=now) if allowed else "", stages)
 
 
-def _target(policy: Policy, status: RolloutStatus, action: str, *, now: float, to_stage: str | None = None
+def _target(policy: Policy, status: RolloutStatus, *, action: str, now: float, to_stage: str | None = None
             ) -> str:
     try:
         after = machine.apply(status, action, policy, now=now, to_stage=to_stage,
                               revert_to=policy.kill_switch.revert_to)
     except GatekeeperError:
         return ""
-    return f"{position_label(policy, after.stage, after.tier)}, {after.state}"
+    return f"{position_label(policy, after.stage, tier=after.tier)}, {after.state}"
 
 
-def _rollback_stages(policy: Policy, status: RolloutStatus, now: float) -> tuple[tuple[str, str], ...]:
-    options = ((stage, _target(policy, status, "rollback", now=now, to_stage=stage)) for stage in machine.STAGES)
+def _rollback_stages(policy: Policy, status: RolloutStatus, *, now: float) -> tuple[tuple[str, str], ...]:
+    options = ((stage, _target(policy, status, action="rollback", now=now, to_stage=stage))
+               for stage in machine.STAGES)
     return tuple((stage, target) for stage, target in options if target)
 
 
-def position_label(policy: Policy | None, stage: str | None, tier: int | None) -> str:
+def position_label(policy: Policy | None, stage: str | None, *, tier: int | None) -> str:
     """Return `canary 5%` for a stage and tier, falling back to the raw values if the policy changed."""
     if stage is None:
         return "—"

@@ -150,26 +150,26 @@ def _template_globals() -> dict[str, Any]:
     return {"csrf_token": csrf_token, "current_user": current_user, "CSRF_FIELD": CSRF_FIELD}
 
 
-def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
+def _error_page(status: int, title: str, *, message: str) -> tuple[str, int]:
     return render_template("web/error.html", status=status, title=title, message=message), status
 
 
 def _gatekeeper_error(exc: GatekeeperError) -> tuple[str, int]:
     if exc.status >= 500:
         log.error("dashboard request failed: %s", exc.message)
-    return _error_page(exc.status, exc.code.replace("_", " "), exc.message)
+    return _error_page(exc.status, exc.code.replace("_", " "), message=exc.message)
 
 
 def _http_error(exc: HTTPException) -> tuple[str, int]:
-    return _error_page(exc.code or 500, exc.name, exc.description or exc.name)
+    return _error_page(exc.code or 500, exc.name, message=exc.description or exc.name)
 
 
 def _database_error(exc: SQLAlchemyError) -> tuple[str, int]:
     log.error("dashboard cannot read the database: %s", exc)
     return _error_page(503, "database unavailable",
-                       "The database is not answering; this page works again as soon as it does.")
+                       message="The database is not answering; this page works again as soon as it does.")
 
 
 def _unexpected_error(exc: Exception) -> tuple[str, int]:
     log.exception("unexpected dashboard error")
-    return _error_page(500, "internal error", "Something went wrong on the server; see its log.")
+    return _error_page(500, "internal error", message="Something went wrong on the server; see its log.")

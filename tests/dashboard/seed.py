@@ -43,7 +43,7 @@ def tier_report(policy: Policy, *, stage: str, tier: int, at: float, tier_starte
     return report.as_dict()
 
 
-def store_report(svc: Services, agent: str, report: dict[str, Any]) -> None:
+def store_report(svc: Services, agent: str, *, report: dict[str, Any]) -> None:
     """Store a gate report as the scheduler does."""
     with svc.db.transaction() as session:
         row = store.get_agent(session, agent)
@@ -64,21 +64,21 @@ def healthy_signals(minute: float, *, scale: float) -> TierSignals:
                        p95_latency_s=1.1 + 0.25 * wobble, spend_dollars=sessions * (0.21 + 0.03 * wobble))
 
 
-def canary_history(svc: Services, agent: str, policy: Policy, *, now: float) -> None:
+def canary_history(svc: Services, agent: str, *, policy: Policy, now: float) -> None:
     """Walk an agent from twin to canary 5% over the last 2.5 hours, with the gate reports on the way."""
     t0 = now - 150 * MINUTE
     rollouts.act(svc, agent, "promote", actor="scheduler", reason="twin gate passed: 52 runs, 100% pass",
                  now=t0 + 25 * MINUTE, metrics={"runs": 52, "pass_rate": 1.0, "scenarios_covered": 1})
     rollouts.act(svc, agent, "promote", actor="user:alice", reason="shadow agreement 96%, looks good",
                  now=t0 + 85 * MINUTE)
-    _tier_reports(svc, agent, policy, tier=0, start=t0 + 85 * MINUTE, end=t0 + 130 * MINUTE, scale=1)
+    _tier_reports(svc, agent, policy=policy, tier=0, start=t0 + 85 * MINUTE, end=t0 + 130 * MINUTE, scale=1)
     rollouts.act(svc, agent, "promote", actor="scheduler", reason="tier gate passed at canary 1%",
                  now=t0 + 130 * MINUTE,
                  metrics={"error_rate": 0.009, "p95_latency_s": 1.21, "cost_per_session": 0.22, "sessions": 152})
-    _tier_reports(svc, agent, policy, tier=1, start=t0 + 130 * MINUTE, end=now - 30, scale=5)
+    _tier_reports(svc, agent, policy=policy, tier=1, start=t0 + 130 * MINUTE, end=now - 30, scale=5)
 
 
-def _tier_reports(svc: Services, agent: str, policy: Policy, *, tier: int, start: float, end: float,
+def _tier_reports(svc: Services, agent: str, *, policy: Policy, tier: int, start: float, end: float,
                   scale: float) -> None:
     at = start + 2 * MINUTE
     while at <= end:
@@ -86,7 +86,7 @@ def _tier_reports(svc: Services, agent: str, policy: Policy, *, tier: int, start
         signals = healthy_signals(minute, scale=scale)
         if tier == 0 and 14 <= minute < 17:  # one spike the gate caught, visible above the limit line
             signals = replace(signals, errors=(signals.tool_calls or 0) * 0.031)
-        store_report(svc, agent, tier_report(policy, stage="canary", tier=tier, at=at, tier_started_at=start,
+        store_report(svc, agent, report=tier_report(policy, stage="canary", tier=tier, at=at, tier_started_at=start,
                                              signals=signals))
         at += 2 * MINUTE
 

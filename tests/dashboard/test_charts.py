@@ -50,15 +50,15 @@ def test_label_turns_names_into_words() -> None:
 
 
 def test_missing_values_break_the_line_instead_of_dropping_to_zero() -> None:
-    chart = charts.line_chart("error_rate", "Error rate", [(T0, 0.01), (T0 + 10, None), (T0 + 20, 0.02),
-                                                           (T0 + 30, 0.03)], span=(T0, T0 + 30))
+    samples = [(T0, 0.01), (T0 + 10, None), (T0 + 20, 0.02), (T0 + 30, 0.03)]
+    chart = charts.line_chart("error_rate", samples, title="Error rate", span=(T0, T0 + 30))
     moves = [part[0] for part in chart.path.split()]
     assert moves == ["M", "M", "L"]
     assert len(chart.points) == 3 and chart.latest == "0.03"
 
 
 def test_points_span_the_plot_and_the_axis_tops_the_highest_value_or_threshold() -> None:
-    chart = charts.line_chart("x", "X", [(T0, 0.0), (T0 + 100, 4.0)], span=(T0, T0 + 100), threshold=8.0)
+    chart = charts.line_chart("x", [(T0, 0.0), (T0 + 100, 4.0)], title="X", span=(T0, T0 + 100), threshold=8.0)
     first, last = chart.points
     assert (first.x, last.x) == (charts.LEFT, charts.LEFT + charts.PLOT_W)
     assert first.y == charts.TOP + charts.PLOT_H
@@ -70,7 +70,7 @@ def test_points_span_the_plot_and_the_axis_tops_the_highest_value_or_threshold()
 def test_transitions_become_markers_coloured_by_direction_and_outside_ones_are_dropped() -> None:
     moves = [charts.Transition(T0 + 50, "promote", "up"), charts.Transition(T0 + 60, "rollback", "down"),
              charts.Transition(T0 + 70, "pause", "stop"), charts.Transition(T0 - 10, "promote", "before")]
-    chart = charts.line_chart("x", "X", [], span=(T0, T0 + 100), transitions=moves)
+    chart = charts.line_chart("x", [], title="X", span=(T0, T0 + 100), transitions=moves)
     assert [(m.kind, m.label) for m in chart.markers] == [("forward", "promote"), ("back", "rollback"),
                                                           ("stop", "pause")]
     assert chart.markers[0].x == charts.LEFT + charts.PLOT_W / 2
@@ -78,6 +78,6 @@ def test_transitions_become_markers_coloured_by_direction_and_outside_ones_are_d
 
 
 def test_a_zero_length_span_and_all_zero_values_still_draw() -> None:
-    chart = charts.line_chart("x", "X", [(T0, 0.0)], span=(T0, T0))
+    chart = charts.line_chart("x", [(T0, 0.0)], title="X", span=(T0, T0))
     assert chart.points[0].x == charts.LEFT and chart.y_ticks[-1].label == "1"
     assert all(math.isfinite(t.at) for t in chart.x_ticks)

@@ -240,7 +240,7 @@ def test_metrics_outage_is_shown_on_every_page_not_a_server_error(
     outage = seed.SourceStatus("prometheus", available=False, unavailable_since=1_700_000_000.0,
                                error="connection refused")
     policy = svc(app).policies.get("support-default").policy
-    seed.store_report(svc(app), "support-bot", seed.tier_report(
+    seed.store_report(svc(app), "support-bot", report=seed.tier_report(
         policy, stage="canary", tier=0, at=now, tier_started_at=now - 1800, signals=None, source=outage))
     signed_in(client, "alice")
     for path in ("/", "/partials/overview", "/agents/support-bot"):
@@ -274,8 +274,9 @@ def test_history_is_paginated_and_can_include_gate_evaluations(
     for i in range(15):
         rollouts.act(svc(app), "support-bot", "pause", actor="user:alice", reason=f"pause {i}", now=now - 3000 + i)
         rollouts.act(svc(app), "support-bot", "resume", actor="user:alice", reason=f"resume {i}", now=now - 2000 + i)
-    seed.store_report(svc(app), "support-bot", {"stage": "twin", "tier": 0, "result": "hold", "evaluated_at": now,
-                                                "reasons": ["runs: 3 of 50"], "values": {"runs": 3}})
+    report = {"stage": "twin", "tier": 0, "result": "hold", "evaluated_at": now, "reasons": ["runs: 3 of 50"],
+              "values": {"runs": 3}}
+    seed.store_report(svc(app), "support-bot", report=report)
     signed_in(client, "alice")
     first = client.get("/agents/support-bot").get_data(as_text=True)
     assert "page 1 of 2 (31 entries)" in first and "resume 14" in first and "gate:hold" not in first
