@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 
 from gatekeeper import rollouts
+from gatekeeper.client import Gatekeeper
 from gatekeeper.store import rollouts as store
 from tests.conftest import svc
 from tests.dashboard import seed
@@ -102,13 +104,38 @@ def test_overview_refreshes_by_itself(live_server: LiveServer, users: dict[str, 
     assert page.url.rstrip("/") == live_server.url  # no navigation: the rows were fetched and replaced
 
 
+def test_an_approval_asked_through_the_sdk_is_approved_in_the_browser_and_the_repeat_is_allowed(
+        live_server: LiveServer, users: dict[str, str], page: Any, make_token: Callable[..., dict[str, str]]) -> None:
+    _rollout_at_twin(live_server.app)
+    token = make_token("agent", agent="support-bot")["Authorization"].removeprefix("Bearer ")
+    agent = Gatekeeper(live_server.url, token, timeout=5.0).start_session("support-bot", environment="twin")
+    asked = agent.decide("send_email", 0.01, preview="Email C-1042: your refund is on its way")
+    assert (asked.verdict, asked.reason) == ("approval_required", "approval_required")
+    assert asked.approval_id is not None
+
+    browser_sign_in(page, live_server.url, "alice")
+    page.goto(f"{live_server.url}/approvals")
+    row = page.locator(f"tr[data-approval='{asked.approval_id}']")
+    assert "irreversible" in row.get_attribute("class")
+    assert "Email C-1042: your refund is on its way" in row.inner_text()
+    row.locator("input[name=reason]").fill("customer asked for it")
+    row.locator("button[data-verdict=approve]").click()
+    page.wait_for_selector(".flash-ok")
+    assert page.locator("[data-testid=no-approvals]").is_visible()
+    assert "user:alice" in page.locator("table.decided").inner_text()
+
+    assert agent.client.approval(asked.approval_id)["state"] == "approved"
+    repeated = agent.decide("send_email", 0.01, approval_id=asked.approval_id)
+    assert repeated.verdict == "allow"
+
+
 def test_screenshots_of_overview_agent_page_and_approvals(
         live_server: LiveServer, users: dict[str, str], page: Any) -> None:
     app, now = live_server.app, time.time()
     services = svc(app)
     support = services.policies.get("support-default").policy
     seed.start(services, "support-bot", policy="support-default", stable="v6", candidate="v7", at=now - 150 * 60)
-    seed.canary_history(services, "support-bot", support, now=now)
+    seed.canary_history(services, "support-bot", policy=support, now=now)
     _metrics_outage(app, now=now)
     rollouts.register_agent(services, "billing-agent", policy="billing", stable_version="v3", now=now - 86400)
     _approvals(app, now=now)
@@ -135,7 +162,7 @@ def _metrics_outage(app: Flask, *, now: float) -> None:
         rollouts.act(services, "code-assistant", "promote", actor="user:alice", reason="manual", now=now - 1800)
     outage = seed.SourceStatus("prometheus", available=False, unavailable_since=now - 420,
                                error="GET http://prometheus:9090/api/v1/query: connection refused")
-    seed.store_report(services, "code-assistant", seed.tier_report(
+    seed.store_report(services, "code-assistant", report=seed.tier_report(
         coding, stage="canary", tier=0, at=now - 20, tier_started_at=now - 1800, signals=None, source=outage))
     rollouts.act(services, "code-assistant", "hold", actor="scheduler", reason="metrics unavailable: holding",
                  now=now - 400)
