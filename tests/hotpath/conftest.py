@@ -16,6 +16,7 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from gatekeeper.core.bucketing import bucket, within
 from tests.support.services import free_port
@@ -132,9 +133,9 @@ def runtime(client: FlaskClient, rm: dict[str, str], make_token: Callable[..., d
 
 
 def counts(app: Flask, sql: str, **params: Any) -> Any:
-    """Run one read-only SQL query on the app's database and return its first row."""
+    """Run one read-only SQL query (`:name` parameters) on the app's database and return its first row."""
     with app.extensions["gatekeeper"].db.engine.connect() as connection:
-        return connection.exec_driver_sql(sql, tuple(params.values()) if params else ()).first()
+        return connection.execute(text(sql), params).first()
 
 
 # -- real gunicorn servers -------------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_approve_then_spend_once(runtime: Runtime, app: Flask, viewer: dict[str,
     assert (reused["verdict"], reused["reason"]) == ("deny", "approval_used")
     assert runtime.ok(runtime.client.get(f"/v1/approvals/{approval}", headers=runtime.agent))["used"] is True
     assert runtime.ok(runtime.client.get("/v1/approvals", headers=viewer)) == []
-    assert counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = ?", id=session) == (1, 40_000)
+    assert counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id", id=session) == (1, 40_000)
 
 
 def test_reject(runtime: Runtime) -> None:

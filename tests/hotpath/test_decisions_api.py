@@ -42,7 +42,7 @@ def test_verdicts_by_stage_and_tool_class(runtime: Runtime, app: Flask, stage: s
     found = runtime.decide(_session(runtime, who), tool, 0.05, preview=f"call {tool}")
     assert (found["verdict"], found["reason"]) == CASES[(stage, who)][index]
     assert ("approval_id" in found) == (found["verdict"] == "approval_required")
-    row = counts(app, "SELECT verdict, reason, would_verdict, would_reason, preview FROM decisions WHERE id = ?",
+    row = counts(app, "SELECT verdict, reason, would_verdict, would_reason, preview FROM decisions WHERE id = :id",
                  id=found["decision_id"])
     assert tuple(row[:2]) == CASES[(stage, who)][index] and row[4] == f"call {tool}"
     if found["verdict"] == "shadow":  # what canary would have said, for the shadow gate
@@ -57,7 +57,8 @@ def test_calls_cap_is_exact(runtime: Runtime, app: Flask) -> None:
     assert [f["verdict"] for f in found] == ["allow"] * 20 + ["deny"] * 3
     assert {f["reason"] for f in found[20:]} == {"cap_tool_calls"}
     assert found[19]["remaining"] == {"tool_calls": 0, "spend": 0.48} == found[22]["remaining"]
-    assert tuple(counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = ?", id=session)) == (20, 20_000)
+    row = counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id", id=session)
+    assert tuple(row) == (20, 20_000)
 
 
 def test_spend_cap_is_exact_and_settlement_frees_budget(runtime: Runtime, app: Flask) -> None:
@@ -70,7 +71,7 @@ def test_spend_cap_is_exact_and_settlement_frees_budget(runtime: Runtime, app: F
     runtime.report(first["decision_id"], actual_cost=0.05)  # the estimate was high: 0.15 back
     assert runtime.decide(session, "update_ticket", 0.15)["verdict"] == "allow"
     assert runtime.decide(session, "update_ticket", 0.000001)["reason"] == "cap_spend"
-    assert counts(app, "SELECT spend_micros FROM sessions WHERE id = ?", id=session)[0] == 500_000
+    assert counts(app, "SELECT spend_micros FROM sessions WHERE id = :id", id=session)[0] == 500_000
 
 
 def test_outcomes_settle_once_and_refuse_a_different_repeat(runtime: Runtime, app: Flask,
@@ -86,7 +87,7 @@ def test_outcomes_settle_once_and_refuse_a_different_repeat(runtime: Runtime, ap
     for other in ({"status": "error", "actual_cost": 0.12, "latency_ms": 35.5}, {"status": "ok"},
                   {"status": "ok", "actual_cost": 0.13, "latency_ms": 35.5}):
         assert runtime.client.post(path, json=other, headers=runtime.agent).status_code == 409
-    assert counts(app, "SELECT spend_micros FROM sessions WHERE id = ?", id=session)[0] == 120_000
+    assert counts(app, "SELECT spend_micros FROM sessions WHERE id = :id", id=session)[0] == 120_000
     denied = runtime.decide(session, "refund_payment")["decision_id"]
     assert runtime.client.post(f"/v1/decisions/{denied}/outcome", json={"status": "ok"},
                                headers=runtime.agent).status_code == 409
@@ -155,8 +156,8 @@ def test_bad_outcomes_are_refused_and_change_nothing(runtime: Runtime, app: Flas
     decision = runtime.decide(session, "search_kb", 0.1)["decision_id"]
     answer = runtime.client.post(f"/v1/decisions/{decision}/outcome", json=body, headers=runtime.agent)
     assert answer.status_code == 400
-    assert counts(app, "SELECT outcome_status FROM decisions WHERE id = ?", id=decision)[0] is None
-    assert counts(app, "SELECT spend_micros FROM sessions WHERE id = ?", id=session)[0] == 100_000
+    assert counts(app, "SELECT outcome_status FROM decisions WHERE id = :id", id=decision)[0] is None
+    assert counts(app, "SELECT spend_micros FROM sessions WHERE id = :id", id=session)[0] == 100_000
 
 
 def test_metrics_count_decisions_outcomes_and_sessions(runtime: Runtime) -> None:

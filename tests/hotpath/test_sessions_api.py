@@ -42,7 +42,7 @@ def test_shadow_mirrors_a_share_of_live_sessions(runtime: Runtime, app: Flask) -
     plain = runtime.session(candidate=False, percent=50.0)
     assert (mirrored["arm"], mirrored["version"], mirrored["caps"]) == ("stable", "v1", STABLE_CAPS)
     assert mirrored["mirror"]["version"] == "v2" and "mirror" not in plain
-    row = counts(app, "SELECT arm, stage, mirror_of, cap_tool_calls, environment FROM sessions WHERE id = ?",
+    row = counts(app, "SELECT arm, stage, mirror_of, cap_tool_calls, environment FROM sessions WHERE id = :id",
                  id=mirrored["mirror"]["session_id"])
     assert tuple(row) == ("candidate", "shadow", mirrored["session_id"], 20, "live")
 
@@ -53,7 +53,7 @@ def test_twin_sessions_run_the_candidate_with_canary_caps(runtime: Runtime, app:
     twin = runtime.session(environment="twin", scenario="refund-request", twin_snapshot_at="2030-01-01T00:00:00Z")
     assert (live["arm"], live["version"]) == ("stable", "v1")
     assert (twin["arm"], twin["version"], twin["stage"], twin["caps"]) == ("candidate", "v2", "twin", CANARY_CAPS)
-    stored = counts(app, "SELECT twin_snapshot_at, scenario FROM sessions WHERE id = ?", id=twin["session_id"])
+    stored = counts(app, "SELECT twin_snapshot_at, scenario FROM sessions WHERE id = :id", id=twin["session_id"])
     assert tuple(stored) == (1893456000.0, "refund-request")
 
 
