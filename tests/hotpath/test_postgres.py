@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from flask import Flask
+from sqlalchemy.pool import NullPool
 
 from gatekeeper.store.db import Database
 from tests.hotpath.conftest import Runtime, Served
 from tests.hotpath.test_gunicorn import assert_exact, hammer, open_sessions
 from tests.support.services import PostgresServer
 
+_names = itertools.count()
 
-@pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[PostgresServer]:
-    with PostgresServer(tmp_path) as server:
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    with PostgresServer(tmp_path_factory.mktemp("pg")) as server:
         yield server
 
 
 @pytest.fixture
 def db_url(postgres: PostgresServer) -> str:
-    """Postgres instead of the SQLite file of tests/conftest.py, with the schema in place."""
-    database = Database(postgres.url)
+    """A fresh Postgres database instead of the SQLite file of tests/conftest.py, with the schema in place."""
+    name = f"hotpath_{next(_names)}"
+    admin = sqlalchemy.create_engine(postgres.url.rsplit("/", 1)[0] + "/postgres", poolclass=NullPool,
+                                     isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    database = Database(url)
     database.upgrade()
     database.dispose()
-    return postgres.url
+    return url
 
 
 def test_caps_are_exact_across_two_replicas_on_postgres(runtime: Runtime, app: Flask, db_url: str,

@@ -1,0 +1,217 @@
+"""Decisions per second over loopback under gunicorn, against the framework floor.
+
+Run: `python bench/decisions.py [--seconds 10] [--clients 8] [--workers 2] [--threads 1]`.
+
+It serves two apps in turn with the same gunicorn settings (`gatekeeper serve`'s command
+line): Gatekeeper on a temporary SQLite file, and the floor, a bare Flask app whose
+POST /v1/decisions returns a constant JSON body. Client processes send decision requests over
+fresh loopback connections (sync workers close each one) for the same time, with pre-built
+request bytes so the client costs little CPU. It prints throughput, client p50/p99, the ratio
+to the floor, and Gatekeeper's server-side p50/p99 from the gatekeeper_decision_duration_seconds
+histogram. Targets (issue 3): ratio >= 0.70, server p99 < 1 ms. A benchmark: it never fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from gatekeeper import create_app, rollouts, sessions  # noqa: E402 - after the path fix above
+from gatekeeper.cli.serve import gunicorn_command  # noqa: E402
+from gatekeeper.store.tokens import create_token  # noqa: E402
+
+CONSTANT = {"decision_id": "0660d58660c099adfcbf93dc", "verdict": "allow", "reason": "",
+            "remaining": {"tool_calls": 59, "spend": 1.99}}
+
+
+def floor() -> Flask:
+    """Return the framework floor: Flask answering POST /v1/decisions with a constant JSON body."""
+    app = Flask("floor")
+
+    @app.post("/v1/decisions")
+    def decide() -> dict[str, Any]:
+        return CONSTANT
+
+    return app
+
+
+def _prepare(folder: Path, sessions_needed: int) -> tuple[str, str, list[str]]:
+    """Create the database, an agent, its token and enough sessions; return (url, token, session ids)."""
+    url = f"sqlite:///{folder / 'bench.db'}"
+    app = create_app({"database_url": url, "policy_dir": REPO / "policies"})
+    svc = app.extensions["gatekeeper"]
+    svc.db.upgrade()
+    now = time.time()
+    rollouts.register_agent(svc, "support-bot", policy="support-default", stable_version="v1", now=now)
+    with svc.db.transaction() as session:
+        token, _ = create_token(session, "bench", role="agent", agent="support-bot", now=now)
+    ids = [sessions.start_session(svc, "support-bot", session_key=f"k{n}", environment="live", scenario=None,
+                                  twin_snapshot_at=None, now=now).session.id for n in range(sessions_needed)]
+    svc.db.dispose()
+    return url, token, ids
+
+
+def _serve(app: str, port: int, args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = gunicorn_command(bind=f"127.0.0.1:{port}", workers=args.workers, threads=args.threads, timeout=30,
+                               app=app)
+    process = subprocess.Popen(command, env=env, cwd=Path(__file__).parent, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"{app} did not start")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def _client(port: int, requests_: list[bytes], seconds: float, out: Any) -> None:
+    """Send the requests round-robin until time is up; put (count, latencies) on `out`."""
+    latencies, index, deadline = [], 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(requests_[index % len(requests_)])
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        if not answer.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"unexpected answer: {answer[:300]!r}")
+        latencies.append(time.perf_counter() - started)
+        index += 1
+    out.put(latencies)
+
+
+def _load(port: int, bodies: list[bytes], token: str, args: argparse.Namespace) -> dict[str, float]:
+    """Run the clients against one server; return throughput and client latency percentiles."""
+    requests_ = [(f"POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                  ).encode() + body for body in bodies]
+    out: Any = multiprocessing.Queue()
+    shares = [requests_[n::args.clients] for n in range(args.clients)]
+    workers = [multiprocessing.Process(target=_client, args=(port, share, args.seconds, out)) for share in shares]
+    for worker in workers:
+        worker.start()
+    latencies = sorted(x for _ in workers for x in out.get(timeout=args.seconds + 60))
+    for worker in workers:
+        worker.join(timeout=10)
+    return {"rps": len(latencies) / args.seconds, "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000, "count": len(latencies)}
+
+
+def _histogram(port: int) -> dict[float, float]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {float(s.labels["le"]): s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "gatekeeper_decision_duration_seconds_bucket"}
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Return the q-quantile (seconds) of the observations between two cumulative-bucket scrapes."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    target, lower = q * counts[-1], 0.0
+    for index, bound in enumerate(bounds):
+        if counts[index] >= target:
+            below = counts[index - 1] if index else 0.0
+            inside = counts[index] - below
+            share = (target - below) / inside if inside else 0.0
+            return bound if bound == float("inf") else lower + (bound - lower) * share
+        lower = bound
+    return float("nan")
+
+
+def main() -> None:
+    """Measure the floor and Gatekeeper in alternating rounds; print every round and the medians."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of one load phase")
+    parser.add_argument("--rounds", type=int, default=3, help="floor/Gatekeeper pairs, alternated")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        url, token, ids = _prepare(folder, sessions_needed=int(3000 * args.seconds * args.rounds / 50) + 100)
+        bodies = [json.dumps({"session_id": s, "tool": "search_kb", "cost": 0.001}).encode() for s in ids]
+        env = {**os.environ, "GATEKEEPER_DATABASE_URL": url, "GATEKEEPER_POLICY_DIR": str(REPO / "policies"),
+               "GATEKEEPER_SECRET_KEY": "bench", "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics")}
+        (folder / "metrics").mkdir()
+        ports = {"floor": _free_port(), "gatekeeper": _free_port()}
+        servers = [_serve("decisions:floor()", ports["floor"], args, env),
+                   _serve("gatekeeper.wsgi:app", ports["gatekeeper"], args, env)]
+        try:
+            rounds = _rounds(ports, bodies, token, args)
+        finally:
+            for server in servers:
+                _stop(server)
+    _report(rounds, args)
+
+
+def _rounds(ports: dict[str, int], bodies: list[bytes], token: str, args: argparse.Namespace
+            ) -> list[dict[str, dict[str, float]]]:
+    warm = argparse.Namespace(**{**vars(args), "seconds": 1.0})
+    for port in ports.values():
+        _load(port, bodies[-50:], token, warm)
+    rounds, share = [], len(bodies) // args.rounds
+    for number in range(args.rounds):
+        mine = bodies[number * share:(number + 1) * share]  # fresh sessions each round: allows, not cap denials
+        found = {"floor": _load(ports["floor"], mine, token, args)}
+        before = _histogram(ports["gatekeeper"])
+        found["gatekeeper"] = _load(ports["gatekeeper"], mine, token, args)
+        after = _histogram(ports["gatekeeper"])
+        found["gatekeeper"]["server_p50_ms"] = quantile(before, after, 0.50) * 1000
+        found["gatekeeper"]["server_p99_ms"] = quantile(before, after, 0.99) * 1000
+        rounds.append(found)
+    return rounds
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _report(rounds: list[dict[str, dict[str, float]]], args: argparse.Namespace) -> None:
+    print(f"gunicorn --workers {args.workers} --threads {args.threads}, {args.clients} client processes, "
+          f"{args.rounds} rounds of {args.seconds:g} s per server, {os.cpu_count()} CPUs")
+    for number, found in enumerate(rounds, 1):
+        floor_, gk = found["floor"], found["gatekeeper"]
+        print(f"round {number}: floor {floor_['rps']:6.0f}/s (p50 {floor_['p50_ms']:.2f} ms, p99 "
+              f"{floor_['p99_ms']:.2f} ms)  gatekeeper {gk['rps']:6.0f}/s (p50 {gk['p50_ms']:.2f} ms, p99 "
+              f"{gk['p99_ms']:.2f} ms)  ratio {gk['rps'] / floor_['rps']:.2f}  server p50 "
+              f"{gk['server_p50_ms']:.3f} ms p99 {gk['server_p99_ms']:.3f} ms")
+    ratio = statistics.median(r["gatekeeper"]["rps"] / r["floor"]["rps"] for r in rounds)
+    p99 = statistics.median(r["gatekeeper"]["server_p99_ms"] for r in rounds)
+    print(f"median ratio to floor: {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.70 else 'NOT met'})")
+    print(f"median server-side p99 (histogram): {p99:.3f} ms (target < 1 ms: {'met' if p99 < 1 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
