@@ -15,4 +15,5 @@ RUN pip install --no-cache-dir ".[postgres]"
 
 VOLUME /data
 EXPOSE 8000
-CMD gatekeeper db upgrade && exec gatekeeper serve --bind 0.0.0.0:8000 --workers 4
+# `serve` creates or upgrades the schema before it starts the workers.
+CMD ["gatekeeper", "serve", "--bind", "0.0.0.0:8000", "--workers", "4"]

@@ -3,6 +3,7 @@ copy what it copies, run its RUN line with that venv's pip, then its CMD on a lo
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -57,29 +58,32 @@ def test_the_dockerfile_steps_install_and_serve(tmp_path: Path) -> None:
     assert gatekeeper.exists()
     assert not str(subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c",
                                    "import gatekeeper; print(gatekeeper.__file__)"], capture_output=True,
-                                  text=True, env=env, check=True).stdout).startswith(str(REPO))
+                                  text=True, env=env, cwd=tmp_path, check=True).stdout).startswith(str(REPO))
 
     port = free_port()
-    command = dict(instructions())["CMD"].replace("0.0.0.0:8000", f"127.0.0.1:{port}")
+    command = " ".join(json.loads(dict(instructions())["CMD"])).replace("0.0.0.0:8000", f"127.0.0.1:{port}")
     server = subprocess.Popen(command, shell=True, cwd=app_dir, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        ready = wait_ready(f"http://127.0.0.1:{port}/readyz")
+        ready = wait_ready(f"http://127.0.0.1:{port}/readyz", server)
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["database"] == "ok"
         assert (data / "gatekeeper.db").exists()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         output = server.communicate(timeout=30)[0]
-    assert b"Listening at: http://127.0.0.1" in output, output[-2000:]
+    assert f"serving on http://127.0.0.1:{port}".encode() in output, output[-2000:]
 
 
-def wait_ready(url: str) -> requests.Response:
+def wait_ready(url: str, server: subprocess.Popen[bytes]) -> requests.Response:
     deadline = time.monotonic() + 60
     while True:
         try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+            # A worker's first request imports everything from source (no bytecode is written).
+            return requests.get(url, timeout=10)
+        except requests.RequestException:
+            if server.poll() is not None:
+                raise AssertionError(f"the server exited: {server.communicate()[0][-3000:]!r}") from None
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)

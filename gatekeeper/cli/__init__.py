@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gatekeeper.cli.admin import db, token, user
+from gatekeeper.cli.demo import demo
 from gatekeeper.cli.ops import register_ops
 from gatekeeper.cli.policy import policy
 from gatekeeper.cli.scheduler import scheduler
@@ -22,4 +23,5 @@ main.add_command(user)
 main.add_command(policy)
 main.add_command(scheduler)
 main.add_command(serve)
+main.add_command(demo)
 register_ops(main)

@@ -18,15 +18,19 @@ DEMO_OVERRIDES: dict[tuple[str, ...], Any] = {
     ("gate", "window"): "20s",
     ("gate", "soak"): "6s",
     ("gate", "min_sessions"): 5,
-    ("gate", "failure_limit"): 3,
+    # The in-path kill switch answers a spike within seconds; the gate judges slower regressions.
+    ("gate", "failure_limit"): 10,
     ("stages", "twin", "gate", "min_runs"): 12,
     ("stages", "twin", "gate", "min_pass_rate"): 0.9,
     ("stages", "shadow", "gate", "min_sessions"): 10,
     ("stages", "shadow", "gate", "soak"): "6s",
     ("stages", "shadow", "gate", "min_agreement"): 0.5,
     ("stages", "shadow", "gate", "max_violation_rate"): 0.5,
-    ("kill_switch", "window"): "30s",
+    ("kill_switch", "window"): "10s",
     ("kill_switch", "min_calls"): 12,
+    # A small simulated fleet gives a 1% tier too few sessions to judge within minutes.
+    ("stages", "canary", "tiers"): [10, 25],
+    ("stages", "expansion", "tiers"): [50, 75, 100],
     ("approvals", "expire_after"): "30m",
 }
 # Per-stage gate keys that would undo the scaling above.

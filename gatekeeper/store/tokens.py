@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 
@@ -58,6 +59,11 @@ def create_user(session: Session, username: str, *, password: str, role: str, no
 def check_user(session: Session, username: str, password: str) -> User | None:
     """Return the user when the password matches, else None."""
     user = session.exec(select(User).where(User.username == username)).first()
-    if user is None or not check_password_hash(user.password_hash, password):
-        return None
-    return user
+    # Hash even for an unknown name, so the answer's timing does not tell which names exist.
+    matches = check_password_hash(user.password_hash if user else _dummy_hash(), password)
+    return user if user is not None and matches else None
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return generate_password_hash("no user has this password")

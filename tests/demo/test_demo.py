@@ -1,0 +1,90 @@
+"""`gatekeeper demo` in a subprocess: a candidate completes, a spike trips the kill switch, an approval waits.
+
+The test watches the demo's database until all three have happened, then stops the demo the
+way a person does, with Ctrl-C (SIGINT), and checks it stopped everything and said where the
+database is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy
+from sqlalchemy.pool import NullPool
+
+from tests.support.services import free_port
+
+DEADLINE_S = 240.0
+
+
+def facts(db: Path) -> dict[str, object]:
+    """Read what the demo did from its database."""
+    if not db.exists():
+        return {}
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}", poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT a.name, a.stable_version, r.state, r.stage FROM agents a "
+                "JOIN rollouts r ON r.agent_id = a.id").all()
+            killers = connection.exec_driver_sql(
+                "SELECT a.name FROM transitions t JOIN agents a ON a.id = t.agent_id "
+                "WHERE t.action = 'kill' AND t.actor = 'kill_switch'").all()
+            waiting = connection.exec_driver_sql(
+                "SELECT a.name FROM approvals p JOIN agents a ON a.id = p.agent_id "
+                "JOIN sessions s ON s.id = p.session_id WHERE p.state = 'pending' AND s.environment = 'live'").all()
+    except sqlalchemy.exc.OperationalError:
+        return {}  # the schema is not there yet
+    finally:
+        engine.dispose()
+    return {"rollouts": {name: (stable, state, stage) for name, stable, state, stage in rows},
+            "killed_by_kill_switch": {name for (name,) in killers}, "approvals_waiting": {n for (n,) in waiting}}
+
+
+def settled(found: dict[str, object]) -> bool:
+    rollouts = found.get("rollouts") or {}
+    return (rollouts.get("support-bot", (None, None, None))[1] == "completed"  # type: ignore[union-attr]
+            and "code-assistant" in found.get("killed_by_kill_switch", set())  # type: ignore[operator]
+            and "billing-agent" in found.get("approvals_waiting", set()))  # type: ignore[operator]
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_walks_a_rollout_trips_the_kill_switch_and_waits_on_an_approval(tmp_path: Path) -> None:
+    db, port = tmp_path / "demo.db", free_port()
+    command = [sys.executable, "-m", "gatekeeper.cli", "demo", "--db", str(db), "--port", str(port),
+               "--duration", str(int(DEADLINE_S + 60)), "--password", "demo-password"]
+    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+                            start_new_session=True)
+    found: dict[str, object] = {}
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline and demo.poll() is None and not settled(found):
+            time.sleep(2)
+            found = facts(db)
+        assert settled(found), found
+        demo.send_signal(signal.SIGINT)
+        output = demo.communicate(timeout=60)[0].decode()
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait(timeout=10)
+    assert demo.returncode == 0, output[-3000:]
+    assert f"dashboard: http://127.0.0.1:{port}/   sign in as admin / demo-password" in output
+    assert "scaled for the demo" in output
+    assert "support-bot" in output and "-> expansion/2 (completed) by scheduler" in output
+    assert "code-assistant  kill" in output and "by kill_switch: kill switch: candidate error rate" in output
+    assert "billing-agent: issue_refund waits for a person" in output
+    assert "Ctrl-C: stopping" in output and "stopping the server" in output
+    assert f"database: {db}" in output
+    assert port_closed(port), "the demo left its server running"
+    assert found["rollouts"]["support-bot"][0] == "v2"  # type: ignore[index]
