@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -13,7 +15,7 @@ from tests.hotpath.conftest import Runtime
 T0 = 1_900_000_000.0
 
 
-def _kill_transitions(runtime: Runtime) -> list[dict[str, object]]:
+def _kill_transitions(runtime: Runtime) -> list[dict[str, Any]]:
     history = runtime.ok(runtime.client.get("/v1/agents/bot/history?kind=transition", headers=runtime.rm))
     return [entry for entry in history["items"] if entry["action"] == "kill"]
 
