@@ -137,6 +137,8 @@ def _due(svc: Services, agent: Agent, rollout: Rollout, *, now: float) -> Due | 
     except NotFound:
         log.error("agent %s: policy %s is not loaded; its rollout is not evaluated", agent.name, agent.policy)
         return None
+    if now < rollout.tier_started_at + gate_for(loaded.policy, rollout.stage).interval_s:
+        return None  # a rung gets one whole interval before its first evaluation, never a same-cycle verdict
     return Due(agent.name, rollout.id or 0, rollout.candidate_version, rollout.stage, rollout.tier,
                rollout.tier_started_at, loaded, window_key(rollout, loaded.policy, now=now))
 

@@ -98,7 +98,10 @@ class SchedulerLease:
     def _drop_lock(self) -> None:
         if self._lock is not None:
             with contextlib.suppress(SQLAlchemyError):
-                # Invalidate rather than return it to the pool: the lock ends with the database session.
+                # Unlock now (a closing session frees its locks only once its backend exits), then
+                # invalidate rather than return the connection to the pool with the session in it.
+                self._lock.execute(text("SELECT pg_advisory_unlock_all()"))
+            with contextlib.suppress(SQLAlchemyError):
                 self._lock.invalidate()
                 self._lock.close()
             self._lock = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,10 +14,12 @@ from flask import Flask
 from sqlmodel import SQLModel, select
 
 from gatekeeper import rollouts
+from gatekeeper.config import Settings
 from gatekeeper.services import Services
 from gatekeeper.store import rollouts as store
 from gatekeeper.store.models import AgentSession, Decision, Rollout
 from tests.conftest import svc
+from tests.support.services import PostgresServer
 
 T = TypeVar("T", bound=SQLModel)
 T0 = 1_700_000_000.0
@@ -84,6 +86,18 @@ def app_overrides(db_url: str, policy_dir: Path) -> dict[str, Any]:
 @pytest.fixture
 def services(app: Flask) -> Services:
     return svc(app)
+
+
+@pytest.fixture
+def postgres_services(tmp_path: Path, policy_dir: Path) -> Iterator[Services]:
+    """Services on a real, throwaway Postgres with the fast policy."""
+    with PostgresServer(tmp_path) as server:
+        built = Services.build(Settings(database_url=server.url, policy_dir=policy_dir, policy_reload_s=0.0))
+        built.db.upgrade()
+        try:
+            yield built
+        finally:
+            built.db.dispose()
 
 
 def place(services: Services, agent: str = "bot", *, stage: str = "canary", tier: int = 0, now: float = T0,

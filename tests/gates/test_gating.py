@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from gatekeeper import rollouts
 from gatekeeper.core.gates import TierSignals
 from gatekeeper.gating import evaluate_all
 from gatekeeper.services import Services
-from gatekeeper.sources import InMemorySource
+from gatekeeper.sources import BuiltinSource, InMemorySource, MetricsSource
 from gatekeeper.store.models import GateEvaluation, Transition
 from tests.gates.conftest import T0, add_session, place, rollout_of, rows
 
@@ -203,3 +204,37 @@ def test_shadow_gate_on_mirrored_pairs(services: Services) -> None:
                                                          "agreement": 0.75, "traffic_percent": 0}
     assert (report["result"], report["transition"]) == ("promote", "promote")
     assert ladder_position(services) == ("canary", 0, "progressing")
+
+
+def evaluate_concurrently(services: Services, source: MetricsSource, *, now: float, threads: int = 4) -> list[Any]:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        batches = list(pool.map(lambda _: evaluate_all(services, source, now=now), range(threads)))
+    return [outcome for batch in batches for outcome in batch]
+
+
+def test_concurrent_cycles_act_once_per_window(services: Services) -> None:
+    place(services)
+    outcomes = evaluate_concurrently(services, InMemorySource({("bot", "v2"): HEALTHY}), now=T0 + 1)
+    assert [o.transition for o in outcomes] == ["promote"]
+    assert ladder_position(services) == ("canary", 1, "progressing")
+    assert len(evaluations(services)) == 1
+
+
+def test_on_postgres_the_builtin_source_gates_and_concurrent_cycles_act_once(postgres_services: Services) -> None:
+    rollout = place(postgres_services)
+    for _ in range(3):
+        add_session(postgres_services, rollout, calls=[("search_kb", "allow", "ok", 30.0)], started_at=T0 - 5)
+    source = BuiltinSource(postgres_services.db)
+    outcomes = evaluate_concurrently(postgres_services, source, now=T0 + 1)
+    assert [(o.result, o.transition) for o in outcomes] == [("promote", "promote")]
+    assert outcomes[0].report["values"]["sessions"] == 3 and outcomes[0].report["metrics_source"]["name"] == "builtin"
+    assert ladder_position(postgres_services) == ("canary", 1, "progressing")
+    assert len(evaluations(postgres_services)) == 1
+
+
+def test_a_rung_gets_one_interval_before_its_first_evaluation(services: Services) -> None:
+    place(services)
+    source = InMemorySource({("bot", "v2"): HEALTHY})
+    assert evaluate_all(services, source, now=T0 + 0.5) == []
+    assert [o.transition for o in evaluate_all(services, source, now=T0 + 1)] == ["promote"]
+    assert evaluate_all(services, source, now=T0 + 1.5) == []  # canary 5% was entered at T0 + 1

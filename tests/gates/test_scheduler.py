@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,10 +19,8 @@ from gatekeeper.core.gates import TierSignals
 from gatekeeper.scheduler import GateScheduler, SchedulerLease
 from gatekeeper.services import Services
 from gatekeeper.sources import InMemorySource
-from gatekeeper.store.db import Database
 from gatekeeper.store.models import GateEvaluation, Notification
 from tests.gates.conftest import T0, place, rollout_of, rows
-from tests.support.services import PostgresServer
 
 HEALTHY = TierSignals(sessions=50, tool_calls=500, errors=0, p95_latency_s=0.2, spend_dollars=1.0)
 
@@ -61,23 +59,13 @@ def test_scheduler_once_from_the_command_line(services: Services, monkeypatch: p
     assert "too few sessions" in rollout_of(services).state_reason
 
 
-@pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[Database]:
-    with PostgresServer(tmp_path) as server:
-        db = Database(server.url)
-        db.upgrade()
-        try:
-            yield db
-        finally:
-            db.dispose()
-
-
-def test_on_postgres_the_advisory_lock_keeps_a_second_leader_out(postgres: Database) -> None:
+def test_on_postgres_the_advisory_lock_keeps_a_second_leader_out(postgres_services: Services) -> None:
+    postgres = postgres_services.db
     a = SchedulerLease(postgres, holder="a", ttl_s=10)
     b = SchedulerLease(postgres, holder="b", ttl_s=10)
     assert a.acquire(now=T0) and not b.acquire(now=T0 + 1)
     assert not b.acquire(now=T0 + 60)  # the lease row expired, but a still holds the advisory lock
-    a._drop_lock()  # a's database session ends, as when its process dies
+    a._drop_lock()  # a's database session ends, as when its process dies (its lease row is stale)
     assert b.acquire(now=T0 + 61) and not a.acquire(now=T0 + 62)
     b.release()
     assert a.acquire(now=T0 + 63)
