@@ -6,8 +6,10 @@ pooled ORM session costs about 250 µs more per decision than the raw statements
 Its statements are plain SQL with `:name` parameters that run unchanged on SQLite and
 Postgres. SQLite write transactions start with `BEGIN IMMEDIATE`; when another process holds
 the write lock we retry after ~50 µs instead of SQLite's busy handler, which sleeps 1 ms or
-more and would dominate the p99. (Checkpoints stay SQLite's automatic ones: a background
-checkpointer took them off the request path but made every commit ~15 µs slower.)
+more and would dominate the p99. For the same reason these connections never checkpoint the
+WAL: an inline checkpoint syncs megabytes to disk and put the server-side p99 at ~5 ms; a
+background thread per process does it instead (p99 ~1.5-2 ms under load), at the price of
+~15 µs more per commit while it runs.
 Everything off the decision path uses the ORM `Session`.
 """
 
@@ -18,6 +20,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,6 +79,8 @@ class HotPath:
         self.db = db
         self.postgres = not db.is_sqlite
         self._local = threading.local()
+        self._checkpointer: _Checkpointer | None = None
+        self._lock = threading.Lock()
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -95,17 +100,29 @@ class HotPath:
         finally:
             cursor.close()
 
+    def close(self) -> None:
+        """Stop the checkpointer and close this thread's connection (others close with their threads)."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
     def _connection(self) -> Any:
         found = getattr(self._local, "connection", None)
-        if found is None:
-            pooled = self.db.engine.raw_connection()
-            connection: Any = pooled.driver_connection
-            pooled.detach()  # ours for the thread's life; the pool's checkout costs would be paid per call
-            self._local.connection = connection
-            if not self.postgres:
-                connection.execute("PRAGMA busy_timeout=0")
-            return connection
-        return found
+        if found is not None:
+            return found
+        connection: Any = _open(self.db)
+        self._local.connection = connection
+        if not self.postgres:
+            # Decisions never checkpoint the WAL themselves: a checkpoint syncs megabytes to disk.
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+            with self._lock:
+                if self._checkpointer is None:
+                    self._checkpointer = _Checkpointer(self.db)
+                    weakref.finalize(self, self._checkpointer.stop)
+        return connection
 
     def _begin(self, cursor: Any) -> None:
         if self.postgres:
@@ -129,6 +146,45 @@ class HotPath:
             connection.rollback() if self.postgres else connection.execute("ROLLBACK")
         except Exception:  # noqa: BLE001 - the connection is broken; the next call opens a new one
             self._local.connection = None
+
+
+def _open(db: Database) -> Any:
+    pooled = db.engine.raw_connection()
+    connection: Any = pooled.driver_connection
+    pooled.detach()  # ours for the thread's life; the pool's checkout costs would be paid per call
+    if db.is_sqlite:
+        connection.execute("PRAGMA busy_timeout=0")
+    return connection
+
+
+class _Checkpointer:
+    """Copy the SQLite WAL back into the database file every 100 ms, off the request path.
+
+    PASSIVE checkpoints never block writers or readers; when another process is already
+    checkpointing, this one skips a turn. The engine's other connections keep SQLite's
+    automatic checkpoint as a safety net, should this thread ever stop.
+    """
+
+    INTERVAL_S = 0.1
+
+    def __init__(self, db: Database) -> None:
+        self._stopped = threading.Event()
+        self._connection = _open(db)
+        threading.Thread(target=self._run, name="gatekeeper-checkpoint", daemon=True).start()
+
+    def stop(self) -> None:
+        """Ask the thread to close its connection and end."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.wait(self.INTERVAL_S):
+                try:
+                    self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.OperationalError:
+                    continue  # busy (another process checkpoints) or the file went away: try again later
+        finally:
+            self._connection.close()
 
 
 def _is_outage(exc: BaseException) -> bool:
