@@ -40,7 +40,8 @@ POLICY = {
     "stages": {"canary": {"tiers": [1, 5], "caps": {"tool_calls_per_session": 20, "spend_per_session": 0.5}},
                "expansion": {"tiers": [50, 100], "caps": {"tool_calls_per_session": 40, "spend_per_session": 1}}},
     "stable_caps": {"tool_calls_per_session": 60, "spend_per_session": 2},
-    "gate": {"interval": "30s", "window": "1m", "soak": "0s", "min_sessions": 1},
+    # A 1s interval lets the second cycle follow the first at once (a rung waits one interval).
+    "gate": {"interval": "1s", "window": "1m", "soak": "0s", "min_sessions": 1},
 }
 EXTRA = {"denial_rate": {"max": 0.05, "query": 'sum(rate(gatekeeper_decisions_total{agent="{agent}",'
                                                 'verdict="deny"}[{window}])) or vector(0)'}}
@@ -143,7 +144,8 @@ def main() -> None:
                 PrometheusServer(folder, scrape_targets=[target.target], scrape_interval="1s") as prometheus:
             wait_for_samples(prometheus, names[-1])
             source = PrometheusSource(prometheus.url, timeout_s=10)
-            for label, now in (("first", time.time()), ("second", time.time() + 30)):
+            for label in ("first", "second"):
+                now = time.time()
                 elapsed, in_prometheus, queries, results = cycle(svc, source, now=now)
                 print(f"{label} cycle: {args.agents} agents, {queries} PromQL queries, {elapsed:.2f} s "
                       f"(Prometheus {in_prometheus:.2f} s, evaluate+store+act {elapsed - in_prometheus:.2f} s, "
