@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -110,22 +112,21 @@ def test_metrics_totals_are_correct_across_workers(runtime: Runtime, db_url: str
     stable = runtime.session(candidate=False)["session_id"]
     server = served(database_url=db_url, policy_dir=policy_dir, workers=2)
     sent: Counter[str] = Counter()
-
-    def send(tool: str, count: int) -> None:
-        for _ in range(count):
-            # A new connection per request: gunicorn's sync workers take turns on the listening socket.
-            answer = requests.post(f"{server.url}/v1/decisions", headers=runtime.agent, timeout=10,
-                                   json={"session_id": stable, "tool": tool, "cost": 0.01})
-            sent[answer.json()["reason"]] += 1
-
-    threads = [threading.Thread(target=send, args=("search_kb", 15)) for _ in range(2)]
-    threads += [threading.Thread(target=send, args=("refund_payment", 3)) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    body = json.dumps({"session_id": stable, "tool": "search_kb", "cost": 0.01}).encode()
+    # One worker reads a request whose body has not arrived yet, so the other serves the rest.
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=30) as held:
+        held.sendall(f"POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\n{_auth(runtime)}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        for tool, count in (("search_kb", 29), ("refund_payment", 6)):
+            for _ in range(count):
+                answer = requests.post(f"{server.url}/v1/decisions", headers=runtime.agent, timeout=10,
+                                       json={"session_id": stable, "tool": tool, "cost": 0.01})
+                sent[answer.json()["reason"]] += 1
+        held.sendall(body)
+        assert held.recv(65536).startswith(b"HTTP/1.1 200")
+        sent[""] += 1
     assert sent == {"": 30, "sequence_before": 6}
-    assert len(workers_that_counted(server)) >= 2
+    assert len(workers_that_counted(server)) == 2
     for _ in range(4):  # whichever worker answers the scrape, it reports every worker's counts
         samples = scrape(server.url)
         labels: dict[str, Any] = {"agent": "bot", "arm": "stable", "version": "v1", "stage": "canary"}
@@ -133,3 +134,7 @@ def test_metrics_totals_are_correct_across_workers(runtime: Runtime, db_url: str
         assert total(samples, "gatekeeper_decisions_total", reason="sequence_before", **labels) == 6
         assert total(samples, "gatekeeper_decision_duration_seconds_count") == 36
         assert total(samples, "gatekeeper_rollout_info", agent="bot", stage="canary") == 1
+
+
+def _auth(runtime: Runtime) -> str:
+    return f"Authorization: {runtime.agent['Authorization']}"
