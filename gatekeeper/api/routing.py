@@ -9,11 +9,12 @@ to the view. The view returns a model (or a list of them) and an optional status
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from pydantic import BaseModel, ValidationError
 
 from gatekeeper.api.auth import Caller, authenticate
@@ -62,7 +63,9 @@ def parse_body(model: type[BaseModel]) -> Any:
     limit = current_app.config["GATEKEEPER_SETTINGS"].max_body_bytes
     if (request.content_length or 0) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    raw = request.get_data(cache=False)
+    length = request.content_length
+    # With a known length, read the WSGI stream itself: werkzeug's stream wrapper is measurable per decision.
+    raw = request.environ["wsgi.input"].read(length) if length is not None else request.get_data(cache=False)
     if len(raw) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     if not raw.strip():
@@ -101,12 +104,14 @@ def _message(error: Any) -> str:
     return str(error["msg"])
 
 
-def render(result: Any, *, default_status: int = 200) -> Any:
+def render(result: Any, *, default_status: int = 200) -> Response:
     """Turn a view's return value (model, list of models, dict, or (value, status)) into a response."""
     status = default_status
     if isinstance(result, tuple):
         result, status = result
-    return current_app.json.response(_plain(result)), status
+    # json.dumps straight into a Response: Flask's JSON provider is measurable per decision.
+    body = json.dumps(_plain(result), separators=(",", ":"))
+    return Response(body + "\n", status=status, mimetype="application/json")
 
 
 def _plain(value: Any) -> Any:

@@ -30,4 +30,5 @@ def register_web(app: Flask) -> None:
     for child in (auth_bp, agents_bp, approvals_bp, policies_bp):
         web.register_blueprint(child)
     app.register_blueprint(web)
+    app.session_interface = security.CookieSessionsOnDemand()
     filters.install(app)

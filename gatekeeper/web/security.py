@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, g, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.wrappers import Request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
@@ -52,6 +54,20 @@ class WebUser:
     def can_act(self) -> bool:
         """Return whether this person may change anything (viewers may not)."""
         return self.role == "release_manager"
+
+
+class CookieSessionsOnDemand(SecureCookieSessionInterface):
+    """Flask's signed cookie session, opened only when the request carries the cookie.
+
+    API calls authenticate with bearer tokens and send no cookie; building the cookie
+    serializer for each of them cost more than a tenth of a tool-call decision.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        # The raw header: parsing cookies for a request that sent none costs as much again.
+        if self.get_cookie_name(app) not in request.environ.get("HTTP_COOKIE", ""):
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def install(bp: Blueprint) -> None:
