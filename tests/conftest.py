@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from gatekeeper import create_app
 from gatekeeper.services import Services
 from gatekeeper.store.tokens import create_token
+from tests.support.http import serve_app
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
@@ -49,6 +50,13 @@ def svc(app: Flask) -> Services:
     """Return an app's services."""
     found: Services = app.extensions["gatekeeper"]
     return found
+
+
+@pytest.fixture
+def live_url(app: Flask) -> Iterator[str]:
+    """The real app served on a free loopback port for the test's duration."""
+    with serve_app(app) as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 
-import pytest
 from click.testing import CliRunner
-from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from gatekeeper.cli import main
-
-
-@pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.server_port}"
-    finally:
-        http.shutdown()
-        thread.join(timeout=10)
 
 
 def run(url: str, headers: dict[str, str], *args: str) -> tuple[int, str]:
@@ -33,30 +16,30 @@ def run(url: str, headers: dict[str, str], *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_status_promote_rollback_history(server: str, rm: dict[str, str], client: FlaskClient) -> None:
-    assert run(server, rm, "status")[1].startswith("AGENT")
+def test_status_promote_rollback_history(live_url: str, rm: dict[str, str], client: FlaskClient) -> None:
+    assert run(live_url, rm, "status")[1].startswith("AGENT")
     client.post("/v1/agents", json={"name": "support-bot", "policy": "support-default",
                                     "stable_version": "v1"}, headers=rm)
     client.post("/v1/agents/support-bot/rollouts", json={"version": "v2"}, headers=rm)
 
-    code, out = run(server, rm, "promote", "support-bot", "--reason", "twin looks good")
+    code, out = run(live_url, rm, "promote", "support-bot", "--reason", "twin looks good")
     assert code == 0, out
     assert "support-bot: promote -> shadow tier 0 (progressing) by release_manager:alice" in out
-    code, out = run(server, rm, "status")
+    code, out = run(live_url, rm, "status")
     assert code == 0 and "support-bot  v1      v2         shadow  progressing" in out
-    code, out = run(server, rm, "rollback", "support-bot", "--reason", "oops", "--to-stage", "twin")
+    code, out = run(live_url, rm, "rollback", "support-bot", "--reason", "oops", "--to-stage", "twin")
     assert code == 0 and "-> twin tier 0 (paused)" in out
-    code, out = run(server, rm, "history", "support-bot", "--json")
+    code, out = run(live_url, rm, "history", "support-bot", "--json")
     assert code == 0
     assert [e["action"] for e in json.loads(out)["items"]] == ["rollback", "promote", "start"]
-    code, out = run(server, rm, "history", "support-bot")
+    code, out = run(live_url, rm, "history", "support-bot")
     assert "3 of 3" in out and "twin looks good" in out
 
 
-def test_errors_are_clear(server: str, viewer: dict[str, str]) -> None:
-    code, out = run(server, viewer, "promote", "support-bot", "--reason", "x")
+def test_errors_are_clear(live_url: str, viewer: dict[str, str]) -> None:
+    code, out = run(live_url, viewer, "promote", "support-bot", "--reason", "x")
     assert code == 1 and "403 forbidden" in out
-    code, out = run(server, viewer, "status", "ghost")
+    code, out = run(live_url, viewer, "status", "ghost")
     assert code == 1 and "404 not_found: no agent named 'ghost'" in out
     result = CliRunner().invoke(main, ["status", "--url", "http://127.0.0.1:9", "--token", "x"])
     assert result.exit_code == 1 and "cannot reach http://127.0.0.1:9" in result.output

@@ -7,8 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
-from sqlalchemy.pool import NullPool
 
 from gatekeeper.store.db import Database
 from tests.support.services import PostgresServer
@@ -32,13 +30,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
 @pytest.fixture
 def db_url(postgres: PostgresServer) -> str:
     """A fresh Postgres database per test, replacing the SQLite file of tests/conftest.py."""
-    name = f"gk_test_{next(_names)}"
-    admin = sqlalchemy.create_engine(postgres.url.rsplit("/", 1)[0] + "/postgres", poolclass=NullPool,
-                                     isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    return postgres.create_database(f"gk_test_{next(_names)}")
 
 
 def test_upgrade_is_idempotent_on_postgres(db_url: str) -> None:

@@ -7,9 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 from flask import Flask
-from sqlalchemy.pool import NullPool
 
 from gatekeeper.store.db import Database
 from tests.hotpath.conftest import Runtime, Served
@@ -28,13 +26,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
 @pytest.fixture
 def db_url(postgres: PostgresServer) -> str:
     """A fresh Postgres database instead of the SQLite file of tests/conftest.py, with the schema in place."""
-    name = f"hotpath_{next(_names)}"
-    admin = sqlalchemy.create_engine(postgres.url.rsplit("/", 1)[0] + "/postgres", poolclass=NullPool,
-                                     isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    url = postgres.create_database(f"hotpath_{next(_names)}")
     database = Database(url)
     database.upgrade()
     database.dispose()

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from gatekeeper.client import ApprovalRequired, Denied, Gatekeeper, Session, Shadowed, Unreachable
 from gatekeeper.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from tests.hotpath.conftest import Runtime, counts, key_for
-
-
-@pytest.fixture
-def live_url(app: Flask) -> Iterator[str]:
-    """The real app on a free loopback port, served from a thread for the test's duration."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 @pytest.fixture

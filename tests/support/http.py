@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple, Self
 
+from werkzeug.serving import make_server
+
 from tests.support.services import _Managed
+
+
+@contextmanager
+def serve_app(app: Callable[..., Any]) -> Iterator[str]:
+    """Serve a WSGI app on a free loopback port from a thread; yield its base URL, then stop it."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="test-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 class RecordedRequest(NamedTuple):

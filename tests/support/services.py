@@ -312,6 +312,16 @@ class PostgresServer(_Server):
         options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
         return [require_binary("postgres"), "-D", str(self.dir / "data"), *options]
 
+    def create_database(self, name: str) -> str:
+        """Create an empty database on this server (one per test keeps tests apart); return its URL."""
+        engine = self._admin_engine(isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            engine.dispose()
+        return self._url(name)
+
     def _admin_engine(self, **options: Any) -> sqlalchemy.Engine:
         return sqlalchemy.create_engine(self._url("postgres"), poolclass=NullPool, **options)
 
