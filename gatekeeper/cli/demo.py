@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from gatekeeper.demo.run import DemoOptions, run_demo
-
 
 @click.command()
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -26,6 +24,9 @@ from gatekeeper.demo.run import DemoOptions, run_demo
 def demo(db: Path | None, port: int, duration: float | None, rate: float, workers: int,
          prometheus_url: str | None, password: str | None) -> None:
     """Run server, scheduler and a simulated fleet; watch rollouts move in the terminal and the dashboard."""
+    # Imported here: the demo uses the CLI's API client, and `gatekeeper --help` need not load it.
+    from gatekeeper.demo.run import DemoOptions, run_demo
+
     options = DemoOptions(db=db, port=port, duration=duration, rate=rate, workers=workers,
                           prometheus_url=prometheus_url.rstrip("/") if prometheus_url else None, password=password)
     run_demo(options, lambda line: click.echo(line))

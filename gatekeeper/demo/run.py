@@ -154,6 +154,8 @@ def _drive(svc: Services, url: str, rm_token: str, agent_tokens: dict[str, str],
 
 def _require_free_port(port: int) -> None:
     with socket.socket() as probe:
+        # As gunicorn does: connections of an earlier run in TIME_WAIT must not count as "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

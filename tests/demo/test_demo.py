@@ -15,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
+from gatekeeper.demo.run import _require_free_port
 from tests.support.services import free_port
 
 DEADLINE_S = 240.0
@@ -88,3 +90,22 @@ def test_demo_walks_a_rollout_trips_the_kill_switch_and_waits_on_an_approval(tmp
     assert f"database: {db}" in output
     assert port_closed(port), "the demo left its server running"
     assert found["rollouts"]["support-bot"][0] == "v2"  # type: ignore[index]
+
+
+def test_a_port_left_in_time_wait_by_an_earlier_run_is_free_and_a_listening_one_is_not() -> None:
+    port = free_port()
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first, so its end waits in TIME_WAIT
+            client.recv(1)
+    _require_free_port(port)  # does not raise
+    with socket.socket() as listening:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(("127.0.0.1", port))
+        listening.listen()
+        with pytest.raises(SystemExit, match=f"port {port} is in use"):
+            _require_free_port(port)
