@@ -30,6 +30,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn, Self
@@ -104,14 +105,14 @@ def http_ok(url: str) -> bool:
         return False
 
 
-class _Managed:
+class _Managed(ABC):
     """``with`` support for anything with ``start() -> Self`` and ``stop()``."""
 
-    def start(self) -> Self:
-        raise NotImplementedError
+    @abstractmethod
+    def start(self) -> Self: ...
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def stop(self) -> None: ...
 
     def __enter__(self) -> Self:
         return self.start()
@@ -237,11 +238,11 @@ class _Server(_Managed):
     def _popen_options(self) -> dict[str, Any]:
         return {}
 
-    def _command(self) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def _command(self) -> list[str]: ...
 
-    def _is_ready(self) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def _is_ready(self) -> bool: ...
 
 
 class PostgresServer(_Server):
