@@ -15,6 +15,7 @@ from gatekeeper import create_app
 from gatekeeper.services import Services
 from gatekeeper.store.tokens import create_token
 from tests.support.http import serve_app
+from tests.support.services import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
@@ -50,6 +51,13 @@ def svc(app: Flask) -> Services:
     """Return an app's services."""
     found: Services = app.extensions["gatekeeper"]
     return found
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One real Postgres for the run; each test that needs it creates its own database."""
+    with PostgresServer(tmp_path_factory.mktemp("pg")) as server:
+        yield server
 
 
 @pytest.fixture

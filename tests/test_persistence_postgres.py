@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,19 +16,11 @@ from tests.test_api_rollouts import (  # noqa: F401 - collected again here, agai
     test_twin_to_completed_and_back_through_a_rollback,
 )
 
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    with PostgresServer(tmp_path_factory.mktemp("pg")) as server:
-        yield server
-
 
 @pytest.fixture
 def db_url(postgres: PostgresServer) -> str:
     """A fresh Postgres database per test, replacing the SQLite file of tests/conftest.py."""
-    return postgres.create_database(f"gk_test_{next(_names)}")
+    return postgres.create_database("gk_test")
 
 
 def test_upgrade_is_idempotent_on_postgres(db_url: str) -> None:

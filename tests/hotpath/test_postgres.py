@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,11 @@ from tests.hotpath.conftest import Runtime, Served
 from tests.hotpath.test_gunicorn import assert_exact, hammer, open_sessions
 from tests.support.services import PostgresServer
 
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    with PostgresServer(tmp_path_factory.mktemp("pg")) as server:
-        yield server
-
 
 @pytest.fixture
 def db_url(postgres: PostgresServer) -> str:
     """A fresh Postgres database instead of the SQLite file of tests/conftest.py, with the schema in place."""
-    url = postgres.create_database(f"hotpath_{next(_names)}")
+    url = postgres.create_database("hotpath")
     database = Database(url)
     database.upgrade()
     database.dispose()

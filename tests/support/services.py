@@ -259,6 +259,7 @@ class PostgresServer(_Server):
     def __init__(self, tmp_dir: str | os.PathLike[str]) -> None:
         super().__init__(tmp_dir)
         self._as_root = os.geteuid() == 0
+        self._databases = 0
 
     @property
     def url(self) -> str:
@@ -313,8 +314,10 @@ class PostgresServer(_Server):
         options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
         return [require_binary("postgres"), "-D", str(self.dir / "data"), *options]
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database on this server (one per test keeps tests apart); return its URL."""
+    def create_database(self, prefix: str = "test") -> str:
+        """Create an empty database named after `prefix` (one per test keeps tests apart); return its URL."""
+        self._databases += 1
+        name = f"{prefix}_{self._databases}"
         engine = self._admin_engine(isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as connection:
