@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from gatekeeper.errors import Forbidden, Unauthorized
+from gatekeeper.services import services
 from gatekeeper.store.tokens import find_token
 
 CACHE_SECONDS = 5.0
@@ -60,7 +61,7 @@ def _lookup(token: str) -> Caller | None:
     hit = cache.get(token)
     if hit is not None and now - hit[0] < CACHE_SECONDS:
         return hit[1]
-    with current_app.extensions["gatekeeper"].db.reading() as session:
+    with services().db.reading() as session:
         row = find_token(session, token)
         caller = None if row is None else Caller(name=row.name, role=row.role, agent=row.agent)
     if len(cache) > 10_000:
