@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from gatekeeper.store.db import Database
 from tests.support.services import PostgresServer
 from tests.test_api_rollouts import (  # noqa: F401 - collected again here, against Postgres
     test_a_new_app_on_the_same_file_sees_the_same_rollouts,
@@ -21,19 +18,3 @@ from tests.test_api_rollouts import (  # noqa: F401 - collected again here, agai
 def db_url(postgres: PostgresServer) -> str:
     """A fresh Postgres database per test, replacing the SQLite file of tests/conftest.py."""
     return postgres.create_database("gk_test")
-
-
-def test_upgrade_is_idempotent_on_postgres(db_url: str) -> None:
-    database = Database(db_url)
-    assert database.upgrade() == database.upgrade() == 1
-    assert {"agents", "rollouts", "transitions", "gate_evaluations", "tokens", "users"} <= set(
-        database.table_names())
-    database.dispose()
-
-
-def test_upgrade_is_idempotent_on_sqlite(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path / 'g.db'}")
-    assert database.upgrade() == database.upgrade() == 1
-    with database.engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-    database.dispose()

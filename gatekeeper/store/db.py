@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -53,16 +53,18 @@ class Database:
 
     def upgrade(self) -> int:
         """Create or upgrade the schema; safe to run any number of times. Return the version."""
+        if "schema_version" in self.table_names():
+            with self.reading() as session:
+                _refuse_newer(session.get(models.SchemaVersion, 1))
         SQLModel.metadata.create_all(self.engine)
-        with self.transaction() as session:
-            row = session.get(models.SchemaVersion, 1)
-            if row is None:
-                session.add(models.SchemaVersion(id=1, version=models.SCHEMA_VERSION))
-            elif row.version > models.SCHEMA_VERSION:
-                raise Unavailable(f"database schema {row.version} is newer than this Gatekeeper "
-                                  f"({models.SCHEMA_VERSION}); upgrade Gatekeeper")
-            else:
-                row.version = models.SCHEMA_VERSION
+        with self.transaction() as session:  # the row lock (BEGIN IMMEDIATE on SQLite) serialises upgraders
+            row = session.get(models.SchemaVersion, 1, with_for_update=True)
+            _refuse_newer(row)
+            # No row: create_all just made every table and index at the current version.
+            for version in range(row.version + 1 if row else models.SCHEMA_VERSION + 1, models.SCHEMA_VERSION + 1):
+                for step in models.MIGRATIONS[version]:
+                    session.execute(text(step))
+            session.merge(models.SchemaVersion(id=1, version=models.SCHEMA_VERSION))
         return models.SCHEMA_VERSION
 
     def is_ready(self) -> bool:
@@ -81,6 +83,12 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _refuse_newer(row: models.SchemaVersion | None) -> None:
+    if row is not None and row.version > models.SCHEMA_VERSION:
+        raise Unavailable(f"database schema {row.version} is newer than this Gatekeeper "
+                          f"({models.SCHEMA_VERSION}); upgrade Gatekeeper")
 
 
 def _make_engine(url: str) -> Engine:
