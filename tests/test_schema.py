@@ -42,6 +42,7 @@ def test_upgrade_is_idempotent(database: Database) -> None:
     if database.is_sqlite:
         with database.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA page_size").scalar() == 1024  # a new file
 
 
 def test_a_version_1_database_is_upgraded_in_place(database: Database) -> None:

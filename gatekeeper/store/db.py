@@ -104,6 +104,9 @@ def _make_engine(url: str) -> Engine:
         # Take transaction control from the driver so that BEGIN can be IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # New files only: 1 KiB pages make a decision's commit write and checksum 4x fewer WAL bytes
+        # (commit 32 -> 21 µs); existing files keep the page size they were created with.
+        cursor.execute("PRAGMA page_size=1024")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
