@@ -5,26 +5,26 @@ same engine (so it gets the same connect-time settings) and kept out of the pool
 pooled ORM session costs about 250 µs more per decision than the raw statements.
 Its statements are plain SQL with `:name` parameters that run unchanged on SQLite and
 Postgres. SQLite write transactions start with `BEGIN IMMEDIATE`; when another process holds
-the write lock we retry after ~50 µs instead of SQLite's busy handler, which sleeps 1 ms or
-more and would dominate the p99. For the same reason these connections never checkpoint the
-WAL: an inline checkpoint syncs megabytes to disk and put the server-side p99 at ~5 ms; a
-background thread per process does it instead (p99 ~1.5-2 ms under load), at the price of
-~15 µs more per commit while it runs.
+the write lock we yield the CPU and retry (another decision commits within ~100 µs) instead of
+SQLite's busy handler, which sleeps 1 ms or more and would dominate the p99. For the same
+reason these connections never checkpoint the WAL: an inline checkpoint syncs megabytes to
+disk and put the server-side p99 at ~5 ms; a background thread per process does it once a
+second instead (pages written many times in that second are copied once).
 Everything off the decision path uses the ORM `Session`.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import case
 from sqlmodel import Session, col, func, select, update
@@ -34,6 +34,7 @@ from gatekeeper.store.db import Database
 from gatekeeper.store.models import AgentSession, Approval, Decision
 
 LOCK_WAIT_S = 30.0  # as long as the engine's busy_timeout: a longer wait is an outage
+YIELD_FOR_S = 0.001  # wait for the write lock by yielding the CPU this long, then by short sleeps
 
 
 class Tx:
@@ -82,23 +83,9 @@ class HotPath:
         self._checkpointer: _Checkpointer | None = None
         self._lock = threading.Lock()
 
-    @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        """Yield one write transaction; commit at its end, roll back on error."""
-        connection = self._connection()
-        cursor = connection.cursor()
-        try:
-            self._begin(cursor)
-            yield Tx(cursor, postgres=self.postgres)
-            connection.commit() if self.postgres else cursor.execute("COMMIT")
-        except BaseException as exc:
-            self._rollback(connection)
-            if _is_outage(exc):
-                self._local.connection = None
-                raise Unavailable(f"database unavailable: {exc}") from exc
-            raise
-        finally:
-            cursor.close()
+    def transaction(self) -> Transaction:
+        """Return one write transaction: `with hot.transaction() as tx:` commits at the end, rolls back on error."""
+        return Transaction(self)
 
     def close(self) -> None:
         """Stop the checkpointer and close this thread's connection (others close with their threads)."""
@@ -127,7 +114,7 @@ class HotPath:
     def _begin(self, cursor: Any) -> None:
         if self.postgres:
             return  # psycopg2 opens the transaction with the first statement
-        deadline = time.monotonic() + LOCK_WAIT_S
+        started = time.monotonic()
         while True:
             try:
                 cursor.execute("BEGIN IMMEDIATE")
@@ -135,9 +122,13 @@ class HotPath:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
-                if time.monotonic() > deadline:
+                waited = time.monotonic() - started
+                if waited > LOCK_WAIT_S:
                     raise Unavailable("the database stayed locked for 30 s") from exc
-                time.sleep(random.uniform(20e-6, 80e-6))
+                if waited < YIELD_FOR_S:
+                    os.sched_yield()  # another decision commits within ~100 µs; a sleep would overshoot
+                else:
+                    time.sleep(random.uniform(50e-6, 150e-6))
 
     def _rollback(self, connection: Any) -> None:
         if not self.postgres and not connection.in_transaction:
@@ -146,6 +137,43 @@ class HotPath:
             connection.rollback() if self.postgres else connection.execute("ROLLBACK")
         except Exception:  # noqa: BLE001 - the connection is broken; the next call opens a new one
             self._local.connection = None
+
+
+class Transaction:
+    """One write transaction of the hot path; a class rather than a generator, as it runs per decision."""
+
+    def __init__(self, hot: HotPath) -> None:
+        self.hot = hot
+        self.connection = hot._connection()
+        self.cursor = self.connection.cursor()
+
+    def __enter__(self) -> Tx:
+        try:
+            self.hot._begin(self.cursor)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, None)
+            raise
+        return Tx(self.cursor, postgres=self.hot.postgres)
+
+    def __exit__(self, _kind: Any, exc: BaseException | None, _tb: Any) -> None:
+        try:
+            if exc is not None:
+                self._abandon(exc)
+                return  # the exception goes on
+            try:
+                self.connection.commit() if self.hot.postgres else self.cursor.execute("COMMIT")
+            except BaseException as failed:
+                self._abandon(failed)
+                raise
+        finally:
+            self.cursor.close()
+
+    def _abandon(self, exc: BaseException) -> None:
+        """Roll back; a lost Postgres connection is dropped and reported as Unavailable."""
+        self.hot._rollback(self.connection)
+        if _is_outage(exc):
+            self.hot._local.connection = None
+            raise Unavailable(f"database unavailable: {exc}") from exc
 
 
 def _open(db: Database) -> Any:
@@ -158,14 +186,14 @@ def _open(db: Database) -> Any:
 
 
 class _Checkpointer:
-    """Copy the SQLite WAL back into the database file every 100 ms, off the request path.
+    """Copy the SQLite WAL back into the database file every second, off the request path.
 
     PASSIVE checkpoints never block writers or readers; when another process is already
     checkpointing, this one skips a turn. The engine's other connections keep SQLite's
     automatic checkpoint as a safety net, should this thread ever stop.
     """
 
-    INTERVAL_S = 0.1
+    INTERVAL_S = 1.0
 
     def __init__(self, db: Database) -> None:
         self._stopped = threading.Event()
@@ -195,9 +223,8 @@ def _is_outage(exc: BaseException) -> bool:
 # -- the decision path (raw statements) ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SessionFacts:
-    """A session row joined with its agent and rollout, as one decision needs it."""
+class SessionFacts(NamedTuple):
+    """A session row joined with its agent and rollout, as one decision needs it (a tuple: built per decision)."""
 
     id: str
     agent_id: int
@@ -207,7 +234,7 @@ class SessionFacts:
     version: str
     arm: str
     environment: str
-    mirror: bool
+    mirror: bool  # 0 or 1 on SQLite
     status: str
     cap_tool_calls: int
     cap_spend_micros: int
@@ -217,8 +244,8 @@ class SessionFacts:
     rollout_state: str | None
 
 
-_LOAD = """SELECT s.agent_id, a.name, a.policy, s.rollout_id, s.version, s.arm, s.environment,
- s.mirror_of, s.status, s.cap_tool_calls, s.cap_spend_micros, s.tool_calls, s.spend_micros, r.stage, r.state
+_LOAD = """SELECT :id, s.agent_id, a.name, a.policy, s.rollout_id, s.version, s.arm, s.environment,
+ s.mirror_of IS NOT NULL, s.status, s.cap_tool_calls, s.cap_spend_micros, s.tool_calls, s.spend_micros, r.stage, r.state
  FROM sessions s JOIN agents a ON a.id = s.agent_id LEFT JOIN rollouts r ON r.id = s.rollout_id
  WHERE s.id = :id"""
 
@@ -228,8 +255,7 @@ def load_session(tx: Tx, session_id: str) -> SessionFacts:
     row = tx.one(_LOAD, {"id": session_id})
     if row is None:
         raise NotFound(f"no session {session_id!r}", field="session_id")
-    return SessionFacts(session_id, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7] is not None,
-                        *row[8:])
+    return SessionFacts(*row)
 
 
 def lock_session(tx: Tx, session_id: str) -> None:
