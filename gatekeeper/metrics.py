@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -50,6 +51,16 @@ class Metrics:
         self.decision_duration = Histogram("gatekeeper_decision_duration_seconds",
                                            "Server-side handling time of POST /v1/decisions",
                                            buckets=DURATION_BUCKETS, registry=registry)
+        self._decision_children: dict[tuple[str, ...], Any] = {}
+
+    def count_decision(self, *labels: str) -> None:
+        """Count one verdict; the labelled child is kept, since `labels()` costs per decision."""
+        child = self._decision_children.get(labels)
+        if child is None:
+            if len(self._decision_children) > 10_000:  # labels are low-cardinality; this only bounds memory
+                self._decision_children.clear()
+            child = self._decision_children[labels] = self.decisions.labels(*labels)
+        child.inc()
 
     def render(self, db: Database, policies: PolicyStore) -> bytes:
         """Return the exposition: this registry, or every worker's files in multiprocess mode, plus rollouts."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlmodel import Session
 
@@ -44,9 +44,8 @@ def check_scope(agent: str, scope: str | None) -> None:
         raise Forbidden(f"this session belongs to another agent than {scope!r}", field="session_id")
 
 
-@dataclass(frozen=True)
-class Labels:
-    """The low-cardinality labels of a session's metrics."""
+class Labels(NamedTuple):
+    """The low-cardinality labels of a session's metrics, in the metrics' label order."""
 
     agent: str
     version: str
@@ -132,9 +131,8 @@ class Ask:
     approval_id: str | None = None
 
 
-@dataclass(frozen=True)
-class Decided:
-    """The verdict on one call, the budget left, and the labels to count it under."""
+class Decided(NamedTuple):
+    """The verdict on one call, the budget left, and the labels to count it under (a tuple: built per decision)."""
 
     decision_id: str
     verdict: Verdict

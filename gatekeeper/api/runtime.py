@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from gatekeeper import sessions
@@ -18,7 +18,6 @@ from gatekeeper.api.runtime_schemas import (
     MirrorView,
     OutcomeCreate,
     OutcomeView,
-    Remaining,
     SessionCreate,
     SessionEnd,
     SessionSummary,
@@ -55,18 +54,6 @@ def scope(caller: Caller) -> str | None:
     return caller.agent if caller.role == "agent" else None
 
 
-@bp.before_request
-def _start_clock() -> None:
-    g.gatekeeper_started = time.perf_counter()
-
-
-@bp.after_request
-def _observe(response: Response) -> Response:
-    if request.endpoint == "runtime.decide":
-        metrics().decision_duration.observe(time.perf_counter() - g.gatekeeper_started)
-    return response
-
-
 @endpoint(bp, "/v1/sessions", methods=["POST"], roles=AGENTS, body=SessionCreate, response=SessionView, status=201)
 def start_session(*, caller: Caller, body: SessionCreate) -> dict[str, Any]:
     """Start a session: the arm is assigned stickily from the rollout's tier; caps are fixed now."""
@@ -89,20 +76,27 @@ def _session_view(agent: str, row: AgentSession) -> SessionView:
                        caps=CapsView(tool_calls=row.cap_tool_calls, spend=to_dollars(row.cap_spend_micros)))
 
 
-@endpoint(bp, "/v1/decisions", methods=["POST"], roles=AGENTS, body=DecisionCreate, response=DecisionView)
+def _observe_decision(seconds: float) -> None:
+    metrics().decision_duration.observe(seconds)
+
+
+@endpoint(bp, "/v1/decisions", methods=["POST"], roles=AGENTS, body=DecisionCreate, response=DecisionView,
+          observe=_observe_decision)
 def decide(*, caller: Caller, body: DecisionCreate) -> dict[str, Any]:
     """Decide one tool call: allow, shadow, deny or approval_required, with a reason and the budget left."""
+    extensions = current_app.extensions
     ask = sessions.Ask(body.session_id, body.tool, to_micros(body.cost), body.preview, body.approval_id)
-    done = sessions.decide(services(), current_app.extensions["gatekeeper_hot"], ask, scope=scope(caller),
+    done = sessions.decide(services(), extensions["gatekeeper_hot"], ask, scope=scope(caller),
                            now=time.time())
-    labels, verdict = done.labels, done.verdict
-    metrics().decisions.labels(labels.agent, labels.version, labels.arm, labels.stage, verdict.verdict,
-                               verdict.reason).inc()
-    view = DecisionView(decision_id=done.decision_id, verdict=verdict.verdict,  # type: ignore[arg-type]
-                        reason=verdict.reason, approval_id=done.approval_id,
-                        remaining=Remaining(tool_calls=done.remaining_calls,
-                                            spend=to_dollars(done.remaining_micros)))
-    return view.model_dump(mode="json", exclude_none=True)
+    verdict = done.verdict
+    extensions["gatekeeper_metrics"].count_decision(*done.labels, verdict.verdict, verdict.reason)
+    # A plain dict shaped like DecisionView (tests check the two agree): building the model costs per decision.
+    view: dict[str, Any] = {"decision_id": done.decision_id, "verdict": verdict.verdict, "reason": verdict.reason,
+                            "remaining": {"tool_calls": done.remaining_calls,
+                                          "spend": to_dollars(done.remaining_micros)}}
+    if done.approval_id is not None:
+        view["approval_id"] = done.approval_id
+    return view
 
 
 @endpoint(bp, "/v1/decisions/<decision_id>/outcome", methods=["POST"], roles=AGENTS, body=OutcomeCreate,

@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+from gatekeeper.api.runtime_schemas import DecisionView
 from tests.hotpath.conftest import Runtime, counts
 
 TOOL_OF = {"read_only": "search_kb", "reversible": "update_ticket", "irreversible": "send_email"}
@@ -42,6 +43,7 @@ def test_verdicts_by_stage_and_tool_class(runtime: Runtime, app: Flask, stage: s
     found = runtime.decide(_session(runtime, who), tool, 0.05, preview=f"call {tool}")
     assert (found["verdict"], found["reason"]) == CASES[(stage, who)][index]
     assert ("approval_id" in found) == (found["verdict"] == "approval_required")
+    assert DecisionView.model_validate(found).model_dump(mode="json", exclude_none=True) == found
     row = counts(app, "SELECT verdict, reason, would_verdict, would_reason, preview FROM decisions WHERE id = :id",
                  id=found["decision_id"])
     assert tuple(row[:2]) == CASES[(stage, who)][index] and row[4] == f"call {tool}"
@@ -168,6 +170,9 @@ def test_metrics_count_decisions_outcomes_and_sessions(runtime: Runtime) -> None
         runtime.report(runtime.decide(session, "search_kb", 0.08)["decision_id"], "ok", latency_ms=20)
     runtime.report(runtime.decide(session, "update_ticket", 0.05)["decision_id"], "error", actual_cost=0.01)
     runtime.decide(session, "refund_payment")
+    refused = runtime.client.post("/v1/decisions", json={"session_id": "nope", "tool": "x", "cost": 0},
+                                 headers=runtime.agent)
+    assert refused.status_code == 404
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(runtime.client.get("/metrics").get_data(as_text=True))
                for s in family.samples}
@@ -181,7 +186,7 @@ def test_metrics_count_decisions_outcomes_and_sessions(runtime: Runtime) -> None
     assert samples[("gatekeeper_spend_dollars_total", (*labels, ("version", "v2")))] == pytest.approx(0.25)
     assert samples[("gatekeeper_tool_call_latency_seconds_count", (*labels, ("version", "v2")))] == 3
     assert samples[("gatekeeper_sessions_total", (("agent", "bot"), ("arm", "stable"), ("version", "v1")))] == 1
-    assert samples[("gatekeeper_decision_duration_seconds_count", ())] == 5
+    assert samples[("gatekeeper_decision_duration_seconds_count", ())] == 6  # the refused one too
     assert samples[("gatekeeper_rollout_info", (("agent", "bot"), ("candidate", "v2"), ("stable", "v1"),
                                                 ("stage", "canary")))] == 1
     assert samples[("gatekeeper_rollout_traffic_percent", (("agent", "bot"),))] == 1.0
