@@ -21,7 +21,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'g.db'}"
     else:
-        url = request.getfixturevalue("postgres").create_database("gk_schema")
+        server: PostgresServer = request.getfixturevalue("postgres")
+        url = server.create_database("gk_schema")
     built = Database(url)
     yield built
     built.dispose()
