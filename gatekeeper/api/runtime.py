@@ -84,12 +84,11 @@ def _observe_decision(seconds: float) -> None:
           observe=_observe_decision)
 def decide(*, caller: Caller, body: DecisionCreate) -> dict[str, Any]:
     """Decide one tool call: allow, shadow, deny or approval_required, with a reason and the budget left."""
-    extensions = current_app.extensions
     ask = sessions.Ask(body.session_id, body.tool, to_micros(body.cost), body.preview, body.approval_id)
-    done = sessions.decide(services(), extensions["gatekeeper_hot"], ask, scope=scope(caller),
+    done = sessions.decide(services(), current_app.extensions["gatekeeper_hot"], ask, scope=scope(caller),
                            now=time.time())
     verdict = done.verdict
-    extensions["gatekeeper_metrics"].count_decision(*done.labels, verdict.verdict, verdict.reason)
+    metrics().count_decision(*done.labels, verdict.verdict, verdict.reason)
     # A plain dict shaped like DecisionView (tests check the two agree): building the model costs per decision.
     view: dict[str, Any] = {"decision_id": done.decision_id, "verdict": verdict.verdict, "reason": verdict.reason,
                             "remaining": {"tool_calls": done.remaining_calls,

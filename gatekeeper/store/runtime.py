@@ -111,33 +111,6 @@ class HotPath:
                     weakref.finalize(self, self._checkpointer.stop)
         return connection
 
-    def _begin(self, cursor: Any) -> None:
-        if self.postgres:
-            return  # psycopg2 opens the transaction with the first statement
-        started = time.monotonic()
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                waited = time.monotonic() - started
-                if waited > LOCK_WAIT_S:
-                    raise Unavailable("the database stayed locked for 30 s") from exc
-                if waited < YIELD_FOR_S:
-                    os.sched_yield()  # another decision commits within ~100 µs; a sleep would overshoot
-                else:
-                    time.sleep(random.uniform(50e-6, 150e-6))
-
-    def _rollback(self, connection: Any) -> None:
-        if not self.postgres and not connection.in_transaction:
-            return  # BEGIN itself failed
-        try:
-            connection.rollback() if self.postgres else connection.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001 - the connection is broken; the next call opens a new one
-            self._local.connection = None
-
 
 class Transaction:
     """One write transaction of the hot path; a class rather than a generator, as it runs per decision."""
@@ -149,7 +122,7 @@ class Transaction:
 
     def __enter__(self) -> Tx:
         try:
-            self.hot._begin(self.cursor)
+            self._begin()
         except BaseException as exc:
             self.__exit__(type(exc), exc, None)
             raise
@@ -170,10 +143,37 @@ class Transaction:
 
     def _abandon(self, exc: BaseException) -> None:
         """Roll back; a lost Postgres connection is dropped and reported as Unavailable."""
-        self.hot._rollback(self.connection)
+        self._rollback()
         if _is_outage(exc):
             self.hot._local.connection = None
             raise Unavailable(f"database unavailable: {exc}") from exc
+
+    def _begin(self) -> None:
+        if self.hot.postgres:
+            return  # psycopg2 opens the transaction with the first statement
+        started = time.monotonic()
+        while True:
+            try:
+                self.cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                waited = time.monotonic() - started
+                if waited > LOCK_WAIT_S:
+                    raise Unavailable("the database stayed locked for 30 s") from exc
+                if waited < YIELD_FOR_S:
+                    os.sched_yield()  # another decision commits within ~100 µs; a sleep would overshoot
+                else:
+                    time.sleep(random.uniform(50e-6, 150e-6))
+
+    def _rollback(self) -> None:
+        if not self.hot.postgres and not self.connection.in_transaction:
+            return  # BEGIN itself failed
+        try:
+            self.connection.rollback() if self.hot.postgres else self.connection.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the connection is broken; the next call opens a new one
+            self.hot._local.connection = None
 
 
 def _open(db: Database) -> Any:
