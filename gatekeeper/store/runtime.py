@@ -91,17 +91,21 @@ class HotPath:
         """Stop the checkpointer and close this thread's connection (others close with their threads)."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        opened = getattr(self._local, "opened", None)
+        if opened is not None:
+            opened[0].close()
+            self.forget()
 
-    def _connection(self) -> Any:
-        found = getattr(self._local, "connection", None)
+    def forget(self) -> None:
+        """Drop this thread's connection (it broke); the next transaction opens a new one."""
+        self._local.opened = None
+
+    def _opened(self) -> tuple[Any, Any]:
+        """Return this thread's connection and its cursor, kept for the thread's life."""
+        found = getattr(self._local, "opened", None)
         if found is not None:
             return found
         connection: Any = _open(self.db)
-        self._local.connection = connection
         if not self.postgres:
             # Decisions never checkpoint the WAL themselves: a checkpoint syncs megabytes to disk.
             connection.execute("PRAGMA wal_autocheckpoint=0")
@@ -109,7 +113,8 @@ class HotPath:
                 if self._checkpointer is None:
                     self._checkpointer = _Checkpointer(self.db)
                     weakref.finalize(self, self._checkpointer.stop)
-        return connection
+        self._local.opened = (connection, connection.cursor())
+        return self._local.opened
 
 
 class Transaction:
@@ -117,8 +122,7 @@ class Transaction:
 
     def __init__(self, hot: HotPath) -> None:
         self.hot = hot
-        self.connection = hot._connection()
-        self.cursor = self.connection.cursor()
+        self.connection, self.cursor = hot._opened()
 
     def __enter__(self) -> Tx:
         try:
@@ -129,23 +133,20 @@ class Transaction:
         return Tx(self.cursor, postgres=self.hot.postgres)
 
     def __exit__(self, _kind: Any, exc: BaseException | None, _tb: Any) -> None:
+        if exc is not None:
+            self._abandon(exc)
+            return  # the exception goes on
         try:
-            if exc is not None:
-                self._abandon(exc)
-                return  # the exception goes on
-            try:
-                self.connection.commit() if self.hot.postgres else self.cursor.execute("COMMIT")
-            except BaseException as failed:
-                self._abandon(failed)
-                raise
-        finally:
-            self.cursor.close()
+            self.connection.commit() if self.hot.postgres else self.cursor.execute("COMMIT")
+        except BaseException as failed:
+            self._abandon(failed)
+            raise
 
     def _abandon(self, exc: BaseException) -> None:
         """Roll back; a lost Postgres connection is dropped and reported as Unavailable."""
         self._rollback()
         if _is_outage(exc):
-            self.hot._local.connection = None
+            self.hot.forget()
             raise Unavailable(f"database unavailable: {exc}") from exc
 
     def _begin(self) -> None:
@@ -173,7 +174,7 @@ class Transaction:
         try:
             self.connection.rollback() if self.hot.postgres else self.connection.execute("ROLLBACK")
         except Exception:  # noqa: BLE001 - the connection is broken; the next call opens a new one
-            self.hot._local.connection = None
+            self.hot.forget()
 
 
 def _open(db: Database) -> Any:
