@@ -1,6 +1,7 @@
 """Decisions per second over loopback under gunicorn, against the framework floor.
 
-Run: `python bench/decisions.py [--seconds 5] [--rounds 6] [--clients 8] [--workers 2] [--threads 1]`.
+Run: `python bench/decisions.py [--seconds 5] [--rounds 6] [--clients 8] [--workers 2] [--threads 1]
+[--breakdown]`.
 
 It serves two apps in turn with the same gunicorn settings (`gatekeeper serve`'s command
 line): Gatekeeper on a temporary SQLite file, and the floor, a bare Flask app whose
@@ -9,8 +10,10 @@ fresh loopback connections (sync workers close each one) for the same time, with
 request bytes so the client costs little CPU. It prints throughput, client p50/p99, the ratio
 to the floor, Gatekeeper's server-side p50/p99 from the gatekeeper_decision_duration_seconds
 histogram, and the CPU the gunicorn workers spent per request (read from /proc), which moves
-less than throughput when other tenants share the host. Targets (issue 3): ratio >= 0.70,
-server p99 < 1 ms. A benchmark: it never fails.
+less than throughput when other tenants share the host. `--breakdown` also serves, in the
+same rounds, Gatekeeper without the decision and Gatekeeper deciding with its bare SQL only
+(see ceilings.py): the best ratios its request work and its transaction allow. Targets
+(issue 3): ratio >= 0.70, server p99 < 1 ms. A benchmark: it never fails.
 """
 
 from __future__ import annotations
@@ -162,6 +165,10 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
     return float("nan")
 
 
+APPS = {"floor": "decisions:floor()", "gatekeeper": "gatekeeper.wsgi:app"}
+BREAKDOWN = {"route only": "ceilings:route_only()", "bare SQL": "ceilings:bare_sql()"}  # see ceilings.py
+
+
 def main() -> None:
     """Measure the floor and Gatekeeper in alternating rounds; print every round and the medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -170,18 +177,23 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also serve Gatekeeper without the decision and with only its bare SQL (ceilings.py)")
     args = parser.parse_args()
+    apps = {**APPS, **(BREAKDOWN if args.breakdown else {})}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        url, token, ids = _prepare(folder, sessions_needed=int(3000 * args.seconds * args.rounds / 50) + 100)
+        # Each server gets fresh sessions for its warm-up and for each round, so every call is an allow.
+        url, token, ids = _prepare(folder, sessions_needed=_slice(args) * len(apps) * (args.rounds + 1))
         bodies = [json.dumps({"session_id": s, "tool": "search_kb", "cost": 0.001}).encode() for s in ids]
         env = {**os.environ, "GATEKEEPER_DATABASE_URL": url, "GATEKEEPER_POLICY_DIR": str(REPO / "policies"),
                "GATEKEEPER_SECRET_KEY": "bench", "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics")}
         (folder / "metrics").mkdir()
-        ports = {"floor": _free_port(), "gatekeeper": _free_port()}
-        servers = {"floor": _serve("decisions:floor()", ports["floor"], args, env),
-                   "gatekeeper": _serve("gatekeeper.wsgi:app", ports["gatekeeper"], args, env)}
+        ports = {name: _free_port() for name in apps}
+        servers: dict[str, subprocess.Popen[bytes]] = {}
         try:
+            for name, app in apps.items():
+                servers[name] = _serve(app, ports[name], args, env)
             rounds = _rounds(ports, servers, bodies, token, args)
         finally:
             for server in servers.values():
@@ -192,19 +204,27 @@ def main() -> None:
 def _rounds(ports: dict[str, int], servers: dict[str, subprocess.Popen[bytes]], bodies: list[bytes], token: str,
             args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
     warm = argparse.Namespace(**{**vars(args), "seconds": 1.0})
+    size = _slice(args)
+    fresh = (bodies[start:start + size] for start in range(0, len(bodies), size))
     for port in ports.values():
-        _load(port, bodies[-50:], token, warm)
-    rounds, share = [], len(bodies) // args.rounds
-    for number in range(args.rounds):
-        mine = bodies[number * share:(number + 1) * share]  # fresh sessions each round: allows, not cap denials
-        found = {"floor": _load(ports["floor"], mine, token, args, servers["floor"])}
-        before = _histogram(ports["gatekeeper"])
-        found["gatekeeper"] = _load(ports["gatekeeper"], mine, token, args, servers["gatekeeper"])
-        after = _histogram(ports["gatekeeper"])
-        found["gatekeeper"]["server_p50_ms"] = quantile(before, after, 0.50) * 1000
-        found["gatekeeper"]["server_p99_ms"] = quantile(before, after, 0.99) * 1000
+        _load(port, next(fresh), token, warm)
+    rounds = []
+    for _ in range(args.rounds):
+        found = {}
+        for name, port in ports.items():
+            before = _histogram(port) if name == "gatekeeper" else {}
+            found[name] = _load(port, next(fresh), token, args, servers[name])
+            if name == "gatekeeper":
+                after = _histogram(port)
+                found[name]["server_p50_ms"] = quantile(before, after, 0.50) * 1000
+                found[name]["server_p99_ms"] = quantile(before, after, 0.99) * 1000
         rounds.append(found)
     return rounds
+
+
+def _slice(args: argparse.Namespace) -> int:
+    """Return how many sessions one load phase may need: 4,000 calls a second at most, 50 allowed per session."""
+    return int(4000 * max(args.seconds, 1.0) / 50) + 10
 
 
 def _free_port() -> int:
@@ -223,10 +243,17 @@ def _report(rounds: list[dict[str, dict[str, float]]], args: argparse.Namespace)
               f"{gk['p99_ms']:.2f} ms)  ratio {gk['rps'] / floor_['rps']:.2f}  server p50 "
               f"{gk['server_p50_ms']:.3f} ms p99 {gk['server_p99_ms']:.3f} ms  worker CPU per request "
               f"{floor_['cpu_us']:.0f} / {gk['cpu_us']:.0f} us")
+        for name in [n for n in BREAKDOWN if n in found]:
+            print(f"         {name}: {found[name]['rps']:6.0f}/s, ratio {found[name]['rps'] / floor_['rps']:.2f}, "
+                  f"worker CPU per request {found[name]['cpu_us']:.0f} us")
     ratio = statistics.median(r["gatekeeper"]["rps"] / r["floor"]["rps"] for r in rounds)
     cpu_ratio = statistics.median(r["floor"]["cpu_us"] / r["gatekeeper"]["cpu_us"] for r in rounds)
     p99 = statistics.median(r["gatekeeper"]["server_p99_ms"] for r in rounds)
     print(f"median ratio to floor: {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.70 else 'NOT met'})")
+    for name in [n for n in BREAKDOWN if n in rounds[0]]:
+        share = statistics.median(r[name]["rps"] / r["floor"]["rps"] for r in rounds)
+        cpu = statistics.median(r[name]["cpu_us"] for r in rounds)
+        print(f"median ratio to floor, {name}: {share:.2f} (worker CPU {cpu:.0f} us per request)")
     print(f"median worker CPU per request, floor / gatekeeper: {cpu_ratio:.2f} (less sensitive to a noisy host)")
     print(f"median server-side p99 (histogram): {p99:.3f} ms (target < 1 ms: {'met' if p99 < 1 else 'NOT met'})")
 
