@@ -47,7 +47,12 @@ class DemoOptions:
 
 
 def run_demo(options: DemoOptions, echo: Echo) -> Path:
-    """Run the demo until `duration` passes or Ctrl-C; return the database path."""
+    """Run the demo until `duration` passes, Ctrl-C or SIGTERM; return the database path."""
+    with _sigterm_as_interrupt():
+        return _run(options, echo)
+
+
+def _run(options: DemoOptions, echo: Echo) -> Path:
     workdir = Path(tempfile.mkdtemp(prefix="gatekeeper-demo-"))
     db_path = (options.db or workdir / "gatekeeper.db").resolve()
     _require_free_port(options.port)
@@ -63,8 +68,8 @@ def run_demo(options: DemoOptions, echo: Echo) -> Path:
             echo(f"dashboard: {url}/   sign in as admin / {password}")
             echo(f"API: {url}/openapi.json   metrics: {url}/metrics   server log: {workdir / 'server.log'}")
             _drive(svc, url, rm_token, agent_tokens, options, stop, echo)
-    except KeyboardInterrupt:
-        echo("Ctrl-C: stopped")  # during start-up or shut-down; the context managers cleaned up
+    except KeyboardInterrupt as exc:
+        echo(f"{_cause(exc)}: stopped")  # during start-up or shut-down; the context managers cleaned up
     finally:
         stop.set()
         svc.db.dispose()
@@ -94,6 +99,31 @@ def _credentials(svc: Services, password: str) -> tuple[str, dict[str, str]]:
         rm_token, _ = create_token(session, "demo", role="release_manager", agent=None, now=now)
         tokens = {a: create_token(session, f"{a}-runtime", role="agent", agent=a, now=now)[0] for a in agents}
     return rm_token, tokens
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Stop on SIGTERM (`kill`, `timeout`, a container stop) as on Ctrl-C, so the server is stopped too.
+
+    Python's default SIGTERM ends the process at once, which would leave the server, in its own
+    session, running. Signal handlers can only be set from the main thread; elsewhere, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _cause(interrupt: KeyboardInterrupt) -> str:
+    return str(interrupt) or "Ctrl-C"
 
 
 @contextmanager
@@ -141,8 +171,8 @@ def _drive(svc: Services, url: str, rm_token: str, agent_tokens: dict[str, str],
          + (f"stopping after {options.duration:g}s" if options.duration else "Ctrl-C stops"))
     try:
         stop.wait(options.duration)
-    except KeyboardInterrupt:
-        echo("Ctrl-C: stopping")
+    except KeyboardInterrupt as exc:
+        echo(f"{_cause(exc)}: stopping")
     stop.set()
     for thread in [*fleet, progress]:
         thread.join(timeout=15)

@@ -2,12 +2,14 @@
 
 The test watches the demo's database until all three have happened, then stops the demo the
 way a person does, with Ctrl-C (SIGINT), and checks it stopped everything and said where the
-database is.
+database is. SIGTERM, as `kill` or `timeout` send it, must stop it the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -61,6 +63,14 @@ def port_closed(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def stop_left_server(output: str) -> None:
+    """Kill the server a failed demo left running (it runs in its own session, out of the demo's group)."""
+    found = re.search(r"^server: gunicorn .* \(pid (\d+)\)$", output, re.MULTILINE)
+    if found is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(found.group(1)), signal.SIGKILL)
+
+
 def test_demo_walks_a_rollout_trips_the_kill_switch_and_waits_on_an_approval(tmp_path: Path) -> None:
     db, port = tmp_path / "demo.db", free_port()
     command = [sys.executable, "-m", "gatekeeper.cli", "demo", "--db", str(db), "--port", str(port),
@@ -68,6 +78,7 @@ def test_demo_walks_a_rollout_trips_the_kill_switch_and_waits_on_an_approval(tmp
     demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
                             start_new_session=True)
     found: dict[str, object] = {}
+    output = ""
     try:
         deadline = time.monotonic() + DEADLINE_S
         while time.monotonic() < deadline and demo.poll() is None and not settled(found):
@@ -79,7 +90,8 @@ def test_demo_walks_a_rollout_trips_the_kill_switch_and_waits_on_an_approval(tmp
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait(timeout=10)
+            output += demo.communicate(timeout=10)[0].decode()
+        stop_left_server(output)
     assert demo.returncode == 0, output[-3000:]
     assert f"dashboard: http://127.0.0.1:{port}/   sign in as admin / demo-password" in output
     assert "scaled for the demo" in output
@@ -90,6 +102,32 @@ def test_demo_walks_a_rollout_trips_the_kill_switch_and_waits_on_an_approval(tmp
     assert f"database: {db}" in output
     assert port_closed(port), "the demo left its server running"
     assert found["rollouts"]["support-bot"][0] == "v2"  # type: ignore[index]
+
+
+def test_sigterm_stops_the_demo_and_its_server_like_ctrl_c(tmp_path: Path) -> None:
+    db, port = tmp_path / "demo.db", free_port()
+    command = [sys.executable, "-m", "gatekeeper.cli", "demo", "--db", str(db), "--port", str(port),
+               "--duration", "600", "--password", "demo-password"]
+    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+                            start_new_session=True)
+    output = ""
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and demo.poll() is None and not facts(db).get("rollouts"):
+            time.sleep(1)  # the fleet has started once the rollouts exist
+        assert facts(db).get("rollouts"), "the demo did not start its rollouts"
+        assert not port_closed(port)
+        demo.send_signal(signal.SIGTERM)  # as `kill`, `timeout` or a container stop do
+        output = demo.communicate(timeout=60)[0].decode()
+        assert port_closed(port), "the demo left its server running"
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            output += demo.communicate(timeout=10)[0].decode()
+        stop_left_server(output)
+    assert demo.returncode == 0, output[-3000:]
+    assert "SIGTERM: stopping" in output and "stopping the server" in output
+    assert f"database: {db}" in output
 
 
 def test_a_port_left_in_time_wait_by_an_earlier_run_is_free_and_a_listening_one_is_not() -> None:
