@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,36 +64,51 @@ def port_closed(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def stop_left_server(output: str) -> None:
-    """Kill the server a failed demo left running (it runs in its own session, out of the demo's group)."""
-    found = re.search(r"^server: gunicorn .* \(pid (\d+)\)$", output, re.MULTILINE)
-    if found is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(int(found.group(1)), signal.SIGKILL)
+class DemoRun:
+    """A `gatekeeper demo` subprocess and what it printed."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.output = ""
+
+    def stop(self, signum: int) -> str:
+        """Send `signum` as a person or a supervisor would; return everything the demo printed."""
+        self.process.send_signal(signum)
+        self.output = self.process.communicate(timeout=60)[0].decode()
+        return self.output
+
+
+@contextlib.contextmanager
+def running_demo(tmp_path: Path, db: Path, port: int, *, duration: float) -> Iterator[DemoRun]:
+    """Start the demo; whatever happens, leave neither it nor its server running."""
+    command = [sys.executable, "-m", "gatekeeper.cli", "demo", "--db", str(db), "--port", str(port),
+               "--duration", str(int(duration)), "--password", "demo-password"]
+    run = DemoRun(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                   start_new_session=True))
+    try:
+        yield run
+    finally:
+        if run.process.poll() is None:
+            os.killpg(run.process.pid, signal.SIGKILL)
+            run.output += run.process.communicate(timeout=10)[0].decode()
+        # A failed demo may leave its server, which runs in its own session, out of the demo's group.
+        found = re.search(r"^server: gunicorn .* \(pid (\d+)\)$", run.output, re.MULTILINE)
+        if found is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(found.group(1)), signal.SIGKILL)
 
 
 def test_demo_walks_a_rollout_trips_the_kill_switch_and_waits_on_an_approval(tmp_path: Path) -> None:
     db, port = tmp_path / "demo.db", free_port()
-    command = [sys.executable, "-m", "gatekeeper.cli", "demo", "--db", str(db), "--port", str(port),
-               "--duration", str(int(DEADLINE_S + 60)), "--password", "demo-password"]
-    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
-                            start_new_session=True)
     found: dict[str, object] = {}
-    output = ""
-    try:
+    with running_demo(tmp_path, db, port, duration=DEADLINE_S + 60) as demo:
         deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline and demo.poll() is None and not settled(found):
+        while time.monotonic() < deadline and demo.process.poll() is None and not settled(found):
             time.sleep(2)
             found = facts(db)
         assert settled(found), found
-        demo.send_signal(signal.SIGINT)
-        output = demo.communicate(timeout=60)[0].decode()
-    finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-            output += demo.communicate(timeout=10)[0].decode()
-        stop_left_server(output)
-    assert demo.returncode == 0, output[-3000:]
+        output = demo.stop(signal.SIGINT)
+    assert demo.process.returncode == 0, output[-3000:]
     assert f"dashboard: http://127.0.0.1:{port}/   sign in as admin / demo-password" in output
     assert "scaled for the demo" in output
     assert "support-bot" in output and "-> expansion/2 (completed) by scheduler" in output
@@ -106,26 +122,15 @@ def test_demo_walks_a_rollout_trips_the_kill_switch_and_waits_on_an_approval(tmp
 
 def test_sigterm_stops_the_demo_and_its_server_like_ctrl_c(tmp_path: Path) -> None:
     db, port = tmp_path / "demo.db", free_port()
-    command = [sys.executable, "-m", "gatekeeper.cli", "demo", "--db", str(db), "--port", str(port),
-               "--duration", "600", "--password", "demo-password"]
-    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
-                            start_new_session=True)
-    output = ""
-    try:
+    with running_demo(tmp_path, db, port, duration=600) as demo:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and demo.poll() is None and not facts(db).get("rollouts"):
+        while time.monotonic() < deadline and demo.process.poll() is None and not facts(db).get("rollouts"):
             time.sleep(1)  # the fleet has started once the rollouts exist
         assert facts(db).get("rollouts"), "the demo did not start its rollouts"
         assert not port_closed(port)
-        demo.send_signal(signal.SIGTERM)  # as `kill`, `timeout` or a container stop do
-        output = demo.communicate(timeout=60)[0].decode()
+        output = demo.stop(signal.SIGTERM)  # as `kill`, `timeout` or a container stop do
         assert port_closed(port), "the demo left its server running"
-    finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-            output += demo.communicate(timeout=10)[0].decode()
-        stop_left_server(output)
-    assert demo.returncode == 0, output[-3000:]
+    assert demo.process.returncode == 0, output[-3000:]
     assert "SIGTERM: stopping" in output and "stopping the server" in output
     assert f"database: {db}" in output
 
