@@ -185,11 +185,17 @@ class Decision(SQLModel, table=True):
     would_reason: str | None = Field(default=None, max_length=60)
     approval_id: str | None = Field(default=None, max_length=40)
     preview: str | None = Field(default=None, max_length=2000)
+    # The call's arguments as approvers and traces see them (policy `approvals.redact` fields masked),
+    # and the SHA-256 of the unredacted canonical JSON, which binds an approval to exactly this call.
+    arguments: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    arguments_digest: str | None = Field(default=None, max_length=64)
+    request_id: str | None = Field(default=None, max_length=100)  # the caller's retry key (SPEC §5)
     at: float
     outcome_status: str | None = Field(default=None, max_length=10)
     actual_cost_micros: int | None = None
     latency_ms: float | None = None
     outcome_at: float | None = None
+    overrun_micros: int | None = None  # actual cost above the reservation (SPEC §2), when there was any
 
 
 class Approval(SQLModel, table=True):
@@ -203,6 +209,9 @@ class Approval(SQLModel, table=True):
     tool_class: str = Field(max_length=20)
     cost_micros: int
     preview: str | None = Field(default=None, max_length=2000)
+    stage: str | None = Field(default=None, max_length=20)  # the rollout's stage when the call was asked
+    arguments: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # redacted, as Decision
+    arguments_digest: str | None = Field(default=None, max_length=64)
     state: str = Field(default="pending", max_length=20, index=True)
     created_at: float
     expires_at: float
