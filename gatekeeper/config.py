@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 |---|---|---|
-| GATEKEEPER_DATABASE_URL | sqlite:///gatekeeper.db | SQLAlchemy URL; sqlite:///PATH or postgresql+psycopg2://... |
+| GATEKEEPER_DATABASE_URL | sqlite:///gatekeeper.db | sqlite:///PATH or postgresql://USER@HOST/DB (psycopg 3) |
 | GATEKEEPER_POLICY_DIR | ./policies if present, else the example policies in the package | folder of *.yaml policies |
 | GATEKEEPER_POLICY_RELOAD | 2s | how often a process looks for changed policy files |
 | GATEKEEPER_SECRET_KEY | random per process | signs dashboard session cookies; set it when running several workers |
@@ -21,10 +21,34 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from gatekeeper.core.policy import parse_duration
 from gatekeeper.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///gatekeeper.db"
+POSTGRES_DRIVER = "postgresql+psycopg"  # psycopg 3, the `postgres` extra
+# Every spelling of a database URL accepted, and the SQLAlchemy driver it runs on.
+DATABASE_DRIVERS = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite", "postgresql": POSTGRES_DRIVER,
+                    "postgres": POSTGRES_DRIVER, "postgresql+psycopg2": POSTGRES_DRIVER,
+                    "postgresql+psycopg": POSTGRES_DRIVER}
+URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST/DB"
+
+
+def database_url(raw: str) -> str:
+    """Return the URL to connect with, Postgres on psycopg 3; raise ConfigError naming the variable if unusable."""
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"GATEKEEPER_DATABASE_URL is not a database URL; use {URL_FORMS}") from None
+    driver = DATABASE_DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ConfigError(f"GATEKEEPER_DATABASE_URL scheme {url.drivername!r} is not supported; use {URL_FORMS}")
+    if not url.database:
+        raise ConfigError(f"GATEKEEPER_DATABASE_URL names no database; use {URL_FORMS}")
+    scheme, rest = raw.split(":", 1)  # keep the rest byte for byte: re-rendering would re-quote it
+    return raw if scheme == driver else f"{driver}:{rest}"
 
 
 def embedded_policy_dir() -> Path:
@@ -76,8 +100,7 @@ class Settings:
 
     def validated(self) -> Settings:
         """Check cross-field sanity; return self."""
-        if not self.database_url.startswith(("sqlite:", "postgresql")):
-            raise ConfigError("GATEKEEPER_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        database_url(self.database_url)
         if not Path(self.policy_dir).is_dir():
             raise ConfigError(f"GATEKEEPER_POLICY_DIR {self.policy_dir} is not a folder")
         if self.max_body_bytes < 1024:

@@ -1,15 +1,21 @@
-"""`db upgrade` on both backends: idempotent, upgrades an older schema in place, refuses a newer one."""
+"""`db upgrade` on both backends: migrations that match the models, idempotent, a newer schema refused."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Integer, Table, inspect, text
+from sqlmodel import SQLModel
+from sqlmodel.sql.sqltypes import AutoString
 
 from gatekeeper.errors import Unavailable
-from gatekeeper.store import models
+from gatekeeper.store import schema
 from gatekeeper.store.db import Database
 from tests.support.services import PostgresServer
 
@@ -35,39 +41,85 @@ def _index_definition(database: Database) -> str:
         return str(connection.execute(text(sql), {"name": OUTCOME_INDEX}).scalar_one())
 
 
-def test_upgrade_is_idempotent(database: Database) -> None:
-    assert database.upgrade() == database.upgrade() == models.SCHEMA_VERSION
-    assert {"agents", "rollouts", "transitions", "gate_evaluations", "tokens", "users", "sessions",
-            "decisions", "approvals"} <= set(database.table_names())
+def _revision(database: Database) -> str:
+    with database.engine.connect() as connection:
+        return str(connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+
+
+def test_the_migrations_make_exactly_the_models_schema(database: Database) -> None:
+    assert database.upgrade() == schema.head() == "0002"
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+    # compare_metadata does not look at an index's WHERE clause: check the partial index itself.
     assert "outcome_at IS NOT NULL" in _index_definition(database)
+
+
+def test_upgrade_is_idempotent(database: Database) -> None:
+    assert not database.is_ready()  # an empty database has no schema yet
+    assert database.upgrade() == database.upgrade() == schema.head()
+    assert _revision(database) == schema.head()
+    assert database.is_ready()
+    assert {"agents", "rollouts", "transitions", "gate_evaluations", "tokens", "users", "sessions",
+            "decisions", "approvals", "alembic_version"} <= set(database.table_names())
+    assert "schema_version" not in database.table_names()
     if database.is_sqlite:
         with database.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert connection.exec_driver_sql("PRAGMA page_size").scalar() == 1024  # a new file
 
 
-def test_a_version_1_database_is_upgraded_in_place(database: Database) -> None:
-    database.upgrade()
-    with database.engine.begin() as connection:  # turn it back into what version 1 created
-        connection.execute(text(f"DROP INDEX {OUTCOME_INDEX}"))
-        connection.execute(text(f"CREATE INDEX {OUTCOME_INDEX} ON decisions (rollout_id, arm, outcome_at)"))
-        connection.execute(text("UPDATE schema_version SET version = 1"))
-        connection.execute(text("INSERT INTO agents (name, policy, stable_version, created_at)"
-                                " VALUES ('kept', 'support-default', 'v1', 0)"))
-    assert "IS NOT NULL" not in _index_definition(database)
-
-    assert database.upgrade() == models.SCHEMA_VERSION == 2
-    assert "outcome_at IS NOT NULL" in _index_definition(database)
-    with database.engine.connect() as connection:
-        assert connection.execute(text("SELECT version FROM schema_version")).scalar_one() == 2
-        assert connection.execute(text("SELECT name FROM agents")).scalars().all() == ["kept"]
-
-
 def test_a_newer_schema_is_refused_and_left_alone(database: Database) -> None:
     database.upgrade()
     with database.engine.begin() as connection:
-        connection.execute(text("UPDATE schema_version SET version = 99"))
-    with pytest.raises(Unavailable, match="newer"):
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(Unavailable, match=r"^database schema 9999 is newer than this Gatekeeper \(revision 0002\)"):
         database.upgrade()
-    with database.engine.connect() as connection:
-        assert connection.execute(text("SELECT version FROM schema_version")).scalar_one() == 99
+    assert _revision(database) == "9999"
+    assert not database.is_ready()
+
+
+def test_a_newer_hand_made_schema_is_refused_and_left_alone(database: Database) -> None:
+    with database.engine.begin() as connection:  # what a hand-made upgrade past version 2 would have left
+        connection.execute(text("CREATE TABLE schema_version (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)"))
+        connection.execute(text("INSERT INTO schema_version (id, version) VALUES (1, 3)"))
+    with pytest.raises(Unavailable, match="version 3 is newer"):
+        database.upgrade()
+    assert database.table_names() == ["schema_version"]
+
+
+def test_an_unreachable_database_is_unavailable_in_one_line(postgres: PostgresServer) -> None:
+    database = Database(postgres.url.rsplit("/", 1)[0] + "/no_such_database")
+    try:
+        with pytest.raises(Unavailable, match=r"^database unavailable: .*no_such_database[^\n]*$"):
+            database.upgrade()
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
+def scratch_table() -> Iterator[Table]:
+    """A table the models gain for one test, as a change an engineer makes would."""
+    table = Table("scratch_notes", SQLModel.metadata, Column("id", Integer, primary_key=True),
+                  Column("note", AutoString(length=80), nullable=False))
+    yield table
+    SQLModel.metadata.remove(table)
+
+
+def test_a_new_revision_holds_the_models_change_and_applies(tmp_path: Path, scratch_table: Table) -> None:
+    migrations = shutil.copytree(schema.MIGRATIONS, tmp_path / "migrations",
+                                 ignore=shutil.ignore_patterns("__pycache__"))
+    first, second = Database(f"sqlite:///{tmp_path / 'head.db'}"), Database(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        written = schema.new_revision(first.engine, "add scratch notes", script_location=migrations)
+        assert written.name == "0003_add_scratch_notes.py"
+        source = written.read_text()
+        assert 'down_revision = "0002"' in source or "down_revision = '0002'" in source
+        assert "op.create_table('scratch_notes'" in source and "sa.String(length=80)" in source
+        assert "sqlmodel" not in source  # revisions do not depend on sqlmodel's types
+        assert schema.upgrade(second.engine, script_location=migrations) == "0003"
+        columns: list[dict[str, Any]] = inspect(second.engine).get_columns("scratch_notes")
+        assert [column["name"] for column in columns] == ["id", "note"]
+    finally:
+        first.dispose()
+        second.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from gatekeeper.cli.admin import db, token, user
@@ -10,9 +12,20 @@ from gatekeeper.cli.ops import register_ops
 from gatekeeper.cli.policy import policy
 from gatekeeper.cli.scheduler import scheduler
 from gatekeeper.cli.serve import serve
+from gatekeeper.errors import GatekeeperError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A command group that reports a GatekeeperError (a bad URL, a newer schema) in one line, exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GatekeeperError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Gatekeeper: staged rollouts for AI agents (twin, shadow, canary, expansion)."""
 

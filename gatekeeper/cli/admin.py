@@ -1,16 +1,19 @@
-"""Administration commands that talk to the database directly: db upgrade, token create, user create."""
+"""Administration commands that talk to the database directly: db upgrade|revision, token create, user create."""
 
 from __future__ import annotations
 
 import getpass
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import click
 
 from gatekeeper.config import Settings
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.store.db import Database
+from gatekeeper.store.schema import new_revision
 from gatekeeper.store.tokens import ROLES, USER_ROLES, create_token, create_user
 
 
@@ -30,11 +33,26 @@ def db() -> None:
 @db.command("upgrade")
 @_db_option
 def db_upgrade(db_url: str | None) -> None:
-    """Create or upgrade the schema; safe to run twice."""
+    """Create or upgrade the schema; safe to run any number of times, also at once."""
     database = _database(db_url)
-    version = database.upgrade()
-    click.echo(f"schema version {version} at {database.url} ({len(database.table_names())} tables)")
-    database.dispose()
+    try:
+        revision = database.upgrade()
+        click.echo(f"schema revision {revision} at {database.shown_url} ({len(database.table_names())} tables)")
+    finally:
+        database.dispose()
+
+
+@db.command("revision")
+@click.option("-m", "--message", required=True, help="What the models' change is, in a few words.")
+def db_revision(message: str) -> None:
+    """Write the migration of the models' changes since the newest revision (read it before committing)."""
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-revision-") as folder:
+        database = Database(f"sqlite:///{Path(folder) / 'head.db'}")
+        try:
+            path = new_revision(database.engine, message)
+        finally:
+            database.dispose()
+    click.echo(f"wrote {path}")
 
 
 @click.group()

@@ -1,4 +1,4 @@
-"""The one home of database sessions: the engine, the unit of work and schema upgrades.
+"""The one home of database sessions: the engine, the unit of work and the way to schema upgrades.
 
 SQLite runs in WAL mode and every write transaction starts with `BEGIN IMMEDIATE`, so two
 processes never interleave a read and a write of the same counters; `synchronous=NORMAL`
@@ -14,21 +14,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, create_engine
 
-from gatekeeper.errors import Unavailable
-from gatekeeper.store import models
+from gatekeeper.config import database_url
+from gatekeeper.store import schema
 
 
 class Database:
     """Own the engine; hand out units of work that commit once at their end."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.is_sqlite = url.startswith("sqlite")
-        self.engine = _make_engine(url)
+        self.url = database_url(url)  # Postgres URLs of any spelling use psycopg 3; ConfigError if unusable
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.engine = _make_engine(self.url)
+
+    @property
+    def shown_url(self) -> str:
+        """Return the URL with its password masked, for messages."""
+        return make_url(self.url).render_as_string(hide_password=True)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -51,28 +56,18 @@ class Database:
             finally:
                 session.rollback()
 
-    def upgrade(self) -> int:
-        """Create or upgrade the schema; safe to run any number of times. Return the version."""
-        if "schema_version" in self.table_names():
-            with self.reading() as session:
-                _refuse_newer(session.get(models.SchemaVersion, 1))
-        SQLModel.metadata.create_all(self.engine)
-        with self.transaction() as session:  # the row lock (BEGIN IMMEDIATE on SQLite) serialises upgraders
-            row = session.get(models.SchemaVersion, 1, with_for_update=True)
-            _refuse_newer(row)
-            # No row: create_all just made every table and index at the current version.
-            for version in range(row.version + 1 if row else models.SCHEMA_VERSION + 1, models.SCHEMA_VERSION + 1):
-                for step in models.MIGRATIONS[version]:
-                    session.execute(text(step))
-            session.merge(models.SchemaVersion(id=1, version=models.SCHEMA_VERSION))
-        return models.SCHEMA_VERSION
+    def upgrade(self) -> str:
+        """Create or upgrade the schema under a lock (see store/schema.py); safe to run at once anywhere.
+
+        Return the revision the database is at.
+        """
+        return schema.upgrade(self.engine)
 
     def is_ready(self) -> bool:
-        """Return whether the database answers and has the schema."""
+        """Return whether the database answers and has this Gatekeeper's schema."""
         try:
             with self.reading() as session:
-                session.exec(select(models.SchemaVersion)).first()
-            return True
+                return schema.current(session.connection()) == schema.head()
         except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
             return False
 
@@ -83,12 +78,6 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
-
-
-def _refuse_newer(row: models.SchemaVersion | None) -> None:
-    if row is not None and row.version > models.SCHEMA_VERSION:
-        raise Unavailable(f"database schema {row.version} is newer than this Gatekeeper "
-                          f"({models.SCHEMA_VERSION}); upgrade Gatekeeper")
 
 
 def _make_engine(url: str) -> Engine:

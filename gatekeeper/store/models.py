@@ -2,29 +2,13 @@
 
 Every timestamp is a float of seconds since the epoch (UTC) and every amount of money is an
 integer of micro-dollars, so SQLite and Postgres compare them the same way and sums stay exact.
+A change here needs a migration: `gatekeeper db revision -m "what changed"` (see store/schema.py).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
-
-SCHEMA_VERSION = 2
-# Steps that bring an older database to the next version, run in order by `Database.upgrade`.
-# Plain SQL both SQLite and Postgres accept; tables and indexes that are missing altogether
-# are created from the models instead.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # The outcome index holds reported decisions only, so a decision's insert writes one page fewer.
-    2: ("DROP INDEX ix_decisions_rollout_arm_outcome",
-        "CREATE INDEX ix_decisions_rollout_arm_outcome ON decisions (rollout_id, arm, outcome_at)"
-        " WHERE outcome_at IS NOT NULL"),
-}
-
-
-class SchemaVersion(SQLModel, table=True):
-    __tablename__ = "schema_version"
-    id: int = Field(default=1, primary_key=True)
-    version: int
 
 
 class Agent(SQLModel, table=True):
@@ -165,7 +149,7 @@ class Decision(SQLModel, table=True):
     """One verdict on one tool call, and later its outcome."""
 
     __tablename__ = "decisions"
-    # Only reported decisions are indexed for the kill switch and gates (see MIGRATIONS[2]).
+    # Only reported decisions are indexed for the kill switch and gates: an insert writes one page fewer.
     __table_args__ = (Index("ix_decisions_rollout_arm_outcome", "rollout_id", "arm", "outcome_at",
                             sqlite_where=text("outcome_at IS NOT NULL"),
                             postgresql_where=text("outcome_at IS NOT NULL")),)

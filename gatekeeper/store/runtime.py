@@ -151,7 +151,7 @@ class Transaction:
 
     def _begin(self) -> None:
         if self.hot.postgres:
-            return  # psycopg2 opens the transaction with the first statement
+            return  # psycopg opens the transaction with the first statement
         started = time.monotonic()
         while True:
             try:
@@ -217,8 +217,9 @@ class _Checkpointer:
 
 
 def _is_outage(exc: BaseException) -> bool:
-    name = type(exc).__module__ + "." + type(exc).__name__
-    return name.startswith("psycopg2") and type(exc).__name__ in ("OperationalError", "InterfaceError")
+    # psycopg 3 raises subclasses (AdminShutdown for a terminated backend), so look along the MRO.
+    return any(kind.__module__.startswith("psycopg") and kind.__name__ in ("OperationalError", "InterfaceError")
+               for kind in type(exc).__mro__)
 
 
 # -- the decision path (raw statements) ------------------------------------------------------

@@ -267,7 +267,7 @@ class PostgresServer(_Server):
         return self._url(self.database)
 
     def _url(self, database: str) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def _prepare(self) -> None:
         data = self.dir / "data"

@@ -43,7 +43,7 @@ def metrics(request: RecordedRequest) -> tuple[int, str, bytes]:
 
 def test_postgres_serves_the_gatekeeper_database(tmp_path: Path) -> None:
     with PostgresServer(tmp_path) as postgres:
-        assert postgres.url.startswith("postgresql+psycopg2://postgres@127.0.0.1:")
+        assert postgres.url.startswith("postgresql+psycopg://postgres@127.0.0.1:")
         engine = sqlalchemy.create_engine(postgres.url, poolclass=NullPool)
         with engine.connect() as connection:
             assert connection.execute(sqlalchemy.text("select 1")).scalar() == 1
