@@ -112,7 +112,7 @@ def test_a_new_revision_holds_the_models_change_and_applies(tmp_path: Path, scra
     first, second = Database(f"sqlite:///{tmp_path / 'head.db'}"), Database(f"sqlite:///{tmp_path / 'new.db'}")
     try:
         written = schema.new_revision(first.engine, "add scratch notes", script_location=migrations)
-        assert written.name == "0003_add_scratch_notes.py"
+        assert written is not None and written.name == "0003_add_scratch_notes.py"
         source = written.read_text()
         assert 'down_revision = "0002"' in source or "down_revision = '0002'" in source
         assert "op.create_table('scratch_notes'" in source and "sa.String(length=80)" in source
@@ -123,3 +123,15 @@ def test_a_new_revision_holds_the_models_change_and_applies(tmp_path: Path, scra
     finally:
         first.dispose()
         second.dispose()
+
+
+def test_no_revision_is_written_while_the_models_match_head(tmp_path: Path) -> None:
+    migrations = shutil.copytree(schema.MIGRATIONS, tmp_path / "migrations",
+                                 ignore=shutil.ignore_patterns("__pycache__"))
+    database = Database(f"sqlite:///{tmp_path / 'head.db'}")
+    try:
+        assert schema.new_revision(database.engine, "nothing", script_location=migrations) is None
+    finally:
+        database.dispose()
+    assert sorted(path.name for path in (migrations / "versions").glob("*.py")) == sorted(
+        path.name for path in (schema.MIGRATIONS / "versions").glob("*.py"))

@@ -52,7 +52,7 @@ def db_revision(message: str) -> None:
             path = new_revision(database.engine, message)
         finally:
             database.dispose()
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {path}" if path else "nothing to write: the models match the newest revision")
 
 
 @click.group()

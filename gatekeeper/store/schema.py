@@ -86,15 +86,20 @@ def current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def new_revision(engine: Engine, message: str, *, script_location: Path = MIGRATIONS) -> Path:
-    """Write the next revision: what the models have that head lacks, as Alembic sees it on `engine`."""
+def new_revision(engine: Engine, message: str, *, script_location: Path = MIGRATIONS) -> Path | None:
+    """Write the next revision: what the models have that head lacks, as Alembic sees it on `engine`.
+
+    Return its path, or None when the models and head agree (nothing is written then).
+    """
     upgrade(engine, script_location=script_location)
     rev_id = f"{int(head(script_location)) + 1:04d}"
     with engine.begin() as connection:
         written = command.revision(alembic_config(connection, script_location=script_location), message,
                                    autogenerate=True, rev_id=rev_id)
     _script.cache_clear()
-    assert written is not None and not isinstance(written, list)
+    if not written:
+        return None
+    assert not isinstance(written, list)
     return Path(written.path)
 
 
