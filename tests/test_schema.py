@@ -88,6 +88,14 @@ def test_a_newer_hand_made_schema_is_refused_and_left_alone(database: Database) 
     assert database.table_names() == ["schema_version"]
 
 
+def test_tables_without_a_revision_are_refused_and_left_alone(database: Database) -> None:
+    with database.engine.begin() as connection:  # tables someone made without the migrations
+        connection.execute(text("CREATE TABLE agents (id INTEGER PRIMARY KEY, name VARCHAR(63))"))
+    with pytest.raises(Unavailable, match="tables but no schema revision"):
+        database.upgrade()
+    assert database.table_names() == ["agents"]
+
+
 def test_an_unreachable_database_is_unavailable_in_one_line(postgres: PostgresServer) -> None:
     database = Database(postgres.url.rsplit("/", 1)[0] + "/no_such_database")
     try:

@@ -136,10 +136,14 @@ def _refuse_newer(connection: Connection, *, script_location: Path) -> None:
     found = current(connection)
     if found is not None and found not in known:
         raise _newer(found, script_location)
-    if LEGACY_TABLE in inspect(connection).get_table_names():
+    tables = set(inspect(connection).get_table_names())
+    if LEGACY_TABLE in tables:
         version = _legacy_version(connection)
         if version > LEGACY_VERSION:
             raise _newer(f"version {version}", script_location)
+    elif found is None and tables & {"agents", "rollouts", "decisions"}:
+        raise Unavailable("the database has Gatekeeper tables but no schema revision (were they made by hand?);"
+                          " refusing to migrate it")
 
 
 def _adopt_legacy(connection: Connection, config: Config) -> None:
