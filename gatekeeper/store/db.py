@@ -1,10 +1,10 @@
-"""The one home of database sessions: the engine, the unit of work and the way to schema upgrades.
+"""The one home of database sessions: the engine, the unit of work, and schema upgrades (store/schema.py).
 
 SQLite runs in WAL mode and every write transaction starts with `BEGIN IMMEDIATE`, so two
 processes never interleave a read and a write of the same counters; `synchronous=NORMAL`
 keeps a commit durable across a process crash without an fsync per decision (an OS crash
 may lose the last commits; set GATEKEEPER_SQLITE_SYNCHRONOUS=FULL to rule that out too).
-Postgres gets a pooled engine; its row-level atomicity comes from the statements themselves.
+Postgres (on psycopg 3) gets a pooled engine; its row-level atomicity comes from the statements themselves.
 """
 
 from __future__ import annotations
@@ -57,10 +57,7 @@ class Database:
                 session.rollback()
 
     def upgrade(self) -> str:
-        """Create or upgrade the schema under a lock (see store/schema.py); safe to run at once anywhere.
-
-        Return the revision the database is at.
-        """
+        """Create or upgrade the schema under a lock (store/schema.py), safe to run at once; return its revision."""
         return schema.upgrade(self.engine)
 
     def is_ready(self) -> bool:

@@ -87,10 +87,7 @@ def current(connection: Connection) -> str | None:
 
 
 def new_revision(engine: Engine, message: str, *, script_location: Path = MIGRATIONS) -> Path | None:
-    """Write the next revision: what the models have that head lacks, as Alembic sees it on `engine`.
-
-    Return its path, or None when the models and head agree (nothing is written then).
-    """
+    """Write the next revision from what the models have and head lacks (as seen on `engine`); None if nothing."""
     upgrade(engine, script_location=script_location)
     rev_id = f"{int(head(script_location)) + 1:04d}"
     with engine.begin() as connection:
