@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, Table, inspect, text
@@ -143,3 +144,16 @@ def test_no_revision_is_written_while_the_models_match_head(tmp_path: Path) -> N
         database.dispose()
     assert sorted(path.name for path in (migrations / "versions").glob("*.py")) == sorted(
         path.name for path in (schema.MIGRATIONS / "versions").glob("*.py"))
+
+
+def test_the_revisions_downgrade_to_nothing_and_upgrade_again(database: Database) -> None:
+    database.upgrade()
+    with database.engine.begin() as connection:
+        command.downgrade(schema.alembic_config(connection), "0001")
+        assert "overrun_micros" not in {column["name"] for column in inspect(connection).get_columns("decisions")}
+        command.downgrade(schema.alembic_config(connection), "base")
+    assert database.table_names() == ["alembic_version"]
+    assert database.upgrade() == schema.head()
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
