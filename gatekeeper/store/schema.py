@@ -6,7 +6,8 @@ advisory lock held on a connection of its own; on SQLite it is the upgrade's own
 which begins IMMEDIATE and so holds the write lock from the first look at the schema to the
 commit. Inside that one transaction:
 
-1. a revision this code does not know is refused: the database is newer than this Gatekeeper;
+1. a revision this code does not know is refused (the database is newer than this Gatekeeper),
+   and so are Gatekeeper tables that carry no revision at all;
 2. a database made before Alembic (the hand-made `schema_version` table, at version 1 or 2) is
    brought to schema 2, stamped at revision 0001, and its old table is dropped;
 3. every revision up to head runs.
@@ -73,7 +74,7 @@ def upgrade(engine: Engine, *, script_location: Path = MIGRATIONS) -> str:
     try:
         with _upgrade_lock(engine), engine.begin() as connection:
             config = alembic_config(connection, script_location=script_location)
-            _refuse_newer(connection, script_location=script_location)
+            _refuse_unknown(connection, script_location=script_location)
             _adopt_legacy(connection, config)
             command.upgrade(config, "head")
     except OperationalError as exc:
@@ -128,7 +129,8 @@ def _upgrade_lock(engine: Engine) -> Iterator[None]:
             holder.commit()
 
 
-def _refuse_newer(connection: Connection, *, script_location: Path) -> None:
+def _refuse_unknown(connection: Connection, *, script_location: Path) -> None:
+    """Refuse a schema newer than this code, or tables that no revision accounts for."""
     known = {revision.revision for revision in _script(script_location).walk_revisions()}
     found = current(connection)
     if found is not None and found not in known:
