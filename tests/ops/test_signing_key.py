@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gatekeeper import create_app
 from gatekeeper.store.db import Database
 from gatekeeper.store.signing import get_signing_key
@@ -38,6 +40,7 @@ def sign_in(browser: Any, base: str, *, check: str | None = None) -> None:
         context.close()
 
 
+@pytest.mark.slow
 def test_twenty_fresh_sign_ins_against_four_workers_all_succeed(
         tmp_path: Path, servers: Callable[..., Server], browser: Any) -> None:
     url = f"sqlite:///{tmp_path / 'gk.db'}"
@@ -47,6 +50,7 @@ def test_twenty_fresh_sign_ins_against_four_workers_all_succeed(
         sign_in(browser, server.url)
 
 
+@pytest.mark.slow
 def test_twenty_fresh_sign_ins_across_two_servers_on_one_database(
         tmp_path: Path, servers: Callable[..., Server], browser: Any) -> None:
     url = f"sqlite:///{tmp_path / 'gk.db'}"
@@ -66,9 +70,16 @@ def _key_of(url: str) -> str:
 
 
 def _concurrent_first_keys(url: str, processes: int = 6) -> set[str]:
-    Database(url).upgrade()
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        return set(pool.map(_key_of, [url] * processes))
+    db = Database(url)
+    db.upgrade()
+    db.dispose()  # forked children must not share its connections
+    start = multiprocessing.get_context("fork").Barrier(processes)
+    with multiprocessing.get_context("fork").Pool(processes, initializer=_wait_for_all, initargs=(start,)) as pool:
+        return set(pool.map(_key_of, [url] * processes, chunksize=1))
+
+
+def _wait_for_all(start: Any) -> None:
+    start.wait(timeout=30)  # every process is up before any asks for the key
 
 
 def test_concurrent_first_starts_agree_on_one_key_on_sqlite(tmp_path: Path) -> None:
