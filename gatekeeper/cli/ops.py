@@ -74,14 +74,14 @@ def status(agent: str | None, url: str, token: str | None, as_json: bool) -> Non
         for line in server_warnings(remote):
             click.echo(f"warning: {line}", err=True)  # stdout stays JSON for scripts
         return
-    for line in server_warnings(remote):
-        click.echo(f"warning: {line}")
     agents = [payload] if agent else payload
     click.echo(table([_status_row(a) for a in agents], STATUS_HEADERS))
     for a in agents if agent else []:
         for check in (a.get("gate_report") or {}).get("checks", []):
             click.echo(f"  {check['result']:<8} {check['name']}: {check.get('value')} "
                        f"{check.get('comparison', '')} {check.get('threshold')}")
+    for line in server_warnings(remote):
+        click.echo(f"warning: {line}")
 
 
 def server_warnings(remote: Remote) -> list[str]:
