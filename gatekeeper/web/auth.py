@@ -29,7 +29,7 @@ def login() -> ResponseReturnValue:
         if current_user() is not None:
             return redirect(_next_page())
         return render_template("web/login.html", next=_next_page(), error=None)
-    username = request.form.get("username", "").strip()[:100]
+    username = request.form.get("username", "").replace("\x00", "").strip()[:100]  # Postgres refuses NUL
     password = request.form.get("password", "")[:1000]
     svc, now, address = services(), time.time(), request.remote_addr or "unknown"
     if _throttled(svc, username=username, address=address, now=now):

@@ -87,3 +87,10 @@ def test_the_throttle_is_shared_by_gunicorn_workers_and_replicas(
     assert [_post_sign_in(s.url, "wrong password") for s in (first, second, first, second, first)] == [401] * 5
     for server in (first, second, first, second):
         assert _post_sign_in(server.url, PASSWORD) == 429
+
+
+def test_a_nul_in_the_username_is_a_wrong_password_not_an_error(app: Flask, client: FlaskClient) -> None:
+    add_users(app, "alice")
+    assert attempt(client, "ali\x00ce", "guess")[0] == 401
+    with svc(app).db.engine.connect() as connection:
+        assert connection.execute(text("SELECT username FROM sign_in_failures")).scalars().all() == ["alice"]
