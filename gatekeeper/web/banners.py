@@ -6,17 +6,20 @@ away by itself once its cause clears, e.g. when a scheduler starts.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
+from markupsafe import Markup, escape
 
 from gatekeeper.server_warnings import ServerWarning, current_warnings
 from gatekeeper.services import services
 from gatekeeper.web.security import current_user
 
 bp = Blueprint("banners", __name__)
+CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
 @bp.get("/partials/banners")
@@ -35,3 +38,9 @@ def server_warnings() -> list[ServerWarning]:
     if current_user() is None:
         return []
     return current_warnings(services(), now=time.time())
+
+
+@bp.app_template_filter("code_spans")
+def code_spans(text: str) -> Markup:
+    """Escape `text` and show its `backquoted` commands as code."""
+    return Markup(CODE_SPAN.sub(r"<code>\1</code>", str(escape(text))))

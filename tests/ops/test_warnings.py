@@ -19,6 +19,7 @@ from gatekeeper.scheduler import GateScheduler
 from gatekeeper.scheduler_status import judge
 from gatekeeper.sources import InMemorySource
 from gatekeeper.store.tokens import create_user
+from gatekeeper.web.banners import code_spans
 from tests.conftest import POLICIES, svc
 from tests.support.http import serve_app
 
@@ -103,6 +104,7 @@ def test_no_scheduler_shows_in_the_api_readyz_the_dashboard_and_status(
     for page in ("/", "/approvals", "/policies", "/partials/banners"):
         html = dashboard.get(page).get_data(as_text=True)
         assert 'data-testid="banner-scheduler"' in html and "No scheduler has ticked within 15s" in html, page
+        assert "run <code>gatekeeper scheduler</code>, or <code>gatekeeper serve --with-scheduler</code>" in html
     assert "warning: No scheduler has ticked within 15s" in status_output(live, rm)
 
     tick(app, at=time.time())
@@ -142,3 +144,7 @@ def test_a_policy_file_broken_on_reload_is_loud_and_the_last_good_revision_stays
     path.write_text((POLICIES / "support-default.yaml").read_text())  # fixed
     assert "banner-policy" not in dashboard.get("/").get_data(as_text=True)
     assert client.get("/readyz").json["checks"]["policies"] == "3 loaded"
+
+
+def test_banner_text_is_escaped_and_only_backquotes_become_code() -> None:
+    assert str(code_spans("run `a <b>` & <i>x</i>")) == "run <code>a &lt;b&gt;</code> &amp; &lt;i&gt;x&lt;/i&gt;"
