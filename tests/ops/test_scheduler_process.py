@@ -1,13 +1,9 @@
-"""A scheduler beside real servers: the dashboard's banner comes and goes in Chromium, and
-`serve --with-scheduler` replicas keep one leader and stop their schedulers with them (issue 11 §2)."""
+"""`serve --with-scheduler` replicas keep one leader and stop their schedulers with them (issue 11 §2)."""
 
 from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import POLICIES
-from tests.ops.conftest import Server, prepare_database, server_env
+from tests.support.servers import Server, prepare_database
 
 PASSWORD = "correct horse battery"
 
@@ -36,33 +31,6 @@ def scheduler_view(server: Server, token: str) -> dict[str, Any]:
     assert answer.status_code == 200, answer.text
     found: dict[str, Any] = answer.json()
     return found
-
-
-def test_the_no_scheduler_banner_appears_and_goes_away_when_a_scheduler_starts(
-        tmp_path: Path, servers: Callable[..., Server], page: Any) -> None:
-    url = f"sqlite:///{tmp_path / 'gk.db'}"
-    prepare_database(url, users={"alice": PASSWORD})
-    server = servers(database_url=url)
-    page.goto(f"{server.url}/login")
-    assert page.locator("[data-testid=banner-scheduler]").count() == 0  # nothing is told before sign-in
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    banner = page.locator("[data-testid=banner-scheduler]")
-    assert "No scheduler has ticked within 15s" in banner.inner_text()
-    assert "gatekeeper scheduler" in banner.inner_text()
-    page.goto(f"{server.url}/approvals")
-    assert banner.is_visible()
-
-    with open(tmp_path / "scheduler.log", "wb") as log:
-        scheduler = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "scheduler", "--interval", "1s"],
-                                     env=server_env(url, POLICIES), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        banner.wait_for(state="detached", timeout=20_000)  # the page's own refresh, no reload
-        assert page.locator("[data-testid=banners]").inner_text().strip() == ""
-    finally:
-        scheduler.send_signal(signal.SIGTERM)
-        scheduler.wait(timeout=20)
 
 
 def _parent_of(pid: int) -> int | None:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from gatekeeper.store.tokens import create_user
 from tests.conftest import svc
-from tests.ops.conftest import Server, prepare_database
+from tests.support.servers import Server, prepare_database
 
 PASSWORD = "correct horse battery"
 
