@@ -12,9 +12,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
+from gatekeeper import create_app
 from gatekeeper.store.tokens import create_user
-from tests.conftest import svc
+from tests.conftest import POLICIES, svc
 from tests.support.servers import Server, prepare_database
+from tests.support.services import PostgresServer
 
 PASSWORD = "correct horse battery"
 
@@ -94,3 +96,16 @@ def test_a_nul_in_the_username_is_a_wrong_password_not_an_error(app: Flask, clie
     assert attempt(client, "ali\x00ce", "guess")[0] == 401
     with svc(app).db.engine.connect() as connection:
         assert connection.execute(text("SELECT username FROM sign_in_failures")).scalars().all() == ["alice"]
+
+
+def test_the_throttle_counts_the_same_on_postgres(postgres: PostgresServer) -> None:
+    app = create_app({"database_url": postgres.create_database("throttle"), "policy_dir": POLICIES})
+    svc(app).db.upgrade()
+    try:
+        add_users(app, "alice")
+        for n in range(5):
+            assert attempt(app.test_client(), "alice", "guess", address=f"10.0.4.{n}")[0] == 401
+        assert attempt(app.test_client(), "alice", PASSWORD, address="10.0.4.9")[0] == 429
+        assert attempt(app.test_client(), "ali\x00ce", PASSWORD, address="10.0.5.1")[0] == 429
+    finally:
+        svc(app).db.dispose()
