@@ -5,7 +5,9 @@ if that is the agent's candidate). The policy's `alerts.by_severity` (by the `se
 label) or else `alerts.default` chooses the action:
 
 - rollback: one rung down; the rollout pauses there for a person.
-- hold: the rollout is held until the alert resolves; the gate does not lift this hold.
+- hold: the rollout is held until the alert resolves; the gate does not lift this hold. A rollout
+  the gate already holds is held again by the alert, so the history shows the alert's hold (actor,
+  reason, labels) before its release.
 - kill: the kill switch: revert per the policy's kill_switch and deny the candidate's calls.
 
 Each alert is keyed by (fingerprint, startsAt). Its receipt is inserted in the same
@@ -132,10 +134,6 @@ def _apply(svc: Services, session: Session, agent: Agent, rollout: Rollout, aler
     loaded = svc.policies.get(agent.policy)
     action = loaded.policy.alerts.action_for(alert.labels.get("severity"))
     reason = _reason(alert)
-    if action == "hold" and rollout.state == "held":
-        rollout.state_reason = reason  # the alert now owns the hold, so the gate cannot lift it
-        session.add(rollout)
-        return _outcome(alert, "acted", transition="hold", detail=reason)
     try:
         transition(session, loaded, agent, rollout, action, actor=actor, reason=reason, now=now,
                    metrics=_metrics(alert))

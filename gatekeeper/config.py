@@ -5,9 +5,13 @@
 | GATEKEEPER_DATABASE_URL | sqlite:///gatekeeper.db | sqlite:///PATH or postgresql://USER@HOST/DB (psycopg 3) |
 | GATEKEEPER_POLICY_DIR | ./policies if present, else the example policies in the package | folder of *.yaml policies |
 | GATEKEEPER_POLICY_RELOAD | 2s | how often a process looks for changed policy files |
-| GATEKEEPER_SECRET_KEY | random per process | signs dashboard session cookies; set it when running several workers |
+| GATEKEEPER_SECRET_KEY | kept in the database | signs dashboard cookies; every worker and replica shares it |
 | GATEKEEPER_PROMETHEUS_URL | (none) | Prometheus base URL; without it the built-in metrics source is used |
 | GATEKEEPER_PROMETHEUS_TIMEOUT | 5s | timeout of one PromQL query |
+| GATEKEEPER_PROMETHEUS_FAIL_MAX | 3 | failed queries in a row that open the circuit breaker |
+| GATEKEEPER_PROMETHEUS_RESET_TIMEOUT | 30s | an open breaker's wait before its trial query (each cycle also probes) |
+| GATEKEEPER_SIGNIN_MAX_FAILURES | 5 | failed sign-ins per user and per address in the window before refusal |
+| GATEKEEPER_SIGNIN_WINDOW | 5m | the sign-in throttle's window |
 | GATEKEEPER_WEBHOOK_URLS | (none) | comma-separated URLs notified of every transition |
 | GATEKEEPER_MAX_BODY_BYTES | 65536 | largest accepted request body |
 """
@@ -15,7 +19,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -71,9 +74,13 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     policy_dir: Path = field(default_factory=_default_policy_dir)
     policy_reload_s: float = 2.0
-    secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    secret_key: str | None = None  # None: the key made once and kept in the database
     prometheus_url: str | None = None
     prometheus_timeout_s: float = 5.0
+    prometheus_fail_max: int = 3
+    prometheus_reset_timeout_s: float = 30.0
+    signin_max_failures: int = 5
+    signin_window_s: float = 300.0
     webhook_urls: tuple[str, ...] = ()
     max_body_bytes: int = 65536
 
@@ -105,6 +112,12 @@ class Settings:
             raise ConfigError(f"GATEKEEPER_POLICY_DIR {self.policy_dir} is not a folder")
         if self.max_body_bytes < 1024:
             raise ConfigError("GATEKEEPER_MAX_BODY_BYTES must be at least 1024")
+        if self.prometheus_fail_max < 1:
+            raise ConfigError("GATEKEEPER_PROMETHEUS_FAIL_MAX must be at least 1")
+        if self.prometheus_reset_timeout_s <= 0 or self.signin_window_s <= 0:
+            raise ConfigError("GATEKEEPER_PROMETHEUS_RESET_TIMEOUT and GATEKEEPER_SIGNIN_WINDOW must be above zero")
+        if self.signin_max_failures < 1:
+            raise ConfigError("GATEKEEPER_SIGNIN_MAX_FAILURES must be at least 1")
         return self
 
 
@@ -121,7 +134,26 @@ def _read_env(env: Mapping[str, str], values: dict[str, Any]) -> None:
         values["prometheus_url"] = prom.rstrip("/")
     if timeout := env.get("GATEKEEPER_PROMETHEUS_TIMEOUT"):
         values["prometheus_timeout_s"] = parse_duration(timeout)
+    _read_ops_env(env, values)
     if hooks := env.get("GATEKEEPER_WEBHOOK_URLS"):
         values["webhook_urls"] = tuple(u.strip() for u in hooks.split(",") if u.strip())
     if size := env.get("GATEKEEPER_MAX_BODY_BYTES"):
         values["max_body_bytes"] = int(size)
+
+
+def _read_ops_env(env: Mapping[str, str], values: dict[str, Any]) -> None:
+    if fail_max := env.get("GATEKEEPER_PROMETHEUS_FAIL_MAX"):
+        values["prometheus_fail_max"] = _integer("GATEKEEPER_PROMETHEUS_FAIL_MAX", fail_max)
+    if reset := env.get("GATEKEEPER_PROMETHEUS_RESET_TIMEOUT"):
+        values["prometheus_reset_timeout_s"] = parse_duration(reset)
+    if failures := env.get("GATEKEEPER_SIGNIN_MAX_FAILURES"):
+        values["signin_max_failures"] = _integer("GATEKEEPER_SIGNIN_MAX_FAILURES", failures)
+    if window := env.get("GATEKEEPER_SIGNIN_WINDOW"):
+        values["signin_window_s"] = parse_duration(window)
+
+
+def _integer(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {text!r}") from None

@@ -7,10 +7,11 @@ Postgres frees by itself when the leader's connection dies, so a wedged leader w
 row has not yet expired still cannot be joined by a second one. A standby ticks too and takes
 over once the lease expires; a leader that stops cleanly gives the lease up at once.
 
-Each tick (an APScheduler interval job that never overlaps itself) the leader runs
-`gating.evaluate_all`, then `notify.deliver_due`. Evaluations are unique per (rollout,
-window), so even a leader that lost its lease in the middle of a tick cannot act twice on a
-window.
+Each tick (an APScheduler interval job that never overlaps itself) the leader renews the lease
+and writes its heartbeat in one transaction (servers read it: `GET /v1/scheduler`, `/readyz`,
+the dashboard's banner), then runs `gating.evaluate_all`, then `notify.deliver_due`.
+Evaluations are unique per (rollout, window), so even a leader that lost its lease in the middle
+of a tick cannot act twice on a window.
 """
 
 from __future__ import annotations
@@ -36,14 +37,15 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, select
 
 from gatekeeper import gating, notify
+from gatekeeper.scheduler_status import LEASE_NAME
 from gatekeeper.services import Services
 from gatekeeper.sources import MetricsSource
 from gatekeeper.store.db import Database
+from gatekeeper.store.heartbeats import record_tick
 from gatekeeper.store.models import Lease
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = "scheduler"
 ADVISORY_KEY = 0x6761_7465  # "gate": one key for every Gatekeeper scheduler sharing the database
 
 
@@ -55,10 +57,12 @@ def default_holder() -> str:
 class SchedulerLease:
     """The lease row (and on Postgres the advisory lock) that makes one scheduler the leader."""
 
-    def __init__(self, db: Database, *, holder: str, ttl_s: float, name: str = LEASE_NAME) -> None:
+    def __init__(self, db: Database, *, holder: str, ttl_s: float, name: str = LEASE_NAME,
+                 interval_s: float | None = None) -> None:
         self.db = db
         self.holder = holder
         self.ttl_s = ttl_s
+        self.interval_s = interval_s or ttl_s / 3
         self.name = name
         self._lock: Connection | None = None
 
@@ -68,7 +72,10 @@ class SchedulerLease:
             return False
         try:
             with self.db.transaction() as session:
-                return _take(session, self.name, self.holder, expires_at=now + self.ttl_s, now=now)
+                leading = _take(session, self.name, self.holder, expires_at=now + self.ttl_s, now=now)
+                if leading:
+                    record_tick(session, self.name, holder=self.holder, now=now, interval_s=self.interval_s)
+                return leading
         except IntegrityError:  # another process inserted the first lease row at the same moment
             return False
 
@@ -140,7 +147,7 @@ class GateScheduler:
         self.source = source
         self.interval_s = interval_s
         self.lease = SchedulerLease(svc.db, holder=holder or default_holder(),
-                                    ttl_s=lease_ttl_s or max(15.0, 3 * interval_s))
+                                    ttl_s=lease_ttl_s or max(15.0, 3 * interval_s), interval_s=interval_s)
         self.sender = sender or notify.WebhookSender(svc.settings.webhook_urls)
         self.clock = clock
         self.leading = False

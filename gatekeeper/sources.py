@@ -4,13 +4,17 @@
     ├── PrometheusSource       PromQL via prometheus-api-client: one query per metric and window for
     │                          all agents at once (`sum by (agent, version, arm) (...)`), a timeout on
     │                          every query, and a pybreaker breaker so an outage fails fast and shows
-    │                          as "metrics unavailable" instead of stalling every cycle
+    │                          as "metrics unavailable" instead of stalling every cycle; while the
+    │                          breaker is open each cycle sends one probe, and the first that succeeds
+    │                          closes it, so evaluation resumes at the first cycle after the outage
     ├── BuiltinSource          the same numbers from the gatekeeper's own sessions and decisions
     │                          (the embedded default when no Prometheus is configured)
     └── InMemorySource         a fake for tests, behind the same interface
 
 A source never raises for an outage: the batch's `status` says the source is unavailable and
 the gate holds. A single PromQL check that Prometheus rejects is an `error` of that check only.
+An outage reads as one message per cycle, the last real failure (never a message wrapping the
+previous cycle's message).
 """
 
 from __future__ import annotations
@@ -91,7 +95,9 @@ class QueryRejected(Exception):
 def build_source(settings: Settings, db: Database) -> MetricsSource:
     """Return Prometheus when GATEKEEPER_PROMETHEUS_URL is set, else the built-in source."""
     if settings.prometheus_url:
-        return PrometheusSource(settings.prometheus_url, timeout_s=settings.prometheus_timeout_s)
+        return PrometheusSource(settings.prometheus_url, timeout_s=settings.prometheus_timeout_s,
+                                fail_max=settings.prometheus_fail_max,
+                                reset_timeout_s=settings.prometheus_reset_timeout_s)
     return BuiltinSource(db)
 
 
@@ -112,6 +118,8 @@ PROMQL: Mapping[str, str] = {
     "spend_dollars": f'{_BY} (increase(gatekeeper_spend_dollars_total{{arm="candidate"}}[WINDOW]))',
 }
 _QUERY_ERROR_STATUS = re.compile(r"HTTP Status Code (400|422)\b")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
+PROBE = "vector(1)"  # the cheapest query Prometheus answers: is it back?
 
 
 def _is_query_error(exc: BaseException) -> bool:
@@ -133,9 +141,12 @@ class PrometheusSource:
         self.timeout_s = timeout_s
         self.breaker = pybreaker.CircuitBreaker(fail_max=fail_max, reset_timeout=reset_timeout_s,
                                                 exclude=[_is_query_error], name="prometheus")
+        self.url = url
+        self.fail_max = fail_max
         self.queries_sent = 0
         self._down_since: float | None = None
         self._error: str | None = None
+        self._cause: str | None = None  # the last real failure; a breaker message never lands here
 
     def status(self) -> SourceStatus:
         """Return whether Prometheus answered the last cycle, and since when it has not."""
@@ -144,6 +155,7 @@ class PrometheusSource:
     def tier_signals(self, requests: Sequence[SignalRequest], *, now: float) -> SignalBatch:
         """Query each metric once per window for all requests, then each extra PromQL check."""
         before = self.queries_sent
+        self._probe(now=now)
         try:
             signals = self._collect(requests, now=now)
         except MetricsUnavailable as exc:
@@ -151,7 +163,7 @@ class PrometheusSource:
             self._error = str(exc)
             log.warning("prometheus unavailable: %s", exc)
             return SignalBatch(self.status(), {}, self.queries_sent - before)
-        self._down_since, self._error = None, None
+        self._down_since, self._error, self._cause = None, None, None
         return SignalBatch(self.status(), signals, self.queries_sent - before)
 
     def query(self, expr: str, *, now: float) -> list[dict[str, Any]]:
@@ -160,16 +172,31 @@ class PrometheusSource:
         try:
             result: list[dict[str, Any]] = self.breaker.call(
                 self._client.custom_query, expr, params={"time": f"{now:.3f}"}, timeout=self.timeout_s)
-        except pybreaker.CircuitBreakerError:
-            raise MetricsUnavailable(f"circuit open after repeated failures ({self._error or 'no answer'})"
-                                     ) from None
-        except requests.RequestException as exc:
-            raise MetricsUnavailable(f"{type(exc).__name__}: {_short(exc)}") from None
-        except PrometheusApiClientException as exc:
+        except pybreaker.CircuitBreakerError as exc:
+            # The failure that opens the breaker arrives wrapped: keep what really went wrong.
+            if (failure := _failure_text(exc.__cause__ or exc.__context__)) is not None:
+                self._cause = failure
+            raise MetricsUnavailable(f"circuit open after {self.fail_max} failed queries; last error: "
+                                     f"{self._cause or 'no answer'} at {self.url}") from None
+        except (requests.RequestException, PrometheusApiClientException) as exc:
             if _is_query_error(exc):
                 raise QueryRejected(_short(exc)) from None
-            raise MetricsUnavailable(_short(exc)) from None
+            self._cause = _failure_text(exc)
+            raise MetricsUnavailable(f"{self._cause or _short(exc)} at {self.url}") from None
         return result
+
+    def _probe(self, *, now: float) -> None:
+        """While the breaker is open, ask once whether Prometheus is back, and close the breaker if it is."""
+        if self.breaker.current_state != pybreaker.STATE_OPEN:
+            return
+        self.queries_sent += 1
+        try:
+            self._client.custom_query(PROBE, params={"time": f"{now:.3f}"}, timeout=self.timeout_s)
+        except (requests.RequestException, PrometheusApiClientException) as exc:
+            self._cause = _failure_text(exc) or self._cause
+            return
+        log.info("prometheus answers again; the circuit breaker closes")
+        self.breaker.close()
 
     def _collect(self, requests: Sequence[SignalRequest], *, now: float) -> dict[Key, TierSignals]:
         signals: dict[Key, TierSignals] = {}
@@ -223,6 +250,20 @@ def _single_value(result: list[dict[str, Any]]) -> float | None:
     if len(result) > 1:
         raise ValueError(f"returned {len(result)} series; a gate query must return one")
     return float(result[0]["value"][1])
+
+
+def _failure_text(exc: BaseException | None) -> str | None:
+    """Return one short line saying what a failed request hit, or None for anything else."""
+    if isinstance(exc, requests.Timeout):
+        return f"{type(exc).__name__}: no answer within the query timeout"
+    if isinstance(exc, requests.ConnectionError):
+        found = _ERRNO.search(str(exc))
+        return f"ConnectionError: {found.group(1).strip() if found else 'cannot connect'}"
+    if isinstance(exc, requests.RequestException):
+        return f"{type(exc).__name__}: {_short(exc)}"
+    if isinstance(exc, PrometheusApiClientException):
+        return _short(exc)
+    return None
 
 
 def _short(exc: BaseException) -> str:

@@ -16,8 +16,10 @@ def register_api(app: Flask) -> None:
     """Attach every API blueprint and the error handlers."""
     from gatekeeper.api import agents, runtime, system
     from gatekeeper.api.alerts import bp as alerts_bp
+    from gatekeeper.api.heartbeat import bp as heartbeat_bp
 
     app.register_blueprint(system.bp)
+    app.register_blueprint(heartbeat_bp)
     app.register_blueprint(agents.bp)
     app.register_blueprint(alerts_bp)
     runtime.register(app)  # sessions, decisions, outcomes, approvals, /metrics

@@ -67,9 +67,12 @@ STATUS_HEADERS = ("AGENT", "STABLE", "CANDIDATE", "TIER", "STATE", "GATE", "APPR
 @_remote_options
 def status(agent: str | None, url: str, token: str | None, as_json: bool) -> None:
     """Show every agent (or one) with its stage, tier, state and gate result."""
-    payload = Remote(url, token).call("GET", f"/v1/agents/{agent}" if agent else "/v1/agents")
+    remote = Remote(url, token)
+    payload = remote.call("GET", f"/v1/agents/{agent}" if agent else "/v1/agents")
     if as_json:
         click.echo(json.dumps(payload, indent=2))
+        for line in server_warnings(remote):
+            click.echo(f"warning: {line}", err=True)  # stdout stays JSON for scripts
         return
     agents = [payload] if agent else payload
     click.echo(table([_status_row(a) for a in agents], STATUS_HEADERS))
@@ -77,6 +80,17 @@ def status(agent: str | None, url: str, token: str | None, as_json: bool) -> Non
         for check in (a.get("gate_report") or {}).get("checks", []):
             click.echo(f"  {check['result']:<8} {check['name']}: {check.get('value')} "
                        f"{check.get('comparison', '')} {check.get('threshold')}")
+    for line in server_warnings(remote):
+        click.echo(f"warning: {line}")
+
+
+def server_warnings(remote: Remote) -> list[str]:
+    """Return what the server warns about (no scheduler ticking, a policy file that failed to load)."""
+    try:
+        ready = remote.call("GET", "/readyz")
+    except click.ClickException:
+        return []  # an unready server: the command's own call says what is wrong
+    return [str(line) for line in ready.get("warnings", [])] if isinstance(ready, dict) else []
 
 
 def _action_command(action: str, doc: str) -> click.Command:

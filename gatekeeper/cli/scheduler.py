@@ -15,7 +15,8 @@ if TYPE_CHECKING:  # imported lazily below: `gatekeeper --help` need not load AP
     from gatekeeper.scheduler import GateScheduler
 
 
-def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+def duration_seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Parse a duration option (`5s`, `1m` or plain seconds) into seconds above zero."""
     if value is None:
         return None
     try:
@@ -29,9 +30,9 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> f
 
 @click.command("scheduler")
 @click.option("--once", is_flag=True, help="Run one cycle (if this process can lead) and exit.")
-@click.option("--interval", default="5s", show_default=True, callback=_seconds,
+@click.option("--interval", default="5s", show_default=True, callback=duration_seconds,
               help="How often to tick; each policy's gate.interval decides when a rollout is evaluated.")
-@click.option("--lease-ttl", default=None, callback=_seconds,
+@click.option("--lease-ttl", default=None, callback=duration_seconds,
               help="How long leadership lasts without renewal [default: max(15s, 3 x interval)].")
 def scheduler(once: bool, interval: float, lease_ttl: float | None) -> None:
     """Evaluate every rollout's gate at its policy's interval and act on it; deliver notifications."""

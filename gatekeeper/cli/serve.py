@@ -1,17 +1,31 @@
-"""`gatekeeper serve`: the API and dashboard under gunicorn, metrics correct across workers."""
+"""`gatekeeper serve`: the API and dashboard under gunicorn, metrics correct across workers.
+
+With `--with-scheduler` it also runs one `gatekeeper scheduler` process beside the workers (for
+single-node installs): serve then stays as the parent of both, passes SIGTERM and SIGINT on,
+restarts the scheduler if it dies, and stops it when the server stops. Replicas that all do this
+still have one leader: the schedulers share the lease.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from types import FrameType
 
 import click
 
+from gatekeeper.cli.scheduler import duration_seconds
 from gatekeeper.config import Settings
 from gatekeeper.errors import ConfigError
+
+RESTART_DELAY_S = 5.0
+STOP_TIMEOUT_S = 20.0
 
 APP = "gatekeeper.wsgi:app"
 
@@ -27,7 +41,12 @@ APP = "gatekeeper.wsgi:app"
               help="Folder of the workers' metric files (default: PROMETHEUS_MULTIPROC_DIR or a temp folder).")
 @click.option("--timeout", default=30, show_default=True, type=click.IntRange(1, 3600),
               help="Seconds before a silent worker is restarted.")
-def serve(bind: str, workers: int, threads: int, upgrade: bool, metrics_dir: Path | None, timeout: int) -> None:
+@click.option("--with-scheduler", is_flag=True,
+              help="Also run one scheduler beside the workers (single-node installs); stopped with the server.")
+@click.option("--scheduler-interval", default="5s", show_default=True, callback=duration_seconds,
+              help="How often that scheduler ticks.")
+def serve(bind: str, workers: int, threads: int, upgrade: bool, metrics_dir: Path | None, timeout: int,
+          with_scheduler: bool, scheduler_interval: float) -> None:
     """Serve the API and the dashboard with gunicorn."""
     try:
         settings = Settings.from_env()
@@ -38,10 +57,13 @@ def serve(bind: str, workers: int, threads: int, upgrade: bool, metrics_dir: Pat
     folder = _fresh_metrics_dir(metrics_dir, bind)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
     click.echo(f"gatekeeper: serving on http://{bind} with {workers} workers; metrics files in {folder}", err=True)
+    command = gunicorn_command(bind=bind, workers=workers, threads=threads, timeout=timeout)
+    if with_scheduler:
+        click.echo(f"gatekeeper: and a scheduler ticking every {scheduler_interval:g}s", err=True)
+        sys.exit(supervise(command, scheduler_command(interval_s=scheduler_interval), env=env))
     # exec, not fork: prometheus_client picks multiprocess mode when it is first imported,
     # so gunicorn must start in a fresh interpreter that sees PROMETHEUS_MULTIPROC_DIR.
-    os.execve(sys.executable, gunicorn_command(bind=bind, workers=workers, threads=threads, timeout=timeout),
-              env)
+    os.execve(sys.executable, command, env)
 
 
 def gunicorn_command(*, bind: str, workers: int, threads: int, timeout: int, app: str = APP) -> list[str]:
@@ -49,6 +71,51 @@ def gunicorn_command(*, bind: str, workers: int, threads: int, timeout: int, app
     return [sys.executable, "-m", "gunicorn", app, "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--timeout", str(timeout), "--graceful-timeout", "10",
             "--worker-class", "gthread" if threads > 1 else "sync", "--log-level", "warning"]
+
+
+def scheduler_command(*, interval_s: float) -> list[str]:
+    """Return the command line of the scheduler `serve --with-scheduler` runs."""
+    return [sys.executable, "-m", "gatekeeper.cli", "scheduler", "--interval", f"{interval_s:g}s"]
+
+
+def supervise(server_command: list[str], scheduler_command: list[str], *, env: dict[str, str]) -> int:
+    """Run the server and a scheduler until the server exits; return the server's exit code."""
+    server = subprocess.Popen(server_command, env=env)
+    scheduler = subprocess.Popen(scheduler_command, env=env)
+    stopping = False
+
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in (server, scheduler):
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    try:
+        while server.poll() is None:
+            time.sleep(0.2)
+            if scheduler.poll() is not None and not stopping:
+                click.echo(f"gatekeeper: the scheduler exited ({scheduler.returncode}); restarting it in "
+                           f"{RESTART_DELAY_S:g}s", err=True)
+                time.sleep(RESTART_DELAY_S)
+                if not stopping:
+                    scheduler = subprocess.Popen(scheduler_command, env=env)
+    finally:
+        _stop(scheduler)
+        _stop(server)
+    return server.returncode or 0
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=5)
 
 
 def _upgrade(url: str) -> None:
@@ -72,4 +139,4 @@ def _fresh_metrics_dir(given: Path | None, bind: str) -> Path:
     return folder
 
 
-__all__ = ["gunicorn_command", "serve"]
+__all__ = ["gunicorn_command", "scheduler_command", "serve", "supervise"]

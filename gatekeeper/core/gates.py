@@ -302,7 +302,8 @@ def tier_values(signals: TierSignals, *, traffic_percent: float) -> dict[str, fl
 
 
 def _tier_checks(gate: TierGate, values: Mapping[str, float | None], source: SourceStatus) -> list[Check]:
-    error = None if source.available else (source.error or "metrics unavailable")
+    # The source's error is in the report once (its reasons and metrics_source), not again per check.
+    error = None if source.available else "metrics unavailable"
     limits: list[tuple[str, float, Comparison]] = [
         ("sessions", gate.min_sessions, ">="), ("error_rate", gate.max_error_rate, "<="),
         ("p95_latency_s", gate.max_p95_latency_s, "<="),

@@ -180,6 +180,7 @@ _HANDLERS: dict[str, _Handler] = {
     "resume": _Handler(frozenset({"paused", "held", "killed"}), _set_state("progressing")),
     "kill": _Handler(_LIVE, _kill),
     "abort": _Handler(_LIVE | {"killed"}, _set_state("aborted")),
-    "hold": _Handler(frozenset({"progressing"}), _set_state("held")),
+    # A held rollout may be held again, by a new cause (an alert on a gate's hold): one more audit entry.
+    "hold": _Handler(frozenset({"progressing", "held"}), _set_state("held")),
     "release": _Handler(frozenset({"held"}), _set_state("progressing")),
 }

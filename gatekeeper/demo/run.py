@@ -87,8 +87,9 @@ def _settings(options: DemoOptions, workdir: Path, db_path: Path, echo: Echo) ->
     echo(f"  {describe_overrides()}" + ("" if keep_queries else "; extra PromQL checks dropped (built-in source)"))
     source = f"Prometheus at {options.prometheus_url}" if options.prometheus_url else "the built-in metrics source"
     echo(f"gates read {source}; database {db_path}")
+    # No secret key: the server's workers share the one made once and kept in the database, as in production.
     return Settings(database_url=f"sqlite:///{db_path}", policy_dir=policy_dir, policy_reload_s=2.0,
-                    secret_key=secrets.token_hex(32), prometheus_url=options.prometheus_url).validated()
+                    prometheus_url=options.prometheus_url).validated()
 
 
 def _credentials(svc: Services, password: str) -> tuple[str, dict[str, str]]:
@@ -129,8 +130,7 @@ def _cause(interrupt: KeyboardInterrupt) -> str:
 @contextmanager
 def _server(settings: Settings, options: DemoOptions, workdir: Path, echo: Echo) -> Iterator[None]:
     env = {**os.environ, "GATEKEEPER_DATABASE_URL": settings.database_url,
-           "GATEKEEPER_POLICY_DIR": str(settings.policy_dir), "GATEKEEPER_SECRET_KEY": settings.secret_key,
-           "GATEKEEPER_POLICY_RELOAD": "2s"}
+           "GATEKEEPER_POLICY_DIR": str(settings.policy_dir), "GATEKEEPER_POLICY_RELOAD": "2s"}
     command = [sys.executable, "-m", "gatekeeper.cli", "serve", "--bind", f"127.0.0.1:{options.port}",
                "--workers", str(options.workers), "--metrics-dir", str(workdir / "metrics")]
     with open(workdir / "server.log", "ab") as log:

@@ -239,3 +239,33 @@ class Notification(SQLModel, table=True):
     next_attempt_at: float
     delivered_at: float | None = Field(default=None, index=True)
     last_error: str | None = Field(default=None, max_length=1000)
+
+
+class SigningKey(SQLModel, table=True):
+    """A secret made once and shared by every worker and replica (the dashboard's cookie signing key)."""
+
+    __tablename__ = "signing_keys"
+    name: str = Field(primary_key=True, max_length=50)
+    value: str = Field(max_length=200)
+    created_at: float
+
+
+class SchedulerHeartbeat(SQLModel, table=True):
+    """The leading scheduler's last tick, so that servers can tell whether anything evaluates gates."""
+
+    __tablename__ = "scheduler_heartbeats"
+    name: str = Field(primary_key=True, max_length=100)  # the lease's name
+    holder: str = Field(max_length=200)
+    ticked_at: float
+    interval_s: float
+    leading_since: float
+
+
+class SignInFailure(SQLModel, table=True):
+    """One failed dashboard sign-in, kept for the throttle's window (shared by every worker)."""
+
+    __tablename__ = "sign_in_failures"
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=100, index=True)
+    address: str = Field(max_length=100, index=True)
+    at: float = Field(index=True)

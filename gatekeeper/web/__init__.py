@@ -19,6 +19,7 @@ def register_web(app: Flask) -> None:
     from gatekeeper.web.agents import bp as agents_bp
     from gatekeeper.web.approvals import bp as approvals_bp
     from gatekeeper.web.auth import bp as auth_bp
+    from gatekeeper.web.banners import bp as banners_bp
     from gatekeeper.web.policies import bp as policies_bp
 
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
@@ -27,7 +28,7 @@ def register_web(app: Flask) -> None:
     web = Blueprint("web", __name__, template_folder="templates", static_folder="static",
                     static_url_path="/assets")
     security.install(web)
-    for child in (auth_bp, agents_bp, approvals_bp, policies_bp):
+    for child in (auth_bp, agents_bp, approvals_bp, policies_bp, banners_bp):
         web.register_blueprint(child)
     app.register_blueprint(web)
     app.session_interface = security.CookieSessionsOnDemand()

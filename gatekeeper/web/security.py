@@ -1,6 +1,8 @@
 """Who is signed in, CSRF tokens, role checks, HTML error pages and security headers.
 
-The signed-in user's id lives in Flask's signed session cookie (HttpOnly, SameSite=Lax);
+The signed-in user's id lives in Flask's signed session cookie (HttpOnly, SameSite=Lax), signed
+with one key for every worker and replica: GATEKEEPER_SECRET_KEY, else a key made once and kept
+in the database (the first process to need it makes it; concurrent first starts agree on one).
 the user row is read again on every request so a deleted user or a changed role takes
 effect at once. Every POST must carry the session's CSRF token (a form field or the
 X-CSRF-Token header): SameSite alone leaves same-site subdomains and old browsers open.
@@ -20,18 +22,22 @@ from typing import Any, TypeVar, cast
 from flask import Blueprint, Flask, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.wrappers import Request
-from sqlalchemy.exc import SQLAlchemyError
+from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from gatekeeper.errors import BadRequest, Forbidden, GatekeeperError
 from gatekeeper.services import services
+from gatekeeper.store.db import Database
 from gatekeeper.store.models import User
+from gatekeeper.store.signing import add_signing_key, get_signing_key
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 PUBLIC_ENDPOINTS = frozenset({"web.auth.login", "web.static"})
 CSRF_FIELD = "csrf_token"
+COOKIE_KEY = "dashboard-cookies"
 # Pages carry no third-party anything: the policy proves it and blocks injected scripts.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -68,6 +74,32 @@ class CookieSessionsOnDemand(SecureCookieSessionInterface):
         if self.get_cookie_name(app) not in request.environ.get("HTTP_COOKIE", ""):
             return self.session_class()
         return super().open_session(app, request)
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        # Resolved on first use, not in create_app: the schema may not exist yet when the app is built.
+        if not app.secret_key:
+            app.secret_key = shared_signing_key(app.extensions["gatekeeper"].db)
+        return super().get_signing_serializer(app)
+
+
+def shared_signing_key(db: Database, *, name: str = COOKIE_KEY, attempts: int = 3) -> str:
+    """Return the key stored as `name`, making it first if no process has (race-safe)."""
+    for _ in range(attempts):
+        with db.reading() as session:
+            found = get_signing_key(session, name)
+        if found:
+            return found
+        try:
+            with db.transaction() as session:  # BEGIN IMMEDIATE on SQLite; the primary key on Postgres
+                found = get_signing_key(session, name)
+                if found:
+                    return found
+                made = secrets.token_hex(32)
+                add_signing_key(session, name, value=made, now=time.time())
+            return made
+        except IntegrityError:  # another process stored its key first: read that one
+            continue
+    raise RuntimeError(f"could not read or store the signing key {name!r}")
 
 
 def install(bp: Blueprint) -> None:

@@ -45,7 +45,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, Position] | None] = {
     ("held", "resume"): ("progressing", MID),
     ("held", "kill"): ("killed", Position("shadow", 0)),
     ("held", "abort"): ("aborted", MID),
-    ("held", "hold"): None,
+    ("held", "hold"): ("held", MID),
     ("held", "release"): ("progressing", MID),
     ("paused", "promote"): ("progressing", Position("expansion", 0)),
     ("paused", "promote_full"): ("completed", Position("expansion", 3)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -10,9 +11,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from gatekeeper import rollouts
 from gatekeeper.services import Services
 from gatekeeper.store.models import AlertReceipt, Transition
-from tests.gates.conftest import place, rollout_of, rows
+from tests.gates.conftest import T0, place, rollout_of, rows
 
 STARTS = "2026-01-01T10:00:00.000Z"
 
@@ -135,3 +137,22 @@ def test_an_alert_that_cannot_act_is_refused_not_failed(services: Services, clie
     results = post(client, am, payload(alert()))
     assert results[0]["result"] == "refused" and "first tier" in results[0]["detail"]
     assert position(services) == ("twin", 0, "progressing")
+
+
+def test_an_alert_hold_on_a_rollout_the_gate_holds_is_a_transition_and_so_is_its_release(
+        services: Services, client: FlaskClient, am: dict[str, str], viewer: dict[str, str]) -> None:
+    place(services, stage="canary", tier=0)
+    rollouts.act(services, "bot", "hold", actor="scheduler", reason="tier gate: too few sessions: 1 < 3", now=T0)
+    before = len(rows(services, Transition))
+    held = post(client, am, payload(alert(severity="warning")))
+    assert [(r["result"], r["transition"]) for r in held] == [("acted", "hold")]
+    resolved = post(client, am, payload(alert(severity="warning", status="resolved")))
+    assert [(r["result"], r["transition"]) for r in resolved] == [("resolved", "release")]
+    added = rows(services, Transition)[before:]
+    assert [(t.action, t.actor, t.from_state, t.to_state) for t in added] == [
+        ("hold", "alertmanager:am", "held", "held"), ("release", "alertmanager:am", "held", "progressing")]
+    assert added[0].reason.startswith("alert CandidateErrorRateHigh firing (warning) [f00d]")
+    assert json.loads(added[0].metrics)["alert"]["labels"]["severity"] == "warning"
+    history = client.get("/v1/agents/bot/history?kind=transition", headers=viewer).get_json()["items"]
+    assert [e["action"] for e in history[:3]] == ["release", "hold", "hold"]
+    assert position(services) == ("canary", 0, "progressing")

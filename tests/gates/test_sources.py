@@ -121,7 +121,7 @@ def test_prometheus_outage_fails_fast_and_recovers(prometheus: PrometheusServer)
         prometheus.start()
     assert [b.status.available for b in (first, second, third)] == [False, False, False]
     assert third.status.unavailable_since == T0 and "circuit open" in (third.status.error or "")
-    assert third.for_request(request) is None and third.queries == 1
+    assert third.for_request(request) is None and third.queries == 2  # the probe, then the breaker refuses
     deadline = time.monotonic() + 15
     while not (batch := source.tier_signals([request], now=time.time())).status.available:
         assert time.monotonic() < deadline, batch.status
