@@ -5,14 +5,16 @@ from __future__ import annotations
 import click
 
 from gatekeeper.cli.admin import db, token, user
+from gatekeeper.cli.console import Console
 from gatekeeper.cli.demo import demo
+from gatekeeper.cli.lifecycle import register_lifecycle
 from gatekeeper.cli.ops import register_ops
 from gatekeeper.cli.policy import policy
 from gatekeeper.cli.scheduler import scheduler
 from gatekeeper.cli.serve import serve
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Console, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Gatekeeper: staged rollouts for AI agents (twin, shadow, canary, expansion)."""
 
@@ -25,3 +27,4 @@ main.add_command(scheduler)
 main.add_command(serve)
 main.add_command(demo)
 register_ops(main)
+register_lifecycle(main)
