@@ -95,12 +95,13 @@ APPROVAL_HEADERS = ("ID", "AGENT", "VERSION", "STAGE", "TOOL", "CLASS", "COST", 
 
 @click.command()
 @click.option("--state", type=click.Choice(APPROVAL_STATES), default="pending", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the approval ids, one a line.")
 @remote_options
-def approvals(state: str, url: str, token: str | None, as_json: bool) -> None:
+def approvals(state: str, quiet: bool, url: str, token: str | None, as_json: bool) -> None:
     """List the approval queue (pending calls by default), newest first."""
     payload = Remote(url, token).call("GET", f"/v1/approvals?state={state}")
-    if as_json:
-        click.echo(json.dumps(payload, indent=2))
+    if as_json or quiet:
+        click.echo(json.dumps(payload, indent=2) if as_json else "\n".join(a["approval_id"] for a in payload))
         return
     now = datetime.now(UTC)
     rows = [[a["approval_id"], a["agent"], a["version"], a.get("stage") or "-", a["tool"], a["tool_class"],
