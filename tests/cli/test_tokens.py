@@ -7,11 +7,13 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import requests
 from flask.testing import FlaskClient
 
 from tests.conftest import POLICIES
 from tests.support.processes import Deployment
+from tests.support.services import PostgresServer
 
 
 def test_create_list_and_revoke_through_the_api(client: FlaskClient, rm: dict[str, str],
@@ -75,8 +77,17 @@ def hammer(url: str, token: str, count: int) -> Counter[int]:
     return statuses
 
 
-def test_a_revoked_token_is_refused_by_every_worker_on_the_next_request(tmp_path: Path) -> None:
-    with Deployment(tmp_path, policy_dir=POLICIES) as deployment:
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each kind: the revocation mark is read on a raw connection of either driver."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gatekeeper.db'}"
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    return postgres.create_database("tokens")
+
+
+def test_a_revoked_token_is_refused_by_every_worker_on_the_next_request(tmp_path: Path, database_url: str) -> None:
+    with Deployment(tmp_path, policy_dir=POLICIES, database_url=database_url) as deployment:
         # The first token comes from the database; the rest go through the API with it.
         rm = deployment.cli("token", "create", "--role", "release_manager", "--name", "root",
                             "--db", deployment.database_url).stdout.strip()
