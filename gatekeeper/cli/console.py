@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from gatekeeper.errors import GatekeeperError
 
@@ -26,6 +27,8 @@ class Console(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:  # a bare group: its help, as click shows it
+            fail(exc.format_message(), code=exc.exit_code)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "gatekeeper"
             fail(f"{where}: {one_line(exc.format_message())} (see `{where} --help`)", code=exc.exit_code)

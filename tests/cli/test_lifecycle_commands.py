@@ -102,3 +102,5 @@ def test_every_error_is_one_line_naming_what_is_missing(live_url: str, viewer: d
     assert forbidden.stderr.splitlines() == ["gatekeeper: 403 forbidden: role viewer may not do this; needs "
                                              "release_manager"]
     assert cli(live_url, viewer, "--help").exit_code == 0
+    bare = cli(live_url, viewer, "agent")  # a group alone shows its help, not a folded line
+    assert bare.exit_code == 2 and "Commands:\n  list " in bare.stderr and "set-stable" in bare.stderr
