@@ -14,6 +14,7 @@ import secrets
 import threading
 from typing import Any
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -24,6 +25,7 @@ from gatekeeper.store.models import ApiToken, TokenRevocation, User
 ROLES = ("agent", "viewer", "release_manager", "alertmanager")
 USER_ROLES = ("viewer", "release_manager")
 TOKEN_PREFIX = "gk_"
+REVOCATION_LOCK = 0x676B5F7265766F6B  # "gk_revok": the Postgres advisory lock that orders revocations
 
 
 def hash_token(token: str) -> str:
@@ -66,6 +68,10 @@ def revoke_token(session: Session, token_id: int, *, actor: str, now: float) -> 
         raise NotFound(f"no token with id {token_id}", field="token_id")
     if row.revoked_at is not None:
         raise Conflict(f"token {token_id} ({row.name}) is already revoked", field="token_id")
+    if session.get_bind().dialect.name == "postgresql":
+        # Revocations commit one at a time, so their ids rise in commit order and no reader sees a
+        # newer mark before an older revocation is visible (SQLite's BEGIN IMMEDIATE does the same).
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REVOCATION_LOCK})
     row.revoked_at = now
     session.add(row)
     session.add(TokenRevocation(token_id=token_id, at=now, actor=actor))
