@@ -8,6 +8,7 @@ a revoked token is refused on the very next request in every worker and replica.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import secrets
@@ -90,18 +91,31 @@ class RevocationMark:
 
     def read(self) -> int:
         """Return the id of the newest revocation (0 when none), reading outside any transaction."""
-        cursor = getattr(self._local, "cursor", None)
-        try:
-            if cursor is None:
-                cursor = self._local.cursor = self._open()
-            cursor.execute(self.SQL)
-            found = cursor.fetchone()
-        except Exception as exc:  # noqa: BLE001 - a broken connection is reopened on the next call
-            self._local.cursor = None
-            raise Unavailable(f"database unavailable: {exc}") from exc
-        return int(found[0] or 0)
+        for attempt in (1, 2):  # a connection dropped by a restart or failover is reopened once, unseen
+            try:
+                found = self._read_once()
+                return int(found[0] or 0)
+            except Exception as exc:  # noqa: BLE001 - any driver's error; the connection is dropped
+                self._drop()
+                if attempt == 2:
+                    raise Unavailable(f"database unavailable: {exc}") from exc
+        raise AssertionError("unreachable")
 
-    def _open(self) -> Any:
+    def _read_once(self) -> Any:
+        opened = getattr(self._local, "opened", None)
+        if opened is None:
+            opened = self._local.opened = self._open()
+        cursor = opened[1]
+        cursor.execute(self.SQL)
+        return cursor.fetchone()
+
+    def _drop(self) -> None:
+        opened, self._local.opened = getattr(self._local, "opened", None), None
+        if opened is not None:
+            with contextlib.suppress(Exception):  # it is broken already
+                opened[0].close()
+
+    def _open(self) -> tuple[Any, Any]:
         pooled = self.db.engine.raw_connection()
         connection: Any = pooled.driver_connection
         pooled.detach()  # kept for the thread's life: a pool checkout per request would cost more than the read
@@ -109,7 +123,7 @@ class RevocationMark:
             connection.isolation_level = None  # autocommit: each read sees the newest commit
         else:
             connection.autocommit = True
-        return connection.cursor()
+        return connection, connection.cursor()
 
 
 def create_user(session: Session, username: str, *, password: str, role: str, now: float) -> User:

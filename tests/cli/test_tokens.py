@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
+from gatekeeper import create_app
+from gatekeeper.store.tokens import create_token
 from tests.conftest import POLICIES
 from tests.support.processes import Deployment
 from tests.support.services import PostgresServer
@@ -125,3 +128,21 @@ def test_tokens_are_listed_and_revoked_in_the_database_without_a_server(tmp_path
         assert deployment.cli("token", "revoke", str(made["id"]), *database).returncode == 0
         revoked = json.loads(deployment.cli("token", "list", "--state", "revoked", "--json", *database).stdout)
         assert [t["name"] for t in revoked] == ["bot"] and "token" not in revoked[0]
+
+
+def test_the_revocation_mark_reconnects_unseen_after_postgres_drops_its_connection(postgres: PostgresServer) -> None:
+    url = postgres.create_database("mark")
+    app = create_app({"database_url": url, "policy_dir": POLICIES})
+    services = app.extensions["gatekeeper"]
+    services.db.upgrade()
+    try:
+        with services.db.transaction() as session:
+            token, _ = create_token(session, "victor", role="viewer", agent=None, now=time.time())
+        client, headers = app.test_client(), {"Authorization": f"Bearer {token}"}
+        assert client.get("/v1/agents", headers=headers).status_code == 200  # the mark's connection is open
+        with services.db.engine.begin() as connection:  # what a Postgres restart or failover does to it
+            connection.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                       " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert client.get("/v1/agents", headers=headers).status_code == 200
+    finally:
+        services.db.dispose()
