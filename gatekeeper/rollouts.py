@@ -21,7 +21,7 @@ from gatekeeper.errors import BadRequest, Conflict
 from gatekeeper.policies import LoadedPolicy
 from gatekeeper.services import Services
 from gatekeeper.store import rollouts as store
-from gatekeeper.store.models import Agent, Rollout, Transition
+from gatekeeper.store.models import Agent, Rollout, StableChange, Transition
 
 
 def register_agent(svc: Services, name: str, *, policy: str, stable_version: str | None, now: float) -> Agent:
@@ -39,6 +39,24 @@ def register_agent(svc: Services, name: str, *, policy: str, stable_version: str
         if stable_version:
             store.ensure_version(session, agent, stable_version, now=now)
         return agent
+
+
+def set_stable(svc: Services, agent_name: str, *, version: str, actor: str, reason: str, now: float
+               ) -> StableChange:
+    """Set an agent's stable version while no rollout is in progress, with an audit entry."""
+    with svc.db.transaction() as session:
+        agent = store.get_agent(session, agent_name, for_update=True)
+        if agent.rollout_id is not None:
+            raise Conflict(f"agent {agent_name} has a rollout in progress; its completion sets the stable "
+                           "version (or abort it first)", field="version")
+        change = StableChange(agent_id=store.row_id(agent.id), at=now, actor=actor, reason=reason,
+                              from_version=agent.stable_version, to_version=version)
+        agent.stable_version = version
+        store.ensure_version(session, agent, version, now=now)
+        session.add(agent)
+        session.add(change)
+        session.flush()
+        return change
 
 
 def start_rollout(svc: Services, agent_name: str, *, version: str, actor: str, reason: str, now: float

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def register_api(app: Flask) -> None:
     """Attach every API blueprint and the error handlers."""
-    from gatekeeper.api import agents, runtime, system
+    from gatekeeper.api import agents, runtime, system, tokens
     from gatekeeper.api.alerts import bp as alerts_bp
     from gatekeeper.api.heartbeat import bp as heartbeat_bp
 
@@ -22,6 +22,7 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(heartbeat_bp)
     app.register_blueprint(agents.bp)
     app.register_blueprint(alerts_bp)
+    app.register_blueprint(tokens.bp)
     runtime.register(app)  # sessions, decisions, outcomes, approvals, /metrics
     app.register_error_handler(GatekeeperError, _gatekeeper_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -18,7 +18,10 @@ from gatekeeper.api.schemas import (
     PromoteBody,
     RollbackBody,
     RolloutCreate,
+    StableBody,
+    StableChangeView,
     TransitionView,
+    utc,
 )
 from gatekeeper.api.views import agent_or_404, describe_agent, history_entry
 from gatekeeper.services import services
@@ -49,6 +52,17 @@ def register_agent(*, caller: Caller, body: AgentCreate) -> AgentStatus:
 def get_agent(agent: str, *, caller: Caller) -> AgentStatus:
     """Show one agent: rollout, ladder, allowed actions, newest gate report."""
     return _status(agent)
+
+
+@endpoint(bp, "/v1/agents/<agent>/stable", methods=["POST"], roles=ACTORS, body=StableBody,
+          response=StableChangeView)
+def set_stable(agent: str, *, caller: Caller, body: StableBody) -> StableChangeView:
+    """Set the stable version while no rollout is in progress (bootstrapping an agent registered without one)."""
+    _exists(agent)
+    change = rollouts.set_stable(services(), agent, version=body.version, actor=caller.actor, reason=body.reason,
+                                 now=time.time())
+    return StableChangeView(agent=agent, from_version=change.from_version, to_version=change.to_version,
+                            actor=change.actor, reason=change.reason, at=utc(change.at), status=_status(agent))
 
 
 @endpoint(bp, "/v1/agents/<agent>/rollouts", methods=["POST"], roles=ACTORS, body=RolloutCreate,

@@ -2,8 +2,10 @@
 
 A token's role decides what it may call: `viewer` reads, `release_manager` reads and acts,
 `agent` calls the runtime routes of its own agent only, `alertmanager` posts alerts.
-Lookups are cached per process for a few seconds because every tool-call decision
-authenticates; a revoked token stops working within `CACHE_SECONDS`.
+Lookups are cached per process because every tool-call decision authenticates. Each request
+first reads the revocation mark (store/tokens.py): when it moved, the cache is dropped, so a
+revoked token is refused on the very next request in every worker. Unknown tokens are
+remembered for `CACHE_SECONDS` only, so a token created meanwhile works at once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from flask import current_app
 
 from gatekeeper.errors import Forbidden, Unauthorized
 from gatekeeper.services import services
-from gatekeeper.store.tokens import find_token
+from gatekeeper.store.tokens import RevocationMark, find_token
 
 CACHE_SECONDS = 5.0
 READERS = ("viewer", "release_manager")
@@ -55,16 +57,43 @@ def authenticate(header: str | None, *, roles: tuple[str, ...]) -> Caller:
     return caller
 
 
+class TokenCache:
+    """This process's token lookups, valid while the revocation mark stays where it was."""
+
+    def __init__(self, mark: RevocationMark) -> None:
+        self.mark = mark
+        self.seen_mark = -1
+        self.callers: dict[str, tuple[float, Caller | None]] = {}
+
+    def get(self, token: str, now: float) -> tuple[bool, Caller | None]:
+        """Return (found, caller) from the cache after checking the revocation mark."""
+        mark = self.mark.read()
+        if mark != self.seen_mark:
+            self.callers.clear()
+            self.seen_mark = mark
+        hit = self.callers.get(token)
+        if hit is None or (hit[1] is None and now - hit[0] >= CACHE_SECONDS):
+            return False, None
+        return True, hit[1]
+
+    def put(self, token: str, caller: Caller | None, now: float) -> None:
+        """Remember a lookup's result."""
+        if len(self.callers) > 10_000:
+            self.callers.clear()
+        self.callers[token] = (now, caller)
+
+
 def _lookup(token: str) -> Caller | None:
-    cache: dict[str, tuple[float, Caller | None]] = current_app.extensions.setdefault("gatekeeper_tokens", {})
+    svc = services()
+    cache: TokenCache | None = current_app.extensions.get("gatekeeper_tokens")
+    if cache is None:
+        cache = current_app.extensions["gatekeeper_tokens"] = TokenCache(RevocationMark(svc.db))
     now = time.monotonic()
-    hit = cache.get(token)
-    if hit is not None and now - hit[0] < CACHE_SECONDS:
-        return hit[1]
-    with services().db.reading() as session:
+    found, caller = cache.get(token, now)
+    if found:
+        return caller
+    with svc.db.reading() as session:
         row = find_token(session, token)
         caller = None if row is None else Caller(name=row.name, role=row.role, agent=row.agent)
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[token] = (now, caller)
+    cache.put(token, caller, now)
     return caller

@@ -29,6 +29,21 @@ class RolloutCreate(Strict):
     reason: str = Field(default="", max_length=1000)
 
 
+class StableBody(Strict):
+    version: str = Field(pattern=VERSION, description="the version live traffic gets by default")
+    reason: str = Field(min_length=1, max_length=1000, description="why; kept in the audit trail")
+
+
+class StableChangeView(BaseModel):
+    agent: str
+    from_version: str | None
+    to_version: str
+    actor: str
+    reason: str
+    at: datetime
+    status: AgentStatus
+
+
 class ActionBody(Strict):
     reason: str = Field(min_length=1, max_length=1000, description="why; kept in the audit trail")
 
@@ -77,6 +92,9 @@ class AgentStatus(BaseModel):
     allowed_actions: list[str]
     gate_report: dict[str, Any] | None = Field(description="the newest gate evaluation of the rollout")
     pending_approvals: int = 0
+
+
+StableChangeView.model_rebuild()
 
 
 class Position(BaseModel):

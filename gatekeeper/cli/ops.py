@@ -4,6 +4,7 @@ kill, abort, history. URL and token come from --url/--token or GATEKEEPER_URL/GA
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,12 +23,20 @@ class Remote:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """Send one request; raise ClickException with the server's message on an error."""
+        if not self.headers:
+            raise click.ClickException("no token: set GATEKEEPER_TOKEN or pass --token (a release manager's "
+                                       "token: gatekeeper token create --role release_manager --name NAME)")
         try:
             response = requests.request(method, self.url + path, json=body, headers=self.headers,
                                         timeout=TIMEOUT_S)
         except requests.RequestException as exc:
-            raise click.ClickException(f"cannot reach {self.url}: {exc}") from None
-        payload = response.json() if response.content else {}
+            raise click.ClickException(f"cannot reach {self.url} (set GATEKEEPER_URL or pass --url): "
+                                       f"{_cause(exc)}") from None
+        try:
+            payload = response.json() if response.content else {}
+        except ValueError:
+            raise click.ClickException(f"{response.status_code} from {self.url}{path} is not JSON; is "
+                                       "GATEKEEPER_URL a Gatekeeper server?") from None
         if response.status_code >= 400:
             error = payload.get("error", {}) if isinstance(payload, dict) else {}
             field = f" (field {error['field']})" if error.get("field") else ""
@@ -36,11 +45,19 @@ class Remote:
         return payload
 
 
+def _cause(exc: requests.RequestException) -> str:
+    found = re.findall(r"\[Errno -?\d+\] [^'\")]+", str(exc))
+    return found[-1] if found else type(exc).__name__
+
+
 def _remote_options(command: Any) -> Any:
     command = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")(command)
     command = click.option("--token", envvar="GATEKEEPER_TOKEN", help="Bearer token (GATEKEEPER_TOKEN).")(command)
     return click.option("--url", envvar="GATEKEEPER_URL", default="http://127.0.0.1:8000", show_default=True,
                         help="Server URL (GATEKEEPER_URL).")(command)
+
+
+remote_options = _remote_options  # the lifecycle commands share them
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
@@ -101,12 +118,12 @@ def _action_command(action: str, doc: str) -> click.Command:
     def command(agent: str, reason: str, url: str, token: str | None, as_json: bool, **extra: Any) -> None:
         body: dict[str, Any] = {"reason": reason, **{k: v for k, v in extra.items() if v}}
         payload = Remote(url, token).call("POST", f"/v1/agents/{agent}/{action}", body)
-        _print_transition(payload, as_json)
+        print_transition(payload, as_json)
 
     return command
 
 
-def _print_transition(payload: dict[str, Any], as_json: bool) -> None:
+def print_transition(payload: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(payload, indent=2))
         return

@@ -66,6 +66,8 @@ def _run(options: DemoOptions, echo: Echo) -> Path:
     try:
         with _server(settings, options, workdir, echo), _scheduler(svc, settings):
             echo(f"dashboard: {url}/   sign in as admin / {password}")
+            echo("CLI: in another terminal, paste this line, then try `gatekeeper status` or `gatekeeper approvals`:")
+            echo(f"export GATEKEEPER_URL={url} GATEKEEPER_TOKEN={rm_token}")
             echo(f"API: {url}/openapi.json   metrics: {url}/metrics   server log: {workdir / 'server.log'}")
             _drive(svc, url, rm_token, agent_tokens, options, stop, echo)
     except KeyboardInterrupt as exc:

@@ -269,3 +269,26 @@ class SignInFailure(SQLModel, table=True):
     username: str = Field(max_length=100, index=True)
     address: str = Field(max_length=100, index=True)
     at: float = Field(index=True)
+
+
+class TokenRevocation(SQLModel, table=True):
+    """One revoked token, in order: the newest id is every worker's cue to drop its token cache."""
+
+    __tablename__ = "token_revocations"
+    id: int | None = Field(default=None, primary_key=True)
+    token_id: int = Field(foreign_key="tokens.id", unique=True)
+    at: float
+    actor: str = Field(max_length=200)
+
+
+class StableChange(SQLModel, table=True):
+    """The audit entry of a stable version set by a person outside any rollout (SPEC §5)."""
+
+    __tablename__ = "stable_changes"
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    at: float
+    actor: str = Field(max_length=200)
+    reason: str = Field(max_length=1000)
+    from_version: str | None = Field(default=None, max_length=100)
+    to_version: str = Field(max_length=100)

@@ -8,12 +8,14 @@ database is. SIGTERM, as `kill` or `timeout` send it, must stop it the same way.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,16 +67,24 @@ def port_closed(port: int) -> bool:
 
 
 class DemoRun:
-    """A `gatekeeper demo` subprocess and what it printed."""
+    """A `gatekeeper demo` subprocess and what it printed, read as it prints it."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
         self.output = ""
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in iter(self.process.stdout.readline, b""):
+            self.output += line.decode()
 
     def stop(self, signum: int) -> str:
         """Send `signum` as a person or a supervisor would; return everything the demo printed."""
         self.process.send_signal(signum)
-        self.output = self.process.communicate(timeout=60)[0].decode()
+        self.process.wait(timeout=60)
+        self.reader.join(timeout=10)
         return self.output
 
 
@@ -90,7 +100,8 @@ def running_demo(tmp_path: Path, db: Path, port: int, *, duration: float) -> Ite
     finally:
         if run.process.poll() is None:
             os.killpg(run.process.pid, signal.SIGKILL)
-            run.output += run.process.communicate(timeout=10)[0].decode()
+            run.process.wait(timeout=10)
+            run.reader.join(timeout=10)
         # A failed demo may leave its server, which runs in its own session, out of the demo's group.
         found = re.search(r"^server: gunicorn .* \(pid (\d+)\)$", run.output, re.MULTILINE)
         if found is not None:
@@ -128,6 +139,15 @@ def test_sigterm_stops_the_demo_and_its_server_like_ctrl_c(tmp_path: Path) -> No
             time.sleep(1)  # the fleet has started once the rollouts exist
         assert facts(db).get("rollouts"), "the demo did not start its rollouts"
         assert not port_closed(port)
+        # The README's CLI works against the demo with the line it prints.
+        exports = re.search(r"^export (GATEKEEPER_URL=\S+) (GATEKEEPER_TOKEN=\S+)$", demo.output, re.MULTILINE)
+        assert exports is not None, demo.output
+        env = {**os.environ, **dict(pair.split("=", 1) for pair in exports.groups())}
+        assert env["GATEKEEPER_URL"] == f"http://127.0.0.1:{port}"
+        listed = subprocess.run([sys.executable, "-m", "gatekeeper.cli", "agent", "list", "--json"], env=env,
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert listed.returncode == 0, listed.stderr
+        assert {a["name"] for a in json.loads(listed.stdout)} == {"support-bot", "code-assistant", "billing-agent"}
         output = demo.stop(signal.SIGTERM)  # as `kill`, `timeout` or a container stop do
         assert port_closed(port), "the demo left its server running"
     assert demo.process.returncode == 0, output[-3000:]
