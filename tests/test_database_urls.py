@@ -63,7 +63,7 @@ def test_the_cli_says_what_is_wrong_in_one_line(command: list[str], given: str) 
     assert done.returncode == 1
     assert done.stdout == b""
     lines = done.stderr.decode().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: GATEKEEPER_DATABASE_URL "), done.stderr.decode()
+    assert len(lines) == 1 and lines[0].startswith("gatekeeper: GATEKEEPER_DATABASE_URL "), done.stderr.decode()
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg2"])
