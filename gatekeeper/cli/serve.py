@@ -14,6 +14,9 @@ from gatekeeper.config import Settings
 from gatekeeper.errors import ConfigError
 
 APP = "gatekeeper.wsgi:app"
+# gunicorn's sync and gthread workers, answering malformed HTTP (request line over 4 KiB, headers
+# over 8 KiB, bad chunks) with the JSON error body instead of gunicorn's HTML page.
+WORKERS = {False: "gatekeeper.api.workers.JsonSyncWorker", True: "gatekeeper.api.workers.JsonThreadWorker"}
 
 
 @click.command()
@@ -48,7 +51,7 @@ def gunicorn_command(*, bind: str, workers: int, threads: int, timeout: int, app
     """Return the gunicorn command line `serve` runs (the benchmarks reuse it)."""
     return [sys.executable, "-m", "gunicorn", app, "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--timeout", str(timeout), "--graceful-timeout", "10",
-            "--worker-class", "gthread" if threads > 1 else "sync", "--log-level", "warning"]
+            "--worker-class", WORKERS[threads > 1], "--log-level", "warning"]
 
 
 def _upgrade(url: str) -> None:
