@@ -45,7 +45,10 @@ class EdgeGuard:
         length = environ.get("CONTENT_LENGTH")
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
             return None  # the app answers 413 (or 400) for it without reading it
-        raw = environ["wsgi.input"].read(int(length) if length else self.max_body_bytes + 1)
+        try:
+            raw = environ["wsgi.input"].read(int(length) if length else self.max_body_bytes + 1)
+        except Exception as exc:  # the server's parser raises its own types (gunicorn: InvalidChunkSize, ...)
+            return BadRequest(f"the body could not be read: {type(exc).__name__}")
         environ["wsgi.input"] = io.BytesIO(raw)
         if len(raw) > self.max_body_bytes:
             return PayloadTooLarge(f"the body is larger than {self.max_body_bytes} bytes")

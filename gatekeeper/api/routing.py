@@ -86,7 +86,7 @@ def parse_body(model: type[BaseModel]) -> Any:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     # Read the WSGI stream itself: werkzeug's stream wrapper is measurable per decision, and for a
     # chunked body (no length) it stops quietly at the limit, so one byte more is read to tell.
-    raw = request.environ["wsgi.input"].read(length if length is not None else limit + 1)
+    raw = read_stream(request.environ["wsgi.input"], length if length is not None else limit + 1)
     if len(raw) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     if not raw.strip():
@@ -95,6 +95,14 @@ def parse_body(model: type[BaseModel]) -> Any:
         return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise _bad_request(exc) from None
+
+
+def read_stream(stream: Any, size: int) -> bytes:
+    """Read at most `size` bytes of a request body; a malformed framing (a bad chunk) is a 400."""
+    try:
+        return bytes(stream.read(size))
+    except Exception as exc:  # the server's parser raises its own types (gunicorn: InvalidChunkSize, ...)
+        raise BadRequest(f"the body could not be read: {type(exc).__name__}") from None
 
 
 def parse_model(model: type[BaseModel], data: dict[str, Any]) -> Any:
