@@ -202,7 +202,9 @@ def _operation(spec: EndpointSpec, arguments: Any, schemas: dict[str, Any]) -> d
         props = spec.query.model_json_schema()["properties"]
         operation["parameters"] += [{"name": n, "in": "query", "schema": s} for n, s in props.items()]
     if spec.body is not None:
-        operation["requestBody"] = {"required": True, "content": _json_ref(_schema_ref(spec.body, schemas))}
+        # A body whose every field is optional may be left out: the route reads nothing as `{}`.
+        required = any(f.is_required() for f in spec.body.model_fields.values())
+        operation["requestBody"] = {"required": required, "content": _json_ref(_schema_ref(spec.body, schemas))}
     if not spec.roles:
         operation["security"] = []
     return operation
