@@ -10,6 +10,7 @@ Each bound shows in the model's JSON Schema, so `/openapi.json` says exactly wha
     class Body(Strict):
         reason: SafeStr = Field(min_length=1, max_length=REASON_MAX)
         offset: int = Field(default=0, ge=0, le=INT_MAX)
+        request_id: SafeStr | None = Field(default=None, min_length=1, max_length=100)  # Decision.request_id
 """
 
 from __future__ import annotations
@@ -46,10 +47,23 @@ def _utc(value: datetime) -> datetime:
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 
-def has_nul(value: str) -> bool:
-    """Return whether a string carries a NUL character (refused everywhere at the edge)."""
-    return "\x00" in value
+def nul_free_json(value: object) -> object:
+    """Return a parsed JSON value unchanged, or raise ValueError if any key or string in it has a NUL.
+
+    For free-form objects (a decision's `arguments`): `Annotated[dict[str, Any], AfterValidator(nul_free_json)]`.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            raise ValueError("must not contain a NUL character")
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return value
 
 
 __all__ = ["ANNOTATION_MAX", "DECISION_REASON_MAX", "INT_MAX", "KEY_MAX", "LABEL_NAME_MAX", "LABEL_VALUE_MAX",
-           "NO_NUL", "REASON_MAX", "SafeStr", "Timestamp", "has_nul"]
+           "NO_NUL", "REASON_MAX", "SafeStr", "Timestamp", "nul_free_json"]

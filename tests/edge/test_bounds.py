@@ -20,7 +20,7 @@ from sqlmodel import SQLModel
 
 from gatekeeper.api.alerts import AlertmanagerAlert
 from gatekeeper.api.auth import bearer_token
-from gatekeeper.api.fields import INT_MAX
+from gatekeeper.api.fields import INT_MAX, nul_free_json
 from gatekeeper.api.guard import refusal
 from gatekeeper.api.runtime_schemas import ApprovalAction, DecisionCreate, SessionCreate
 from gatekeeper.api.schemas import ActionBody, AgentCreate, PromoteBody, RollbackBody, RolloutCreate
@@ -92,6 +92,13 @@ def test_a_malformed_authorization_header_is_a_401(header: str | None) -> None:
 def test_the_guard_refuses_nul_and_non_utf8(environ: dict[str, Any], field: str) -> None:
     problem = refusal(environ)
     assert problem is not None and problem.status == 400 and problem.field == field
+
+
+@pytest.mark.parametrize("value", [{"a\x00": 1}, {"a": "b\x00"}, {"a": [1, {"b": ["\x00"]}]}, ["\x00"]])
+def test_nul_free_json_finds_a_nul_at_any_depth(value: Any) -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        nul_free_json(value)
+    assert nul_free_json({"a": [1, {"b": "c", "d": None}], "e": 1.5}) == {"a": [1, {"b": "c", "d": None}], "e": 1.5}
 
 
 def test_the_guard_lets_utf8_through() -> None:

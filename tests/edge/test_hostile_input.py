@@ -131,6 +131,12 @@ def special_cases(target: Target) -> list[Case]:
     for query in ("state=bogus", "state=%00", "surprise=1", "state=" + "p" * 3000):
         cases.append(Case(f"approvals ?{query[:30]}", "GET", f"/v1/approvals?{query}", 400))
     cases += _timestamp_cases() + _auth_cases(target) + _framing_cases() + _dashboard_cases(target, approval)
+    cases += [Case("400-digit cost", "POST", "/v1/decisions", 400, "agent",
+                   b'{"session_id": "%s", "tool": "t", "cost": %s}' % (session.encode(), b"9" * 400)),
+              Case("4000-digit offset", "GET", f"{history}?offset={'9' * 4000}", 400),
+              Case("Expect: 100-continue", "POST", "/v1/agents", 400, body=b"{}", headers={"Expect": "100-continue"}),
+              Case("HEAD of a GET route", "HEAD", "/v1/agents", 200),
+              Case("OPTIONS of a POST route", "OPTIONS", "/v1/decisions", 200, None)]
     cases += [Case("PUT on a list", "PUT", "/v1/agents", 405), Case("DELETE on an agent", "DELETE",
                                                                     f"/v1/agents/{AGENT}", 405),
               Case("GET on a POST route", "GET", "/v1/decisions", 405, "agent"),

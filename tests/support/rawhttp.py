@@ -85,6 +85,8 @@ def _read_all(sock: socket.socket) -> bytes:
 def parse(raw: bytes) -> RawAnswer:
     """Parse an HTTP/1.1 response that ends at connection close (or has a Content-Length)."""
     head, _, body = raw.partition(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 1"):  # an interim answer (100 Continue): the real one follows
+        head, _, body = body.partition(b"\r\n\r\n")
     if not head:
         raise AssertionError("the server closed the connection without an answer")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
