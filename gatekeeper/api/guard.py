@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from gatekeeper.api.routing import read_stream
 from gatekeeper.errors import BadRequest, PayloadTooLarge
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -46,9 +47,9 @@ class EdgeGuard:
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):
             return None  # the app answers 413 (or 400) for it without reading it
         try:
-            raw = environ["wsgi.input"].read(int(length) if length else self.max_body_bytes + 1)
-        except Exception as exc:  # the server's parser raises its own types (gunicorn: InvalidChunkSize, ...)
-            return BadRequest(f"the body could not be read: {type(exc).__name__}")
+            raw = read_stream(environ, int(length) if length else None, limit=self.max_body_bytes)
+        except BadRequest as exc:
+            return exc
         environ["wsgi.input"] = io.BytesIO(raw)
         if len(raw) > self.max_body_bytes:
             return PayloadTooLarge(f"the body is larger than {self.max_body_bytes} bytes")

@@ -86,7 +86,7 @@ def parse_body(model: type[BaseModel]) -> Any:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     # Read the WSGI stream itself: werkzeug's stream wrapper is measurable per decision, and for a
     # chunked body (no length) it stops quietly at the limit, so one byte more is read to tell.
-    raw = read_stream(request.environ["wsgi.input"], length if length is not None else limit + 1)
+    raw = read_stream(request.environ, length, limit=limit)
     if len(raw) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     if not raw.strip():
@@ -97,10 +97,12 @@ def parse_body(model: type[BaseModel]) -> Any:
         raise _bad_request(exc) from None
 
 
-def read_stream(stream: Any, size: int) -> bytes:
-    """Read at most `size` bytes of a request body; a malformed framing (a bad chunk) is a 400."""
+def read_stream(environ: dict[str, Any], length: int | None, *, limit: int) -> bytes:
+    """Read the body (`length` bytes, or up to `limit` + 1 when chunked); a malformed chunk is a 400."""
+    if length is None and not environ.get("wsgi.input_terminated"):
+        return b""  # no length and a server that does not end the stream: nothing can be read safely
     try:
-        return bytes(stream.read(size))
+        return bytes(environ["wsgi.input"].read(length if length is not None else limit + 1))
     except Exception as exc:  # the server's parser raises its own types (gunicorn: InvalidChunkSize, ...)
         raise BadRequest(f"the body could not be read: {type(exc).__name__}") from None
 

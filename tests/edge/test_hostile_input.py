@@ -135,6 +135,8 @@ def special_cases(target: Target) -> list[Case]:
                    b'{"session_id": "%s", "tool": "t", "cost": %s}' % (session.encode(), b"9" * 400)),
               Case("4000-digit offset", "GET", f"{history}?offset={'9' * 4000}", 400),
               Case("Expect: 100-continue", "POST", "/v1/agents", 400, body=b"{}", headers={"Expect": "100-continue"}),
+              Case("10 MB chunked after valid JSON", "POST", "/v1/sessions", 413, "agent",
+                   b'{"agent": "%s"}' % AGENT.encode() + b" " * 10_000_000, framing="chunked"),
               Case("HEAD of a GET route", "HEAD", "/v1/agents", 200),
               Case("OPTIONS of a POST route", "OPTIONS", "/v1/decisions", 200, None)]
     cases += [Case("PUT on a list", "PUT", "/v1/agents", 405), Case("DELETE on an agent", "DELETE",
