@@ -22,7 +22,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class EdgeGuard:
-    """WSGI middleware that answers 400 to a request carrying NUL or non-UTF-8 bytes."""
+    """WSGI middleware that answers 400 to a request carrying NUL or non-UTF-8 bytes (413 to an oversize form)."""
 
     def __init__(self, app: WSGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -37,7 +37,6 @@ class EdgeGuard:
         start_response(f"{problem.status} {reason}", [("Content-Type", "application/json"),
                                                          ("Content-Length", str(len(body)))])
         return [body]
-
 
     def _form_refusal(self, environ: dict[str, Any]) -> BadRequest | None:
         """Check a form body for NUL and non-UTF-8 bytes, and hand the app the bytes read."""

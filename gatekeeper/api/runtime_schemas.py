@@ -1,7 +1,8 @@
 """Request and response models of the agent-runtime and approval routes (SPEC §5).
 
 Sizes are bounded here, so bad input is refused before anything is read or reserved:
-costs are finite dollars in [0, 10,000], previews at most 1,000 characters, ids at most 40.
+costs are finite dollars in [0, 10,000], previews at most 1,000 characters, ids at most 40,
+no string carries a NUL and none is longer than its column (gatekeeper/api/fields.py).
 """
 
 from __future__ import annotations
