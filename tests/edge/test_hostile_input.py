@@ -221,7 +221,12 @@ def _dashboard_cases(target: Target, approval: str) -> list[Case]:
                   form, framing="chunked", dashboard=True),
              Case("login NUL user", "POST", "/login", 400, None, b"username=a%00&password=b", form),
              Case("login non-UTF-8 password", "POST", "/login", 400, None, b"username=a&password=%ff", form),
-             Case("policies NUL revision", "GET", "/policies?revision=%00", 400, None, dashboard=True)]
+             Case("policies NUL revision", "GET", "/policies?revision=%00", 400, None, dashboard=True),
+             Case("forged session cookie", "GET", "/approvals", 302, None,
+                  headers={"Cookie": "gatekeeper_session=x.y.z"}),
+             Case("forged CSRF header", "POST", act, 400, None, b"reason=r", {**form, "X-CSRF-Token": "forged"},
+                  dashboard=True),
+             Case("control byte in a header", "GET", "/", 400, None, headers={"X-Forwarded-Host": "\xff\x01"})]
     for page in (str(HUGE_INT), str(2**63), "-1", "1000001"):
         cases.append(Case(f"agent page {page}", "GET", f"/agents/{AGENT}?page={page}", 400, None, dashboard=True))
     return cases
