@@ -40,7 +40,10 @@ class EdgeGuard:
 
     def _form_refusal(self, environ: dict[str, Any]) -> BadRequest | None:
         """Check a form body for NUL and non-UTF-8 bytes, and hand the app the bytes read."""
-        if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        kind = environ.get("CONTENT_TYPE", "")
+        if kind.startswith("multipart/"):  # no route takes uploads, and its parts would go unchecked
+            return BadRequest("send forms as application/x-www-form-urlencoded", field="content-type")
+        if not kind.startswith("application/x-www-form-urlencoded"):
             return None
         length = environ.get("CONTENT_LENGTH")
         if length and (not length.isdigit() or int(length) > self.max_body_bytes):

@@ -226,6 +226,9 @@ def _dashboard_cases(target: Target, approval: str) -> list[Case]:
                   headers={"Cookie": "gatekeeper_session=x.y.z"}),
              Case("forged CSRF header", "POST", act, 400, None, b"reason=r", {**form, "X-CSRF-Token": "forged"},
                   dashboard=True),
+             Case("multipart form", "POST", act, 400, None,
+                  b'--b\r\nContent-Disposition: form-data; name="reason"\r\n\r\na\x00b\r\n--b--\r\n',
+                  {"Content-Type": "multipart/form-data; boundary=b", "X-CSRF-Token": target.csrf}, dashboard=True),
              Case("control byte in a header", "GET", "/", 400, None, headers={"X-Forwarded-Host": "\xff\x01"})]
     for page in (str(HUGE_INT), str(2**63), "-1", "1000001"):
         cases.append(Case(f"agent page {page}", "GET", f"/agents/{AGENT}?page={page}", 400, None, dashboard=True))
