@@ -177,3 +177,13 @@ def test_a_nul_anywhere_in_a_body_is_a_400_naming_the_field(client: FlaskClient,
         assert answer.status_code == 400, path
         error = answer.get_json()["error"]
         assert error["field"] == name and "NUL" in error["message"], error
+
+
+def test_a_nul_in_an_alert_label_name_is_refused_without_echoing_it(client: FlaskClient,
+                                                                    make_token: Callable[..., dict[str, str]]) -> None:
+    alert = {"status": "firing", "labels": {"agent\x00": "support-bot"}, "startsAt": "2026-01-01T00:00:00Z"}
+    answer = client.post("/v1/alerts", json={"version": "4", "alerts": [alert]}, headers=make_token("alertmanager"))
+    assert answer.status_code == 400
+    error = answer.get_json()["error"]
+    assert "\x00" not in error["field"] and "\x00" not in error["message"]
+    assert error["field"].startswith("alerts.0.labels.")
