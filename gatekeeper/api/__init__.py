@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
 from gatekeeper.errors import GatekeeperError
@@ -16,6 +16,7 @@ def register_api(app: Flask) -> None:
     """Attach every API blueprint and the error handlers."""
     from gatekeeper.api import agents, runtime, system, tokens
     from gatekeeper.api.alerts import bp as alerts_bp
+    from gatekeeper.api.guard import EdgeGuard
     from gatekeeper.api.heartbeat import bp as heartbeat_bp
 
     app.register_blueprint(system.bp)
@@ -27,6 +28,8 @@ def register_api(app: Flask) -> None:
     app.register_error_handler(GatekeeperError, _gatekeeper_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+    app.wsgi_app = EdgeGuard(app.wsgi_app,  # type: ignore[method-assign]
+                             max_body_bytes=app.config["GATEKEEPER_SETTINGS"].max_body_bytes)
 
 
 def _gatekeeper_error(exc: GatekeeperError) -> tuple[dict[str, object], int]:
@@ -35,9 +38,12 @@ def _gatekeeper_error(exc: GatekeeperError) -> tuple[dict[str, object], int]:
     return exc.to_body(), exc.status
 
 
-def _http_error(exc: HTTPException) -> tuple[dict[str, object], int]:
+def _http_error(exc: HTTPException) -> Response:
     code = (exc.name or "error").lower().replace(" ", "_")
-    return {"error": {"code": code, "message": exc.description or exc.name}}, exc.code or 500
+    body = json.dumps({"error": {"code": code, "message": exc.description or exc.name}})
+    # Keep the exception's own headers but its HTML type: a 405 must say which methods are allowed.
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return Response(body + "\n", status=exc.code or 500, headers=headers, mimetype="application/json")
 
 
 def _unexpected_error(exc: Exception) -> tuple[dict[str, object], int]:

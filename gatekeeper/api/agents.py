@@ -31,7 +31,7 @@ from gatekeeper.store.models import Transition
 bp = Blueprint("agents", __name__)
 
 
-@endpoint(bp, "/v1/agents", methods=["GET"], roles=READERS, response=AgentStatus)
+@endpoint(bp, "/v1/agents", methods=["GET"], roles=READERS, response=list[AgentStatus])
 def list_agents(*, caller: Caller) -> list[AgentStatus]:
     """List every agent with its rollout and gate report."""
     svc = services()

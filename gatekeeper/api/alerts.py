@@ -9,17 +9,21 @@ a notification fits GATEKEEPER_MAX_BODY_BYTES.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatekeeper import alerts
 from gatekeeper.api.auth import Caller
+from gatekeeper.api.fields import ANNOTATION_MAX, INT_MAX, LABEL_NAME_MAX, LABEL_VALUE_MAX, SafeStr
 from gatekeeper.api.routing import endpoint
 from gatekeeper.services import services
 
 bp = Blueprint("alerts", __name__)
+LabelName = Annotated[SafeStr, Field(min_length=1, max_length=LABEL_NAME_MAX)]
+LabelValue = Annotated[SafeStr, Field(max_length=LABEL_VALUE_MAX)]
+AnnotationValue = Annotated[SafeStr, Field(max_length=ANNOTATION_MAX)]
 
 
 class AlertmanagerAlert(BaseModel):
@@ -27,12 +31,12 @@ class AlertmanagerAlert(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(max_length=100)
-    annotations: dict[str, str] = Field(default_factory=dict, max_length=100)
-    startsAt: str = Field(min_length=1, max_length=60)
-    endsAt: str | None = None
-    generatorURL: str | None = None
-    fingerprint: str = Field(default="", max_length=100)
+    labels: dict[LabelName, LabelValue] = Field(max_length=100)
+    annotations: dict[LabelName, AnnotationValue] = Field(default_factory=dict, max_length=100)
+    startsAt: SafeStr = Field(min_length=1, max_length=60)  # the receipts' starts_at column holds 60
+    endsAt: SafeStr | None = Field(default=None, max_length=60)
+    generatorURL: SafeStr | None = Field(default=None, max_length=LABEL_VALUE_MAX * 4)
+    fingerprint: SafeStr = Field(default="", max_length=100)  # the receipts' fingerprint column holds 100
 
 
 class AlertmanagerPayload(BaseModel):
@@ -40,10 +44,10 @@ class AlertmanagerPayload(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     version: Literal["4"] = Field(description="Alertmanager webhook payload version; only 4 is understood")
-    status: str | None = None
-    receiver: str | None = None
-    groupKey: str | None = None
-    truncatedAlerts: int = 0
+    status: SafeStr | None = Field(default=None, max_length=LABEL_NAME_MAX)
+    receiver: SafeStr | None = Field(default=None, max_length=LABEL_VALUE_MAX)
+    groupKey: SafeStr | None = Field(default=None, max_length=LABEL_VALUE_MAX * 4)
+    truncatedAlerts: int = Field(default=0, ge=0, le=INT_MAX)
     alerts: list[AlertmanagerAlert] = Field(max_length=1000)
 
 

@@ -20,7 +20,8 @@ from gatekeeper.store.models import Agent, Approval
 bp = Blueprint("approvals", __name__)
 
 
-@endpoint(bp, "/v1/approvals", methods=["GET"], roles=READERS, query=ApprovalQuery, response=ApprovalView)
+@endpoint(bp, "/v1/approvals", methods=["GET"], roles=READERS, query=ApprovalQuery,
+          response=list[ApprovalView])
 def list_approvals(*, caller: Caller, query: ApprovalQuery) -> list[ApprovalView]:
     """List approvals of one state (default pending), newest first; due ones expire on the way."""
     found = approvals.listing(services(), state=None if query.state == "all" else query.state, now=time.time())

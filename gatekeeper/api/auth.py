@@ -10,6 +10,7 @@ remembered for `CACHE_SECONDS` only, so a token created meanwhile works at once.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from gatekeeper.services import services
 from gatekeeper.store.tokens import RevocationMark, find_token
 
 CACHE_SECONDS = 5.0
+MAX_TOKEN = 512
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 READERS = ("viewer", "release_manager")
 ACTORS = ("release_manager",)
 
@@ -47,9 +50,7 @@ def authenticate(header: str | None, *, roles: tuple[str, ...]) -> Caller:
     """Return the caller of a request, or raise 401/403."""
     if not roles:
         return Caller(name="anonymous", role="public")
-    if not header or not header.startswith("Bearer ") or not header[7:].strip():
-        raise Unauthorized("send Authorization: Bearer <token>")
-    caller = _lookup(header[7:].strip())
+    caller = _lookup(bearer_token(header))
     if caller is None:
         raise Unauthorized("unknown or revoked token")
     if caller.role not in roles:
@@ -81,6 +82,16 @@ class TokenCache:
         if len(self.callers) > 10_000:
             self.callers.clear()
         self.callers[token] = (now, caller)
+
+
+def bearer_token(header: str | None) -> str:
+    """Return the token of an `Authorization: Bearer <token>` header (any case of the scheme), or raise 401."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    token = token.strip()
+    # RFC 6750 token68: one run of visible ASCII; anything else cannot be a token of ours.
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN or not _TOKEN68.fullmatch(token):
+        raise Unauthorized("send Authorization: Bearer <token>", field="authorization")
+    return token
 
 
 def _lookup(token: str) -> Caller | None:

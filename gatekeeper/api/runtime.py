@@ -127,8 +127,8 @@ def end_session(session_id: str, *, caller: Caller, body: SessionEnd) -> Session
     return SessionSummary.model_validate(found)
 
 
-@bp.get("/metrics")
-def prometheus_metrics() -> Response:
+@endpoint(bp, "/metrics", methods=["GET"], roles=(), media_type=CONTENT_TYPE_LATEST)
+def prometheus_metrics(*, caller: Caller) -> Response:
     """Expose every metric of SPEC §6 in the Prometheus text format."""
     svc = services()
     return Response(metrics().render(svc.db, svc.policies), mimetype=CONTENT_TYPE_LATEST)

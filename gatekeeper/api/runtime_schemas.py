@@ -1,7 +1,8 @@
 """Request and response models of the agent-runtime and approval routes (SPEC §5).
 
 Sizes are bounded here, so bad input is refused before anything is read or reserved:
-costs are finite dollars in [0, 10,000], previews at most 1,000 characters, ids at most 40.
+costs are finite dollars in [0, 10,000], previews at most 1,000 characters, ids at most 40,
+no string carries a NUL and none is longer than its column (gatekeeper/api/fields.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gatekeeper.api.fields import DECISION_REASON_MAX, KEY_MAX, SafeStr, Timestamp
 from gatekeeper.api.schemas import SLUG, Strict
 from gatekeeper.core.budgets import MAX_COST_DOLLARS
 
 ID = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
+ID_OR_NONE = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
 TOOL = r"^[A-Za-z0-9_.:/-]{1,200}$"
 MAX_PREVIEW = 1000
 MAX_LATENCY_MS = 86_400_000.0  # a day: anything longer is a unit mistake
@@ -26,12 +29,13 @@ def _money(description: str, **default: Any) -> Any:
 
 class SessionCreate(Strict):
     agent: str = Field(pattern=SLUG)
-    session_key: str | None = Field(default=None, min_length=1, max_length=200,
+    session_key: SafeStr | None = Field(default=None, min_length=1, max_length=KEY_MAX,
                                     description="sticky assignment key; random when absent")
     environment: Literal["live", "twin"] = "live"
-    scenario: str | None = Field(default=None, min_length=1, max_length=200,
+    scenario: SafeStr | None = Field(default=None, min_length=1, max_length=KEY_MAX,
                                  description="twin scenario whose trajectory assertions this run checks")
-    twin_snapshot_at: datetime | None = Field(default=None, description="when the twin's data snapshot was taken")
+    twin_snapshot_at: Timestamp | None = Field(default=None, description="when the twin's data snapshot was taken; "
+                                                                          "naive means UTC, years 1 to 9999")
 
 
 class CapsView(BaseModel):
@@ -60,8 +64,8 @@ class DecisionCreate(Strict):
     session_id: str = ID
     tool: str = Field(pattern=TOOL)
     cost: float = _money("estimated cost in dollars, reserved atomically")
-    preview: str | None = Field(default=None, max_length=MAX_PREVIEW, description="shown to approvers")
-    approval_id: str | None = Field(default=None, min_length=1, max_length=40)
+    preview: SafeStr | None = Field(default=None, max_length=MAX_PREVIEW, description="shown to approvers")
+    approval_id: str | None = ID_OR_NONE
 
 
 class Remaining(BaseModel):
@@ -139,7 +143,7 @@ class ApprovalView(BaseModel):
 
 
 class ApprovalAction(Strict):
-    reason: str = Field(default="", max_length=1000)
+    reason: SafeStr = Field(default="", max_length=DECISION_REASON_MAX)
 
 
 class ApprovalQuery(BaseModel):

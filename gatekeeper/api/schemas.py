@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gatekeeper.api.fields import INT_MAX, KEY_MAX, REASON_MAX, SafeStr
+
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$"
 Stage = Literal["twin", "shadow", "canary", "expansion"]
@@ -20,13 +22,13 @@ class Strict(BaseModel):
 
 class AgentCreate(Strict):
     name: str = Field(pattern=SLUG, description="agent slug")
-    policy: str = Field(min_length=1, max_length=200, description="name of a loaded policy")
+    policy: SafeStr = Field(min_length=1, max_length=KEY_MAX, description="name of a loaded policy")
     stable_version: str | None = Field(default=None, pattern=VERSION)
 
 
 class RolloutCreate(Strict):
     version: str = Field(pattern=VERSION, description="the candidate version label")
-    reason: str = Field(default="", max_length=1000)
+    reason: SafeStr = Field(default="", max_length=REASON_MAX)
 
 
 class StableBody(Strict):
@@ -45,7 +47,7 @@ class StableChangeView(BaseModel):
 
 
 class ActionBody(Strict):
-    reason: str = Field(min_length=1, max_length=1000, description="why; kept in the audit trail")
+    reason: SafeStr = Field(min_length=1, max_length=REASON_MAX, description="why; kept in the audit trail")
 
 
 class PromoteBody(ActionBody):
@@ -59,7 +61,7 @@ class RollbackBody(ActionBody):
 class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=50, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=INT_MAX)
     kind: Literal["all", "transition", "gate_evaluation"] = "all"
 
 

@@ -28,6 +28,9 @@ RESTART_DELAY_S = 5.0
 STOP_TIMEOUT_S = 20.0
 
 APP = "gatekeeper.wsgi:app"
+# gunicorn's sync and gthread workers, answering malformed HTTP (request line over 4 KiB, headers
+# over 8 KiB, bad chunks) with the JSON error body instead of gunicorn's HTML page.
+WORKERS = {False: "gatekeeper.api.workers.JsonSyncWorker", True: "gatekeeper.api.workers.JsonThreadWorker"}
 
 
 @click.command()
@@ -70,7 +73,7 @@ def gunicorn_command(*, bind: str, workers: int, threads: int, timeout: int, app
     """Return the gunicorn command line `serve` runs (the benchmarks reuse it)."""
     return [sys.executable, "-m", "gunicorn", app, "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--timeout", str(timeout), "--graceful-timeout", "10",
-            "--worker-class", "gthread" if threads > 1 else "sync", "--log-level", "warning"]
+            "--worker-class", WORKERS[threads > 1], "--log-level", "warning"]
 
 
 def scheduler_command(*, interval_s: float) -> list[str]:

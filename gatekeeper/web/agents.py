@@ -9,6 +9,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from flask.typing import ResponseReturnValue
 
 from gatekeeper import rollouts
+from gatekeeper.api.fields import REASON_MAX
 from gatekeeper.api.views import agent_or_404
 from gatekeeper.core.rollout import STAGES
 from gatekeeper.errors import BadRequest, NotFound
@@ -20,7 +21,8 @@ from gatekeeper.web.presenters import ACTIONS, AgentView, actions, agent_view, l
 from gatekeeper.web.security import current_user, release_manager_required
 
 bp = Blueprint("agents", __name__)
-MAX_REASON = 1000
+MAX_REASON = REASON_MAX  # the reason lands in the rollout's state_reason too
+MAX_PAGE = 1_000_000  # far past any history, and its offset still fits every database's integers
 
 
 @bp.get("/")
@@ -44,7 +46,7 @@ def agent_page(name: str) -> ResponseReturnValue:
         agent = agent_or_404(session, name)
         view = agent_view(session, agent, policies=svc.policies, now=g.now)
         story = timeline(session, agent.id or 0, policy=view.policy,
-                         page=request.args.get("page", 1, type=int) or 1, include_gates=include_gates)
+                         page=_page(), include_gates=include_gates)
         rollout = view.status.rollout
         graphs = rollout_charts(session, rollout, policy=view.policy, now=g.now) if rollout else ()
     user = current_user()
@@ -67,6 +69,13 @@ def act(name: str, action: str) -> ResponseReturnValue:
                          reason=_reason(), now=time.time(), to_stage=to_stage)
     flash(f"{labels[action]}: {name} is now at {_where(name, entry)} ({entry.to_state}).", "ok")
     return redirect(url_for(".agent_page", name=name), 303)
+
+
+def _page() -> int:
+    page = request.args.get("page", 1, type=int) or 1
+    if not 1 <= page <= MAX_PAGE:
+        raise BadRequest(f"page must be between 1 and {MAX_PAGE}", field="page")
+    return page
 
 
 def _reason() -> str:
