@@ -33,7 +33,7 @@ class RolloutCreate(Strict):
 
 class StableBody(Strict):
     version: str = Field(pattern=VERSION, description="the version live traffic gets by default")
-    reason: str = Field(min_length=1, max_length=1000, description="why; kept in the audit trail")
+    reason: SafeStr = Field(min_length=1, max_length=1000, description="why; kept in the audit trail")
 
 
 class StableChangeView(BaseModel):

@@ -10,6 +10,7 @@ from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatekeeper.api.auth import ACTORS, Caller
+from gatekeeper.api.fields import INT_MAX, SafeStr
 from gatekeeper.api.routing import endpoint
 from gatekeeper.api.schemas import SLUG, timestamp, utc
 from gatekeeper.errors import NotFound
@@ -19,12 +20,11 @@ from gatekeeper.store.models import ApiToken
 
 bp = Blueprint("tokens", __name__)
 Role = Literal["agent", "viewer", "release_manager", "alertmanager"]
-MAX_ID = 2**63 - 1
 
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, description="who or what holds the token (audit trail)")
+    name: SafeStr = Field(min_length=1, max_length=200, description="who or what holds the token (audit trail)")
     role: Role
     agent: str | None = Field(default=None, pattern=SLUG, description="the agent an `agent` token is scoped to")
 
@@ -47,7 +47,7 @@ class TokenQuery(BaseModel):
     state: Literal["all", "active", "revoked"] = "all"
 
 
-@endpoint(bp, "/v1/tokens", methods=["GET"], roles=ACTORS, query=TokenQuery, response=TokenView)
+@endpoint(bp, "/v1/tokens", methods=["GET"], roles=ACTORS, query=TokenQuery, response=list[TokenView])
 def list_tokens(*, caller: Caller, query: TokenQuery) -> list[TokenView]:
     """List tokens, oldest first; secrets and hashes are never shown."""
     wanted = {"all": (True, False), "active": (False,), "revoked": (True,)}[query.state]
@@ -66,7 +66,7 @@ def create_token(*, caller: Caller, body: TokenCreate) -> TokenCreated:
 @endpoint(bp, "/v1/tokens/<token_id>/revoke", methods=["POST"], roles=ACTORS, response=TokenView)
 def revoke_token(token_id: str, *, caller: Caller) -> TokenView:
     """Revoke a token; every worker refuses it from the next request on."""
-    if not token_id.isdigit() or int(token_id) > MAX_ID:
+    if not token_id.isdigit() or int(token_id) > INT_MAX:
         raise NotFound(f"no token with id {token_id[:40]!r}", field="token_id")
     with services().db.transaction() as session:
         row = store.revoke_token(session, int(token_id), actor=caller.actor, now=time.time())
