@@ -16,10 +16,12 @@ def register_api(app: Flask) -> None:
     """Attach every API blueprint and the error handlers."""
     from gatekeeper.api import agents, runtime, system
     from gatekeeper.api.alerts import bp as alerts_bp
+    from gatekeeper.api.traces import bp as traces_bp
 
     app.register_blueprint(system.bp)
     app.register_blueprint(agents.bp)
     app.register_blueprint(alerts_bp)
+    app.register_blueprint(traces_bp)  # GET /v1/sessions/<id>: the session trace
     runtime.register(app)  # sessions, decisions, outcomes, approvals, /metrics
     app.register_error_handler(GatekeeperError, _gatekeeper_error)
     app.register_error_handler(HTTPException, _http_error)

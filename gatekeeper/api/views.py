@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sqlmodel import Session, func, select
 
 from gatekeeper.api.schemas import AgentStatus, HistoryEntry, Position, RolloutView, timestamp, utc
+from gatekeeper.api.trace_schemas import MirroredTraces, SessionTrace, Trace, TraceDecision, TraceOutcome, TraceSession
 from gatekeeper.core import rollout as machine
+from gatekeeper.core.budgets import to_dollars
 from gatekeeper.errors import NotFound
 from gatekeeper.policies import LoadedPolicy, PolicyStore
 from gatekeeper.rollouts import status_of
+from gatekeeper.store import reads
 from gatekeeper.store import rollouts as store
-from gatekeeper.store.models import Agent, Approval, GateEvaluation, Rollout, Transition
+from gatekeeper.store.models import Agent, AgentSession, Approval, Decision, GateEvaluation, Rollout, Transition
 
 
 def describe_agent(session: Session, policies: PolicyStore, agent: Agent) -> AgentStatus:
@@ -79,3 +83,52 @@ def _policy_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
         return policies.get(name)
     except NotFound:
         return None
+
+
+def session_trace(session: Session, session_id: str) -> SessionTrace:
+    """Return a session's trace, and both halves side by side when it is half of a mirrored pair."""
+    row = reads.traced_session(session, session_id)
+    agent = reads.agent_name(session, row.agent_id)
+    own = _trace(session, row, agent)
+    other = reads.paired_session(session, row)
+    if other is None:
+        return SessionTrace(session=own.session, decisions=own.decisions)
+    pair = (own, _trace(session, other, agent))
+    stable, candidate = pair if row.mirror_of is None else pair[::-1]
+    return SessionTrace(session=own.session, decisions=own.decisions,
+                        mirror=MirroredTraces(stable=stable, candidate=candidate))
+
+
+def arguments_of(text: str | None) -> dict[str, Any] | None:
+    """Return stored (already redacted) arguments as an object; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return None
+    return loaded if isinstance(loaded, dict) else {"value": loaded}
+
+
+def _trace(session: Session, row: AgentSession, agent: str) -> Trace:
+    facts = TraceSession(
+        session_id=row.id, agent=agent, version=row.version, arm=row.arm, stage=row.stage,
+        environment=row.environment, scenario=row.scenario, status=row.status, tool_calls=row.tool_calls,
+        spend=to_dollars(row.spend_micros), cap_tool_calls=row.cap_tool_calls,
+        cap_spend=to_dollars(row.cap_spend_micros), started_at=utc(row.started_at),
+        ended_at=timestamp(row.ended_at), mirror_of=row.mirror_of)
+    return Trace(session=facts, decisions=[_traced(d) for d in reads.session_decisions(session, row.id)])
+
+
+def _traced(row: Decision) -> TraceDecision:
+    outcome = None
+    if row.outcome_status is not None:
+        outcome = TraceOutcome(
+            status=row.outcome_status, latency_ms=row.latency_ms, at=timestamp(row.outcome_at),
+            actual_cost=None if row.actual_cost_micros is None else to_dollars(row.actual_cost_micros),
+            overrun=to_dollars(row.overrun_micros) if row.overrun_micros else None)
+    return TraceDecision(
+        decision_id=row.id, at=utc(row.at), tool=row.tool, tool_class=row.tool_class, verdict=row.verdict,
+        reason=row.reason, would_verdict=row.would_verdict, would_reason=row.would_reason,
+        cost=to_dollars(row.cost_micros), preview=row.preview, arguments=arguments_of(row.arguments),
+        arguments_digest=row.arguments_digest, approval_id=row.approval_id, outcome=outcome)
