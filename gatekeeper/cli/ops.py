@@ -51,6 +51,13 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
+def position(where: dict[str, Any] | None) -> str:
+    """Name a position as the server, the dashboard and the history do (`canary 25%`)."""
+    if not where:
+        return "-"
+    return str(where.get("label") or where.get("stage") or "-")
+
+
 def _status_row(agent: dict[str, Any]) -> list[Any]:
     rollout = agent.get("rollout") or {}
     report = agent.get("gate_report") or {}
@@ -97,7 +104,7 @@ def _print_transition(payload: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(payload, indent=2))
         return
     entry = payload["transition"]
-    click.echo(f"{payload['agent']}: {entry['action']} -> {entry['to']['stage']} tier {entry['to']['tier']} "
+    click.echo(f"{payload['agent']}: {entry['action']} -> {position(entry['to'])} "
                f"({entry['to']['state']}) by {entry['actor']}: {entry['reason']}")
     click.echo(table([_status_row(payload["status"])], STATUS_HEADERS))
 
@@ -114,10 +121,10 @@ def history(agent: str, limit: int, offset: int, kind: str, url: str, token: str
     if as_json:
         click.echo(json.dumps(page, indent=2))
         return
-    rows = [[e["at"][:19].replace("T", " "), e["actor"], e["action"],
-             f"{(e.get('from') or {}).get('stage') or '-'}/{(e.get('from') or {}).get('tier', '-')}",
-             f"{e['to']['stage']}/{e['to']['tier']}", e["policy_revision"], e["reason"]] for e in page["items"]]
-    click.echo(table(rows, ("AT", "ACTOR", "ACTION", "FROM", "TO", "POLICY", "REASON")))
+    rows = [[e["at"][:19].replace("T", " "), e.get("candidate_version") or "-", e["actor"], e["action"],
+             position(e.get("from")), position(e["to"]), e["policy_revision"][:12], e["reason"]]
+            for e in page["items"]]
+    click.echo(table(rows, ("AT", "VERSION", "ACTOR", "ACTION", "FROM", "TO", "POLICY", "REASON")))
     click.echo(f"{offset + len(rows)} of {page['total']}")
 
 

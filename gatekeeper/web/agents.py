@@ -42,8 +42,8 @@ def agent_page(name: str) -> ResponseReturnValue:
     include_gates = request.args.get("events") == "all"
     with svc.db.reading() as session:
         agent = agent_or_404(session, name)
-        view = agent_view(session, agent, policies=svc.policies, now=g.now)
-        story = timeline(session, agent.id or 0, policy=view.policy,
+        view = agent_view(session, agent, policies=svc.policies, now=g.now, with_approvals=True)
+        story = timeline(session, agent, policies=svc.policies,
                          page=request.args.get("page", 1, type=int) or 1, include_gates=include_gates)
         rollout = view.status.rollout
         graphs = rollout_charts(session, rollout, policy=view.policy, now=g.now) if rollout else ()
