@@ -132,7 +132,9 @@ def agent_view(session: Session, agent: Agent, *, policies: PolicyStore, now: fl
         metrics=metrics_health(report), time_at_tier_s=at_tier,
         soak_required_s=soak_required(policy.policy, rollout, report) if policy and active and rollout else None,
         superseded=stale,
-        approvals=tuple(reads.pending_approvals_of(session, agent.id or 0, now=now)) if with_approvals else ())
+        # Detached copies: the read's rollback would expire the rows before the template renders.
+        approvals=tuple(Approval(**a.model_dump()) for a in reads.pending_approvals_of(session, agent.id or 0, now=now))
+        if with_approvals else ())
 
 
 def superseded(state: ReportState, policy: Policy | None) -> Superseded | None:

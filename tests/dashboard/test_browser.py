@@ -118,7 +118,7 @@ def test_an_approval_asked_through_the_sdk_is_approved_in_the_browser_and_the_re
     row = page.locator(f"tr[data-approval='{asked.approval_id}']")
     assert "irreversible" in row.get_attribute("class")
     assert "Email C-1042: your refund is on its way" in row.inner_text()
-    row.locator("input[name=reason]").fill("customer asked for it")
+    row.locator("[name=reason]").fill("customer asked for it")
     row.locator("button[data-verdict=approve]").click()
     page.wait_for_selector(".flash-ok")
     assert page.locator("[data-testid=no-approvals]").is_visible()
