@@ -18,6 +18,7 @@ from gatekeeper.web import charts, queries
 from gatekeeper.web.filters import figure, label, utc
 
 PER_PAGE = 25
+CEILINGS = {"error_rate": 1.0, "traffic_percent": 100.0}  # shares: the axis never runs past 100%
 PEOPLE = ("user:", "release_manager:")
 SERIES = (("error_rate", "Error rate"), ("p95_latency_s", "p95 latency"),
           ("cost_per_session", "Cost per session"), ("traffic_percent", "Traffic share"))
@@ -96,7 +97,7 @@ def rollout_charts(session: Session, rollout: RolloutView, *, policy: Policy | N
     return tuple(
         charts.line_chart(key, [(at, _number(values.get(key))) for at, values in samples], title=title,
                           span=(rollout.started_at.timestamp(), end), transitions=moves,
-                          threshold=limits.get(key), fmt=partial(figure, name=key))
+                          threshold=limits.get(key), fmt=partial(figure, name=key), ceiling=CEILINGS.get(key))
         for key, title in SERIES)
 
 
