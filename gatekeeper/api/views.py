@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from gatekeeper.api.schemas import AgentStatus, HistoryEntry, Position, RolloutView, timestamp, utc
 from gatekeeper.api.trace_schemas import MirroredTraces, SessionTrace, Trace, TraceDecision, TraceOutcome, TraceSession
@@ -28,8 +29,10 @@ def describe_agent(session: Session, policies: PolicyStore, agent: Agent) -> Age
     rollout = store.current_rollout(session, agent) or store.latest_rollout(session, agent)
     active = rollout is not None and rollout.id == agent.rollout_id
     reported = gate_report(session, rollout) if rollout and active else None
+    # Not yet marked expired is not waiting either: the count agrees with the lists the pages show.
     pending = session.exec(select(func.count()).select_from(Approval)
-                           .where(Approval.agent_id == agent.id, Approval.state == "pending")).one()
+                           .where(Approval.agent_id == agent.id, Approval.state == "pending",
+                                  col(Approval.expires_at) > time.time())).one()
     return AgentStatus(
         name=agent.name, policy=agent.policy, stable_version=agent.stable_version,
         policy_revision=loaded.revision if loaded else None, policy_file=loaded.path if loaded else None,

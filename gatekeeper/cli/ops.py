@@ -61,7 +61,9 @@ def position(where: dict[str, Any] | None) -> str:
 def _status_row(agent: dict[str, Any]) -> list[Any]:
     rollout = agent.get("rollout") or {}
     report = agent.get("gate_report") or {}
-    return [agent["name"], agent.get("stable_version") or "-", rollout.get("candidate_version", "-"),
+    # A completed rollout's candidate is the stable version now; an aborted one is a candidate no more.
+    candidate = "-" if rollout.get("state") in ("completed", "aborted") else rollout.get("candidate_version", "-")
+    return [agent["name"], agent.get("stable_version") or "-", candidate,
             rollout.get("tier_label", "-"), rollout.get("state", "-"), report.get("result", "-"),
             agent.get("pending_approvals", 0), rollout.get("state_reason", "")]
 

@@ -30,8 +30,9 @@ DANGEROUS = frozenset({"rollback", "kill", "abort"})
 
 @dataclass(frozen=True)
 class Rung:
-    label: str
+    label: str  # short: `5%` after the stage's first rung
     status: str  # done | current | todo
+    full: str = ""  # `canary 5%`, as every other view names it
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ def rungs(policy: Policy, rollout: RolloutView | None) -> tuple[Rung, ...]:
         current = len(positions)
     if rollout is not None and rollout.state == "aborted":
         current = -1
-    return tuple(Rung(_rung_label(policy, p), "done" if i < current else "current" if i == current else "todo")
+    return tuple(Rung(_rung_label(policy, p), "done" if i < current else "current" if i == current else "todo",
+                      machine.position_label(policy, p))
                  for i, p in enumerate(positions))
 
 

@@ -94,14 +94,17 @@ def test_a_post_without_the_csrf_token_is_refused(live_server: LiveServer, users
 
 def test_overview_refreshes_by_itself(live_server: LiveServer, users: dict[str, str], page: Any) -> None:
     _rollout_at_twin(live_server.app)
+    page.add_init_script("window.gatekeeperRefreshMs = 300;")
     browser_sign_in(page, live_server.url, "alice")
+    page.locator("tr[data-agent=support-bot] a.agent-name").focus()
     rung = page.locator("tr[data-agent=support-bot] [data-testid=current-rung]")
     assert rung.inner_text() == "twin"
     rollouts.act(svc(live_server.app), "support-bot", "pause", actor="user:bob", reason="elsewhere", now=time.time())
     page.wait_for_function(
         "() => document.querySelector('tr[data-agent=support-bot] [data-testid=state]').textContent === 'paused'",
         timeout=12_000)
-    assert page.url.rstrip("/") == live_server.url  # no navigation: the rows were fetched and replaced
+    assert page.url.rstrip("/") == live_server.url  # no navigation: the rows were fetched and updated in place
+    assert page.evaluate("() => document.activeElement.textContent") == "support-bot"  # focus stayed on the link
 
 
 def test_an_approval_asked_through_the_sdk_is_approved_in_the_browser_and_the_repeat_is_allowed(
