@@ -16,6 +16,7 @@ from gatekeeper.services import services
 from gatekeeper.store import reads
 from gatekeeper.store import rollouts as store
 from gatekeeper.store.models import Transition
+from gatekeeper.web import queries
 from gatekeeper.web.history import rollout_charts, timeline
 from gatekeeper.web.presenters import ACTIONS, AgentView, actions, agent_view, loaded_or_none, position_label
 from gatekeeper.web.security import current_user, release_manager_required
@@ -59,9 +60,11 @@ def _agent(name: str) -> dict[str, Any]:
         rollout = view.status.rollout
         graphs = rollout_charts(session, rollout, policy=view.policy, now=g.now) if rollout else ()
         decision_ids = reads.decisions_of_approvals(session, [a.id for a in view.approvals])
+        environments = queries.session_environments(session, [a.session_id for a in view.approvals])
     user = current_user()
     return {"view": view, "charts": graphs, "timeline": story, "include_gates": include_gates,
-            "decision_ids": decision_ids, "actions": actions(view, can_act=bool(user and user.can_act), now=g.now)}
+            "decision_ids": decision_ids, "environments": environments,
+            "actions": actions(view, can_act=bool(user and user.can_act), now=g.now)}
 
 
 @bp.post("/agents/<name>/actions/<action>")

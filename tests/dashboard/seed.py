@@ -92,7 +92,7 @@ def _tier_reports(svc: Services, agent: str, *, policy: Policy, tier: int, start
 
 
 def open_approval(svc: Services, agent: str, *, tool: str, tool_class: str, cost: float, preview: str,
-                  at: float, expire_after: float = 15 * MINUTE) -> str:
+                  at: float, expire_after: float = 15 * MINUTE, arguments: dict[str, Any] | None = None) -> str:
     """Open a pending approval on a fresh candidate session of `agent`, as the hot path does."""
     with svc.db.transaction() as session:
         row = store.get_agent(session, agent)
@@ -107,7 +107,8 @@ def open_approval(svc: Services, agent: str, *, tool: str, tool_class: str, cost
         approval = Approval(id=uuid.uuid4().hex, agent_id=row.id or 0, session_id=live.id, rollout_id=rollout.id,
                             version=rollout.candidate_version, tool=tool, tool_class=tool_class,
                             cost_micros=round(cost * 1_000_000), preview=preview, created_at=at,
-                            expires_at=at + expire_after)
+                            expires_at=at + expire_after, stage=rollout.stage,
+                            arguments=json.dumps(arguments, sort_keys=True) if arguments is not None else None)
         session.add(approval)
         return approval.id
 

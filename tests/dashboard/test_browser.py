@@ -174,8 +174,11 @@ def _metrics_outage(app: Flask, *, now: float) -> None:
 def _approvals(app: Flask, *, now: float) -> None:
     services = svc(app)
     seed.open_approval(services, "support-bot", tool="refund_payment", tool_class="irreversible", cost=0.35,
-                       preview="Refund $120.00 to customer C-1042 for order #88121 (charged twice)", at=now - 95)
+                       preview="Refund $120.00 to customer C-1042 for order #88121 (charged twice)", at=now - 95,
+                       arguments={"amount": 120.0, "currency": "USD", "customer": "C-1042", "order": 88121,
+                                  "card_number": "[redacted]"})
     seed.open_approval(services, "support-bot", tool="send_email", tool_class="irreversible", cost=0.01,
-                       preview="Email C-1042: 'Your refund of $120.00 is on its way'", at=now - 30)
+                       preview="Email C-1042: 'Your refund of $120.00 is on its way'", at=now - 30,
+                       arguments={"to": "customer C-1042", "subject": "Your refund of $120.00 is on its way"})
     seed.open_approval(services, "code-assistant", tool="open_pull_request", tool_class="reversible", cost=0.02,
                        preview="Open PR 'Fix flaky checkout test' from branch agent/fix-412", at=now - 600)
