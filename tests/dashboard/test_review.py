@@ -183,3 +183,26 @@ def test_a_half_typed_reason_survives_the_agent_pages_refresh(
     assert page.input_value(f"#reason-{refund}") == "checking with fin"
     page.fill(f"#reason-{refund}", "")
     page.wait_for_function("() => document.querySelector('[data-testid=state]').textContent.trim() === 'paused'")
+
+
+def test_approval_controls_and_confirmations_name_what_they_act_on(
+        live_server: LiveServer, users: dict[str, str], page: Any) -> None:
+    app, now = live_server.app, time.time()
+    _support_bot(app, at=now - 600)
+    live = seed.live_session(svc(app), "support-bot", at=now - 120)
+    refund = seed.approval_for(svc(app), live, tool="refund_payment", tool_class="irreversible", cost=0.35,
+                               at=now - 60, arguments={"amount": 120})
+    browser_sign_in(page, live_server.url, "alice")
+    page.goto(f"{live_server.url}/approvals")
+    what = f"refund_payment of support-bot (approval {refund[:8]})"
+    assert page.get_by_role("button", name=f"Reject {what}").count() == 1
+    assert page.get_by_role("button", name=f"Approve {what}").count() == 1
+    assert page.get_by_role("textbox", name=f"Reason for approving or rejecting {what}").count() == 1
+    page.goto(f"{live_server.url}/agents/support-bot")
+    page.get_by_role("button", name="Kill support-bot to twin, killed").click()
+    dialog = page.get_by_role("dialog", name="Kill support-bot?")
+    assert dialog.is_visible()
+    assert dialog.get_by_role("button", name="Confirm: kill support-bot").count() == 1
+    dialog.get_by_role("button", name="Cancel: do not kill support-bot").press("Enter")
+    assert not dialog.is_visible()
+    assert page.evaluate("() => document.activeElement.dataset.action") == "kill"  # focus back on its opener
