@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from gatekeeper.rollouts import status_of
 from gatekeeper.store import reads
 from gatekeeper.store import rollouts as store
 from gatekeeper.store.models import Agent, AgentSession, Approval, Decision, GateEvaluation, Rollout, Transition
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 def describe_agent(session: Session, policies: PolicyStore, agent: Agent) -> AgentStatus:
@@ -144,6 +147,8 @@ def _policy_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
 
 def session_trace(session: Session, session_id: str) -> SessionTrace:
     """Return a session's trace, and both halves side by side when it is half of a mirrored pair."""
+    if not SESSION_ID.fullmatch(session_id):  # never sent to the database: NUL or 10 kB ids are just unknown
+        raise NotFound(f"no session {session_id[:60]!r}", field="session_id")
     row = reads.traced_session(session, session_id)
     agent = reads.agent_name(session, row.agent_id)
     own = _trace(session, row, agent)

@@ -58,9 +58,11 @@ def test_an_agent_token_reads_its_own_agents_sessions_only(
     other = client.get(f"/v1/sessions/{session_id}", headers=make_token("agent", agent="billing-agent"))
     alerts = client.get(f"/v1/sessions/{session_id}", headers=make_token("alertmanager"))
     anonymous = client.get(f"/v1/sessions/{session_id}")
-    missing = client.get("/v1/sessions/nope", headers=make_token("viewer"))
     assert (own.status_code, other.status_code, alerts.status_code, anonymous.status_code) == (200, 403, 403, 401)
-    assert missing.status_code == 404 and missing.get_json()["error"]["field"] == "session_id"
+    for odd in ("nope", "a%00b", "x" * 5000, "%F0%9F%92%A5", "a'%20OR%20'1'='1"):
+        missing = client.get(f"/v1/sessions/{odd}", headers=make_token("viewer"))
+        assert missing.status_code == 404, odd
+        assert missing.get_json()["error"]["field"] == "session_id"
 
 
 def test_a_mirrored_pair_shows_the_stable_and_candidate_traces_side_by_side(
