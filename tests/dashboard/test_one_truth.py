@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
 from gatekeeper import rollouts
+from gatekeeper.cli import main
 from gatekeeper.core.gates import TierSignals
 from tests.conftest import svc
 from tests.dashboard import seed
@@ -89,3 +91,25 @@ def test_collecting_evidence_is_neutral_progress_not_failure(
     assert 'class="badge state-held"' not in page and "state-collecting" in page
     overview = client.get("/").get_data(as_text=True)
     assert "state-collecting" in overview and "figure result-fail" not in overview
+
+
+def test_status_after_a_promotion_shows_no_previous_stage_hold_and_no_candidate_once_completed(
+        app: Flask, live_url: str, make_token: Callable[..., dict[str, str]]) -> None:
+    now = time.time()
+    services = svc(app)
+    seed.start(services, "support-bot", policy="support-default", stable="v6", candidate="v7", at=now - 600)
+    seed.store_report(services, "support-bot", report={
+        "stage": "twin", "tier": 0, "tier_label": "twin", "result": "hold", "evaluated_at": now - 60,
+        "reasons": ["too few runs: 3 < 50"], "checks": []})
+    token = make_token("release_manager")["Authorization"].split()[1]
+
+    def status() -> list[str]:
+        result = CliRunner().invoke(main, ["status", "--url", live_url, "--token", token])
+        assert result.exit_code == 0, result.output
+        return next(line for line in result.output.splitlines() if line.startswith("support-bot")).split()
+
+    assert status()[:6] == ["support-bot", "v6", "v7", "twin", "progressing", "hold"]
+    rollouts.act(services, "support-bot", "promote", actor="user:alice", reason="runs look fine", now=now - 30)
+    assert status()[:6] == ["support-bot", "v6", "v7", "shadow", "progressing", "-"]
+    rollouts.act(services, "support-bot", "promote_full", actor="user:alice", reason="ship it", now=now - 20)
+    assert status()[:6] == ["support-bot", "v7", "-", "expansion", "100%", "completed"]
