@@ -30,6 +30,7 @@ class TraceDecision(BaseModel):
     arguments: dict[str, Any] | None = Field(description="the call's arguments, the policy's redacted fields masked")
     arguments_digest: str | None = Field(description="SHA-256 of the unredacted canonical arguments")
     approval_id: str | None
+    approval_state: str | None = Field(default=None, description="pending, approved, rejected, expired or cancelled")
     outcome: TraceOutcome | None = Field(description="absent until the agent reports the call's outcome")
 
 

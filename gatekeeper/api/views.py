@@ -179,10 +179,13 @@ def _trace(session: Session, row: AgentSession, agent: str) -> Trace:
         spend=to_dollars(row.spend_micros), cap_tool_calls=row.cap_tool_calls,
         cap_spend=to_dollars(row.cap_spend_micros), started_at=utc(row.started_at),
         ended_at=timestamp(row.ended_at), mirror_of=row.mirror_of)
-    return Trace(session=facts, decisions=[_traced(d) for d in reads.session_decisions(session, row.id)])
+    decisions = reads.session_decisions(session, row.id)
+    states = reads.approval_states(session, [d.approval_id for d in decisions if d.approval_id])
+    return Trace(session=facts, decisions=[_traced(d, approval_state=states.get(d.approval_id or ""))
+                                           for d in decisions])
 
 
-def _traced(row: Decision) -> TraceDecision:
+def _traced(row: Decision, *, approval_state: str | None) -> TraceDecision:
     outcome = None
     if row.outcome_status is not None:
         outcome = TraceOutcome(
@@ -193,4 +196,5 @@ def _traced(row: Decision) -> TraceDecision:
         decision_id=row.id, at=utc(row.at), tool=row.tool, tool_class=row.tool_class, verdict=row.verdict,
         reason=row.reason, would_verdict=row.would_verdict, would_reason=row.would_reason,
         cost=to_dollars(row.cost_micros), preview=row.preview, arguments=arguments_of(row.arguments),
-        arguments_digest=row.arguments_digest, approval_id=row.approval_id, outcome=outcome)
+        arguments_digest=row.arguments_digest, approval_id=row.approval_id, approval_state=approval_state,
+        outcome=outcome)

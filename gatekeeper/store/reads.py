@@ -78,3 +78,11 @@ def candidate_versions(session: Session, rollout_ids: Iterable[int]) -> dict[int
         return {}
     query = select(Rollout.id, Rollout.candidate_version).where(col(Rollout.id).in_(wanted))
     return {rollout_id: version for rollout_id, version in session.exec(query) if rollout_id is not None}
+
+
+def approval_states(session: Session, approval_ids: Iterable[str]) -> dict[str, str]:
+    """Return the state of each approval id given."""
+    wanted = sorted(set(approval_ids))
+    if not wanted:
+        return {}
+    return dict(session.exec(select(Approval.id, Approval.state).where(col(Approval.id).in_(wanted))).all())

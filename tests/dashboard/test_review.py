@@ -14,7 +14,7 @@ from gatekeeper.store import rollouts as store
 from gatekeeper.store.models import Approval
 from tests.conftest import svc
 from tests.dashboard import seed
-from tests.dashboard.conftest import LiveServer, browser_sign_in
+from tests.dashboard.conftest import LiveServer, browser_sign_in, screenshot
 
 CARD = "[redacted]"
 FAST_REFRESH = "window.gatekeeperRefreshMs = 300;"
@@ -54,7 +54,9 @@ def test_an_approval_shows_masked_arguments_and_links_to_the_session_trace(
         "lookup_customer", "refund_payment"]
     asked = page.locator("tr.call.irreversible")
     assert asked.count() == 1 and CARD in asked.inner_text() and "approval required" in asked.inner_text()
+    assert asked.locator("[data-testid=approval-state]").inner_text() == "pending"
     assert page.url.endswith(f"#{asked.get_attribute('id')}")
+    assert screenshot(page, "session").stat().st_size > 10_000
 
 
 def test_approvals_of_an_ended_session_show_as_cancelled_and_cannot_be_decided(
