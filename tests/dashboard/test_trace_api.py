@@ -31,13 +31,19 @@ def test_a_trace_lists_every_decision_in_order_with_arguments_outcome_and_overru
                      outcome=("ok", 0.05, 900.0))
     seed.record_call(services, session_id, tool="send_email", tool_class="irreversible", verdict="deny",
                      at=now - 270, reason="max_calls")
+    approval = seed.approval_for(services, session_id, tool="send_email", tool_class="irreversible", cost=0.01,
+                                 at=now - 260, arguments={"to": "c-1042@example.com"}, state="cancelled")
 
     for role in ("viewer", "release_manager"):
         response = client.get(f"/v1/sessions/{session_id}", headers=make_token(role))
         assert response.status_code == 200, response.get_json()
         trace = response.get_json()
         assert trace["session"]["agent"] == "support-bot" and trace["session"]["version"] == "v7"
-        assert [d["tool"] for d in trace["decisions"]] == ["lookup_customer", "refund_payment", "send_email"]
+        assert [d["tool"] for d in trace["decisions"]] == ["lookup_customer", "refund_payment", "send_email",
+                                                           "send_email"]
+        asked = trace["decisions"][3]
+        assert (asked["verdict"], asked["approval_id"], asked["approval_state"]) == (
+            "approval_required", approval, "cancelled")
         refund = trace["decisions"][1]
         assert refund["tool_class"] == "irreversible" and refund["verdict"] == "allow"
         assert refund["arguments"] == {"amount": 120, "card_number": MASKED}
