@@ -61,6 +61,13 @@ def pending_approvals_of(session: Session, agent_id: int, *, now: float) -> list
     return list(session.exec(query.limit(200)))
 
 
+def decided_approvals_of(session: Session, agent_id: int, *, limit: int = 5) -> list[Approval]:
+    """Return an agent's newest approvals that are no longer pending (decided, expired or cancelled)."""
+    query = (select(Approval).where(Approval.agent_id == agent_id, Approval.state != "pending")
+             .order_by(col(Approval.created_at).desc()).limit(limit))
+    return list(session.exec(query))
+
+
 def decisions_of_approvals(session: Session, approval_ids: Iterable[str]) -> dict[str, str]:
     """Return, for each approval id, the id of the decision that opened it."""
     wanted = list(approval_ids)

@@ -59,7 +59,7 @@ def _agent(name: str) -> dict[str, Any]:
                          page=request.args.get("page", 1, type=int) or 1, include_gates=include_gates)
         rollout = view.status.rollout
         graphs = rollout_charts(session, rollout, policy=view.policy, now=g.now) if rollout else ()
-        decision_ids = reads.decisions_of_approvals(session, [a.id for a in view.approvals])
+        decision_ids = reads.decisions_of_approvals(session, [a.id for a in (*view.approvals, *view.decided)])
         environments = queries.session_environments(session, [a.session_id for a in view.approvals])
     user = current_user()
     return {"view": view, "charts": graphs, "timeline": story, "include_gates": include_gates,

@@ -103,6 +103,7 @@ class AgentView:
     soak_required_s: float | None
     superseded: Superseded | None = None
     approvals: tuple[Approval, ...] = ()
+    decided: tuple[Approval, ...] = ()  # the newest approvals no longer pending
 
     @property
     def collecting(self) -> bool:
@@ -135,6 +136,8 @@ def agent_view(session: Session, agent: Agent, *, policies: PolicyStore, now: fl
         superseded=stale,
         # Detached copies: the read's rollback would expire the rows before the template renders.
         approvals=tuple(Approval(**a.model_dump()) for a in reads.pending_approvals_of(session, agent.id or 0, now=now))
+        if with_approvals else (),
+        decided=tuple(Approval(**a.model_dump()) for a in reads.decided_approvals_of(session, agent.id or 0))
         if with_approvals else ())
 
 

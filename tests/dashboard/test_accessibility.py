@@ -30,6 +30,9 @@ def _world(app: Flask) -> dict[str, str]:
     other = seed.live_session(services, "support-bot", at=now - 60)
     seed.approval_for(services, other, tool="update_ticket", tool_class="reversible", cost=0.01, at=now - 50,
                       arguments={"ticket": 88121, "status": "solved"})
+    ended = seed.live_session(services, "support-bot", at=now - 900, status="ok")
+    seed.approval_for(services, ended, tool="send_email", tool_class="irreversible", cost=0.01, at=now - 880,
+                      arguments={"to": "c-1042@example.com"}, state="cancelled")
     seed.start(services, "billing-agent", policy="billing", stable="v3", candidate="v4", at=now - 3600)
     rollouts.act(services, "billing-agent", "promote", actor="user:alice", reason="twin ok", now=now - 1800)
     stable = seed.live_session(services, "billing-agent", at=now - 300, arm="stable", stage="shadow")

@@ -74,6 +74,11 @@ def test_approvals_of_an_ended_session_show_as_cancelled_and_cannot_be_decided(
     assert decided.locator(".badge.approval-cancelled").inner_text() == "cancelled"
     page.goto(f"{live_server.url}/agents/support-bot")
     assert page.locator("[data-testid=no-agent-approvals]").is_visible()
+    listed = page.locator(f"[data-testid=agent-decided] li[data-approval='{gone}']")
+    assert listed.locator(".badge").first.inner_text() == "cancelled" and "its session ended" in listed.inner_text()
+    listed.locator("a").click()
+    page.wait_for_url(f"**/sessions/{ended}#decision-*")
+    assert page.locator("[data-testid=approval-state]").inner_text() == "cancelled"
     token = page.locator("meta[name=csrf-token]").get_attribute("content")
     forced = page.request.post(f"{live_server.url}/approvals/{gone}/approve",
                                form={"csrf_token": token, "reason": "too late"}, max_redirects=0)
