@@ -24,16 +24,28 @@ def test_status_promote_rollback_history(live_url: str, rm: dict[str, str], clie
 
     code, out = run(live_url, rm, "promote", "support-bot", "--reason", "twin looks good")
     assert code == 0, out
-    assert "support-bot: promote -> shadow tier 0 (progressing) by release_manager:alice" in out
+    assert "support-bot: promote -> shadow (progressing) by release_manager:alice" in out
     code, out = run(live_url, rm, "status")
     assert code == 0 and "support-bot  v1      v2         shadow  progressing" in out
     code, out = run(live_url, rm, "rollback", "support-bot", "--reason", "oops", "--to-stage", "twin")
-    assert code == 0 and "-> twin tier 0 (paused)" in out
+    assert code == 0 and "-> twin (paused)" in out
     code, out = run(live_url, rm, "history", "support-bot", "--json")
     assert code == 0
     assert [e["action"] for e in json.loads(out)["items"]] == ["rollback", "promote", "start"]
     code, out = run(live_url, rm, "history", "support-bot")
     assert "3 of 3" in out and "twin looks good" in out
+    assert any(line.split()[2:3] == ["v2"] and "shadow" in line for line in out.splitlines())  # the candidate
+
+
+def test_cli_names_positions_as_the_dashboard_does(live_url: str, rm: dict[str, str], client: FlaskClient) -> None:
+    client.post("/v1/agents", json={"name": "support-bot", "policy": "support-default",
+                                    "stable_version": "v1"}, headers=rm)
+    client.post("/v1/agents/support-bot/rollouts", json={"version": "v2"}, headers=rm)
+    for _ in range(3):
+        code, out = run(live_url, rm, "promote", "support-bot", "--reason", "up")
+    assert code == 0 and "-> canary 5% (progressing)" in out and "tier 1" not in out
+    code, out = run(live_url, rm, "history", "support-bot")
+    assert "canary 1%" in out and "canary 5%" in out and "/1" not in out
 
 
 def test_errors_are_clear(live_url: str, viewer: dict[str, str]) -> None:

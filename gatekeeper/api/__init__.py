@@ -18,12 +18,14 @@ def register_api(app: Flask) -> None:
     from gatekeeper.api.alerts import bp as alerts_bp
     from gatekeeper.api.guard import EdgeGuard
     from gatekeeper.api.heartbeat import bp as heartbeat_bp
+    from gatekeeper.api.traces import bp as traces_bp
 
     app.register_blueprint(system.bp)
     app.register_blueprint(heartbeat_bp)
     app.register_blueprint(agents.bp)
     app.register_blueprint(alerts_bp)
     app.register_blueprint(tokens.bp)
+    app.register_blueprint(traces_bp)  # GET /v1/sessions/<id>: the session trace
     runtime.register(app)  # sessions, decisions, outcomes, approvals, /metrics
     app.register_error_handler(GatekeeperError, _gatekeeper_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -23,7 +23,7 @@ from gatekeeper.api.schemas import (
     TransitionView,
     utc,
 )
-from gatekeeper.api.views import agent_or_404, describe_agent, history_entry
+from gatekeeper.api.views import agent_or_404, describe_agent, history_entries
 from gatekeeper.services import services
 from gatekeeper.store import rollouts as store
 from gatekeeper.store.models import Transition
@@ -112,8 +112,8 @@ def history(agent: str, *, caller: Caller, query: HistoryQuery) -> HistoryPage:
     with services().db.reading() as session:
         row = agent_or_404(session, agent)
         entries, total = store.history(session, row.id or 0, limit=query.limit, offset=query.offset, kinds=kinds)
-        return HistoryPage(items=[history_entry(e) for e in entries], total=total, limit=query.limit,
-                           offset=query.offset)
+        return HistoryPage(items=history_entries(session, services().policies, row, entries), total=total,
+                           limit=query.limit, offset=query.offset)
 
 
 def _act(agent: str, action: str, caller: Caller, reason: str, *, to_stage: str | None = None
@@ -136,4 +136,7 @@ def _status(agent: str) -> AgentStatus:
 
 
 def _transition_view(agent: str, entry: Transition) -> TransitionView:
-    return TransitionView(agent=agent, transition=history_entry(entry), status=_status(agent))
+    svc = services()
+    with svc.db.reading() as session:
+        item = history_entries(session, svc.policies, agent_or_404(session, agent), [entry])[0]
+    return TransitionView(agent=agent, transition=item, status=_status(agent))

@@ -103,6 +103,7 @@ class Position(BaseModel):
     stage: str | None
     tier: int | None
     state: str | None
+    label: str | None = Field(default=None, description="the position as every view names it: canary 25%")
 
 
 class HistoryEntry(BaseModel):
@@ -118,6 +119,7 @@ class HistoryEntry(BaseModel):
     traffic_percent: float | None = None
     policy_revision: str
     metrics: dict[str, Any]
+    candidate_version: str | None = Field(default=None, description="the candidate of the rollout this step is of")
 
 
 class HistoryPage(BaseModel):

@@ -3,34 +3,85 @@
 from __future__ import annotations
 
 import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from gatekeeper.api.schemas import AgentStatus, HistoryEntry, Position, RolloutView, timestamp, utc
+from gatekeeper.api.trace_schemas import MirroredTraces, SessionTrace, Trace, TraceDecision, TraceOutcome, TraceSession
 from gatekeeper.core import rollout as machine
+from gatekeeper.core.budgets import to_dollars
+from gatekeeper.core.policy import Policy
 from gatekeeper.errors import NotFound
 from gatekeeper.policies import LoadedPolicy, PolicyStore
 from gatekeeper.rollouts import status_of
+from gatekeeper.store import reads
 from gatekeeper.store import rollouts as store
-from gatekeeper.store.models import Agent, Approval, GateEvaluation, Rollout, Transition
+from gatekeeper.store.models import Agent, AgentSession, Approval, Decision, GateEvaluation, Rollout, Transition
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 def describe_agent(session: Session, policies: PolicyStore, agent: Agent) -> AgentStatus:
-    """Return an agent's status: rollout, ladder, allowed actions, newest gate report."""
+    """Return an agent's status: rollout, ladder, allowed actions, current gate report."""
     loaded = _policy_or_none(policies, agent.policy)
     rollout = store.current_rollout(session, agent) or store.latest_rollout(session, agent)
-    evaluation = store.latest_evaluation(session, rollout.id) if rollout and rollout.id else None
     active = rollout is not None and rollout.id == agent.rollout_id
+    reported = gate_report(session, rollout) if rollout and active else None
+    # Not yet marked expired is not waiting either: the count agrees with the lists the pages show.
     pending = session.exec(select(func.count()).select_from(Approval)
-                           .where(Approval.agent_id == agent.id, Approval.state == "pending")).one()
+                           .where(Approval.agent_id == agent.id, Approval.state == "pending",
+                                  col(Approval.expires_at) > time.time())).one()
     return AgentStatus(
         name=agent.name, policy=agent.policy, stable_version=agent.stable_version,
         policy_revision=loaded.revision if loaded else None, policy_file=loaded.path if loaded else None,
         rollout=rollout_view(rollout, loaded) if rollout else None,
         ladder=[machine.position_label(loaded.policy, p) for p in machine.ladder(loaded.policy)] if loaded else [],
         allowed_actions=list(machine.allowed_actions(status_of(rollout))) if rollout and active else [],
-        gate_report=json.loads(evaluation.report) if evaluation and active else None,
+        gate_report=reported.current if reported else None,
         pending_approvals=int(pending))
+
+
+@dataclass(frozen=True)
+class ReportState:
+    """The newest gate report of a rollout: current, or superseded by a transition since (then `current` is None)."""
+
+    newest: dict[str, Any] | None
+    superseded_by: Transition | None
+    stale: bool
+
+    @property
+    def current(self) -> dict[str, Any] | None:
+        return None if self.stale else self.newest
+
+
+def gate_report(session: Session, rollout: Rollout) -> ReportState:
+    """Return the rollout's newest gate report and whether a transition since (or a move) superseded it."""
+    evaluation = store.latest_evaluation(session, rollout.id) if rollout.id else None
+    if evaluation is None:
+        return ReportState(None, None, False)
+    report = json.loads(evaluation.report)
+    report = report if isinstance(report, dict) else {}
+    # >=: the scheduler writes a promotion at the very time of the evaluation that caused it.
+    later = reads.superseding_transition(session, rollout.id or 0, after=evaluation.at - 1e-6)
+    moved = (evaluation.stage, evaluation.tier) != (rollout.stage, rollout.tier)
+    return ReportState(report, later, later is not None or moved)
+
+
+def position_name(policy: Policy | None, stage: str | None, *, tier: int | None) -> str:
+    """Return a position as every view names it (`canary 25%`); the raw stage and tier if the policy changed."""
+    if stage is None:
+        return "—"
+    if policy is None:
+        return stage if stage in ("twin", "shadow") else f"{stage} tier {tier}"
+    try:
+        return machine.position_label(policy, machine.Position(stage, tier or 0))
+    except (IndexError, ValueError):
+        return f"{stage} tier {tier}"
 
 
 def rollout_view(rollout: Rollout, loaded: LoadedPolicy | None) -> RolloutView:
@@ -47,23 +98,36 @@ def rollout_view(rollout: Rollout, loaded: LoadedPolicy | None) -> RolloutView:
         kill_switch_open=rollout.kill_switch_open, policy_revision=rollout.policy_revision)
 
 
-def history_entry(entry: Transition | GateEvaluation) -> HistoryEntry:
+def history_entries(session: Session, policies: PolicyStore, agent: Agent,
+                    rows: Sequence[Transition | GateEvaluation]) -> list[HistoryEntry]:
+    """Return the API view of history rows, positions named by the agent's policy, with their candidate."""
+    loaded = _policy_or_none(policies, agent.policy)
+    versions = reads.candidate_versions(session, [row.rollout_id for row in rows])
+    return [history_entry(row, policy=loaded.policy if loaded else None,
+                          candidate_version=versions.get(row.rollout_id)) for row in rows]
+
+
+def history_entry(entry: Transition | GateEvaluation, *, policy: Policy | None = None,
+                  candidate_version: str | None = None) -> HistoryEntry:
     """Return the API view of a transition or a gate evaluation."""
+    def where(stage: str | None, tier: int | None, state: str | None) -> Position:
+        return Position(stage=stage, tier=tier, state=state, label=position_name(policy, stage, tier=tier))
+
     if isinstance(entry, Transition):
         return HistoryEntry.model_validate({
             "kind": "transition", "id": entry.id, "rollout_id": entry.rollout_id, "at": timestamp(entry.at),
             "actor": entry.actor, "action": entry.action, "reason": entry.reason,
-            "from": Position(stage=entry.from_stage, tier=entry.from_tier, state=entry.from_state)
-            if entry.from_stage else None,
-            "to": Position(stage=entry.to_stage, tier=entry.to_tier, state=entry.to_state),
+            "from": where(entry.from_stage, entry.from_tier, entry.from_state) if entry.from_stage else None,
+            "to": where(entry.to_stage, entry.to_tier, entry.to_state),
             "traffic_percent": entry.traffic_percent, "policy_revision": entry.policy_revision,
-            "metrics": store.metrics_of(entry)})
+            "metrics": store.metrics_of(entry), "candidate_version": candidate_version})
     report = store.metrics_of(entry)
-    here = Position(stage=entry.stage, tier=entry.tier, state=None)
+    here = where(entry.stage, entry.tier, None)
     return HistoryEntry.model_validate({
         "kind": "gate_evaluation", "id": entry.id, "rollout_id": entry.rollout_id, "at": timestamp(entry.at),
         "actor": "scheduler", "action": f"gate:{entry.result}", "reason": "; ".join(report.get("reasons", [])),
-        "from": here, "to": here, "policy_revision": entry.policy_revision, "metrics": report})
+        "from": here, "to": here, "policy_revision": entry.policy_revision, "metrics": report,
+        "candidate_version": candidate_version})
 
 
 def agent_or_404(session: Session, name: str) -> Agent:
@@ -79,3 +143,58 @@ def _policy_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
         return policies.get(name)
     except NotFound:
         return None
+
+
+def session_trace(session: Session, session_id: str) -> SessionTrace:
+    """Return a session's trace, and both halves side by side when it is half of a mirrored pair."""
+    if not SESSION_ID.fullmatch(session_id):  # never sent to the database: NUL or 10 kB ids are just unknown
+        raise NotFound(f"no session {session_id[:60]!r}", field="session_id")
+    row = reads.traced_session(session, session_id)
+    agent = reads.agent_name(session, row.agent_id)
+    own = _trace(session, row, agent)
+    other = reads.paired_session(session, row)
+    if other is None:
+        return SessionTrace(session=own.session, decisions=own.decisions)
+    pair = (own, _trace(session, other, agent))
+    stable, candidate = pair if row.mirror_of is None else pair[::-1]
+    return SessionTrace(session=own.session, decisions=own.decisions,
+                        mirror=MirroredTraces(stable=stable, candidate=candidate))
+
+
+def arguments_of(text: str | None) -> dict[str, Any] | None:
+    """Return stored (already redacted) arguments as an object; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return None
+    return loaded if isinstance(loaded, dict) else {"value": loaded}
+
+
+def _trace(session: Session, row: AgentSession, agent: str) -> Trace:
+    facts = TraceSession(
+        session_id=row.id, agent=agent, version=row.version, arm=row.arm, stage=row.stage,
+        environment=row.environment, scenario=row.scenario, status=row.status, tool_calls=row.tool_calls,
+        spend=to_dollars(row.spend_micros), cap_tool_calls=row.cap_tool_calls,
+        cap_spend=to_dollars(row.cap_spend_micros), started_at=utc(row.started_at),
+        ended_at=timestamp(row.ended_at), mirror_of=row.mirror_of)
+    decisions = reads.session_decisions(session, row.id)
+    states = reads.approval_states(session, [d.approval_id for d in decisions if d.approval_id])
+    return Trace(session=facts, decisions=[_traced(d, approval_state=states.get(d.approval_id or ""))
+                                           for d in decisions])
+
+
+def _traced(row: Decision, *, approval_state: str | None) -> TraceDecision:
+    outcome = None
+    if row.outcome_status is not None:
+        outcome = TraceOutcome(
+            status=row.outcome_status, latency_ms=row.latency_ms, at=timestamp(row.outcome_at),
+            actual_cost=None if row.actual_cost_micros is None else to_dollars(row.actual_cost_micros),
+            overrun=to_dollars(row.overrun_micros) if row.overrun_micros else None)
+    return TraceDecision(
+        decision_id=row.id, at=utc(row.at), tool=row.tool, tool_class=row.tool_class, verdict=row.verdict,
+        reason=row.reason, would_verdict=row.would_verdict, would_reason=row.would_reason,
+        cost=to_dollars(row.cost_micros), preview=row.preview, arguments=arguments_of(row.arguments),
+        arguments_digest=row.arguments_digest, approval_id=row.approval_id, approval_state=approval_state,
+        outcome=outcome)

@@ -68,10 +68,19 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
+def position(where: dict[str, Any] | None) -> str:
+    """Name a position as the server, the dashboard and the history do (`canary 25%`)."""
+    if not where:
+        return "-"
+    return str(where.get("label") or where.get("stage") or "-")
+
+
 def _status_row(agent: dict[str, Any]) -> list[Any]:
     rollout = agent.get("rollout") or {}
     report = agent.get("gate_report") or {}
-    return [agent["name"], agent.get("stable_version") or "-", rollout.get("candidate_version", "-"),
+    # A completed rollout's candidate is the stable version now; an aborted one is a candidate no more.
+    candidate = "-" if rollout.get("state") in ("completed", "aborted") else rollout.get("candidate_version", "-")
+    return [agent["name"], agent.get("stable_version") or "-", candidate,
             rollout.get("tier_label", "-"), rollout.get("state", "-"), report.get("result", "-"),
             agent.get("pending_approvals", 0), rollout.get("state_reason", "")]
 
@@ -128,7 +137,7 @@ def print_transition(payload: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(payload, indent=2))
         return
     entry = payload["transition"]
-    click.echo(f"{payload['agent']}: {entry['action']} -> {entry['to']['stage']} tier {entry['to']['tier']} "
+    click.echo(f"{payload['agent']}: {entry['action']} -> {position(entry['to'])} "
                f"({entry['to']['state']}) by {entry['actor']}: {entry['reason']}")
     click.echo(table([_status_row(payload["status"])], STATUS_HEADERS))
 
@@ -145,10 +154,10 @@ def history(agent: str, limit: int, offset: int, kind: str, url: str, token: str
     if as_json:
         click.echo(json.dumps(page, indent=2))
         return
-    rows = [[e["at"][:19].replace("T", " "), e["actor"], e["action"],
-             f"{(e.get('from') or {}).get('stage') or '-'}/{(e.get('from') or {}).get('tier', '-')}",
-             f"{e['to']['stage']}/{e['to']['tier']}", e["policy_revision"], e["reason"]] for e in page["items"]]
-    click.echo(table(rows, ("AT", "ACTOR", "ACTION", "FROM", "TO", "POLICY", "REASON")))
+    rows = [[e["at"][:19].replace("T", " "), e.get("candidate_version") or "-", e["actor"], e["action"],
+             position(e.get("from")), position(e["to"]), e["policy_revision"][:12], e["reason"]]
+            for e in page["items"]]
+    click.echo(table(rows, ("AT", "VERSION", "ACTOR", "ACTION", "FROM", "TO", "POLICY", "REASON")))
     click.echo(f"{offset + len(rows)} of {page['total']}")
 
 

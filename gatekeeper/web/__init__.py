@@ -1,9 +1,9 @@
 """The release managers' dashboard: server-rendered pages over the same use cases as the API.
 
-Pages live at `/` (overview), `/agents/<name>`, `/approvals`, `/policies`, `/login` and
-`/logout`. One parent blueprint carries what every page shares (sign-in, CSRF, the HTML
-error pages, security headers, templates and static files); a child blueprint per feature
-holds the routes.
+Pages live at `/` (overview), `/agents/<name>`, `/approvals`, `/policies`, `/sessions/<id>`
+(a session's trace), `/login` and `/logout`. One parent blueprint carries what every page
+shares (sign-in, CSRF, the HTML error pages, security headers, templates and static files);
+a child blueprint per feature holds the routes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def register_web(app: Flask) -> None:
     from gatekeeper.web.auth import bp as auth_bp
     from gatekeeper.web.banners import bp as banners_bp
     from gatekeeper.web.policies import bp as policies_bp
+    from gatekeeper.web.traces import bp as traces_bp
 
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_NAME="gatekeeper_session",
@@ -28,7 +29,7 @@ def register_web(app: Flask) -> None:
     web = Blueprint("web", __name__, template_folder="templates", static_folder="static",
                     static_url_path="/assets")
     security.install(web)
-    for child in (auth_bp, agents_bp, approvals_bp, policies_bp, banners_bp):
+    for child in (auth_bp, agents_bp, approvals_bp, policies_bp, banners_bp, traces_bp):
         web.register_blueprint(child)
     app.register_blueprint(web)
     app.session_interface = security.CookieSessionsOnDemand()

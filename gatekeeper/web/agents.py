@@ -14,8 +14,10 @@ from gatekeeper.api.views import agent_or_404
 from gatekeeper.core.rollout import STAGES
 from gatekeeper.errors import BadRequest, NotFound
 from gatekeeper.services import services
+from gatekeeper.store import reads
 from gatekeeper.store import rollouts as store
 from gatekeeper.store.models import Transition
+from gatekeeper.web import queries
 from gatekeeper.web.history import rollout_charts, timeline
 from gatekeeper.web.presenters import ACTIONS, AgentView, actions, agent_view, loaded_or_none, position_label
 from gatekeeper.web.security import current_user, release_manager_required
@@ -39,19 +41,32 @@ def overview_rows() -> ResponseReturnValue:
 
 @bp.get("/agents/<name>")
 def agent_page(name: str) -> ResponseReturnValue:
-    """Show an agent: gate checklist, charts, actions and the history timeline."""
+    """Show an agent: gate checklist, pending approvals, charts, actions and the history timeline."""
+    return render_template("web/agent.html", **_agent(name))
+
+
+@bp.get("/partials/agents/<name>")
+def agent_partial(name: str) -> ResponseReturnValue:
+    """Return the agent page's body alone, for its auto-refresh."""
+    return render_template("web/_agent_body.html", **_agent(name))
+
+
+def _agent(name: str) -> dict[str, Any]:
     svc = services()
     include_gates = request.args.get("events") == "all"
     with svc.db.reading() as session:
         agent = agent_or_404(session, name)
-        view = agent_view(session, agent, policies=svc.policies, now=g.now)
-        story = timeline(session, agent.id or 0, policy=view.policy,
+        view = agent_view(session, agent, policies=svc.policies, now=g.now, with_approvals=True)
+        story = timeline(session, agent, policies=svc.policies,
                          page=_page(), include_gates=include_gates)
         rollout = view.status.rollout
         graphs = rollout_charts(session, rollout, policy=view.policy, now=g.now) if rollout else ()
+        decision_ids = reads.decisions_of_approvals(session, [a.id for a in (*view.approvals, *view.decided)])
+        environments = queries.session_environments(session, [a.session_id for a in view.approvals])
     user = current_user()
-    return render_template("web/agent.html", view=view, charts=graphs, timeline=story, include_gates=include_gates,
-                           actions=actions(view, can_act=bool(user and user.can_act), now=g.now))
+    return {"view": view, "charts": graphs, "timeline": story, "include_gates": include_gates,
+            "decision_ids": decision_ids, "environments": environments,
+            "actions": actions(view, can_act=bool(user and user.can_act), now=g.now)}
 
 
 @bp.post("/agents/<name>/actions/<action>")

@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 from gatekeeper import approvals
 from gatekeeper.errors import BadRequest, NotFound
 from gatekeeper.services import services
+from gatekeeper.store import reads
 from gatekeeper.web import queries
 from gatekeeper.web.security import current_user, release_manager_required
 
@@ -45,7 +46,15 @@ def decide(approval_id: str, verdict: str) -> ResponseReturnValue:
     row = decide_one(services(), approval_id, actor=user.actor if user else "user:?", reason=reason,
                      now=time.time())
     flash(f"{VERDICTS[verdict]} {row.tool} (approval {row.id}).", "ok")
-    return redirect(url_for(".queue"), 303)
+    return redirect(_back(), 303)
+
+
+def _back() -> str:
+    wanted = request.form.get("next", "")
+    # Only paths on this site: an absolute or protocol-relative URL would be an open redirect.
+    if wanted.startswith("/") and not wanted.startswith("//") and "\\" not in wanted:
+        return wanted
+    return url_for(".queue")
 
 
 def _queue() -> dict[str, Any]:
@@ -56,4 +65,6 @@ def _queue() -> dict[str, Any]:
         names = queries.agent_names(session)
         environments = queries.session_environments(session, [a.session_id for a in waiting])
         decided = queries.recent_decided_approvals(session)
-    return {"waiting": waiting, "decided": decided, "names": names, "environments": environments}
+        decision_ids = reads.decisions_of_approvals(session, [a.id for a in [*waiting, *decided]])
+    return {"waiting": waiting, "decided": decided, "names": names, "environments": environments,
+            "decision_ids": decision_ids}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,8 @@ def install(app: Flask) -> None:
     app.add_template_filter(figure, "figure")
     app.add_template_filter(short_revision, "short_revision")
     app.add_template_filter(label, "label")
+    app.add_template_filter(pretty_arguments, "arguments")
+    app.add_template_filter(dollars, "dollars")
 
 
 def utc(epoch: float | datetime | None) -> str:
@@ -51,6 +54,13 @@ def micros(amount: int | None) -> str:
         return "—"
     dollars = amount / 1_000_000
     return f"${dollars:,.2f}" if amount % 10_000 == 0 else f"${dollars:,.4f}"
+
+
+def dollars(amount: float | None) -> str:
+    """Render dollars: cents when whole cents, else four decimals."""
+    if amount is None:
+        return "—"
+    return micros(round(amount * 1_000_000))
 
 
 def figure(value: Any, name: str = "") -> str:
@@ -88,3 +98,16 @@ def short_revision(revision: str | None) -> str:
 def label(name: str) -> str:
     """Turn a check or value name into words: `p95_latency_s` -> `p95 latency`."""
     return name.removesuffix("_s").replace("_", " ")
+
+
+def pretty_arguments(arguments: dict[str, Any] | str | None) -> str:
+    """Render a call's (already redacted) arguments as indented JSON; stored text that is not JSON as is."""
+    if arguments is None or arguments == "":
+        return ""
+    if isinstance(arguments, str):
+        try:
+            loaded: Any = json.loads(arguments)
+        except ValueError:
+            return arguments
+        return json.dumps(loaded, indent=2, sort_keys=True, ensure_ascii=False)
+    return json.dumps(arguments, indent=2, sort_keys=True, ensure_ascii=False)

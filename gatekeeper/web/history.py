@@ -9,14 +9,16 @@ from typing import Any
 from sqlmodel import Session
 
 from gatekeeper.api.schemas import HistoryEntry, RolloutView
-from gatekeeper.api.views import history_entry
+from gatekeeper.api.views import history_entries
 from gatekeeper.core.policy import Policy, TierGate
+from gatekeeper.policies import PolicyStore
 from gatekeeper.store import rollouts as store
+from gatekeeper.store.models import Agent
 from gatekeeper.web import charts, queries
 from gatekeeper.web.filters import figure, label, utc
-from gatekeeper.web.presenters import position_label
 
 PER_PAGE = 25
+CEILINGS = {"error_rate": 1.0, "traffic_percent": 100.0}  # shares: the axis never runs past 100%
 PEOPLE = ("user:", "release_manager:")
 SERIES = (("error_rate", "Error rate"), ("p95_latency_s", "p95 latency"),
           ("cost_per_session", "Cost per session"), ("traffic_percent", "Traffic share"))
@@ -36,6 +38,7 @@ class TimelineEntry:
     state: str
     policy_revision: str
     numbers: tuple[tuple[str, str], ...]
+    version: str = ""  # the rollout's candidate version
 
     @property
     def automatic(self) -> bool:
@@ -50,23 +53,22 @@ class Timeline:
     pages: int
 
 
-def timeline(session: Session, agent_id: int, *, policy: Policy | None, page: int, include_gates: bool
+def timeline(session: Session, agent: Agent, *, policies: PolicyStore, page: int, include_gates: bool
              ) -> Timeline:
     """Return one page of an agent's history, newest first (transitions only unless asked)."""
     kinds = ("transition", "gate_evaluation") if include_gates else ("transition",)
     page = max(1, page)
-    rows, total = store.history(session, agent_id, limit=PER_PAGE, offset=(page - 1) * PER_PAGE, kinds=kinds)
-    entries = tuple(_entry(history_entry(row), policy) for row in rows)
+    rows, total = store.history(session, agent.id or 0, limit=PER_PAGE, offset=(page - 1) * PER_PAGE, kinds=kinds)
+    entries = tuple(_entry(item) for item in history_entries(session, policies, agent, rows))
     return Timeline(entries, total, page, max(1, -(-total // PER_PAGE)))
 
 
-def _entry(item: HistoryEntry, policy: Policy | None) -> TimelineEntry:
+def _entry(item: HistoryEntry) -> TimelineEntry:
     before, after = item.from_, item.to
     return TimelineEntry(
         kind=item.kind, at=item.at.timestamp(), actor=item.actor, action=item.action, reason=item.reason,
-        from_label=position_label(policy, before.stage, tier=before.tier) if before else "",
-        to_label=position_label(policy, after.stage, tier=after.tier), state=after.state or "",
-        policy_revision=item.policy_revision, numbers=numbers(item.metrics))
+        from_label=before.label or "" if before else "", to_label=after.label or "", state=after.state or "",
+        policy_revision=item.policy_revision, numbers=numbers(item.metrics), version=item.candidate_version or "")
 
 
 def numbers(metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -95,7 +97,7 @@ def rollout_charts(session: Session, rollout: RolloutView, *, policy: Policy | N
     return tuple(
         charts.line_chart(key, [(at, _number(values.get(key))) for at, values in samples], title=title,
                           span=(rollout.started_at.timestamp(), end), transitions=moves,
-                          threshold=limits.get(key), fmt=partial(figure, name=key))
+                          threshold=limits.get(key), fmt=partial(figure, name=key), ceiling=CEILINGS.get(key))
         for key, title in SERIES)
 
 

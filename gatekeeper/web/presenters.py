@@ -12,13 +12,15 @@ from typing import Any
 from sqlmodel import Session
 
 from gatekeeper.api.schemas import AgentStatus, RolloutView
-from gatekeeper.api.views import describe_agent
+from gatekeeper.api.views import ReportState, describe_agent, gate_report, position_name
 from gatekeeper.core import rollout as machine
 from gatekeeper.core.policy import Policy
 from gatekeeper.core.rollout import Position, RolloutStatus
 from gatekeeper.errors import GatekeeperError, NotFound
 from gatekeeper.policies import LoadedPolicy, PolicyStore
-from gatekeeper.store.models import Agent
+from gatekeeper.store import reads
+from gatekeeper.store import rollouts as store
+from gatekeeper.store.models import Agent, Approval
 from gatekeeper.web.filters import figure
 
 ACTIONS = (("promote", "Promote"), ("promote_full", "Promote to 100%"), ("pause", "Pause"),
@@ -28,8 +30,9 @@ DANGEROUS = frozenset({"rollback", "kill", "abort"})
 
 @dataclass(frozen=True)
 class Rung:
-    label: str
+    label: str  # short: `5%` after the stage's first rung
     status: str  # done | current | todo
+    full: str = ""  # `canary 5%`, as every other view names it
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class Check:
     comparison: str
     result: str  # pass | fail | no_data | error
     detail: str
+    shown: str = ""  # what the page says: the result, or `collecting` / `not yet counted` while evidence is thin
+
+    @property
+    def display(self) -> str:
+        return self.shown or self.result
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,18 @@ class ActionOption:
 
 
 @dataclass(frozen=True)
+class Superseded:
+    """A gate report that no longer describes the rollout: where it was about, and the step since."""
+
+    report_label: str
+    evaluated_at: float | None
+    action: str
+    at: float | None
+    actor: str
+    to_label: str
+
+
+@dataclass(frozen=True)
 class AgentView:
     """An agent as the overview row and the agent page show it."""
 
@@ -81,6 +101,14 @@ class AgentView:
     metrics: MetricsHealth | None
     time_at_tier_s: float | None
     soak_required_s: float | None
+    superseded: Superseded | None = None
+    approvals: tuple[Approval, ...] = ()
+    decided: tuple[Approval, ...] = ()  # the newest approvals no longer pending
+
+    @property
+    def collecting(self) -> bool:
+        """Return whether the gate only waits for evidence (too few sessions or runs, soaking): not a failure."""
+        return collecting_evidence(self.report)
 
     @property
     def soak_left_s(self) -> float | None:
@@ -89,7 +117,8 @@ class AgentView:
         return max(0.0, self.soak_required_s - self.time_at_tier_s)
 
 
-def agent_view(session: Session, agent: Agent, *, policies: PolicyStore, now: float) -> AgentView:
+def agent_view(session: Session, agent: Agent, *, policies: PolicyStore, now: float,
+               with_approvals: bool = False) -> AgentView:
     """Describe one agent for the pages."""
     status = describe_agent(session, policies, agent)
     policy = loaded_or_none(policies, agent.policy)
@@ -97,11 +126,47 @@ def agent_view(session: Session, agent: Agent, *, policies: PolicyStore, now: fl
     active = agent.rollout_id is not None and rollout is not None and rollout.id == agent.rollout_id
     report = status.gate_report if isinstance(status.gate_report, dict) else {}
     at_tier = now - rollout.tier_started_at.timestamp() if active and rollout else None
+    row = store.current_rollout(session, agent) if active else None
+    stale = superseded(gate_report(session, row), policy.policy if policy else None) if row else None
     return AgentView(
         status=status, policy=policy.policy if policy else None, active=active,
         rungs=rungs(policy.policy, rollout) if policy else (), checks=checks(report), report=report,
         metrics=metrics_health(report), time_at_tier_s=at_tier,
-        soak_required_s=soak_required(policy.policy, rollout, report) if policy and active and rollout else None)
+        soak_required_s=soak_required(policy.policy, rollout, report) if policy and active and rollout else None,
+        superseded=stale,
+        # Detached copies: the read's rollback would expire the rows before the template renders.
+        approvals=tuple(Approval(**a.model_dump()) for a in reads.pending_approvals_of(session, agent.id or 0, now=now))
+        if with_approvals else (),
+        decided=tuple(Approval(**a.model_dump()) for a in reads.decided_approvals_of(session, agent.id or 0))
+        if with_approvals else ())
+
+
+def superseded(state: ReportState, policy: Policy | None) -> Superseded | None:
+    """Return what superseded the newest gate report, or None when it is current (or there is none)."""
+    if not state.stale or state.newest is None:
+        return None
+    report, step = state.newest, state.superseded_by
+    stage, tier = report.get("stage"), report.get("tier")
+    label = str(report.get("tier_label") or position_name(policy, str(stage) if stage else None,
+                                                          tier=tier if isinstance(tier, int) else 0))
+    at = report.get("evaluated_at")
+    if step is None:
+        return Superseded(label, at if isinstance(at, int | float) else None, "move", None, "", "")
+    return Superseded(label, at if isinstance(at, int | float) else None, step.action, step.at, step.actor,
+                      position_name(policy, step.to_stage, tier=step.to_tier))
+
+
+EVIDENCE_CHECKS = frozenset({"sessions", "runs"})
+COLLECTING_REASONS = ("too few ", "soaking:")
+
+
+def collecting_evidence(report: dict[str, Any]) -> bool:
+    """Return whether a held report only waits for more sessions, runs or soak time."""
+    reasons = report.get("reasons")
+    if report.get("result") != "hold" or not isinstance(reasons, list) or not reasons:
+        return False
+    return all(isinstance(r, str) and (r.startswith(COLLECTING_REASONS) or r.endswith("too little evidence)"))
+               for r in reasons)
 
 
 def loaded_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
@@ -121,7 +186,8 @@ def rungs(policy: Policy, rollout: RolloutView | None) -> tuple[Rung, ...]:
         current = len(positions)
     if rollout is not None and rollout.state == "aborted":
         current = -1
-    return tuple(Rung(_rung_label(policy, p), "done" if i < current else "current" if i == current else "todo")
+    return tuple(Rung(_rung_label(policy, p), "done" if i < current else "current" if i == current else "todo",
+                      machine.position_label(policy, p))
                  for i, p in enumerate(positions))
 
 
@@ -132,11 +198,18 @@ def _rung_label(policy: Policy, position: Position) -> str:
 
 
 def checks(report: dict[str, Any]) -> tuple[Check, ...]:
-    """Return the gate report's checks as checklist lines."""
+    """Return the gate report's checks as checklist lines; thin evidence reads as progress, not failure."""
     found = report.get("checks")
     if not isinstance(found, list):
         return ()
-    return tuple(_check(c) for c in found if isinstance(c, dict))
+    lines = tuple(_check(c) for c in found if isinstance(c, dict))
+    thin = any(c.name in EVIDENCE_CHECKS and c.result == "fail" for c in lines)
+    return tuple(_thin(c) if thin and c.result == "fail" else c for c in lines)
+
+
+def _thin(check: Check) -> Check:
+    shown = "collecting" if check.name in EVIDENCE_CHECKS else "not_counted"
+    return Check(check.name, check.value, check.threshold, check.comparison, check.result, check.detail, shown)
 
 
 def _check(raw: dict[str, Any]) -> Check:
@@ -210,10 +283,5 @@ def _rollback_stages(policy: Policy, status: RolloutStatus, *, now: float) -> tu
 
 
 def position_label(policy: Policy | None, stage: str | None, *, tier: int | None) -> str:
-    """Return `canary 5%` for a stage and tier, falling back to the raw values if the policy changed."""
-    if stage is None:
-        return "—"
-    try:
-        return machine.position_label(policy, Position(stage, tier or 0)) if policy else stage
-    except (IndexError, ValueError):
-        return f"{stage} tier {tier}"
+    """Return `canary 5%` for a stage and tier (the one naming the API, CLI and pages share)."""
+    return position_name(policy, stage, tier=tier)

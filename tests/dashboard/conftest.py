@@ -119,3 +119,20 @@ def screenshot(page: Any, name: str) -> Path:
         docs.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, docs / f"{name}.png")
     return path
+
+
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def axe_violations(page: Any) -> list[str]:
+    """Run axe-core (shipped inside axe-playwright-python, no CDN) on the page; return its A/AA violations."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:
+        missing("the axe-playwright-python package")
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS},
+                                       "resultTypes": ["violations"]})
+    return [f"{v['id']} ({v['impact']}): {v['help']} at "
+            + "; ".join(f"{' '.join(map(str, n['target']))} [{n.get('failureSummary', '')[:160]}]"
+                        for n in v["nodes"][:4])
+            for v in results.response["violations"]]

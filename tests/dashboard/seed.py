@@ -20,7 +20,7 @@ from gatekeeper.core.policy import Policy
 from gatekeeper.core.rollout import Position, position_label, traffic_percent
 from gatekeeper.services import Services
 from gatekeeper.store import rollouts as store
-from gatekeeper.store.models import AgentSession, Approval, GateEvaluation
+from gatekeeper.store.models import AgentSession, Approval, Decision, GateEvaluation
 
 MINUTE = 60.0
 
@@ -92,7 +92,7 @@ def _tier_reports(svc: Services, agent: str, *, policy: Policy, tier: int, start
 
 
 def open_approval(svc: Services, agent: str, *, tool: str, tool_class: str, cost: float, preview: str,
-                  at: float, expire_after: float = 15 * MINUTE) -> str:
+                  at: float, expire_after: float = 15 * MINUTE, arguments: dict[str, Any] | None = None) -> str:
     """Open a pending approval on a fresh candidate session of `agent`, as the hot path does."""
     with svc.db.transaction() as session:
         row = store.get_agent(session, agent)
@@ -107,6 +107,72 @@ def open_approval(svc: Services, agent: str, *, tool: str, tool_class: str, cost
         approval = Approval(id=uuid.uuid4().hex, agent_id=row.id or 0, session_id=live.id, rollout_id=rollout.id,
                             version=rollout.candidate_version, tool=tool, tool_class=tool_class,
                             cost_micros=round(cost * 1_000_000), preview=preview, created_at=at,
-                            expires_at=at + expire_after)
+                            expires_at=at + expire_after, stage=rollout.stage,
+                            arguments=json.dumps(arguments, sort_keys=True) if arguments is not None else None)
         session.add(approval)
         return approval.id
+
+
+def live_session(svc: Services, agent: str, *, at: float, arm: str = "candidate", mirror_of: str | None = None,
+                 stage: str | None = None, status: str = "open") -> str:
+    """Open a live session of `agent` on its current rollout, as the hot path does; return its id."""
+    with svc.db.transaction() as session:
+        row = store.get_agent(session, agent)
+        rollout = store.current_rollout(session, row)
+        assert rollout is not None
+        version = rollout.candidate_version if arm == "candidate" else (row.stable_version or "")
+        live = AgentSession(id=uuid.uuid4().hex, agent_id=row.id or 0, rollout_id=rollout.id, version=version,
+                            arm=arm, stage=stage or rollout.stage, environment="live",
+                            session_key=uuid.uuid4().hex, cap_tool_calls=20, cap_spend_micros=500_000,
+                            mirror_of=mirror_of, status=status, started_at=at,
+                            ended_at=at + 60 if status != "open" else None)
+        session.add(live)
+        return live.id
+
+
+def record_call(svc: Services, session_id: str, *, tool: str, tool_class: str, verdict: str, at: float,
+                cost: float = 0.01, arguments: dict[str, Any] | None = None, reason: str = "",
+                outcome: tuple[str, float, float] | None = None, approval_id: str | None = None) -> str:
+    """Store one decision of a session (arguments as the hot path stores them: redacted JSON text).
+
+    `outcome` is (status, actual cost in dollars, latency in ms); an actual cost above `cost` is an overrun.
+    """
+    with svc.db.transaction() as session:
+        live = session.get(AgentSession, session_id)
+        assert live is not None
+        cost_micros = round(cost * 1_000_000)
+        row = Decision(id=uuid.uuid4().hex, session_id=session_id, agent_id=live.agent_id,
+                       rollout_id=live.rollout_id, version=live.version, arm=live.arm, stage=live.stage, tool=tool,
+                       tool_class=tool_class, cost_micros=cost_micros, verdict=verdict, reason=reason or verdict,
+                       approval_id=approval_id, at=at,
+                       arguments=json.dumps(arguments, sort_keys=True) if arguments is not None else None,
+                       arguments_digest=uuid.uuid4().hex * 2 if arguments is not None else None)
+        if outcome is not None:
+            status, actual, latency = outcome
+            actual_micros = round(actual * 1_000_000)
+            row.outcome_status, row.actual_cost_micros, row.latency_ms = status, actual_micros, latency
+            row.outcome_at = at + latency / 1000
+            row.overrun_micros = actual_micros - cost_micros if actual_micros > cost_micros else None
+        session.add(row)
+        return row.id
+
+
+def approval_for(svc: Services, session_id: str, *, tool: str, tool_class: str, cost: float, at: float,
+                 arguments: dict[str, Any] | None, preview: str | None = None, state: str = "pending",
+                 expire_after: float = 15 * MINUTE) -> str:
+    """Open an approval for a call of an existing session, with the decision that asked for it."""
+    approval_id = uuid.uuid4().hex
+    with svc.db.transaction() as session:
+        live = session.get(AgentSession, session_id)
+        assert live is not None
+        session.add(Approval(id=approval_id, agent_id=live.agent_id, session_id=session_id,
+                             rollout_id=live.rollout_id, version=live.version, tool=tool, tool_class=tool_class,
+                             cost_micros=round(cost * 1_000_000), preview=preview, stage=live.stage,
+                             arguments=json.dumps(arguments, sort_keys=True) if arguments is not None else None,
+                             state=state, created_at=at, expires_at=at + expire_after,
+                             decided_by="gatekeeper" if state == "cancelled" else None,
+                             decided_at=at + 30 if state == "cancelled" else None,
+                             decision_reason="its session ended" if state == "cancelled" else None))
+    record_call(svc, session_id, tool=tool, tool_class=tool_class, verdict="approval_required", at=at, cost=cost,
+                arguments=arguments, approval_id=approval_id)
+    return approval_id

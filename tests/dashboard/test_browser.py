@@ -94,14 +94,17 @@ def test_a_post_without_the_csrf_token_is_refused(live_server: LiveServer, users
 
 def test_overview_refreshes_by_itself(live_server: LiveServer, users: dict[str, str], page: Any) -> None:
     _rollout_at_twin(live_server.app)
+    page.add_init_script("window.gatekeeperRefreshMs = 300;")
     browser_sign_in(page, live_server.url, "alice")
+    page.locator("tr[data-agent=support-bot] a.agent-name").focus()
     rung = page.locator("tr[data-agent=support-bot] [data-testid=current-rung]")
     assert rung.inner_text() == "twin"
     rollouts.act(svc(live_server.app), "support-bot", "pause", actor="user:bob", reason="elsewhere", now=time.time())
     page.wait_for_function(
         "() => document.querySelector('tr[data-agent=support-bot] [data-testid=state]').textContent === 'paused'",
         timeout=12_000)
-    assert page.url.rstrip("/") == live_server.url  # no navigation: the rows were fetched and replaced
+    assert page.url.rstrip("/") == live_server.url  # no navigation: the rows were fetched and updated in place
+    assert page.evaluate("() => document.activeElement.textContent") == "support-bot"  # focus stayed on the link
 
 
 def test_an_approval_asked_through_the_sdk_is_approved_in_the_browser_and_the_repeat_is_allowed(
@@ -118,7 +121,7 @@ def test_an_approval_asked_through_the_sdk_is_approved_in_the_browser_and_the_re
     row = page.locator(f"tr[data-approval='{asked.approval_id}']")
     assert "irreversible" in row.get_attribute("class")
     assert "Email C-1042: your refund is on its way" in row.inner_text()
-    row.locator("input[name=reason]").fill("customer asked for it")
+    row.locator("[name=reason]").fill("customer asked for it")
     row.locator("button[data-verdict=approve]").click()
     page.wait_for_selector(".flash-ok")
     assert page.locator("[data-testid=no-approvals]").is_visible()
@@ -171,8 +174,11 @@ def _metrics_outage(app: Flask, *, now: float) -> None:
 def _approvals(app: Flask, *, now: float) -> None:
     services = svc(app)
     seed.open_approval(services, "support-bot", tool="refund_payment", tool_class="irreversible", cost=0.35,
-                       preview="Refund $120.00 to customer C-1042 for order #88121 (charged twice)", at=now - 95)
+                       preview="Refund $120.00 to customer C-1042 for order #88121 (charged twice)", at=now - 95,
+                       arguments={"amount": 120.0, "currency": "USD", "customer": "C-1042", "order": 88121,
+                                  "card_number": "[redacted]"})
     seed.open_approval(services, "support-bot", tool="send_email", tool_class="irreversible", cost=0.01,
-                       preview="Email C-1042: 'Your refund of $120.00 is on its way'", at=now - 30)
+                       preview="Email C-1042: 'Your refund of $120.00 is on its way'", at=now - 30,
+                       arguments={"to": "customer C-1042", "subject": "Your refund of $120.00 is on its way"})
     seed.open_approval(services, "code-assistant", tool="open_pull_request", tool_class="reversible", cost=0.02,
                        preview="Open PR 'Fix flaky checkout test' from branch agent/fix-412", at=now - 600)

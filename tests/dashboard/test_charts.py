@@ -81,3 +81,57 @@ def test_a_zero_length_span_and_all_zero_values_still_draw() -> None:
     chart = charts.line_chart("x", [(T0, 0.0)], title="X", span=(T0, T0))
     assert chart.points[0].x == charts.LEFT and chart.y_ticks[-1].label == "1"
     assert all(math.isfinite(t.at) for t in chart.x_ticks)
+
+
+@pytest.mark.parametrize(("minutes", "step_s", "seconds_shown"), [
+    (1.5, 30, True),       # the demo: a rollout of ninety seconds
+    (4, 60, False),
+    (25, 300, False),
+    (150, 1800, False),
+    (3 * 24 * 60, 86400, False),
+])
+def test_time_labels_are_distinct_round_and_few(minutes: float, step_s: int, seconds_shown: bool) -> None:
+    start = T0 + 7  # not on a round second
+    chart = charts.line_chart("x", [(start, 1.0)], title="X", span=(start, start + minutes * 60))
+    labels = [t.label for t in chart.x_ticks]
+    assert 2 <= len(labels) <= 6 and len(set(labels)) == len(labels), labels
+    assert charts.time_step(start, start + minutes * 60) == step_s
+    assert all((len(label.split(":")) == 3) == seconds_shown for label in labels if ":" in label)
+    assert all(charts.LEFT <= t.at <= charts.LEFT + charts.PLOT_W for t in chart.x_ticks)
+
+
+def test_transition_labels_close_together_never_overlap() -> None:
+    moves = [charts.Transition(T0 + 30 + i, action, action) for i, action in
+             enumerate(("promote", "hold", "release", "promote", "kill"))]
+    chart = charts.line_chart("x", [], title="X", span=(T0, T0 + 90), transitions=moves)
+    drawn = [m for m in chart.markers if m.label]
+    assert len(chart.markers) == 5 and 1 <= len(drawn) <= charts.MARKER_LANES
+    boxes = []
+    for m in drawn:
+        width = len(m.label) * charts.MARKER_FONT_W
+        left = m.x - width if m.anchor == "end" else m.x
+        boxes.append((m.label_y, left, left + width))
+    for i, (lane, left, right) in enumerate(boxes):
+        for other_lane, other_left, other_right in boxes[i + 1:]:
+            assert lane != other_lane or right <= other_left or other_right <= left
+    assert all(m.title for m in chart.markers)  # an unlabelled marker keeps its tooltip
+
+
+def test_a_marker_at_the_right_edge_is_labelled_leftwards() -> None:
+    chart = charts.line_chart("x", [], title="X", span=(T0, T0 + 100),
+                              transitions=[charts.Transition(T0 + 100, "promote", "done")])
+    assert chart.markers[0].anchor == "end"
+
+
+@pytest.mark.parametrize(("key", "values", "ceiling", "top"), [
+    ("traffic_percent", [1.0, 5.0, 100.0], 100.0, "100%"),
+    ("traffic_percent", [25.0], 100.0, "50%"),
+    ("error_rate", [0.4, 0.95], 1.0, "100.00%"),
+    ("error_rate", [0.01], 1.0, "2.00%"),
+])
+def test_shares_never_get_an_axis_above_100_percent(key: str, values: list[float], ceiling: float, top: str) -> None:
+    samples = [(T0 + i, v) for i, v in enumerate(values)]
+    chart = charts.line_chart(key, samples, title=key, span=(T0, T0 + 10), ceiling=ceiling,
+                              fmt=lambda v: figure(v, key))
+    assert chart.y_ticks[-1].label == top
+    assert all(charts.TOP <= p.y <= charts.TOP + charts.PLOT_H for p in chart.points)

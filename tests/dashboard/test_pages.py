@@ -20,7 +20,8 @@ from tests.conftest import svc
 from tests.dashboard import seed
 from tests.dashboard.conftest import csrf_of, signed_in
 
-PAGES = ("/", "/partials/overview", "/agents/support-bot", "/approvals", "/partials/approvals", "/policies")
+PAGES = ("/", "/partials/overview", "/agents/support-bot", "/partials/agents/support-bot", "/approvals",
+         "/partials/approvals", "/policies")
 
 
 def _support_bot(app: Flask, *, at: float | None = None) -> None:
@@ -312,3 +313,30 @@ def test_a_lost_database_is_a_503_page_not_a_crash(app: Flask, client: FlaskClie
     response = client.get("/")
     assert response.status_code == 503
     assert "database is not answering" in response.get_data(as_text=True)
+
+
+def test_the_session_trace_page_is_for_signed_in_people_viewers_included(
+        app: Flask, client: FlaskClient, users: dict[str, str]) -> None:
+    _support_bot(app)
+    live = seed.live_session(svc(app), "support-bot", at=time.time() - 60)
+    seed.record_call(svc(app), live, tool="refund_payment", tool_class="irreversible", verdict="deny",
+                     at=time.time() - 50, reason="max_calls", arguments={"card_number": "[redacted]"})
+    assert client.get(f"/sessions/{live}").status_code == 302
+    signed_in(client, "victor")
+    page = client.get(f"/sessions/{live}").get_data(as_text=True)
+    assert 'class="call irreversible"' in page and "[redacted]" in page and "max calls" in page
+    missing = client.get("/sessions/nope")
+    assert missing.status_code == 404 and "no session" in missing.get_data(as_text=True)
+
+
+def test_deciding_from_the_agent_page_returns_there_and_never_off_site(
+        app: Flask, client: FlaskClient, users: dict[str, str]) -> None:
+    _support_bot(app)
+    first, second = (seed.open_approval(svc(app), "support-bot", tool="send_email", tool_class="irreversible",
+                                        cost=0.01, preview="hi", at=time.time()) for _ in range(2))
+    token = signed_in(client, "alice")
+    back = client.post(f"/approvals/{first}/approve",
+                       data={"csrf_token": token, "reason": "ok", "next": "/agents/support-bot"})
+    away = client.post(f"/approvals/{second}/reject",
+                       data={"csrf_token": token, "reason": "no", "next": "//evil.example/"})
+    assert (back.location, away.location) == ("/agents/support-bot", "/approvals")
