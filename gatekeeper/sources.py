@@ -26,16 +26,17 @@ from typing import Any, Protocol
 import pybreaker
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from sqlalchemy import case
+from sqlalchemy import Float, case, cast
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, func, select
 from urllib3.util.retry import Retry
 
 from gatekeeper.config import Settings
+from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
 from gatekeeper.core.gates import SourceStatus, TierSignals
 from gatekeeper.core.policy import ExtraQuery
 from gatekeeper.store.db import Database
-from gatekeeper.store.models import AgentSession, Decision
+from gatekeeper.store.models import AgentSession, Decision, Rollout
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,18 @@ class SignalRequest:
     rollout_id: int
     window_s: float
     queries: tuple[ExtraQuery, ...] = ()
+    tier_started_at: float | None = None  # the window never reaches back before the tier began
+    compare: bool = False  # also wanted: both arms since the tier began (`gate.compare`)
 
     @property
     def key(self) -> Key:
         return (self.agent, self.version)
+
+    def clamped_window_s(self, *, now: float) -> float:
+        """Return the window, cut at the tier's start so that an earlier stage's traffic never counts."""
+        if self.tier_started_at is None:
+            return self.window_s
+        return max(0.0, min(self.window_s, now - self.tier_started_at))
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,11 @@ class PrometheusSource:
 
     def _collect(self, requests: Sequence[SignalRequest], *, now: float) -> dict[Key, TierSignals]:
         signals: dict[Key, TierSignals] = {}
-        for window_s, group in _by_window(requests).items():
+        clamped = [replace(r, window_s=prometheus_window(r, now=now)) for r in requests]
+        for window_s, group in _by_window(clamped).items():
+            if window_s <= 0:  # the tier is younger than one step of its window: nothing to judge yet
+                signals.update({r.key: TierSignals() for r in group})
+                continue
             values = {metric: self._vector(expr.replace("WINDOW", window_text(window_s)), now=now)
                       for metric, expr in PROMQL.items()}
             for request in group:
@@ -199,6 +212,24 @@ class PrometheusSource:
             except (QueryRejected, ValueError) as exc:
                 errors[query.name] = str(exc)
         return replace(signals, extra=extra, extra_errors=errors)
+
+
+WINDOW_STEPS = 10
+
+
+def prometheus_window(request: SignalRequest, *, now: float) -> float:
+    """Return the request's window cut at its tier's start, rounded down to a tenth of the full window.
+
+    The cut keeps an earlier stage's traffic out: in shadow the candidate's mirrored calls carry
+    arm="candidate" too, and a 10-minute range would count them as first-canary evidence. Rounding
+    down (never up, so never before the tier began) bounds the distinct ranges by WINDOW_STEPS per
+    policy window, so the number of queries still does not grow with the number of agents.
+    """
+    clamped = request.clamped_window_s(now=now)
+    if clamped >= request.window_s:
+        return request.window_s
+    step = request.window_s / WINDOW_STEPS
+    return math.floor(clamped / step) * step
 
 
 def _by_window(requests: Iterable[SignalRequest]) -> dict[float, list[SignalRequest]]:
@@ -243,13 +274,19 @@ class BuiltinSource:
         self._down_since: float | None = None
 
     def tier_signals(self, requests: Sequence[SignalRequest], *, now: float) -> SignalBatch:
-        """Run three grouped queries per window for all requests."""
+        """Run three grouped queries per window for all requests, and three more for all comparisons."""
         queries = 0
         signals: dict[Key, TierSignals] = {}
         try:
             with self.db.reading() as session:
                 for window_s, group in _by_window(requests).items():
                     signals.update(self._window(session, group, since=now - window_s, now=now))
+                    queries += 3
+                comparing = [r for r in requests if r.compare]
+                if comparing:
+                    arms = arm_evidence(session, [r.rollout_id for r in comparing], now=now)
+                    signals.update({r.key: replace(signals[r.key], arms=arms.get(r.rollout_id, _NO_ARMS))
+                                    for r in comparing})
                     queries += 3
         except SQLAlchemyError as exc:
             self._down_since = self._down_since if self._down_since is not None else now
@@ -309,6 +346,75 @@ def _latencies(session: Session, ids: Sequence[int], *, since: float, now: float
     out: dict[int, list[float]] = defaultdict(list)
     for rid, latency_ms in session.exec(query):
         out[int(rid or 0)].append((latency_ms or 0.0) / 1000)
+    return out
+
+
+# -- both arms since the tier began (`gate.compare`) -------------------------------------------
+
+_NO_ARMS = ArmEvidence(ArmSample(), ArmSample())
+
+
+def _live_arms(ids: Sequence[int]) -> list[Any]:
+    """Live, non-mirrored sessions of either arm of these rollouts (shadow mirrors never count)."""
+    return [col(AgentSession.rollout_id).in_(ids), AgentSession.environment == "live",
+            col(AgentSession.mirror_of).is_(None)]
+
+
+def arm_evidence(session: Session, ids: Sequence[int], *, now: float) -> dict[int, ArmEvidence]:
+    """Return both arms' calls, sessions, spend and latencies since each rollout's tier began: three queries."""
+    calls = _arm_calls(session, ids, now=now)
+    sessions = _arm_sessions(session, ids, now=now)
+    latencies = _arm_latencies(session, ids, now=now)
+    out = {}
+    for rid in ids:
+        arms = {arm: ArmSample(calls=calls.get((rid, arm)), sessions=sessions.get((rid, arm), (None, None))[0],
+                               cost=sessions.get((rid, arm), (None, None))[1],
+                               latency=Distribution.of_samples(latencies.get((rid, arm), [])))
+                for arm in ("candidate", "stable")}
+        out[rid] = ArmEvidence(arms["candidate"], arms["stable"])
+    return out
+
+
+def _arm_calls(session: Session, ids: Sequence[int], *, now: float) -> dict[tuple[int, str], Moments]:
+    errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
+    query = (select(Decision.rollout_id, Decision.arm, func.count(), func.coalesce(errors, 0))
+             .join(AgentSession, col(AgentSession.id) == Decision.session_id)
+             .join(Rollout, col(Rollout.id) == Decision.rollout_id)
+             .where(*_live_arms(ids), col(Decision.rollout_id).in_(ids), col(Decision.outcome_at) <= now,
+                    col(Decision.outcome_at) >= Rollout.tier_started_at)
+             .group_by(col(Decision.rollout_id), col(Decision.arm)))
+    return {(int(rid), arm): Moments.binary(int(e), int(n)) for rid, arm, n, e in session.exec(query)}
+
+
+def _arm_sessions(session: Session, ids: Sequence[int], *, now: float
+                  ) -> dict[tuple[int, str], tuple[Moments, Moments]]:
+    errored = func.coalesce(func.max(case((col(Decision.outcome_status) == "error", 1), else_=0)), 0)
+    per_session = (select(AgentSession.rollout_id, AgentSession.arm,
+                          cast(AgentSession.spend_micros, Float).label("spend"), errored.label("errored"))
+                   .join(Rollout, col(Rollout.id) == AgentSession.rollout_id)
+                   .outerjoin(Decision, col(Decision.session_id) == AgentSession.id)
+                   .where(*_live_arms(ids), col(AgentSession.started_at) >= Rollout.tier_started_at,
+                          AgentSession.started_at <= now)
+                   .group_by(col(AgentSession.id), col(AgentSession.rollout_id), col(AgentSession.arm),
+                             col(AgentSession.spend_micros))
+                   .subquery())
+    spend = per_session.c.spend / 1_000_000
+    query = select(per_session.c.rollout_id, per_session.c.arm, func.count(), func.sum(per_session.c.errored),
+                   func.sum(spend), func.sum(spend * spend)).group_by(per_session.c.rollout_id, per_session.c.arm)
+    return {(int(rid), arm): (Moments.binary(float(e or 0), float(n)), Moments(float(n), float(total or 0),
+                                                                             float(squares or 0)))
+            for rid, arm, n, e, total, squares in session.exec(query)}
+
+
+def _arm_latencies(session: Session, ids: Sequence[int], *, now: float) -> dict[tuple[int, str], list[float]]:
+    query = (select(Decision.rollout_id, Decision.arm, Decision.latency_ms)
+             .join(AgentSession, col(AgentSession.id) == Decision.session_id)
+             .join(Rollout, col(Rollout.id) == Decision.rollout_id)
+             .where(*_live_arms(ids), col(Decision.rollout_id).in_(ids), col(Decision.outcome_at) <= now,
+                    col(Decision.outcome_at) >= Rollout.tier_started_at, col(Decision.latency_ms).is_not(None)))
+    out: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for rid, arm, latency_ms in session.exec(query):
+        out[(int(rid or 0), arm)].append((latency_ms or 0.0) / 1000)
     return out
 
 
