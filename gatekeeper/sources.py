@@ -383,7 +383,7 @@ def _arm_calls(session: Session, ids: Sequence[int], *, now: float) -> dict[tupl
              .where(*_live_arms(ids), col(Decision.rollout_id).in_(ids), col(Decision.outcome_at) <= now,
                     col(Decision.outcome_at) >= Rollout.tier_started_at)
              .group_by(col(Decision.rollout_id), col(Decision.arm)))
-    return {(int(rid), arm): Moments.binary(int(e), int(n)) for rid, arm, n, e in session.exec(query)}
+    return {(int(rid or 0), arm): Moments.binary(int(e), int(n)) for rid, arm, n, e in session.exec(query)}
 
 
 def _arm_sessions(session: Session, ids: Sequence[int], *, now: float
@@ -399,8 +399,9 @@ def _arm_sessions(session: Session, ids: Sequence[int], *, now: float
                              col(AgentSession.spend_micros))
                    .subquery())
     spend = per_session.c.spend / 1_000_000
-    query = select(per_session.c.rollout_id, per_session.c.arm, func.count(), func.sum(per_session.c.errored),
-                   func.sum(spend), func.sum(spend * spend)).group_by(per_session.c.rollout_id, per_session.c.arm)
+    columns: list[Any] = [per_session.c.rollout_id, per_session.c.arm, func.count(), func.sum(per_session.c.errored),
+                          func.sum(spend), func.sum(spend * spend)]
+    query = select(*columns).group_by(per_session.c.rollout_id, per_session.c.arm)
     return {(int(rid), arm): (Moments.binary(float(e or 0), float(n)), Moments(float(n), float(total or 0),
                                                                              float(squares or 0)))
             for rid, arm, n, e, total, squares in session.exec(query)}

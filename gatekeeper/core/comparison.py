@@ -64,6 +64,7 @@ class Moments:
     n: float
     total: float
     total_sq: float
+    yes_no: bool = False  # yes/no units (an errored call or session), whose spread is smoothed
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Moments:
@@ -74,7 +75,7 @@ class Moments:
     @classmethod
     def binary(cls, hits: float, n: float) -> Moments:
         """Return the moments of n yes/no units of which `hits` were yes (errors, errored sessions)."""
-        return cls(float(n), float(hits), float(hits))
+        return cls(float(n), float(hits), float(hits), True)
 
     @property
     def mean(self) -> float:
@@ -85,7 +86,7 @@ class Moments:
         """Return the sample variance; a yes/no rate is smoothed so that zero hits still has spread."""
         if self.n < 2:
             return math.nan
-        if self.total == self.total_sq and 0 <= self.total <= self.n:  # yes/no units
+        if self.yes_no:
             p = (self.total + 0.5) / (self.n + 1.0)
             return p * (1 - p)
         return max(0.0, (self.total_sq - self.total ** 2 / self.n) / (self.n - 1))
@@ -109,7 +110,7 @@ class Distribution:
     def of_histogram(cls, buckets: Sequence[tuple[float, float]]) -> Distribution:
         """Return a histogram's distribution from (le, cumulative count) pairs, +Inf last."""
         ordered = sorted(buckets)
-        counts = np.maximum.accumulate(np.asarray([c for _, c in ordered], dtype=float)) if ordered else []
+        counts = np.maximum.accumulate(np.asarray([c for _, c in ordered] or [0.0], dtype=float))[:len(ordered)]
         return cls(tuple(le for le, _ in ordered), tuple(float(c) for c in counts), False)
 
     @property

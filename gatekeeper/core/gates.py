@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from gatekeeper.core.comparison import ArmEvidence, Comparison, alpha_per_comparison, compare_metric, describe
+from gatekeeper.core.comparison import ArmEvidence, alpha_per_comparison, compare_metric, describe
 from gatekeeper.core.policy import CompareSpec, ExtraQuery, ShadowGate, TierGate, TwinGate
 
 CheckResult = Literal["pass", "fail", "no_data", "error", "inconclusive"]
@@ -345,7 +345,7 @@ def _compare_check(spec: CompareSpec, metric: str, margin: float, arms: ArmEvide
         return Check(name, None, margin, "<=", "error", error)
     if arms is None:
         return Check(name, None, margin, "<=", "no_data", "no per-arm evidence")
-    found: Comparison = compare_metric(metric, arms, margin=margin, alpha=alpha, planned_sessions=planned)
+    found = compare_metric(metric, arms, margin=margin, alpha=alpha, planned_sessions=planned)
     report = {**found.as_dict(), "confidence": spec.confidence, "alpha": alpha}
     return Check(name, clean(found.estimate), margin, "<=", found.result, describe(found), report)
 
