@@ -296,7 +296,9 @@ def evaluate_tier_gate(gate: TierGate, signals: TierSignals | None, *, where: Wh
         source = replace(source, available=False) if source.available else source
         signals = TierSignals()
     values = tier_values(signals, traffic_percent=where.traffic_percent)
-    compared = compare_checks(gate, signals.arms, source=source, tiers=tiers) if gate.compare else []
+    # At 100% no stable arm is left to compare with: the last tier is judged on thresholds alone.
+    comparable = gate.compare is not None and where.traffic_percent < 100
+    compared = compare_checks(gate, signals.arms, source=source, tiers=tiers) if comparable else []
     checks = (*_tier_checks(gate, values, source), *compared, *_extra_checks(gate.queries, signals, source))
     soak = Soak(max(0.0, now - tier_started_at), gate.soak_s)
     limits = Limits(gate.failure_limit, gate.error_limit, gate.on_metrics_error)
