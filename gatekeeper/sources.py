@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import pybreaker
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from sqlalchemy import Float, case, cast
+from sqlalchemy import Float, and_, case, cast, or_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, func, select
 from urllib3.util.retry import Retry
@@ -36,7 +36,7 @@ from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Mom
 from gatekeeper.core.gates import SourceStatus, TierSignals
 from gatekeeper.core.policy import ExtraQuery
 from gatekeeper.store.db import Database
-from gatekeeper.store.models import AgentSession, Decision, Rollout
+from gatekeeper.store.models import AgentSession, Decision
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,9 @@ class BuiltinSource:
                     queries += 3
                 comparing = [r for r in requests if r.compare]
                 if comparing:
-                    arms = arm_evidence(session, [r.rollout_id for r in comparing], now=now)
+                    starts = {r.rollout_id: r.tier_started_at if r.tier_started_at is not None else now - r.window_s
+                              for r in comparing}
+                    arms = arm_evidence(session, starts, now=now)
                     signals.update({r.key: replace(signals[r.key], arms=arms.get(r.rollout_id, _NO_ARMS))
                                     for r in comparing})
                     queries += 3
@@ -354,19 +356,23 @@ def _latencies(session: Session, ids: Sequence[int], *, since: float, now: float
 _NO_ARMS = ArmEvidence(ArmSample(), ArmSample())
 
 
-def _live_arms(ids: Sequence[int]) -> list[Any]:
-    """Live, non-mirrored sessions of either arm of these rollouts (shadow mirrors never count)."""
-    return [col(AgentSession.rollout_id).in_(ids), AgentSession.environment == "live",
-            col(AgentSession.mirror_of).is_(None)]
+def _live_arms(starts: Mapping[int, float], column: Any) -> list[Any]:
+    """Live, non-mirrored traffic of either arm of these rollouts since each one's tier began."""
+    since = or_(*(and_(col(AgentSession.rollout_id) == rid, column >= start) for rid, start in starts.items()))
+    return [col(AgentSession.rollout_id).in_(list(starts)), AgentSession.environment == "live",
+            col(AgentSession.mirror_of).is_(None), since]
 
 
-def arm_evidence(session: Session, ids: Sequence[int], *, now: float) -> dict[int, ArmEvidence]:
-    """Return both arms' calls, sessions, spend and latencies since each rollout's tier began: three queries."""
-    calls = _arm_calls(session, ids, now=now)
-    sessions = _arm_sessions(session, ids, now=now)
-    latencies = _arm_latencies(session, ids, now=now)
+def arm_evidence(session: Session, starts: Mapping[int, float], *, now: float) -> dict[int, ArmEvidence]:
+    """Return both arms' calls, sessions, spend and latencies since each rollout's tier began: three queries.
+
+    `starts` maps each rollout id to the time its tier began; shadow mirrors and twin runs never count.
+    """
+    calls = _arm_calls(session, starts, now=now)
+    sessions = _arm_sessions(session, starts, now=now)
+    latencies = _arm_latencies(session, starts, now=now)
     out = {}
-    for rid in ids:
+    for rid in starts:
         arms = {arm: ArmSample(calls=calls.get((rid, arm)), sessions=sessions.get((rid, arm), (None, None))[0],
                                cost=sessions.get((rid, arm), (None, None))[1],
                                latency=Distribution.of_samples(latencies.get((rid, arm), [])))
@@ -375,26 +381,23 @@ def arm_evidence(session: Session, ids: Sequence[int], *, now: float) -> dict[in
     return out
 
 
-def _arm_calls(session: Session, ids: Sequence[int], *, now: float) -> dict[tuple[int, str], Moments]:
+def _arm_calls(session: Session, starts: Mapping[int, float], *, now: float) -> dict[tuple[int, str], Moments]:
     errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
-    query = (select(Decision.rollout_id, Decision.arm, func.count(), func.coalesce(errors, 0))
+    query = (select(AgentSession.rollout_id, Decision.arm, func.count(), func.coalesce(errors, 0))
              .join(AgentSession, col(AgentSession.id) == Decision.session_id)
-             .join(Rollout, col(Rollout.id) == Decision.rollout_id)
-             .where(*_live_arms(ids), col(Decision.rollout_id).in_(ids), col(Decision.outcome_at) <= now,
-                    col(Decision.outcome_at) >= Rollout.tier_started_at)
-             .group_by(col(Decision.rollout_id), col(Decision.arm)))
+             .where(*_live_arms(starts, col(Decision.outcome_at)), col(Decision.outcome_at) <= now)
+             .group_by(col(AgentSession.rollout_id), col(Decision.arm)))
     return {(int(rid or 0), arm): Moments.binary(int(e), int(n)) for rid, arm, n, e in session.exec(query)}
 
 
-def _arm_sessions(session: Session, ids: Sequence[int], *, now: float
+def _arm_sessions(session: Session, starts: Mapping[int, float], *, now: float
                   ) -> dict[tuple[int, str], tuple[Moments, Moments]]:
     errored = func.coalesce(func.max(case((col(Decision.outcome_status) == "error", 1), else_=0)), 0)
     per_session = (select(AgentSession.rollout_id, AgentSession.arm,
                           cast(AgentSession.spend_micros, Float).label("spend"), errored.label("errored"))
-                   .join(Rollout, col(Rollout.id) == AgentSession.rollout_id)
-                   .outerjoin(Decision, col(Decision.session_id) == AgentSession.id)
-                   .where(*_live_arms(ids), col(AgentSession.started_at) >= Rollout.tier_started_at,
-                          AgentSession.started_at <= now)
+                   .outerjoin(Decision, and_(col(Decision.session_id) == AgentSession.id,
+                                             col(Decision.outcome_at) <= now))
+                   .where(*_live_arms(starts, col(AgentSession.started_at)), AgentSession.started_at <= now)
                    .group_by(col(AgentSession.id), col(AgentSession.rollout_id), col(AgentSession.arm),
                              col(AgentSession.spend_micros))
                    .subquery())
@@ -407,12 +410,12 @@ def _arm_sessions(session: Session, ids: Sequence[int], *, now: float
             for rid, arm, n, e, total, squares in session.exec(query)}
 
 
-def _arm_latencies(session: Session, ids: Sequence[int], *, now: float) -> dict[tuple[int, str], list[float]]:
-    query = (select(Decision.rollout_id, Decision.arm, Decision.latency_ms)
+def _arm_latencies(session: Session, starts: Mapping[int, float], *, now: float
+                   ) -> dict[tuple[int, str], list[float]]:
+    query = (select(AgentSession.rollout_id, Decision.arm, Decision.latency_ms)
              .join(AgentSession, col(AgentSession.id) == Decision.session_id)
-             .join(Rollout, col(Rollout.id) == Decision.rollout_id)
-             .where(*_live_arms(ids), col(Decision.rollout_id).in_(ids), col(Decision.outcome_at) <= now,
-                    col(Decision.outcome_at) >= Rollout.tier_started_at, col(Decision.latency_ms).is_not(None)))
+             .where(*_live_arms(starts, col(Decision.outcome_at)), col(Decision.outcome_at) <= now,
+                    col(Decision.latency_ms).is_not(None)))
     out: dict[tuple[int, str], list[float]] = defaultdict(list)
     for rid, arm, latency_ms in session.exec(query):
         out[(int(rid or 0), arm)].append((latency_ms or 0.0) / 1000)
