@@ -51,6 +51,7 @@ class Event:
     position: str
     action: str
     reason: str
+    state: str = ""  # the rollout's state after a recorded transition
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def backtest(db: Database, policy: Policy, *, agent: str, rollout_id: int | None
         last = recorded.last_outcome_at(session, rid)
         end = rollout.ended_at or max(last or 0.0, rollout.updated_at) or now
         rungs = rungs_of(transitions, end=min(end, now))
-        actual = tuple(Event(t.at, _label(policy, t.to_stage, t.to_tier), t.action, t.reason) for t in transitions)
+        actual = tuple(Event(t.at, _label(policy, t.to_stage, t.to_tier), t.action, t.reason, t.to_state)
+                       for t in transitions)
     would, evaluations = replay(db, policy, (rid, candidate), rungs)
     return Backtest(agent, rid, candidate, policy.name, policy.revision, evaluations, tuple(would), actual)
 

@@ -84,8 +84,9 @@ def backtest_text(result: Backtest) -> str:
              f"{result.policy}@{result.revision}: {result.evaluations} gate evaluations", "",
              f"{'AT (UTC)':<20} {'+TIME':>8}  {'WHO':<7} {'POSITION':<16} {'ACTION':<9} REASON"]
     for event, who in rows:
+        state = f" ({event.state})" if event.state and event.state != "progressing" else ""
         lines.append(f"{_utc(event.at):<20} {_elapsed(event.at - start):>8}  {who:<7} {event.position:<16} "
-                     f"{event.action:<9} {event.reason[:140]}")
+                     f"{event.action:<9} {event.reason[:140]}{state}")
     lines += ["", "would: " + _ending(result.would, start), "actual: " + _ending(result.actual, start)]
     return "\n".join(lines)
 
@@ -94,7 +95,8 @@ def _ending(events: tuple[Event, ...], start: float) -> str:
     final = next((e for e in events if e.action in ("rollback", "kill")), None) or (events[-1] if events else None)
     if final is None:
         return "nothing (no canary or expansion evaluation)"
-    return f"{final.action} at {final.position}, {_elapsed(final.at - start)} after the rollout began"
+    what = final.state if final.state in ("completed", "aborted", "killed", "paused") else final.action
+    return f"{what} at {final.position}, {_elapsed(final.at - start)} after the rollout began"
 
 
 def _utc(epoch: float) -> str:
