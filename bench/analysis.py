@@ -47,6 +47,7 @@ BASE_ERROR = 0.01
 LATENCY_MEDIAN_S, LATENCY_SIGMA = 0.3, 0.6
 COST_SHAPE, COST_MEAN = 2.0, 0.05
 EDGES = np.concatenate([np.geomspace(0.005, 30.0, 400), [math.inf]])  # histogram bucket bounds (le)
+EDGES_TUPLE = tuple(EDGES.tolist())
 SOURCE = SourceStatus("simulation")
 
 
@@ -87,7 +88,7 @@ class Arm:
         return ArmSample(calls=Moments.binary(self.errors, self.calls),
                          sessions=Moments.binary(self.errored_sessions, self.sessions),
                          cost=Moments(self.sessions, self.cost, self.cost_sq),
-                         latency=Distribution(tuple(EDGES.tolist()), tuple(cumulative.tolist()), False))
+                         latency=Distribution(EDGES_TUPLE, tuple(cumulative.tolist()), False))
 
 
 @dataclass
@@ -180,7 +181,7 @@ def windowed(window: deque[Interval], arms: dict[str, Arm] | None) -> TierSignal
     sessions = sum(i.sessions for i in window)
     calls = sum(i.calls for i in window)
     buckets = np.sum([i.buckets for i in window], axis=0)
-    p95 = Distribution(tuple(EDGES.tolist()), tuple(np.cumsum(buckets).tolist()), False).quantile(0.95) \
+    p95 = Distribution(EDGES_TUPLE, tuple(np.cumsum(buckets).tolist()), False).quantile(0.95) \
         if calls else None
     evidence = ArmEvidence(arms["candidate"].sample(), arms["stable"].sample()) if arms else None
     return TierSignals(sessions=sessions, tool_calls=calls, errors=sum(i.errors for i in window),

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -117,10 +118,14 @@ class Distribution:
     def n(self) -> float:
         return self.counts[-1] if self.counts else 0.0
 
+    @cached_property
+    def _counts(self) -> np.ndarray:
+        return np.asarray(self.counts, dtype=float)
+
     def quantile(self, q: float) -> float:
         """Return the q-quantile: nearest rank for samples, linear within the bucket for a histogram."""
         rank = q * self.n
-        index = int(np.searchsorted(self.counts, rank, side="left"))
+        index = int(np.searchsorted(self._counts, rank, side="left"))
         index = min(index, len(self.points) - 1)
         if self.exact:
             return self.points[index]
@@ -134,7 +139,7 @@ class Distribution:
 
     def bracket(self, q: float, slack: float) -> tuple[float, float]:
         """Return points below and above the q-quantile when the empirical CDF is within `slack` of q."""
-        counts = np.asarray(self.counts)
+        counts = self._counts
         low_index = int(np.searchsorted(counts, self.n * (q - slack), side="left")) - 1
         high_index = int(np.searchsorted(counts, self.n * (q + slack), side="right"))
         low = self.points[low_index] if low_index >= 0 else 0.0
@@ -190,7 +195,7 @@ def more_units_needed(distance: float, half_width: float, n: float, *, alpha: fl
 
     if gap(1e8) > 0:
         return None
-    return n * (optimize.brentq(gap, 1.0, 1e8, xtol=1e-6) - 1)
+    return n * (optimize.brentq(gap, 1.0, 1e8, xtol=1e-3, rtol=1e-4) - 1)
 
 
 # -- comparisons -------------------------------------------------------------------------------
