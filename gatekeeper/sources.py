@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import pybreaker
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from sqlalchemy import Float, and_, case, cast, or_
+from sqlalchemy import case
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, func, select
 from urllib3.util.retry import Retry
@@ -36,6 +36,7 @@ from gatekeeper.config import Settings
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
 from gatekeeper.core.gates import SourceStatus, TierSignals
 from gatekeeper.core.policy import ExtraQuery
+from gatekeeper.store import arm_traffic
 from gatekeeper.store.db import Database
 from gatekeeper.store.models import AgentSession, Decision
 
@@ -363,8 +364,8 @@ class BuiltinSource:
                 if comparing:
                     starts = {r.rollout_id: r.tier_started_at if r.tier_started_at is not None else now - r.window_s
                               for r in comparing}
-                    arms = arm_evidence(session, starts, now=now)
-                    signals.update({r.key: replace(signals[r.key], arms=arms.get(r.rollout_id, _NO_ARMS))
+                    arms = arm_traffic.arm_evidence(session, starts, now=now)
+                    signals.update({r.key: replace(signals[r.key], arms=arms.get(r.rollout_id, arm_traffic.NO_ARMS))
                                     for r in comparing})
                     queries += 3
         except SQLAlchemyError as exc:
@@ -425,77 +426,6 @@ def _latencies(session: Session, ids: Sequence[int], *, since: float, now: float
     out: dict[int, list[float]] = defaultdict(list)
     for rid, latency_ms in session.exec(query):
         out[int(rid or 0)].append((latency_ms or 0.0) / 1000)
-    return out
-
-
-# -- both arms since the tier began (`gate.compare`) -------------------------------------------
-
-_NO_ARMS = ArmEvidence(ArmSample(), ArmSample())
-
-
-def _live_arms(starts: Mapping[int, float], column: Any) -> list[Any]:
-    """Live, non-mirrored traffic of either arm of these rollouts since each one's tier began."""
-    since = or_(*(and_(col(AgentSession.rollout_id) == rid, column >= start) for rid, start in starts.items()))
-    return [col(AgentSession.rollout_id).in_(list(starts)), AgentSession.environment == "live",
-            col(AgentSession.mirror_of).is_(None), since]
-
-
-def arm_evidence(session: Session, starts: Mapping[int, float], *, now: float) -> dict[int, ArmEvidence]:
-    """Return both arms' calls, sessions, spend and latencies since each rollout's tier began: three queries.
-
-    `starts` maps each rollout id to the time its tier began; shadow mirrors and twin runs never count.
-    """
-    calls = _arm_calls(session, starts, now=now)
-    sessions = _arm_sessions(session, starts, now=now)
-    latencies = _arm_latencies(session, starts, now=now)
-    out = {}
-    for rid in starts:
-        arms = {arm: ArmSample(calls=calls.get((rid, arm)), sessions=sessions.get((rid, arm), (None, None))[0],
-                               cost=sessions.get((rid, arm), (None, None))[1],
-                               latency=Distribution.of_samples(latencies.get((rid, arm), [])))
-                for arm in ("candidate", "stable")}
-        out[rid] = ArmEvidence(arms["candidate"], arms["stable"])
-    return out
-
-
-def _arm_calls(session: Session, starts: Mapping[int, float], *, now: float) -> dict[tuple[int, str], Moments]:
-    errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
-    query = (select(AgentSession.rollout_id, Decision.arm, func.count(), func.coalesce(errors, 0))
-             .join(AgentSession, col(AgentSession.id) == Decision.session_id)
-             .where(*_live_arms(starts, col(Decision.outcome_at)), col(Decision.outcome_at) <= now)
-             .group_by(col(AgentSession.rollout_id), col(Decision.arm)))
-    return {(int(rid or 0), arm): Moments.binary(int(e), int(n)) for rid, arm, n, e in session.exec(query)}
-
-
-def _arm_sessions(session: Session, starts: Mapping[int, float], *, now: float
-                  ) -> dict[tuple[int, str], tuple[Moments, Moments]]:
-    errored = func.coalesce(func.max(case((col(Decision.outcome_status) == "error", 1), else_=0)), 0)
-    per_session = (select(AgentSession.rollout_id, AgentSession.arm,
-                          cast(AgentSession.spend_micros, Float).label("spend"), errored.label("errored"))
-                   .outerjoin(Decision, and_(col(Decision.session_id) == AgentSession.id,
-                                             col(Decision.outcome_at) <= now))
-                   .where(*_live_arms(starts, col(AgentSession.started_at)), AgentSession.started_at <= now)
-                   .group_by(col(AgentSession.id), col(AgentSession.rollout_id), col(AgentSession.arm),
-                             col(AgentSession.spend_micros))
-                   .subquery())
-    spend = per_session.c.spend / 1_000_000
-    columns: list[Any] = [per_session.c.rollout_id, per_session.c.arm, func.count(), func.sum(per_session.c.errored),
-                          func.sum(spend), func.sum(spend * spend)]
-    query = select(*columns).group_by(per_session.c.rollout_id, per_session.c.arm)
-    return {(int(rid), arm): (Moments.binary(float(e or 0), float(n)), Moments(float(n), float(total or 0),
-                                                                             float(squares or 0)))
-            for rid, arm, n, e, total, squares in session.exec(query)}
-
-
-def _arm_latencies(session: Session, starts: Mapping[int, float], *, now: float
-                   ) -> dict[tuple[int, str], list[float]]:
-    query = (select(AgentSession.rollout_id, Decision.arm, Decision.latency_ms)
-             .join(AgentSession, col(AgentSession.id) == Decision.session_id)
-             .where(*_live_arms(starts, col(Decision.outcome_at)), col(Decision.outcome_at) <= now,
-                    col(Decision.latency_ms).is_not(None)))
-    out: dict[tuple[int, str], list[float]] = defaultdict(list)
-    for rid, arm, latency_ms in session.exec(query):
-        out[(int(rid or 0), arm)].append((latency_ms or 0.0) / 1000)
     return out
 
 

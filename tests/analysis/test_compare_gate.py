@@ -106,7 +106,9 @@ def test_the_builtin_source_compares_both_arms_since_the_tier_began(services: Se
     assert "vs stable" in stored
 
 
-def test_the_builtin_source_reads_sessions_and_cost_per_arm(services: Services) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_builtin_source_reads_sessions_and_cost_per_arm(database: str, request: pytest.FixtureRequest) -> None:
+    services: Services = request.getfixturevalue("services" if database == "sqlite" else "postgres_services")
     rollout = place(services)
     ok, err = ("search_kb", "allow", "ok", 100.0), ("search_kb", "allow", "error", 300.0)
     for index in range(10):
@@ -124,6 +126,9 @@ def test_the_builtin_source_reads_sessions_and_cost_per_arm(services: Services) 
     assert stable.cost.variance == pytest.approx(0, abs=1e-12)
     assert candidate.calls == Moments.binary(5, 20) and candidate.latency is not None
     assert candidate.latency.n == 20
+    outcome = evaluate_all(services, BuiltinSource(services.db), now=T0 + 1)[0]
+    shown = {c["name"]: c for c in outcome.report["checks"]}["error_rate vs stable"]["compare"]
+    assert (shown["candidate_n"], shown["stable_n"]) == (20, 10)
 
 
 def test_a_memory_source_without_arms_holds(services: Services) -> None:
