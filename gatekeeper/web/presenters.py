@@ -155,6 +155,9 @@ def checks(report: dict[str, Any]) -> tuple[Check, ...]:
 def _check(raw: dict[str, Any]) -> Check:
     name = str(raw.get("name", "check"))
     compare = compare_row(raw["compare"]) if isinstance(raw.get("compare"), dict) else None
+    if compare is not None:  # a relative increase over stable, not a figure in the metric's own unit
+        return Check(name=name, value=compare.estimate, threshold=compare.margin, comparison="≤",
+                     result=str(raw.get("result") or "no_data"), detail=str(raw.get("detail") or ""), compare=compare)
     return Check(name=name, value=figure(raw.get("value"), name),
                  threshold=figure(raw.get("threshold"), name) if raw.get("threshold") is not None else "",
                  comparison=str(raw.get("comparison") or ""), result=str(raw.get("result") or "no_data"),
