@@ -12,6 +12,7 @@ window), each on its own simulated rollout with the same random stream. Three sc
   median rollout should still complete.
 - 2x errors: the candidate fails twice as often: rolled back before 100% in >= 95%.
 - +30% latency at the same error rate: caught in >= 90%.
+- and the issue's motivating case, 0.5% -> 1.5% errors, which passes the fixed 2% limit.
 
 Latency is drawn per call into a fine histogram (as Prometheus would keep it), errors as binomial
 counts, cost per session from a gamma law. "compare" is the gate with `gate.compare` added to
@@ -56,10 +57,12 @@ class Scenario:
     name: str
     error_factor: float = 1.0
     latency_factor: float = 1.0
+    base_error: float = BASE_ERROR
 
 
 SCENARIOS = (Scenario("A/A (same as stable)"), Scenario("2x error rate", error_factor=2.0),
-             Scenario("+30% latency", latency_factor=1.3))
+             Scenario("+30% latency", latency_factor=1.3),
+             Scenario("0.5% -> 1.5% errors", error_factor=3.0, base_error=0.005))
 
 
 @dataclass
@@ -139,8 +142,9 @@ def simulate(policy: object, scenario: Scenario, *, compare: bool, seed: int, ra
              thresholds: bool = True) -> Outcome:
     """Walk one rollout up the ladder, judging every interval, until it completes, rolls back or runs out."""
     rng = np.random.default_rng(seed)
-    stable = Traffic(rng, error_rate=BASE_ERROR, latency_factor=1.0)
-    candidate = Traffic(rng, error_rate=BASE_ERROR * scenario.error_factor, latency_factor=scenario.latency_factor)
+    stable = Traffic(rng, error_rate=scenario.base_error, latency_factor=1.0)
+    candidate = Traffic(rng, error_rate=scenario.base_error * scenario.error_factor,
+                        latency_factor=scenario.latency_factor)
     rungs = ladder(policy)
     tiers = len(rungs)
     now, total_candidate, index = 0.0, 0.0, 0
