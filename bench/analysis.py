@@ -39,7 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments  # noqa: E402
 from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where, evaluate_tier_gate  # noqa: E402
-from gatekeeper.core.policy import CompareSpec, TierGate, load_policy_file, parse_duration  # noqa: E402
+from gatekeeper.core.policy import CompareSpec, Policy, TierGate, load_policy_file, parse_duration  # noqa: E402
+from gatekeeper.gating import gated_tiers  # noqa: E402
 
 COMPARE = CompareSpec(margins=(("error_rate", 0.5), ("p95_latency", 0.2), ("cost_per_session", 0.3)),
                       confidence=0.95)
@@ -132,13 +133,12 @@ class Outcome:
     tier_label: str
 
 
-def ladder(gate_policy: object) -> list[tuple[str, float, TierGate]]:
-    policy = gate_policy
-    rungs = [("canary", t, policy.canary.gate) for t in policy.canary.tiers]  # type: ignore[attr-defined]
-    return rungs + [("expansion", t, policy.expansion.gate) for t in policy.expansion.tiers]  # type: ignore[attr-defined]
+def ladder(policy: Policy) -> list[tuple[str, float, TierGate]]:
+    rungs = [("canary", t, policy.canary.gate) for t in policy.canary.tiers]
+    return rungs + [("expansion", t, policy.expansion.gate) for t in policy.expansion.tiers]
 
 
-def simulate(policy: object, scenario: Scenario, *, compare: bool, seed: int, rate: float, horizon_s: float,
+def simulate(policy: Policy, scenario: Scenario, *, compare: bool, seed: int, rate: float, horizon_s: float,
              thresholds: bool = True) -> Outcome:
     """Walk one rollout up the ladder, judging every interval, until it completes, rolls back or runs out."""
     rng = np.random.default_rng(seed)
@@ -146,9 +146,9 @@ def simulate(policy: object, scenario: Scenario, *, compare: bool, seed: int, ra
     candidate = Traffic(rng, error_rate=scenario.base_error * scenario.error_factor,
                         latency_factor=scenario.latency_factor)
     rungs = ladder(policy)
-    tiers = len(rungs)
+    tiers = gated_tiers(policy)
     now, total_candidate, index = 0.0, 0.0, 0
-    while index < tiers:
+    while index < len(rungs):
         stage, percent, gate = rungs[index]
         gate = replace(gate, compare=COMPARE if compare else None)
         if not thresholds:  # the comparison alone: what it catches without today's fixed limits

@@ -220,8 +220,8 @@ def build_report(session: Session, item: Due, rollout: Rollout, batch: SignalBat
 
 
 def gated_tiers(policy: Policy) -> int:
-    """Return how many tier gates a rollout passes (canary and expansion), over which comparisons spend alpha."""
-    return len(policy.canary.tiers) + len(policy.expansion.tiers)
+    """Return how many tiers compare arms (canary and expansion below 100%): `gate.compare` spends alpha over them."""
+    return max(1, sum(tier < 100 for tier in (*policy.canary.tiers, *policy.expansion.tiers)))
 
 
 def act(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, report: GateReport, *,
