@@ -217,7 +217,8 @@ class Comparison:
     stable_n: float = 0.0
     unit: str = "calls"
     needed: float | None = None  # more candidate units a verdict likely needs, when inconclusive
-    detail: str = ""
+    detail: str = ""  # replaces the usual line: why the source cannot compare at all
+    note: str = ""  # added to the usual line
 
     def as_dict(self) -> dict[str, Any]:
         """Return the comparison as the gate report shows it (infinite bounds as None)."""
@@ -290,14 +291,25 @@ def compare_quantiles(candidate: Distribution, stable: Distribution, *, metric: 
     upper = high_c / low_s if low_s > 0 else math.inf
     result = _verdict(lower, upper, 1 + margin)
     estimate = point_c / point_s - 1 if point_s > 0 else math.inf
-    needed = None
-    if result == "inconclusive" and lower > 0 and math.isfinite(upper) and point_c > 0 and point_s > 0:
+    needed, note = None, ""
+    if result == "inconclusive" and not _can_pass(candidate, stable, q=q, margin=margin):
+        note = "the histogram's buckets are too coarse for this margin: it can fail but never pass"
+    elif result == "inconclusive" and lower > 0 and math.isfinite(upper) and point_c > 0 and point_s > 0:
         ratio = math.log(point_c / point_s)
         half = max(math.log(upper) - ratio, ratio - math.log(lower))
         needed = more_units_needed(abs(ratio - math.log(1 + margin)), half, candidate.n, alpha=alpha / 2,
                                    planned=planned)
     return Comparison(metric, result, margin, estimate, lower - 1, upper - 1, point_c, point_s, candidate.n,
-                      stable.n, "calls", needed)
+                      stable.n, "calls", needed, note=note)
+
+
+def _can_pass(candidate: Distribution, stable: Distribution, *, q: float, margin: float) -> bool:
+    """Return whether endless evidence could show the candidate within the margin at these buckets."""
+    if candidate.exact and stable.exact:
+        return True
+    high = candidate.bracket(q, 0.0)[1]
+    low = stable.bracket(q, 0.0)[0]
+    return low > 0 and high / low <= 1 + margin
 
 
 def compare_metric(metric: str, evidence: ArmEvidence, *, margin: float, alpha: float, planned_sessions: float,
@@ -334,6 +346,8 @@ def describe(comparison: Comparison) -> str:
     text = (f"{_pct(comparison.estimate)} [{_pct(comparison.lower)}, {_pct(comparison.upper)}] vs margin "
             f"{_pct(comparison.margin)}; candidate {comparison.candidate_n:,.0f}, stable "
             f"{comparison.stable_n:,.0f} {comparison.unit}")
+    if comparison.note:
+        return f"{text}; {comparison.note}"
     if comparison.result == "inconclusive":
         more = comparison.needed
         text += f"; needs ~{more:,.0f} more candidate {comparison.unit}" if more else "; needs more traffic"

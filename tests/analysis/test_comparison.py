@@ -159,3 +159,14 @@ def test_a_source_that_cannot_tell_says_why() -> None:
 
 def test_alpha_is_spent_over_every_comparison_and_tier() -> None:
     assert alpha_per_comparison(0.95, comparisons=2, tiers=6) == pytest.approx(0.05 / 12)
+
+
+def test_coarse_histogram_buckets_can_fail_but_never_pass() -> None:
+    # the shipped latency buckets double from one bound to the next: a 20% margin is finer than that
+    same = Distribution.of_histogram([(0.25, 90_000), (0.5, 99_000), (1.0, 100_000), (math.inf, 100_000)])
+    found = compare_quantiles(same, same, margin=0.2, alpha=0.01, planned=4000)
+    assert found.result == "inconclusive" and found.needed is None
+    assert "too coarse" in describe(found)
+    slower = Distribution.of_histogram([(0.25, 10_000), (0.5, 20_000), (1.0, 80_000), (2.0, 100_000),
+                                        (math.inf, 100_000)])
+    assert compare_quantiles(slower, same, margin=0.2, alpha=0.01, planned=4000).result == "fail"
