@@ -9,8 +9,8 @@ failure counters, and checks the policy's kill switch on the candidate's outcome
 What the policy would have done is known exactly up to its first different move: a rollback or a
 kill ends the replay (the traffic after it was never served that way); a promotion earlier than
 the real one is noted and the replay goes on at the real position, since later traffic only exists
-for the path really taken. Twin and shadow are not replayed: their gates count runs and mirrored
-sessions, not traffic over a window.
+for the path really taken. The kill switch is replayed in shadow too, on the outcomes the hot path
+counts; the twin and shadow gates are not (they count runs and mirrored sessions, not a window).
 """
 
 from __future__ import annotations
@@ -100,28 +100,49 @@ def rungs_of(transitions: list[Transition], *, end: float) -> list[Rung]:
     return rungs
 
 
+KILL_STATES = ("progressing", "held", "paused")  # the kill switch watches these, in shadow too
+
+
 def replay(db: Database, policy: Policy, rollout: tuple[int, str], rungs: list[Rung]) -> tuple[list[Event], int]:
-    """Judge every interval of every recorded canary and expansion rung; stop at the first rollback or kill."""
+    """Judge every interval of the recorded rungs; stop at the first rollback or kill."""
     source = BuiltinSource(db)
     events: list[Event] = []
     evaluations, counters, last = 0, Counters(), ("", -1, 0.0)
     for rung in rungs:
-        if rung.stage not in ("canary", "expansion") or rung.state not in GATED_STATES:
+        gated = rung.stage in ("canary", "expansion") and rung.state in GATED_STATES
+        if not gated and not (rung.stage != "twin" and rung.state in KILL_STATES):
             continue
         start = last[2] if (rung.stage, rung.tier) == last[:2] else rung.start  # a hold keeps the tier's start
         if (rung.stage, rung.tier) != last[:2]:
             counters = Counters()
         last = (rung.stage, rung.tier, start)
-        gate = gate_for(policy, rung.stage)
-        at, promoted = rung.start + gate.interval_s, False
+        interval = gate_for(policy, rung.stage).interval_s
+        at, promoted = rung.start + interval, False
         while at <= rung.end and evaluations < MAX_EVALUATIONS:
             evaluations += 1
-            stop, counters, promoted = _judge(source, policy, rollout, rung, events, at=at, start=start,
-                                              counters=counters, promoted=promoted)
-            if stop:
+            if _killed(db, policy, rollout[0], rung, events, at=at):
                 return events, evaluations
-            at += gate.interval_s
+            if gated:
+                stop, counters, promoted = _judge(source, policy, rollout, rung, events, at=at, start=start,
+                                                  counters=counters, promoted=promoted)
+                if stop:
+                    return events, evaluations
+            at += interval
     return events, evaluations
+
+
+def _killed(db: Database, policy: Policy, rollout_id: int, rung: Rung, events: list[Event], *, at: float) -> bool:
+    """Check the kill switch as the hot path does, over the outcomes reported in its window before `at`."""
+    switch = policy.kill_switch
+    with db.reading() as session:
+        calls, errors = recorded.candidate_outcomes_between(session, rollout_id, since=at - switch.window_s,
+                                                            until=at)
+    if not trips(switch, calls=calls, errors=errors):
+        return False
+    events.append(Event(at, _label(policy, rung.stage, rung.tier), "kill",
+                        f"kill switch: candidate error rate {errors / calls:.1%} over {switch.window_s:g}s "
+                        f"({errors}/{calls} calls) is above {switch.max_error_rate:.1%}"))
+    return True
 
 
 def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], rung: Rung, events: list[Event], *,
@@ -133,13 +154,7 @@ def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], rung
     rid, candidate = rollout
     request = SignalRequest("", candidate, rid, gate.window_s, (), tier_started_at=start,
                             compare=gate.compare is not None)
-    kill = SignalRequest("", candidate, rid, policy.kill_switch.window_s)
     batch = source.tier_signals([request], now=at)
-    killed = source.tier_signals([kill], now=at).for_request(kill)
-    if killed and trips(policy.kill_switch, calls=int(killed.tool_calls or 0), errors=int(killed.errors or 0)):
-        events.append(Event(at, label, "kill", f"kill switch: {killed.errors:.0f} errors in {killed.tool_calls:.0f}"
-                                              f" calls over {policy.kill_switch.window_s:g}s"))
-        return True, counters, promoted
     report = evaluate_tier_gate(gate, batch.for_request(request), where=Where(rung.stage, rung.tier, label, percent),
                                 tier_started_at=start, counters=counters, source=batch.status, now=at,
                                 tiers=gated_tiers(policy))

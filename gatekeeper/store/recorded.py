@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import case
 from sqlmodel import Session, col, func, select
 
 from gatekeeper.errors import NotFound
@@ -31,3 +32,12 @@ def last_outcome_at(session: Session, rollout_id: int) -> float | None:
     """Return when the rollout's last reported outcome arrived, if any."""
     value = session.exec(select(func.max(Decision.outcome_at)).where(Decision.rollout_id == rollout_id)).first()
     return float(value) if value is not None else None
+
+
+def candidate_outcomes_between(session: Session, rollout_id: int, *, since: float, until: float) -> tuple[int, int]:
+    """Return (outcomes, errors) of candidate non-twin calls reported in (since, until], as the kill switch counts."""
+    errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
+    row = session.exec(select(func.count(), errors).where(
+        Decision.rollout_id == rollout_id, Decision.arm == "candidate", col(Decision.outcome_at) > since,
+        col(Decision.outcome_at) <= until, col(Decision.stage) != "twin")).one()
+    return int(row[0] or 0), int(row[1] or 0)

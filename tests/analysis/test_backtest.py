@@ -23,6 +23,7 @@ GATE = {"interval": "100ms", "window": "30s", "soak": "0s", "min_sessions": 4, "
 LENIENT = merged(FAST_POLICY, {"name": "lenient", "agents": ["bot"], "gate": GATE,
                                "stages": {"canary": {"tiers": [50]}, "expansion": {"tiers": [100]}}})
 STRICT = merged(LENIENT, {"name": "strict", "agents": [], "gate": {"max_error_rate": 0.05}})
+TWITCHY = merged(LENIENT, {"name": "twitchy", "agents": [], "kill_switch": {"min_calls": 5, "max_error_rate": 0.1}})
 
 
 @pytest.fixture
@@ -96,6 +97,12 @@ def test_a_stricter_policy_would_have_rolled_back_earlier(client: FlaskClient, s
     assert "would: promote at expansion 100%" in lenient.output  # the lenient policy agrees with what happened
     assert [e for e in lenient.output.splitlines() if " would " in e and "rollback" in e] == []
     text = runner.invoke(main, ["policy", "backtest", str(strict), "--agent", "bot", "--db", db_url]).output
+    twitchy = tmp_path / "twitchy.yaml"
+    twitchy.write_text(yaml.safe_dump(TWITCHY, sort_keys=False))
+    tripped = json.loads(runner.invoke(main, ["policy", "backtest", str(twitchy), "--agent", "bot", "--json",
+                                              "--db", db_url]).output)["would"][-1]
+    assert (tripped["action"], tripped["position"]) == ("kill", "canary 50%") and "kill switch" in tripped["reason"]
+    assert tripped["at"] <= rollback["at"]  # the kill switch looks at the same calls, on its own limit
     assert "would: rollback at canary 50%" in text and "actual: completed at expansion 100%" in text
 
 
