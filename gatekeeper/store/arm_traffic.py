@@ -11,7 +11,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, or_
+import numpy as np
+from sqlalchemy import Float, Integer, and_, case, cast, or_
 from sqlmodel import Session, col, func, select
 
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
@@ -39,7 +40,7 @@ def arm_evidence(session: Session, starts: Mapping[int, float], *, now: float) -
     for rid in starts:
         arms = {arm: ArmSample(calls=calls.get((rid, arm)), sessions=sessions.get((rid, arm), (None, None))[0],
                                cost=sessions.get((rid, arm), (None, None))[1],
-                               latency=Distribution.of_samples(latencies.get((rid, arm), [])))
+                               latency=_distribution(latencies.get((rid, arm), [])))
                 for arm in ("candidate", "stable")}
         out[rid] = ArmEvidence(arms["candidate"], arms["stable"])
     return out
@@ -75,12 +76,23 @@ def _arm_sessions(session: Session, starts: Mapping[int, float], *, now: float
 
 
 def _arm_latencies(session: Session, starts: Mapping[int, float], *, now: float
-                   ) -> dict[tuple[int, str], list[float]]:
-    query = (select(AgentSession.rollout_id, Decision.arm, Decision.latency_ms)
+                   ) -> dict[tuple[int, str], list[tuple[float, int]]]:
+    """Count latencies in 0.1 ms bins, so the rows grow with distinct latencies, not with calls."""
+    # CAST truncates on SQLite and rounds on Postgres: either way (bin + 1) / 10 ms bounds the values above.
+    tenth = cast(col(Decision.latency_ms) * 10, Integer)
+    query = (select(AgentSession.rollout_id, Decision.arm, tenth, func.count())
              .join(AgentSession, col(AgentSession.id) == Decision.session_id)
              .where(*_live_arms(starts, col(Decision.outcome_at)), col(Decision.outcome_at) <= now,
-                    col(Decision.latency_ms).is_not(None)))
-    out: dict[tuple[int, str], list[float]] = defaultdict(list)
-    for rid, arm, latency_ms in session.exec(query):
-        out[(int(rid or 0), arm)].append((latency_ms or 0.0) / 1000)
+                    col(Decision.latency_ms).is_not(None))
+             .group_by(col(AgentSession.rollout_id), col(Decision.arm), tenth))
+    out: dict[tuple[int, str], list[tuple[float, int]]] = defaultdict(list)
+    for rid, arm, bin_, count in session.exec(query):
+        out[(int(rid or 0), arm)].append(((int(bin_ or 0) + 1) / 10_000, int(count)))
     return out
+
+
+def _distribution(bins: list[tuple[float, int]]) -> Distribution:
+    """Return the latencies' order statistics, each rounded up to its 0.1 ms bin (exact for gate purposes)."""
+    ordered = sorted(bins)
+    counts = np.cumsum([count for _, count in ordered]).astype(float) if ordered else np.zeros(0)
+    return Distribution(tuple(bound for bound, _ in ordered), tuple(counts.tolist()), True)
