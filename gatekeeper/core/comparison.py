@@ -124,6 +124,8 @@ class Distribution:
 
     def quantile(self, q: float) -> float:
         """Return the q-quantile: nearest rank for samples, linear within the bucket for a histogram."""
+        if not self.points:
+            return math.nan
         rank = q * self.n
         index = int(np.searchsorted(self._counts, rank, side="left"))
         index = min(index, len(self.points) - 1)

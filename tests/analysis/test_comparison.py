@@ -94,6 +94,11 @@ def test_sample_quantile_is_numpys_inverted_cdf(values: list[float], q: float) -
     assert Distribution.of_samples(values).quantile(q) == pytest.approx(expected)
 
 
+def test_an_empty_distribution_has_no_quantile() -> None:
+    assert math.isnan(Distribution.of_samples([]).quantile(0.95))
+    assert Distribution.of_histogram([]).n == 0
+
+
 def test_histogram_quantile_matches_prometheus_histogram_quantile() -> None:
     # histogram_quantile(0.95, ...) of buckets le=0.5:10, le=1:10, +Inf:10 is 0.475 (see tests/gates/test_sources)
     assert Distribution.of_histogram([(0.5, 10), (1.0, 10), (math.inf, 10)]).quantile(0.95) == pytest.approx(0.475)
