@@ -86,7 +86,7 @@ def backtest(db: Database, policy: Policy, *, agent: str, rollout_id: int | None
         rungs = rungs_of(transitions, end=min(end, now))
         actual = tuple(Event(t.at, _label(policy, t.to_stage, t.to_tier), t.action, t.reason, t.to_state)
                        for t in transitions)
-    would, evaluations = replay(db, policy, (rid, candidate), rungs)
+    would, evaluations = replay(db, policy, rollout=(rid, candidate), rungs=rungs)
     return Backtest(agent, rid, candidate, policy.name, policy.revision, evaluations, tuple(would), actual)
 
 
@@ -103,7 +103,7 @@ def rungs_of(transitions: list[Transition], *, end: float) -> list[Rung]:
 KILL_STATES = ("progressing", "held", "paused")  # the kill switch watches these, in shadow too
 
 
-def replay(db: Database, policy: Policy, rollout: tuple[int, str], rungs: list[Rung]) -> tuple[list[Event], int]:
+def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], rungs: list[Rung]) -> tuple[list[Event], int]:
     """Judge every interval of the recorded rungs; stop at the first rollback or kill."""
     source = BuiltinSource(db)
     events: list[Event] = []

@@ -185,7 +185,7 @@ def boundary(n: float, *, alpha: float, planned: float) -> float:
     return math.sqrt((1 + 1 / x) * math.log((x + 1) / alpha ** 2))
 
 
-def more_units_needed(distance: float, half_width: float, n: float, *, alpha: float, planned: float
+def more_units_needed(distance: float, half_width: float, *, n: float, alpha: float, planned: float
                       ) -> float | None:
     """Return roughly how many more units make the half-width shrink to `distance`, if it stays put."""
     if n <= 0 or distance <= 0 or not math.isfinite(half_width) or half_width <= distance:
@@ -255,16 +255,16 @@ def compare_means(candidate: Moments, stable: Moments, *, metric: str, margin: f
     limit = 1 + margin
     contrast, spread = mc - limit * ms, math.sqrt(vc + limit ** 2 * vs)
     result = _verdict(contrast - k * spread, contrast + k * spread, 0.0)
-    lower, upper = fieller(mc, ms, vc, vs, k)
+    lower, upper = fieller(mc, ms, var_c=vc, var_s=vs, k=k)
     estimate = mc / ms - 1 if ms > 0 else (0.0 if mc == 0 else math.inf)
     needed = None
     if result == "inconclusive":
-        needed = more_units_needed(abs(contrast), k * spread, candidate.n, alpha=alpha, planned=planned)
+        needed = more_units_needed(abs(contrast), k * spread, n=candidate.n, alpha=alpha, planned=planned)
     return Comparison(metric, result, margin, estimate, lower - 1, upper - 1, mc, ms, candidate.n, stable.n,
                       unit, needed)
 
 
-def fieller(mean_c: float, mean_s: float, var_c: float, var_s: float, k: float) -> tuple[float, float]:
+def fieller(mean_c: float, mean_s: float, *, var_c: float, var_s: float, k: float) -> tuple[float, float]:
     """Return the interval of mean_c / mean_s: every ratio r whose contrast mean_c - r mean_s is within k SE."""
     a = mean_s ** 2 - k ** 2 * var_s
     if a <= 0:  # stable is not told apart from zero: the ratio is unbounded above
@@ -299,7 +299,7 @@ def compare_quantiles(candidate: Distribution, stable: Distribution, *, metric: 
     elif result == "inconclusive" and lower > 0 and math.isfinite(upper) and point_c > 0 and point_s > 0:
         ratio = math.log(point_c / point_s)
         half = max(math.log(upper) - ratio, ratio - math.log(lower))
-        needed = more_units_needed(abs(ratio - math.log(1 + margin)), half, candidate.n, alpha=alpha / 2,
+        needed = more_units_needed(abs(ratio - math.log(1 + margin)), half, n=candidate.n, alpha=alpha / 2,
                                    planned=planned)
     return Comparison(metric, result, margin, estimate, lower - 1, upper - 1, point_c, point_s, candidate.n,
                       stable.n, "calls", needed, note=note)

@@ -77,14 +77,14 @@ def test_looking_every_step_keeps_the_error_rate_where_a_fixed_test_does_not() -
 @pytest.mark.parametrize(("mc", "ms", "vc", "vs", "k"), [
     (0.02, 0.01, 1e-6, 1e-8, 3.0), (0.01, 0.01, 4e-6, 1e-8, 2.0), (5.0, 4.0, 0.3, 0.1, 1.96)])
 def test_fieller_bounds_solve_the_quadratic(mc: float, ms: float, vc: float, vs: float, k: float) -> None:
-    low, high = fieller(mc, ms, vc, vs, k)
+    low, high = fieller(mc, ms, var_c=vc, var_s=vs, k=k)
     for r in (low, high):
         assert (mc - r * ms) ** 2 == pytest.approx(k ** 2 * (vc + r ** 2 * vs), rel=1e-6)
     assert low < mc / ms < high
 
 
 def test_fieller_is_unbounded_when_stable_is_not_told_from_zero() -> None:
-    assert fieller(0.01, 0.0001, 1e-6, 1e-6, 3.0)[1] == math.inf
+    assert fieller(0.01, 0.0001, var_c=1e-6, var_s=1e-6, k=3.0)[1] == math.inf
 
 
 @pytest.mark.parametrize("values", [[3.0, 1.0, 2.0], list(range(1, 101)), [0.1] * 5 + [9.0]])
@@ -140,7 +140,7 @@ def test_an_inconclusive_comparison_says_how_much_more_it_needs() -> None:
                           alpha=0.05 / 12, planned=4000)
     assert found.needed is not None and 1_000 < found.needed < 100_000
     assert "more candidate calls" in describe(found)
-    assert more_units_needed(0.0, 1.0, 100, alpha=0.05, planned=100) is None
+    assert more_units_needed(0.0, 1.0, n=100, alpha=0.05, planned=100) is None
 
 
 @pytest.mark.parametrize(("shift", "result"), [(1.0, "pass"), (1.3, "fail")])
