@@ -23,6 +23,8 @@ GATE = {"interval": "100ms", "window": "30s", "soak": "0s", "min_sessions": 4, "
 LENIENT = merged(FAST_POLICY, {"name": "lenient", "agents": ["bot"], "gate": GATE,
                                "stages": {"canary": {"tiers": [50]}, "expansion": {"tiers": [100]}}})
 STRICT = merged(LENIENT, {"name": "strict", "agents": [], "gate": {"max_error_rate": 0.05}})
+COMPARING = merged(LENIENT, {"name": "comparing", "agents": [],
+                             "gate": {"compare": {"error_rate": {"max_increase": 0.5}}}})
 TWITCHY = merged(LENIENT, {"name": "twitchy", "agents": [], "kill_switch": {"min_calls": 5, "max_error_rate": 0.1}})
 
 
@@ -103,6 +105,12 @@ def test_a_stricter_policy_would_have_rolled_back_earlier(client: FlaskClient, s
                                               "--db", db_url]).output)["would"][-1]
     assert (tripped["action"], tripped["position"]) == ("kill", "canary 50%") and "kill switch" in tripped["reason"]
     assert tripped["at"] <= rollback["at"]  # the kill switch looks at the same calls, on its own limit
+    comparing = tmp_path / "comparing.yaml"
+    comparing.write_text(yaml.safe_dump(COMPARING, sort_keys=False))
+    compared = json.loads(runner.invoke(main, ["policy", "backtest", str(comparing), "--agent", "bot", "--json",
+                                               "--db", db_url]).output)["would"][-1]
+    assert (compared["action"], compared["position"]) == ("rollback", "canary 50%")
+    assert "error_rate vs stable failed" in compared["reason"]  # 25% of calls against stable's none
     assert "would: rollback at canary 50%" in text and "actual: completed at expansion 100%" in text
 
 
