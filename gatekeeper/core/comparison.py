@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -66,6 +66,7 @@ class Moments:
     total: float
     total_sq: float
     yes_no: bool = False  # yes/no units (an errored call or session), whose spread is smoothed
+    unit_variance: float | None = None  # the spread per unit when units come in clusters (calls in sessions)
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Moments:
@@ -78,6 +79,22 @@ class Moments:
         """Return the moments of n yes/no units of which `hits` were yes (errors, errored sessions)."""
         return cls(float(n), float(hits), float(hits), True)
 
+    @classmethod
+    def clustered(cls, hits: float, n: float, *, clusters: float, hits_sq: float, n_sq: float, cross: float
+                  ) -> Moments:
+        """Return a rate over units that come in clusters, with the ratio estimator's cluster-robust spread.
+
+        hits_sq, n_sq and cross are the sums over clusters of hits², units² and hits × units. A session
+        whose calls fail together counts as one burst, not as many independent failures; the spread is
+        never taken below the independent (binomial) one.
+        """
+        base = cls.binary(hits, n)
+        if clusters < 2 or n <= 0:
+            return base
+        rate = hits / n
+        spread = max(0.0, hits_sq - 2 * rate * cross + rate ** 2 * n_sq) / (clusters - 1)
+        return replace(base, unit_variance=max(spread * clusters / n, base.variance))
+
     @property
     def mean(self) -> float:
         return self.total / self.n if self.n > 0 else math.nan
@@ -87,6 +104,8 @@ class Moments:
         """Return the sample variance; a yes/no rate is smoothed so that zero hits still has spread."""
         if self.n < 2:
             return math.nan
+        if self.unit_variance is not None:
+            return self.unit_variance
         if self.yes_no:
             p = (self.total + 0.5) / (self.n + 1.0)
             return p * (1 - p)

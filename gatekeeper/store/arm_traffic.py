@@ -47,12 +47,21 @@ def arm_evidence(session: Session, starts: Mapping[int, float], *, now: float) -
 
 
 def _arm_calls(session: Session, starts: Mapping[int, float], *, now: float) -> dict[tuple[int, str], Moments]:
+    """Count calls and errors per session, then per arm: the error rate's spread allows for bursts in a session."""
     errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
-    query = (select(AgentSession.rollout_id, Decision.arm, func.count(), func.coalesce(errors, 0))
-             .join(AgentSession, col(AgentSession.id) == Decision.session_id)
-             .where(*_live_arms(starts, col(Decision.outcome_at)), col(Decision.outcome_at) <= now)
-             .group_by(col(AgentSession.rollout_id), col(Decision.arm)))
-    return {(int(rid or 0), arm): Moments.binary(int(e), int(n)) for rid, arm, n, e in session.exec(query)}
+    per_session = (select(AgentSession.rollout_id, Decision.arm, cast(func.count(), Float).label("calls"),
+                          cast(func.coalesce(errors, 0), Float).label("errors"))
+                   .join(AgentSession, col(AgentSession.id) == Decision.session_id)
+                   .where(*_live_arms(starts, col(Decision.outcome_at)), col(Decision.outcome_at) <= now)
+                   .group_by(col(AgentSession.id), col(AgentSession.rollout_id), col(Decision.arm))
+                   .subquery())
+    c, e = per_session.c.calls, per_session.c.errors
+    columns: list[Any] = [per_session.c.rollout_id, per_session.c.arm, func.count(), func.sum(c), func.sum(e),
+                          func.sum(c * c), func.sum(e * e), func.sum(c * e)]
+    query = select(*columns).group_by(per_session.c.rollout_id, per_session.c.arm)
+    return {(int(rid or 0), arm): Moments.clustered(float(e_sum or 0), float(c_sum or 0), clusters=float(k),
+                                                    hits_sq=float(ee or 0), n_sq=float(cc or 0), cross=float(ce or 0))
+            for rid, arm, k, c_sum, e_sum, cc, ee, ce in session.exec(query)}
 
 
 def _arm_sessions(session: Session, starts: Mapping[int, float], *, now: float

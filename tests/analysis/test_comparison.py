@@ -33,6 +33,25 @@ def test_moments_agree_with_scipy_describe(values: list[float]) -> None:
     assert moments.variance == pytest.approx(described.variance)
 
 
+@pytest.mark.parametrize(("errors", "calls"), [
+    ([0, 0, 1, 0, 2, 0, 0, 1], [10, 8, 12, 9, 11, 10, 7, 13]),      # scattered errors
+    ([0, 0, 0, 0, 9, 0, 0, 0], [10, 8, 12, 9, 11, 10, 7, 13]),      # one bursty session
+])
+def test_a_clustered_rate_uses_the_ratio_estimators_delta_method_spread(errors: list[int], calls: list[int]) -> None:
+    e, c = np.asarray(errors, dtype=float), np.asarray(calls, dtype=float)
+    n, rate = len(e), e.sum() / c.sum()
+    cov = np.cov(np.vstack([e, c]))  # ddof 1: var(e), cov(e, c), var(c)
+    mean_c = c.mean()
+    delta = (cov[0, 0] / mean_c ** 2 - 2 * rate * cov[0, 1] / mean_c ** 2 + rate ** 2 * cov[1, 1] / mean_c ** 2) / n
+    found = Moments.clustered(e.sum(), c.sum(), clusters=n, hits_sq=float((e * e).sum()), n_sq=float((c * c).sum()),
+                              cross=float((e * c).sum()))
+    binomial = Moments.binary(e.sum(), c.sum()).variance
+    assert found.mean == pytest.approx(rate)
+    assert found.variance / found.n == pytest.approx(max(delta, binomial / c.sum()))
+    if max(errors) == 9:
+        assert found.variance > 3 * binomial  # a burst in one session is weaker evidence than scattered errors
+
+
 def test_a_rate_with_no_hits_still_has_spread() -> None:
     assert Moments.binary(0, 1000).variance > 0
     assert Moments.binary(10, 1000).variance == pytest.approx((10.5 / 1001) * (1 - 10.5 / 1001))
