@@ -81,7 +81,8 @@ class Due:
         if self.stage not in ("canary", "expansion"):
             return None
         gate = gate_for(self.loaded.policy, self.stage)
-        return SignalRequest(self.agent, self.version, self.rollout_id, gate.window_s, gate.queries)
+        return SignalRequest(self.agent, self.version, self.rollout_id, gate.window_s, gate.queries,
+                             tier_started_at=self.tier_started_at, compare=gate.compare is not None)
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,12 @@ def build_report(session: Session, item: Due, rollout: Rollout, batch: SignalBat
     signals = batch.for_request(request) if request else None
     return evaluate_tier_gate(gate_for(policy, rollout.stage), signals, where=where,
                               tier_started_at=rollout.tier_started_at, counters=counters,
-                              source=batch.status, now=now)
+                              source=batch.status, now=now, tiers=gated_tiers(policy))
+
+
+def gated_tiers(policy: Policy) -> int:
+    """Return how many tiers compare arms (canary and expansion below 100%): `gate.compare` spends alpha over them."""
+    return max(1, sum(tier < 100 for tier in (*policy.canary.tiers, *policy.expansion.tiers)))
 
 
 def act(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, report: GateReport, *,

@@ -25,6 +25,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pybreaker
@@ -36,8 +37,10 @@ from sqlmodel import Session, col, func, select
 from urllib3.util.retry import Retry
 
 from gatekeeper.config import Settings
+from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
 from gatekeeper.core.gates import SourceStatus, TierSignals
 from gatekeeper.core.policy import ExtraQuery
+from gatekeeper.store import arm_traffic
 from gatekeeper.store.db import Database
 from gatekeeper.store.models import AgentSession, Decision
 
@@ -55,10 +58,18 @@ class SignalRequest:
     rollout_id: int
     window_s: float
     queries: tuple[ExtraQuery, ...] = ()
+    tier_started_at: float | None = None  # the window never reaches back before the tier began
+    compare: bool = False  # also wanted: both arms since the tier began (`gate.compare`)
 
     @property
     def key(self) -> Key:
         return (self.agent, self.version)
+
+    def clamped_window_s(self, *, now: float) -> float:
+        """Return the window, cut at the tier's start so that an earlier stage's traffic never counts."""
+        if self.tier_started_at is None:
+            return self.window_s
+        return max(0.0, min(self.window_s, now - self.tier_started_at))
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,18 @@ PROMQL: Mapping[str, str] = {
                      '(rate(gatekeeper_tool_call_latency_seconds_bucket{arm="candidate"}[WINDOW])))',
     "spend_dollars": f'{_BY} (increase(gatekeeper_spend_dollars_total{{arm="candidate"}}[WINDOW]))',
 }
+# `gate.compare` from Prometheus: per-arm counters and the latency histogram, one step at a time.
+# A histogram allows the quantile's bounds at bucket resolution (core.comparison.Distribution) and
+# its point estimate by interpolation; counters allow the per-call error rate. Session-level
+# statistics need each session's value, which counters and histograms do not keep.
+ARM_PROMQL: Mapping[str, str] = {
+    "calls": f"{_BY} (increase(gatekeeper_tool_calls_total[STEP]))",
+    "errors": f'{_BY} (increase(gatekeeper_tool_calls_total{{status="error"}}[STEP]))',
+    "latency": "sum by (agent, version, arm, le) (increase(gatekeeper_tool_call_latency_seconds_bucket[STEP]))",
+}
+MAX_ARM_STEPS = 10_000  # Prometheus answers at most 11,000 points per series
+SESSION_NOTE = ("Prometheus keeps sessions and spend as totals, not per session: compare {metric} with the "
+                "built-in source")
 _QUERY_ERROR_STATUS = re.compile(r"HTTP Status Code (400|422)\b")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
 PROBE = "vector(1)"  # the cheapest query Prometheus answers: is it back?
@@ -132,8 +155,8 @@ class PrometheusSource:
 
     name = "prometheus"
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0, fail_max: int = 3, reset_timeout_s: float = 30.0
-                 ) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 5.0, fail_max: int = 3, reset_timeout_s: float = 30.0,
+                 arm_step_s: float = 30.0) -> None:
         # No client-side retries: the breaker and the next cycle are the retry, so an outage costs
         # one timeout per query at most and then nothing while the breaker is open.
         self._client = PrometheusConnect(url=url, retry=Retry(total=0, raise_on_status=False),
@@ -144,6 +167,7 @@ class PrometheusSource:
         self.url = url
         self.fail_max = fail_max
         self.queries_sent = 0
+        self.arm_step_s = arm_step_s  # resolution of `gate.compare`'s per-arm sums (see arm_signals)
         self._down_since: float | None = None
         self._error: str | None = None
         self._cause: str | None = None  # the last real failure; a breaker message never lands here
@@ -200,12 +224,50 @@ class PrometheusSource:
 
     def _collect(self, requests: Sequence[SignalRequest], *, now: float) -> dict[Key, TierSignals]:
         signals: dict[Key, TierSignals] = {}
-        for window_s, group in _by_window(requests).items():
+        clamped = [replace(r, window_s=prometheus_window(r, now=now)) for r in requests]
+        for window_s, group in _by_window(clamped).items():
+            if window_s <= 0:  # the tier is younger than one step of its window: nothing to judge yet
+                signals.update({r.key: TierSignals() for r in group})
+                continue
             values = {metric: self._vector(expr.replace("WINDOW", window_text(window_s)), now=now)
                       for metric, expr in PROMQL.items()}
             for request in group:
                 signals[request.key] = self._with_extras(_signals_from(values, request.key), request, now=now)
+        comparing = [r for r in requests if r.compare]
+        if comparing:
+            arms = self.arm_signals(comparing, now=now)
+            signals.update({r.key: replace(signals[r.key], arms=arms[r.key]) for r in comparing})
         return signals
+
+    def arm_signals(self, requests: Sequence[SignalRequest], *, now: float) -> dict[Key, ArmEvidence]:
+        """Return both arms' calls, errors and latency histogram since each tier began: three range queries.
+
+        Each range query steps `arm_step_s` back from `now` over the oldest tier among the requests,
+        `increase` over one step at each point, for every agent at once; a request sums the steps
+        that lie wholly inside its own tier, so per-agent windows cost no extra query.
+        """
+        starts = {r.key: r.tier_started_at if r.tier_started_at is not None else now - r.window_s for r in requests}
+        step = self.arm_step_s
+        steps = min(MAX_ARM_STEPS, max(1, math.floor(max(now - start for start in starts.values()) / step)))
+        series = {name: self.query_range(expr.replace("STEP", window_text(step)), start=now - steps * step,
+                                         end=now, step=step) for name, expr in ARM_PROMQL.items()}
+        return {r.key: _arms_from(series, r, since=starts[r.key], step=step) for r in requests}
+
+    def query_range(self, expr: str, *, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        """Run one range query through the breaker, with the timeout, as `query` does."""
+        self.queries_sent += 1
+        try:
+            result: list[dict[str, Any]] = self.breaker.call(
+                self._client.custom_query_range, expr, start_time=datetime.fromtimestamp(start, UTC),
+                end_time=datetime.fromtimestamp(end, UTC), step=window_text(step), timeout=self.timeout_s)
+        except pybreaker.CircuitBreakerError:
+            raise MetricsUnavailable(f"circuit open after repeated failures ({self._error or 'no answer'})"
+                                     ) from None
+        except requests.RequestException as exc:
+            raise MetricsUnavailable(f"{type(exc).__name__}: {_short(exc)}") from None
+        except PrometheusApiClientException as exc:
+            raise MetricsUnavailable(_short(exc)) from None
+        return result
 
     def _vector(self, expr: str, *, now: float) -> dict[Key, float]:
         out: dict[Key, float] = {}
@@ -228,6 +290,24 @@ class PrometheusSource:
         return replace(signals, extra=extra, extra_errors=errors)
 
 
+WINDOW_STEPS = 10
+
+
+def prometheus_window(request: SignalRequest, *, now: float) -> float:
+    """Return the request's window cut at its tier's start, rounded down to a tenth of the full window.
+
+    The cut keeps an earlier stage's traffic out: in shadow the candidate's mirrored calls carry
+    arm="candidate" too, and a 10-minute range would count them as first-canary evidence. Rounding
+    down (never up, so never before the tier began) bounds the distinct ranges by WINDOW_STEPS per
+    policy window, so the number of queries still does not grow with the number of agents.
+    """
+    clamped = request.clamped_window_s(now=now)
+    if clamped >= request.window_s:
+        return request.window_s
+    step = request.window_s / WINDOW_STEPS
+    return math.floor(clamped / step) * step
+
+
 def _by_window(requests: Iterable[SignalRequest]) -> dict[float, list[SignalRequest]]:
     groups: dict[float, list[SignalRequest]] = defaultdict(list)
     for request in requests:
@@ -242,6 +322,35 @@ def _signals_from(values: Mapping[str, Mapping[Key, float]], key: Key) -> TierSi
     return TierSignals(sessions=values["sessions"].get(key), tool_calls=calls, errors=errors,
                        p95_latency_s=values["p95_latency_s"].get(key),
                        spend_dollars=values["spend_dollars"].get(key))
+
+
+def _arms_from(series: Mapping[str, list[dict[str, Any]]], request: SignalRequest, *, since: float, step: float
+               ) -> ArmEvidence:
+    """Sum the steps wholly inside the request's tier into both arms' evidence."""
+    totals: dict[tuple[str, str, str], float] = defaultdict(float)
+    for name, found in series.items():
+        for item in found:
+            labels = item.get("metric", {})
+            if labels.get("agent") != request.agent:
+                continue
+            arm = labels.get("arm", "")
+            if arm == "candidate" and labels.get("version") != request.version:
+                continue
+            inside = sum(_number(v) for t, v in item.get("values", []) if float(t) - step >= since - 1e-6)
+            totals[(name, arm, labels.get("le", ""))] += inside
+    samples = {arm: ArmSample(calls=Moments.binary(totals[("errors", arm, "")], totals[("calls", arm, "")]),
+                              latency=Distribution.of_histogram(
+                                  [(float(le), count) for (name, a, le), count in totals.items()
+                                   if name == "latency" and a == arm]))
+               for arm in ("candidate", "stable")}
+    notes = tuple((metric, SESSION_NOTE.format(metric=metric)) for metric in ("session_error_rate",
+                                                                              "cost_per_session"))
+    return ArmEvidence(samples["candidate"], samples["stable"], notes)
+
+
+def _number(value: object) -> float:
+    number = float(str(value))
+    return number if math.isfinite(number) else 0.0
 
 
 def _single_value(result: list[dict[str, Any]]) -> float | None:
@@ -284,13 +393,21 @@ class BuiltinSource:
         self._down_since: float | None = None
 
     def tier_signals(self, requests: Sequence[SignalRequest], *, now: float) -> SignalBatch:
-        """Run three grouped queries per window for all requests."""
+        """Run three grouped queries per window for all requests, and three more for all comparisons."""
         queries = 0
         signals: dict[Key, TierSignals] = {}
         try:
             with self.db.reading() as session:
                 for window_s, group in _by_window(requests).items():
                     signals.update(self._window(session, group, since=now - window_s, now=now))
+                    queries += 3
+                comparing = [r for r in requests if r.compare]
+                if comparing:
+                    starts = {r.rollout_id: r.tier_started_at if r.tier_started_at is not None else now - r.window_s
+                              for r in comparing}
+                    arms = arm_traffic.arm_evidence(session, starts, now=now)
+                    signals.update({r.key: replace(signals[r.key], arms=arms.get(r.rollout_id, arm_traffic.NO_ARMS))
+                                    for r in comparing})
                     queries += 3
         except SQLAlchemyError as exc:
             self._down_since = self._down_since if self._down_since is not None else now

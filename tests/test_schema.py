@@ -78,7 +78,8 @@ def test_a_newer_schema_is_refused_and_left_alone(database: Database) -> None:
     database.upgrade()
     with database.engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    with pytest.raises(Unavailable, match=rf"^database schema 9999 is newer than this Gatekeeper \(revision {schema.head()}\)"):
+    newer = rf"^database schema 9999 is newer than this Gatekeeper \(revision {schema.head()}\)"
+    with pytest.raises(Unavailable, match=newer):
         database.upgrade()
     assert _revision(database) == "9999"
     assert not database.is_ready()

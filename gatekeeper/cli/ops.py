@@ -106,6 +106,9 @@ def status(agent: str | None, url: str, token: str | None, as_json: bool) -> Non
         for check in (a.get("gate_report") or {}).get("checks", []):
             click.echo(f"  {check['result']:<8} {check['name']}: {check.get('value')} "
                        f"{check.get('comparison', '')} {check.get('threshold')}")
+    for a in agents:
+        if lines := compare_lines(a):
+            click.echo("\n".join([f"{a['name']}: comparison with stable not yet conclusive (holding)", *lines]))
     for line in server_warnings(remote):
         click.echo(f"warning: {line}")
 
@@ -117,6 +120,13 @@ def server_warnings(remote: Remote) -> list[str]:
     except click.ClickException:
         return []  # an unready server: the command's own call says what is wrong
     return [str(line) for line in ready.get("warnings", [])] if isinstance(ready, dict) else []
+
+
+def compare_lines(agent: dict[str, Any]) -> list[str]:
+    """Return one line per inconclusive comparison with stable: estimate, interval, and traffic still needed."""
+    checks = (agent.get("gate_report") or {}).get("checks", [])
+    return [f"  inconclusive {c['name']}: {c.get('detail', '')}" for c in checks
+            if isinstance(c, dict) and c.get("result") == "inconclusive" and isinstance(c.get("compare"), dict)]
 
 
 def _action_command(action: str, doc: str) -> click.Command:

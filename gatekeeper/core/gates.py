@@ -7,6 +7,8 @@ the way Argo Rollouts keeps its measurement phases apart:
 - fail: the value is there and outside its threshold. With enough evidence it counts toward
   `failure_limit`; without enough evidence (too few sessions or runs) it only holds.
 - no_data: there is no value, or it is NaN. It never promotes; the gate holds.
+- inconclusive: a comparison with the stable arm (`gate.compare`, see core/comparison.py) cannot
+  yet tell the candidate apart from the margin either way. It never promotes; the gate holds.
 - error: the metrics source could not answer. It counts toward `error_limit`, after which
   `on_metrics_error` decides between holding and rolling back.
 
@@ -28,9 +30,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from gatekeeper.core.policy import ExtraQuery, ShadowGate, TierGate, TwinGate
+from gatekeeper.core.comparison import ArmEvidence, alpha_per_comparison, compare_metric, describe
+from gatekeeper.core.policy import CompareSpec, ExtraQuery, ShadowGate, TierGate, TwinGate
 
-CheckResult = Literal["pass", "fail", "no_data", "error"]
+CheckResult = Literal["pass", "fail", "no_data", "error", "inconclusive"]
 GateResult = Literal["promote", "hold", "rollback", "error"]
 Action = Literal["promote", "wait", "hold", "rollback"]
 Comparison = Literal["<=", ">="]
@@ -47,11 +50,13 @@ class Check:
     comparison: Comparison
     result: CheckResult
     detail: str = ""
+    compare: Mapping[str, Any] | None = None  # a comparison with stable: estimate, interval, both arms
 
     def as_dict(self) -> dict[str, Any]:
         """Return the check as the gate report shows it."""
-        return {"name": self.name, "value": self.value, "threshold": self.threshold,
-                "comparison": self.comparison, "result": self.result, "detail": self.detail}
+        out = {"name": self.name, "value": self.value, "threshold": self.threshold,
+               "comparison": self.comparison, "result": self.result, "detail": self.detail}
+        return {**out, "compare": dict(self.compare)} if self.compare is not None else out
 
 
 def clean(value: float | None) -> float | None:
@@ -241,6 +246,8 @@ def _problem(check: Check, *, evidence: str, enough: bool) -> str:
         return f"no data for {check.name}{extra}"
     if check.result == "fail" and not enough:
         return f"{check.name} {check.detail} (not yet counted: too little evidence)"
+    if check.result == "inconclusive":
+        return f"{check.name} inconclusive: {check.detail}"
     return f"{check.name}: {check.detail}"
 
 
@@ -276,16 +283,23 @@ class TierSignals:
     extra: Mapping[str, float | None] = field(default_factory=dict)
     extra_errors: Mapping[str, str] = field(default_factory=dict)
     notes: Mapping[str, str] = field(default_factory=dict)  # why a check has no data, by check name
+    arms: ArmEvidence | None = None  # both arms since the tier began, when the gate compares them
 
 
 def evaluate_tier_gate(gate: TierGate, signals: TierSignals | None, *, where: Where, tier_started_at: float,
-                       counters: Counters, source: SourceStatus, now: float) -> GateReport:
-    """Judge a canary or expansion tier on its metrics, its soak time and its extra queries."""
+                       counters: Counters, source: SourceStatus, now: float, tiers: int = 1) -> GateReport:
+    """Judge a canary or expansion tier on its metrics, its comparison with stable, soak and extra queries.
+
+    `tiers` is the number of canary and expansion tiers the comparisons' error budget is spread over.
+    """
     if signals is None:
         source = replace(source, available=False) if source.available else source
         signals = TierSignals()
     values = tier_values(signals, traffic_percent=where.traffic_percent)
-    checks = (*_tier_checks(gate, values, source), *_extra_checks(gate.queries, signals, source))
+    # At 100% no stable arm is left to compare with: the last tier is judged on thresholds alone.
+    comparable = gate.compare is not None and where.traffic_percent < 100
+    compared = compare_checks(gate, signals.arms, source=source, tiers=tiers) if comparable else []
+    checks = (*_tier_checks(gate, values, source), *compared, *_extra_checks(gate.queries, signals, source))
     soak = Soak(max(0.0, now - tier_started_at), gate.soak_s)
     limits = Limits(gate.failure_limit, gate.error_limit, gate.on_metrics_error)
     decision = decide(checks, evidence="sessions", soak=soak, counters=counters, limits=limits, source=source)
@@ -310,6 +324,33 @@ def _tier_checks(gate: TierGate, values: Mapping[str, float | None], source: Sou
         ("cost_per_session", gate.max_cost_per_session_micros / 1_000_000, "<=")]
     return [make_check(name, values[name], threshold, comparison, error=error)
             for name, threshold, comparison in limits]
+
+
+def compare_checks(gate: TierGate, arms: ArmEvidence | None, *, source: SourceStatus, tiers: int) -> list[Check]:
+    """Compare the candidate with the stable arm, one check per metric of `gate.compare`.
+
+    A comparison passes when the candidate is shown no worse than stable by more than its margin,
+    fails when shown worse, and is inconclusive (a hold, never a promotion) in between.
+    """
+    spec = gate.compare
+    if spec is None:
+        return []
+    error = None if source.available else (source.error or "metrics unavailable")
+    alpha = alpha_per_comparison(spec.confidence, comparisons=len(spec.margins), tiers=tiers)
+    return [_compare_check(spec, metric, margin, arms, alpha=alpha, planned=4.0 * gate.min_sessions, error=error)
+            for metric, margin in spec.margins]
+
+
+def _compare_check(spec: CompareSpec, metric: str, margin: float, arms: ArmEvidence | None, *, alpha: float,
+                   planned: float, error: str | None) -> Check:
+    name = f"{metric} vs stable"
+    if error is not None:
+        return Check(name, None, margin, "<=", "error", error)
+    if arms is None:
+        return Check(name, None, margin, "<=", "no_data", "no per-arm evidence")
+    found = compare_metric(metric, arms, margin=margin, alpha=alpha, planned_sessions=planned)
+    report = {**found.as_dict(), "confidence": spec.confidence, "alpha": alpha}
+    return Check(name, clean(found.estimate), margin, "<=", found.result, describe(found), report)
 
 
 def _extra_checks(queries: Sequence[ExtraQuery], signals: TierSignals, source: SourceStatus) -> list[Check]:

@@ -42,6 +42,9 @@ Everything else has a default:
 | gate.on_metrics_error | hold | hold or rollback once error_limit is reached |
 | gate.error_limit | 4 | consecutive metrics errors before on_metrics_error acts |
 | gate.queries | {} | name -> {query, max and/or min}; `{agent}` `{version}` `{window}` are filled in |
+| gate.compare | none | candidate vs stable since the tier began: metric -> {max_increase}, and confidence |
+| gate.compare.<metric>.max_increase | | error_rate, session_error_rate, p95_latency, cost_per_session |
+| gate.compare.confidence | 0.95 | spent over every comparison of every canary and expansion tier |
 | kill_switch.window | 60s | error-rate window |
 | kill_switch.min_calls | 20 | calls in the window before the kill switch may trip |
 | kill_switch.max_error_rate | 0.25 | error rate that trips it |
@@ -101,6 +104,14 @@ class ExtraQuery:
 
 
 @dataclass(frozen=True)
+class CompareSpec:
+    """`gate.compare`: candidate vs stable, each metric with its relative margin (SPEC §10)."""
+
+    margins: tuple[tuple[str, float], ...]  # (metric, max_increase), in the order written
+    confidence: float
+
+
+@dataclass(frozen=True)
 class TierGate:
     interval_s: float
     window_s: float
@@ -113,6 +124,7 @@ class TierGate:
     on_metrics_error: Literal["hold", "rollback"]
     error_limit: int
     queries: tuple[ExtraQuery, ...]
+    compare: CompareSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from gatekeeper.core.policy import (
     ApprovalPolicy,
     BeforeRule,
     Caps,
+    CompareSpec,
     ExtraQuery,
     KillSwitch,
     MaxCallsRule,
@@ -241,6 +242,27 @@ def _queries(reader: _Reader, value: object, path: str) -> tuple[ExtraQuery, ...
     return tuple(queries)
 
 
+_COMPARE_METRICS = ("error_rate", "session_error_rate", "p95_latency", "cost_per_session")
+_MARGIN: Fields = {"max_increase": ("max_increase", _simple(lambda v: _number(v, 0, 100)), _REQUIRED)}
+
+
+def _compare(reader: _Reader, value: object, path: str) -> CompareSpec | None:
+    """Read `gate.compare`: metric -> {max_increase}, and confidence (SPEC §10)."""
+    if value is None:
+        return None
+    raw = reader.mapping(value, path)
+    if raw is None:
+        return None
+    reader.unknown_keys(raw, path, [*_COMPARE_METRICS, "confidence"])
+    margins = tuple((metric, reader.section(raw[metric], _join(path, metric), _MARGIN)["max_increase"])
+                    for metric in _COMPARE_METRICS if metric in raw)
+    confidence = _simple(lambda v: _number(v, 0.5, 0.9999))(reader, raw.get("confidence", 0.95),
+                                                             _join(path, "confidence"))
+    if not margins and not [k for k in raw if k not in _COMPARE_METRICS and k != "confidence"]:
+        reader.problem(path, f"compares nothing: name at least one of {', '.join(_COMPARE_METRICS)}")
+    return CompareSpec(margins=margins, confidence=confidence)
+
+
 _SCENARIO: Fields = {
     "expect": ("expect", _list_of(_simple(_text)), []),
     "forbid": ("forbid", _list_of(_simple(_text), unique=True), []),
@@ -303,6 +325,7 @@ _GATE: Fields = {
     "on_metrics_error": ("on_metrics_error", _simple(_choice(("hold", "rollback"))), "hold"),
     "error_limit": ("error_limit", _count(1), 4),
     "queries": ("queries", _queries, {}),
+    "compare": ("compare", _compare, None),
 }
 
 

@@ -36,6 +36,18 @@ class Rung:
 
 
 @dataclass(frozen=True)
+class CompareRow:
+    """A comparison with stable as the checklist shows it: both arms, the estimate and its interval."""
+
+    candidate: str
+    stable: str
+    estimate: str
+    interval: str
+    margin: str
+    sizes: str
+
+
+@dataclass(frozen=True)
 class Check:
     """One gate check as a checklist line: value against threshold, and its result."""
 
@@ -43,8 +55,9 @@ class Check:
     value: str
     threshold: str
     comparison: str
-    result: str  # pass | fail | no_data | error
+    result: str  # pass | fail | no_data | error | inconclusive
     detail: str
+    compare: CompareRow | None = None
     shown: str = ""  # what the page says: the result, or `collecting` / `not yet counted` while evidence is thin
 
     @property
@@ -214,10 +227,33 @@ def _thin(check: Check) -> Check:
 
 def _check(raw: dict[str, Any]) -> Check:
     name = str(raw.get("name", "check"))
+    compare = compare_row(raw["compare"]) if isinstance(raw.get("compare"), dict) else None
+    if compare is not None:  # a relative increase over stable, not a figure in the metric's own unit
+        return Check(name=name, value=compare.estimate, threshold=compare.margin, comparison="≤",
+                     result=str(raw.get("result") or "no_data"), detail=str(raw.get("detail") or ""), compare=compare)
     return Check(name=name, value=figure(raw.get("value"), name),
                  threshold=figure(raw.get("threshold"), name) if raw.get("threshold") is not None else "",
                  comparison=str(raw.get("comparison") or ""), result=str(raw.get("result") or "no_data"),
-                 detail=str(raw.get("detail") or ""))
+                 detail=str(raw.get("detail") or ""), compare=compare)
+
+
+def compare_row(raw: dict[str, Any]) -> CompareRow:
+    """Format a gate report's comparison: candidate vs stable, relative increase, interval and sizes."""
+    metric = str(raw.get("metric") or "")
+
+    def relative(value: Any) -> str:
+        return f"{value * 100:+.0f}%" if isinstance(value, int | float) else "?"
+
+    unit = str(raw.get("unit") or "")
+    sizes = f"{_count(raw.get('candidate_n'))} vs {_count(raw.get('stable_n'))} {unit}".strip()
+    upper = relative(raw.get("upper")) if raw.get("upper") is not None else "+∞"  # unbounded: stable near zero
+    return CompareRow(candidate=figure(raw.get("candidate"), metric), stable=figure(raw.get("stable"), metric),
+                      estimate=relative(raw.get("estimate")), interval=f"[{relative(raw.get('lower'))}, {upper}]",
+                      margin=relative(raw.get("margin")), sizes=sizes)
+
+
+def _count(value: Any) -> str:
+    return f"{value:,.0f}" if isinstance(value, int | float) else "?"
 
 
 def metrics_health(report: dict[str, Any]) -> MetricsHealth | None:

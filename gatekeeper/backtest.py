@@ -1,0 +1,180 @@
+"""Policy backtest: replay a recorded rollout's traffic through a policy's gates, interval by interval.
+
+The recorded rollout moved through positions (stage, tier) at the times its transitions say. For
+every canary and expansion position it really held, the replay asks the policy's tier gate, every
+`gate.interval` from the moment the rung began, what it would have decided on the traffic recorded
+up to then (the built-in source's numbers, `gate.compare` included), carrying its own consecutive
+failure counters, and checks the policy's kill switch on the candidate's outcomes in its window.
+
+What the policy would have done is known exactly up to its first different move: a rollback or a
+kill ends the replay (the traffic after it was never served that way); a promotion earlier than
+the real one is noted and the replay goes on at the real position, since later traffic only exists
+for the path really taken. The kill switch is replayed in shadow too, on the outcomes the hot path
+counts; the twin and shadow gates are not (they count runs and mirrored sessions, not a window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gatekeeper.core import rollout as machine
+from gatekeeper.core.gates import Counters, Where, evaluate_tier_gate
+from gatekeeper.core.kill_switch import trips
+from gatekeeper.core.policy import Policy
+from gatekeeper.gating import GATED_STATES, gate_for, gated_tiers
+from gatekeeper.sources import BuiltinSource, SignalRequest
+from gatekeeper.store import recorded
+from gatekeeper.store import rollouts as store
+from gatekeeper.store.db import Database
+from gatekeeper.store.models import Transition
+
+MAX_EVALUATIONS = 100_000  # a bound on one replay, whatever the recorded rollout's length
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A stretch of time the recorded rollout spent at one position in one state."""
+
+    stage: str
+    tier: int
+    state: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened, or would have: when, where, what and why."""
+
+    at: float
+    position: str
+    action: str
+    reason: str
+    state: str = ""  # the rollout's state after a recorded transition
+
+
+@dataclass(frozen=True)
+class Backtest:
+    """The replay's moves beside the recorded ones."""
+
+    agent: str
+    rollout_id: int
+    candidate: str
+    policy: str
+    revision: str
+    evaluations: int
+    would: tuple[Event, ...]
+    actual: tuple[Event, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the backtest as `--json` prints it."""
+        return {"agent": self.agent, "rollout": self.rollout_id, "candidate": self.candidate,
+                "policy": self.policy, "revision": self.revision, "evaluations": self.evaluations,
+                "would": [asdict(e) for e in self.would], "actual": [asdict(e) for e in self.actual]}
+
+
+def backtest(db: Database, policy: Policy, *, agent: str, rollout_id: int | None, now: float) -> Backtest:
+    """Replay one recorded rollout of `agent` through `policy` and return both sets of moves."""
+    with db.reading() as session:
+        row = store.get_agent(session, agent)
+        rollout = recorded.recorded_rollout(session, row, rollout_id=rollout_id)
+        rid, candidate = rollout.id or 0, rollout.candidate_version
+        transitions = recorded.transitions_of(session, rid)
+        last = recorded.last_outcome_at(session, rid)
+        end = rollout.ended_at or max(last or 0.0, rollout.updated_at) or now
+        rungs = rungs_of(transitions, end=min(end, now))
+        actual = tuple(Event(t.at, _label(policy, t.to_stage, t.to_tier), t.action, t.reason, t.to_state)
+                       for t in transitions)
+    would, evaluations = replay(db, policy, rollout=(rid, candidate), rungs=rungs)
+    return Backtest(agent, rid, candidate, policy.name, policy.revision, evaluations, tuple(would), actual)
+
+
+def rungs_of(transitions: list[Transition], *, end: float) -> list[Rung]:
+    """Cut the recorded rollout into stretches at one position and state, from its transitions."""
+    rungs = []
+    for index, entry in enumerate(transitions):
+        stop = transitions[index + 1].at if index + 1 < len(transitions) else end
+        if stop > entry.at:
+            rungs.append(Rung(entry.to_stage, entry.to_tier, entry.to_state, entry.at, stop))
+    return rungs
+
+
+KILL_STATES = ("progressing", "held", "paused")  # the kill switch watches these, in shadow too
+
+
+def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], rungs: list[Rung]) -> tuple[list[Event], int]:
+    """Judge every interval of the recorded rungs; stop at the first rollback or kill."""
+    source = BuiltinSource(db)
+    events: list[Event] = []
+    evaluations, counters, last = 0, Counters(), ("", -1, 0.0)
+    for rung in rungs:
+        gated = rung.stage in ("canary", "expansion") and rung.state in GATED_STATES
+        if not gated and not (rung.stage != "twin" and rung.state in KILL_STATES):
+            continue
+        start = last[2] if (rung.stage, rung.tier) == last[:2] else rung.start  # a hold keeps the tier's start
+        if (rung.stage, rung.tier) != last[:2]:
+            counters = Counters()
+        last = (rung.stage, rung.tier, start)
+        interval = gate_for(policy, rung.stage).interval_s
+        at, promoted = rung.start + interval, False
+        while at <= rung.end and evaluations < MAX_EVALUATIONS:
+            evaluations += 1
+            if _killed(db, policy, rollout[0], rung, events, at=at):
+                return events, evaluations
+            if gated:
+                stop, counters, promoted = _judge(source, policy, rollout, rung, events, at=at, start=start,
+                                                  counters=counters, promoted=promoted)
+                if stop:
+                    return events, evaluations
+            at += interval
+    return events, evaluations
+
+
+def _killed(db: Database, policy: Policy, rollout_id: int, rung: Rung, events: list[Event], *, at: float) -> bool:
+    """Check the kill switch as the hot path does, over the outcomes reported in its window before `at`."""
+    switch = policy.kill_switch
+    with db.reading() as session:
+        calls, errors = recorded.candidate_outcomes_between(session, rollout_id, since=at - switch.window_s,
+                                                            until=at)
+    if not trips(switch, calls=calls, errors=errors):
+        return False
+    events.append(Event(at, _label(policy, rung.stage, rung.tier), "kill",
+                        f"kill switch: candidate error rate {errors / calls:.1%} over {switch.window_s:g}s "
+                        f"({errors}/{calls} calls) is above {switch.max_error_rate:.1%}"))
+    return True
+
+
+def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], rung: Rung, events: list[Event], *,
+           at: float, start: float, counters: Counters, promoted: bool) -> tuple[bool, Counters, bool]:
+    gate = gate_for(policy, rung.stage)
+    position = machine.Position(rung.stage, rung.tier)
+    label = machine.position_label(policy, position)
+    percent = machine.traffic_percent(policy, position)
+    rid, candidate = rollout
+    request = SignalRequest("", candidate, rid, gate.window_s, (), tier_started_at=start,
+                            compare=gate.compare is not None)
+    batch = source.tier_signals([request], now=at)
+    report = evaluate_tier_gate(gate, batch.for_request(request), where=Where(rung.stage, rung.tier, label, percent),
+                                tier_started_at=start, counters=counters, source=batch.status, now=at,
+                                tiers=gated_tiers(policy))
+    reason = "; ".join(report.decision.reasons)
+    if report.action == "rollback":
+        events.append(Event(at, label, "rollback", reason))
+        return True, report.decision.counters, promoted
+    if report.action == "promote" and not promoted:
+        events.append(Event(at, label, "promote", reason))
+        promoted = True
+    holding = bool(events) and events[-1].action == "hold" and events[-1].position == label
+    if report.action == "hold" and not holding:
+        events.append(Event(at, label, "hold", reason))
+    elif report.action in ("wait", "promote") and holding:
+        events.append(Event(at, label, "release", reason))
+    return False, report.decision.counters, promoted
+
+
+def _label(policy: Policy, stage: str, tier: int) -> str:
+    try:
+        return machine.position_label(policy, machine.Position(stage, tier))
+    except (IndexError, ValueError):
+        return f"{stage} tier {tier}"
