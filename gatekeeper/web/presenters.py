@@ -6,7 +6,7 @@ missing fields: a page must say "no data" or "metrics unavailable", never fail.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlmodel import Session
@@ -222,7 +222,7 @@ def checks(report: dict[str, Any]) -> tuple[Check, ...]:
 
 def _thin(check: Check) -> Check:
     shown = "collecting" if check.name in EVIDENCE_CHECKS else "not_counted"
-    return Check(check.name, check.value, check.threshold, check.comparison, check.result, check.detail, shown)
+    return replace(check, shown=shown)
 
 
 def _check(raw: dict[str, Any]) -> Check:

@@ -38,7 +38,7 @@ def test_the_checklist_shows_both_arms_and_the_interval(client: FlaskClient, ser
     row = page[page.index('data-check="error_rate vs stable"'):]
     row = row[:row.index("</tr>")]
     assert "candidate 2.00% vs stable 1.00%" in row and "300 vs 10,000 calls" in row
-    assert "+100%" in row and "[" in row and "≤ +50% vs stable" in row and "? inconclusive" in row
+    assert "+100%" in row and "[" in row and "≤ +50% vs stable" in row and "… inconclusive" in row
     overview = client.get("/").get_data(as_text=True)
     assert "error rate vs stable: +100% (limit ≤ +50%) — inconclusive" in overview
 
