@@ -259,14 +259,16 @@ def _record(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, call: Call, v
     decision_id = new_id()
     caps = caps_of(facts)
     calls, micros = remaining(caps, tool_calls=used[0], spend_micros=used[1])
-    store.insert_decision(tx, {
+    row = {
         "id": decision_id, "session_id": facts.id, "agent_id": facts.agent_id, "rollout_id": facts.rollout_id,
         "version": facts.version, "arm": facts.arm, "stage": stage, "tool": ask.tool,
         "tool_class": call.tool_class, "cost_micros": ask.cost_micros, "verdict": verdict.verdict,
         "reason": verdict.reason, "would_verdict": verdict.would_verdict, "would_reason": verdict.would_reason,
-        "approval_id": approval_id, "preview": ask.preview, "arguments": bound.redacted if bound else None,
-        "arguments_digest": bound.digest if bound else None, "request_id": ask.request_id,
-        "remaining_tool_calls": calls, "remaining_spend_micros": micros, "at": now})
+        "approval_id": approval_id, "preview": ask.preview, "at": now}
+    if bound is not None or ask.request_id is not None:
+        row.update(arguments=bound.redacted if bound else None, arguments_digest=bound.digest if bound else None,
+                   request_id=ask.request_id, remaining_tool_calls=calls, remaining_spend_micros=micros)
+    store.insert_decision(tx, row)
     text = message(verdict.reason, policy=policy, tool=ask.tool, caps=caps, approval_id=approval_id)
     return Decided(decision_id, verdict, calls, micros, approval_id,
                    Labels(facts.agent, facts.version, facts.arm, stage), text)
