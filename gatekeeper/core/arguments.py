@@ -28,7 +28,8 @@ def canonical(arguments: Mapping[str, Any]) -> bytes:
         raise ValueError(f"cannot be written as JSON: {exc}") from None
     except UnicodeEncodeError:
         raise ValueError("holds a string that is not valid Unicode (a lone surrogate)") from None
-    # allow_nan=False raises ValueError itself ("Out of range float values are not JSON compliant")
+    except ValueError:  # allow_nan=False
+        raise ValueError("holds NaN or an infinite number, which JSON cannot carry") from None
 
 
 def digest(arguments: Mapping[str, Any]) -> str:

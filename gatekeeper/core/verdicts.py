@@ -142,7 +142,7 @@ def _shadow(policy: Policy, call: Call) -> Verdict:
 # -- messages -------------------------------------------------------------------------------
 
 # One plain sentence per reason, which an agent can hand back to its model (SPEC §5). Fields:
-# {tool}, {calls} and {spend} (the session's caps), {before} and {limit} (the sequence rule),
+# {tool}, {calls} and {spend} (the session's caps), {before} and {limit} ("once", "3 times": the sequence rules),
 # {approval} (the approval id to wait for or send).
 MESSAGES: Mapping[str, str] = {
     "": "The call may run.",
@@ -155,7 +155,7 @@ MESSAGES: Mapping[str, str] = {
     "twin_only": "This agent version may only call tools against the digital twin for now, so live calls are "
                  "not allowed.",
     "sequence_before": "{tool} is not allowed until {before} has run in this session.",
-    "sequence_max_calls": "The policy allows {tool} at most {limit} times per session, and this session has "
+    "sequence_max_calls": "The policy allows {tool} at most {limit} per session, and this session has "
                           "reached that limit.",
     "cap_tool_calls": "This session has used its {calls} tool calls; no more calls are allowed in it.",
     "cap_spend": "This call would take the session past its spending cap of ${spend}, so it is not allowed.",
@@ -188,12 +188,12 @@ def message(reason: str, *, policy: Policy, tool: str, caps: Caps, approval_id: 
                            before=before, limit=limit, approval=approval_id or "")
 
 
-def _rule_facts(policy: Policy, tool: str) -> tuple[str, int]:
+def _rule_facts(policy: Policy, tool: str) -> tuple[str, str]:
     """Return the tools that must run before `tool`, and how often `tool` may run, per the rules."""
     before = " and ".join(r.before for r in policy.sequence_rules if isinstance(r, BeforeRule) and r.then == tool)
     limit = next((r.limits[tool] for r in policy.sequence_rules if isinstance(r, MaxCallsRule)
                   and tool in r.limits), 0)
-    return before or "another tool", limit
+    return before or "another tool", ("once" if limit == 1 else f"{limit} times")
 
 
 def _money(caps: Caps) -> str:
