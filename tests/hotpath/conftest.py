@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -40,7 +43,7 @@ stages:
   expansion: {tiers: [10, 25, 50, 100], caps: {tool_calls_per_session: 40, spend_per_session: 1.00}}
 stable_caps: {tool_calls_per_session: 60, spend_per_session: 2.00}
 kill_switch: {window: 60s, min_calls: 10, max_error_rate: 0.25, action: {revert_to: shadow}}
-approvals: {expire_after: 15m}
+approvals: {expire_after: 15m, redact: [card_number, password]}
 """
 LADDER = [("twin", 0), ("shadow", 0), ("canary", 0), ("canary", 1), ("expansion", 0), ("expansion", 1),
           ("expansion", 2), ("expansion", 3)]
@@ -136,6 +139,38 @@ def counts(app: Flask, sql: str, **params: Any) -> Any:
     """Run one read-only SQL query (`:name` parameters) on the app's database and return its first row."""
     with app.extensions["gatekeeper"].db.engine.connect() as connection:
         return connection.execute(text(sql), params).first()
+
+
+def retry_storm(url: str, token: str, body: dict[str, Any], *, processes: int = 64) -> list[tuple[int, Any]]:
+    """Send the same decision from `processes` forked processes at once; return each (status, answer)."""
+    context = multiprocessing.get_context("fork")
+    barrier, answers = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_send_once, args=(url, token, body, barrier, answers), daemon=True)
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    try:
+        return [answers.get(timeout=60) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+                worker.join(timeout=5)
+
+
+def _send_once(url: str, token: str, body: dict[str, Any], barrier: Any, answers: Any) -> None:
+    """One retrying client (a child process): wait for the others, then POST the decision."""
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        barrier.wait(timeout=30)
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", "/v1/decisions", body=json.dumps(body),
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        answer = connection.getresponse()
+        answers.put((answer.status, json.loads(answer.read())))
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which fails on it
+        answers.put((0, repr(exc)))
 
 
 # -- real gunicorn servers -------------------------------------------------------------------
