@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,12 +141,14 @@ def counts(app: Flask, sql: str, **params: Any) -> Any:
         return connection.execute(text(sql), params).first()
 
 
-def retry_storm(url: str, token: str, body: dict[str, Any], *, processes: int = 64) -> list[tuple[int, Any]]:
-    """Send the same decision from `processes` forked processes at once; return each (status, answer)."""
+def retry_storm(urls: Sequence[str], token: str, body: dict[str, Any], *, processes: int = 64
+                ) -> list[tuple[int, Any]]:
+    """Send the same decision from `processes` forked processes at once, spread over `urls`; return each
+    (status, answer)."""
     context = multiprocessing.get_context("fork")
     barrier, answers = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=_send_once, args=(url, token, body, barrier, answers), daemon=True)
-               for _ in range(processes)]
+    workers = [context.Process(target=_send_once, args=(urls[n % len(urls)], token, body, barrier, answers),
+                               daemon=True) for n in range(processes)]
     for worker in workers:
         worker.start()
     try:
@@ -157,6 +159,21 @@ def retry_storm(url: str, token: str, body: dict[str, Any], *, processes: int = 
             if worker.is_alive():
                 worker.kill()
                 worker.join(timeout=5)
+
+
+def assert_one_reservation_for_64_retries(runtime: Runtime, app: Flask, urls: Sequence[str]) -> None:
+    """64 processes send one call under one request id, spread over `urls`: one reservation, one answer."""
+    session = runtime.session(candidate=True)["session_id"]
+    body = {"session_id": session, "tool": "search_kb", "cost": 0.07, "request_id": "storm-1",
+            "arguments": {"query": "where is my refund"}}
+    answers = retry_storm(urls, runtime.agent["Authorization"].removeprefix("Bearer "), body)
+    assert [status for status, _ in answers] == [200] * 64, [a for a in answers if a[0] != 200][:3]
+    first = answers[0][1]
+    assert first["verdict"] == "allow" and first["remaining"] == {"tool_calls": 19, "spend": 0.43}
+    keys = ("decision_id", "verdict", "reason", "message", "remaining")
+    assert {tuple(str(answer[k]) for k in keys) for _, answer in answers} == {tuple(str(first[k]) for k in keys)}
+    assert counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id", id=session) == (1, 70_000)
+    assert counts(app, "SELECT count(*) FROM decisions WHERE session_id = :id", id=session)[0] == 1
 
 
 def _send_once(url: str, token: str, body: dict[str, Any], barrier: Any, answers: Any) -> None:
