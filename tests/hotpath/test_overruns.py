@@ -53,8 +53,9 @@ def test_an_overrun_is_recorded_counted_and_charged_in_full(runtime: Runtime, ap
     other = runtime.session(candidate=True)["session_id"]
     for cost, actual in ((0.10, 0.05), (0.10, 0.10), (0.10, None)):
         decision = runtime.decide(other, "search_kb", cost)["decision_id"]
-        assert runtime.report(decision, actual_cost=actual)["overrun"] == 0.0 if actual else True
-        assert counts(app, "SELECT overrun_micros FROM decisions WHERE id = :id", id=decision)[0] is None
+        assert runtime.report(decision, actual_cost=actual)["overrun"] == 0.0
+        assert counts(app, "SELECT overrun_micros, outcome_status FROM decisions WHERE id = :id", id=decision) == (
+            None, "ok")
     text = runtime.client.get("/metrics").get_data(as_text=True)
     assert 'gatekeeper_cost_overruns_total{agent="bot",arm="candidate",version="v2"} 1.0' in text
 
