@@ -105,7 +105,7 @@ def status_of(rollout: Rollout) -> RolloutStatus:
 
 def _cancel_approvals(session: Session, rollout: Rollout, before: RolloutStatus, after: RolloutStatus, *,
                       action: str, now: float) -> None:
-    """Cancel the pending approvals a transition makes moot, in its own transaction (SPEC §5).
+    """Cancel the pending approvals a transition makes moot, in the transition's transaction (SPEC §5).
 
     Approvals asked in a stage the rollout leaves are cancelled; a kill, an abort or the completion
     cancels every pending approval of the rollout, whatever stage it lands in.
@@ -113,12 +113,10 @@ def _cancel_approvals(session: Session, rollout: Rollout, before: RolloutStatus,
     ends = action == "kill" or after.state in machine.TERMINAL_STATES
     if not ends and after.stage == before.stage:
         return
-    reason = f"the rollout was {_PAST.get(action, action)}" if ends else f"the rollout left {before.stage}"
+    reason = f"the rollout was {after.state}" if ends else f"the rollout left {before.stage}"
     cancel_rollout_approvals(session, store.row_id(rollout.id), keep_stage=None if ends else after.stage,
                              reason=reason, now=now)
 
-
-_PAST = {"kill": "killed", "abort": "aborted", "promote": "completed"}
 
 
 def _finish(agent: Agent, rollout: Rollout, *, now: float) -> None:
