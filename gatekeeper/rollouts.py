@@ -21,8 +21,8 @@ from gatekeeper.errors import BadRequest, Conflict
 from gatekeeper.policies import LoadedPolicy
 from gatekeeper.services import Services
 from gatekeeper.store import rollouts as store
-from gatekeeper.store.runtime import cancel_rollout_approvals
 from gatekeeper.store.models import Agent, Rollout, Transition
+from gatekeeper.store.runtime import cancel_rollout_approvals
 
 
 def register_agent(svc: Services, name: str, *, policy: str, stable_version: str | None, now: float) -> Agent:

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlmodel import Session
 
 from gatekeeper import kill_switch
 from gatekeeper.core import rollout as machine
+from gatekeeper.core.arguments import Bound, bind, digest
 from gatekeeper.core.bucketing import RolloutFacts, assign, bucket
 from gatekeeper.core.budgets import cap_reason, caps_for, remaining, to_dollars
 from gatekeeper.core.policy import Caps, Policy
 from gatekeeper.core.sequence import relevant_tools
 from gatekeeper.core.trajectory import judge as judge_trajectory
-from gatekeeper.core.arguments import Bound, bind, digest
 from gatekeeper.core.verdicts import Call, Verdict, after_reservation, effective_stage, judge, message
 from gatekeeper.errors import BadRequest, Conflict, Forbidden
 from gatekeeper.services import Services

@@ -273,7 +273,8 @@ class BuiltinSource:
             out[request.key] = TierSignals(
                 sessions=float(count), tool_calls=float(calls), errors=float(errors),
                 p95_latency_s=percentile(latencies.get(request.rollout_id, []), 0.95),
-                spend_dollars=spend / 1_000_000, overruns=float(overruns), extra={q.name: None for q in request.queries}, notes=notes)
+                spend_dollars=spend / 1_000_000, overruns=float(overruns),
+                extra={q.name: None for q in request.queries}, notes=notes)
         return out
 
 

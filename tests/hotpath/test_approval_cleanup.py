@@ -14,7 +14,7 @@ TOOL = "close_account"  # not named by the policy, so irreversible; no sequence 
 
 def waiting(runtime: Runtime, **session: Any) -> tuple[str, str]:
     """Open a candidate session and ask for a call that needs a person; return (session id, approval id)."""
-    session_id = runtime.session(**({"candidate": True} if not session else session))["session_id"]
+    session_id = runtime.session(**(session or {"candidate": True}))["session_id"]
     found = runtime.decide(session_id, TOOL, 0.05, arguments={"account": 7})
     assert found["verdict"] == "approval_required"
     return session_id, found["approval_id"]
