@@ -1,7 +1,9 @@
 """Request and response models of the agent-runtime and approval routes (SPEC §5).
 
 Sizes are bounded here, so bad input is refused before anything is read or reserved:
-costs are finite dollars in [0, 10,000], previews at most 1,000 characters, ids at most 40.
+costs are finite dollars in [0, 10,000], previews at most 1,000 characters, ids at most 40,
+arguments a JSON object of at most 16 KiB as canonical JSON, request ids at most 100 printable
+ASCII characters.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class DecisionCreate(Strict):
     request_id: str | None = Field(
         default=None, min_length=1, max_length=MAX_REQUEST_ID, pattern=r"^[\x20-\x7e]+$",
         description="the caller's key for this call: a retry with the same request_id in the same session gets "
-                    "the first answer back and reserves nothing again")
+                    "the first answer back and reserves nothing again (so the repeat after an approval, a new "
+                    "request, needs a new request_id)")
 
     @field_validator("arguments")
     @classmethod
