@@ -116,3 +116,16 @@ def test_a_lost_connection_is_a_503_and_the_next_decision_reconnects(runtime: Ru
     assert lost.status_code == 503 and "database unavailable" in lost.get_json()["error"]["message"]
     assert runtime.decide(session, "search_kb")["verdict"] == "allow"
     assert counts(app, "SELECT tool_calls FROM sessions WHERE id = :id", id=session)[0] == 2  # nothing half-done
+
+
+def test_arguments_and_approval_cleanup_on_postgres(runtime: Runtime, app: Flask) -> None:
+    runtime.setup("canary", 1)
+    session = runtime.session(candidate=True, percent=5.0)["session_id"]
+    odd = {"note\x00key": "a\x00b", "password": "p", "city": "東京"}  # NUL and non-ASCII reach the text column
+    found = runtime.decide(session, "close_account", 0.05, arguments=odd)
+    approval = runtime.ok(runtime.client.get(f"/v1/approvals/{found['approval_id']}", headers=runtime.agent))
+    assert approval["arguments"] == {**odd, "password": "[redacted]"} and approval["stage"] == "canary"
+    runtime.act("promote")  # canary 5% -> expansion 10%: the rollout leaves canary
+    approval = runtime.ok(runtime.client.get(f"/v1/approvals/{found['approval_id']}", headers=runtime.agent))
+    assert (approval["state"], approval["decision_reason"]) == ("cancelled", "the rollout left canary")
+    assert counts(app, "SELECT count(*) FROM approvals WHERE state = 'pending'")[0] == 0
