@@ -118,7 +118,6 @@ def _cancel_approvals(session: Session, rollout: Rollout, before: RolloutStatus,
                              reason=reason, now=now)
 
 
-
 def _finish(agent: Agent, rollout: Rollout, *, now: float) -> None:
     rollout.ended_at = now
     agent.rollout_id = None
