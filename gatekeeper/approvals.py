@@ -1,10 +1,14 @@
 """Approvals: a person says yes or no to one tool call before it runs.
 
 A decision on a class the stage lists under `approval_required` opens a pending approval with
-the call's tool, class, cost and preview. It expires `approvals.expire_after` after it opened
-(lazily: whoever reads it first after that marks it). A release manager approves or rejects
-it; the agent then repeats the decision with the `approval_id`, which an approval answers
-once. Expired, rejected and spent approvals are denied with their reason.
+the call's tool, class, cost, preview, the rollout's stage, and its arguments (redacted per the
+policy's `approvals.redact`, with the digest of the whole). It expires `approvals.expire_after`
+after it opened (lazily: whoever reads it first after that marks it). A release manager approves
+or rejects it; the agent then repeats the decision with the `approval_id` and the same arguments,
+which an approval answers once; changed arguments need a new approval. Expired, rejected, spent
+and cancelled approvals are denied with their reason. A pending approval is cancelled when its
+session ends (`sessions.end_session`) or its rollout leaves the stage it was asked in
+(`rollouts.transition`), in the same transaction as that change.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ class Decision:
     remaining_spend: float | None = None
     approval_id: str | None = None
     offline: bool = False
+    message: str = ""  # one plain sentence an agent can hand back to its model
 
     @property
     def allowed(self) -> bool:
@@ -122,7 +123,7 @@ class Gatekeeper:
                        environment=environment)
 
     def approval(self, approval_id: str) -> dict[str, Any]:
-        """Return an approval, with its `state`: pending, approved, rejected or expired."""
+        """Return an approval, with its `state`: pending, approved, rejected, expired or cancelled."""
         return self.request("GET", f"/v1/approvals/{approval_id}")
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -180,15 +181,20 @@ class Session:
         mirror.version, mirror.stage = self.mirror["version"], "shadow"
         return mirror
 
-    def decide(self, tool: str, cost: float, *, preview: str | None = None,
-               approval_id: str | None = None) -> Decision:
-        """Ask for the verdict on one tool call; the cost (dollars) is reserved when it is allowed."""
+    def decide(self, tool: str, cost: float, *, preview: str | None = None, approval_id: str | None = None,
+               arguments: dict[str, Any] | None = None, request_id: str | None = None) -> Decision:
+        """Ask for the verdict on one tool call; the cost (dollars) is reserved when it is allowed.
+
+        `arguments` binds an approval to exactly this call; sending the same `request_id` again (after a
+        timeout, say) returns the first answer and reserves nothing twice.
+        """
         body = {"session_id": self.session_id, "tool": tool, "cost": cost, "preview": preview,
-                "approval_id": approval_id}
+                "approval_id": approval_id, "arguments": arguments, "request_id": request_id}
         answer = self.client.post("/v1/decisions", {k: v for k, v in body.items() if v is not None})
         remaining = answer.get("remaining", {})
         return Decision(answer["decision_id"], answer["verdict"], answer.get("reason", ""),
-                        remaining.get("tool_calls"), remaining.get("spend"), answer.get("approval_id"))
+                        remaining.get("tool_calls"), remaining.get("spend"), answer.get("approval_id"),
+                        message=answer.get("message", ""))
 
     def report(self, decision: Decision | str, status: str = "ok", *, actual_cost: float | None = None,
                latency_ms: float | None = None) -> dict[str, Any]:

@@ -48,6 +48,8 @@ class Metrics:
         self.sessions = Counter("gatekeeper_sessions_total", "Sessions started", SESSION, registry=registry)
         self.spend = Counter("gatekeeper_spend_dollars_total", "Settled spend of executed tool calls", SESSION,
                              registry=registry)
+        self.overruns = Counter("gatekeeper_cost_overruns_total", "Outcomes whose actual cost exceeded the "
+                                "decision's reservation", SESSION, registry=registry)
         self.decision_duration = Histogram("gatekeeper_decision_duration_seconds",
                                            "Server-side handling time of POST /v1/decisions",
                                            buckets=DURATION_BUCKETS, registry=registry)

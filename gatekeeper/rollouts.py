@@ -22,6 +22,7 @@ from gatekeeper.policies import LoadedPolicy
 from gatekeeper.services import Services
 from gatekeeper.store import rollouts as store
 from gatekeeper.store.models import Agent, Rollout, StableChange, Transition
+from gatekeeper.store.runtime import cancel_rollout_approvals
 
 
 def register_agent(svc: Services, name: str, *, policy: str, stable_version: str | None, now: float) -> Agent:
@@ -108,6 +109,7 @@ def transition(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Ro
         rollout.consecutive_failures = rollout.consecutive_errors = 0
     if after.state in machine.TERMINAL_STATES:
         _finish(agent, rollout, now=now)
+    _cancel_approvals(session, rollout, before, after, action=action, now=now)
     session.add(rollout)
     return _record(session, agent, rollout, loaded, before, after, action=action, actor=actor, now=now,
                    metrics=metrics)
@@ -117,6 +119,21 @@ def status_of(rollout: Rollout) -> RolloutStatus:
     """Return the pure status of a rollout row."""
     return RolloutStatus(rollout.stage, rollout.tier, rollout.state, rollout.state_reason,
                          rollout.tier_started_at)
+
+
+def _cancel_approvals(session: Session, rollout: Rollout, before: RolloutStatus, after: RolloutStatus, *,
+                      action: str, now: float) -> None:
+    """Cancel the pending approvals a transition makes moot, in the transition's transaction (SPEC §5).
+
+    Approvals asked in a stage the rollout leaves are cancelled; a kill, an abort or the completion
+    cancels every pending approval of the rollout, whatever stage it lands in.
+    """
+    ends = action == "kill" or after.state in machine.TERMINAL_STATES
+    if not ends and after.stage == before.stage:
+        return
+    reason = f"the rollout was {after.state}" if ends else f"the rollout left {before.stage}"
+    cancel_rollout_approvals(session, store.row_id(rollout.id), keep_stage=None if ends else after.stage,
+                             reason=reason, now=now)
 
 
 def _finish(agent: Agent, rollout: Rollout, *, now: float) -> None:

@@ -127,6 +127,7 @@ PROMQL: Mapping[str, str] = {
     "p95_latency_s": "histogram_quantile(0.95, sum by (agent, version, arm, le) "
                      '(rate(gatekeeper_tool_call_latency_seconds_bucket{arm="candidate"}[WINDOW])))',
     "spend_dollars": f'{_BY} (increase(gatekeeper_spend_dollars_total{{arm="candidate"}}[WINDOW]))',
+    "overruns": f'{_BY} (increase(gatekeeper_cost_overruns_total{{arm="candidate"}}[WINDOW]))',
 }
 # `gate.compare` from Prometheus: per-arm counters and the latency histogram, one step at a time.
 # A histogram allows the quantile's bounds at bucket resolution (core.comparison.Distribution) and
@@ -319,9 +320,10 @@ def _signals_from(values: Mapping[str, Mapping[Key, float]], key: Key) -> TierSi
     calls = values["tool_calls"].get(key)
     # No error series while calls exist means no call failed, not that nothing is known.
     errors = values["errors"].get(key, 0.0 if calls is not None else None)
+    overruns = values["overruns"].get(key, 0.0 if calls is not None else None)
     return TierSignals(sessions=values["sessions"].get(key), tool_calls=calls, errors=errors,
                        p95_latency_s=values["p95_latency_s"].get(key),
-                       spend_dollars=values["spend_dollars"].get(key))
+                       spend_dollars=values["spend_dollars"].get(key), overruns=overruns)
 
 
 def _arms_from(series: Mapping[str, list[dict[str, Any]]], request: SignalRequest, *, since: float, step: float
@@ -424,12 +426,13 @@ class BuiltinSource:
         out = {}
         for request in group:
             count, spend = sessions.get(request.rollout_id, (0, 0))
-            calls, errors = outcomes.get(request.rollout_id, (0, 0))
+            calls, errors, overruns = outcomes.get(request.rollout_id, (0, 0, 0))
             notes = {q.name: self.PROMQL_NOTE for q in request.queries}
             out[request.key] = TierSignals(
                 sessions=float(count), tool_calls=float(calls), errors=float(errors),
                 p95_latency_s=percentile(latencies.get(request.rollout_id, []), 0.95),
-                spend_dollars=spend / 1_000_000, extra={q.name: None for q in request.queries}, notes=notes)
+                spend_dollars=spend / 1_000_000, overruns=float(overruns),
+                extra={q.name: None for q in request.queries}, notes=notes)
         return out
 
 
@@ -452,12 +455,13 @@ def _decided(ids: Sequence[int], *, since: float, now: float) -> list[Any]:
 
 
 def _outcome_counts(session: Session, ids: Sequence[int], *, since: float, now: float
-                    ) -> dict[int, tuple[int, int]]:
+                    ) -> dict[int, tuple[int, int, int]]:
     errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
-    query = (select(Decision.rollout_id, func.count(), func.coalesce(errors, 0))
+    overruns = func.sum(case((col(Decision.overrun_micros) > 0, 1), else_=0))
+    query = (select(Decision.rollout_id, func.count(), func.coalesce(errors, 0), func.coalesce(overruns, 0))
              .join(AgentSession, col(AgentSession.id) == Decision.session_id)
              .where(*_decided(ids, since=since, now=now)).group_by(col(Decision.rollout_id)))
-    return {int(rid): (int(n), int(e)) for rid, n, e in session.exec(query) if rid is not None}
+    return {int(rid): (int(n), int(e), int(o)) for rid, n, e, o in session.exec(query) if rid is not None}
 
 
 def _latencies(session: Session, ids: Sequence[int], *, since: float, now: float) -> dict[int, list[float]]:

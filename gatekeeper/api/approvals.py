@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -57,7 +58,8 @@ def _views(rows: list[Approval]) -> list[ApprovalView]:
         names = {a.id: a.name for a in session.exec(select(Agent))}
     return [ApprovalView(
         approval_id=a.id, agent=names.get(a.agent_id, ""), session_id=a.session_id, version=a.version, tool=a.tool,
-        tool_class=a.tool_class, cost=to_dollars(a.cost_micros), preview=a.preview,
+        tool_class=a.tool_class, cost=to_dollars(a.cost_micros), preview=a.preview, stage=a.stage,
+        arguments=json.loads(a.arguments) if a.arguments is not None else None,
         state=a.state,  # type: ignore[arg-type]
         used=a.consumed_at is not None, created_at=_at(a.created_at), expires_at=_at(a.expires_at),
         decided_by=a.decided_by, decided_at=timestamp(a.decided_at), decision_reason=a.decision_reason)

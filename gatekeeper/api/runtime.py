@@ -84,14 +84,16 @@ def _observe_decision(seconds: float) -> None:
           observe=_observe_decision)
 def decide(*, caller: Caller, body: DecisionCreate) -> dict[str, Any]:
     """Decide one tool call: allow, shadow, deny or approval_required, with a reason and the budget left."""
-    ask = sessions.Ask(body.session_id, body.tool, to_micros(body.cost), body.preview, body.approval_id)
+    ask = sessions.Ask(body.session_id, body.tool, to_micros(body.cost), body.preview, body.approval_id,
+                       body.arguments, body.request_id)
     done = sessions.decide(services(), current_app.extensions["gatekeeper_hot"], ask, scope=scope(caller),
                            now=time.time())
     verdict = done.verdict
-    metrics().count_decision(*done.labels, verdict.verdict, verdict.reason)
+    if not done.replayed:  # a retry's answer was counted when it was first given
+        metrics().count_decision(*done.labels, verdict.verdict, verdict.reason)
     # A plain dict shaped like DecisionView (tests check the two agree): building the model costs per decision.
     view: dict[str, Any] = {"decision_id": done.decision_id, "verdict": verdict.verdict, "reason": verdict.reason,
-                            "remaining": {"tool_calls": done.remaining_calls,
+                            "message": done.message, "remaining": {"tool_calls": done.remaining_calls,
                                           "spend": to_dollars(done.remaining_micros)}}
     if done.approval_id is not None:
         view["approval_id"] = done.approval_id
@@ -113,9 +115,11 @@ def report_outcome(decision_id: str, *, caller: Caller, body: OutcomeCreate) -> 
             to_dollars(decision.actual_cost_micros or 0))
         if body.latency_ms is not None:
             metrics().tool_latency.labels(labels.agent, labels.version, labels.arm).observe(body.latency_ms / 1000)
+        if decision.overrun_micros:
+            metrics().overruns.labels(labels.agent, labels.version, labels.arm).inc()
     return OutcomeView(decision_id=decision.id, status=decision.outcome_status or body.status,
                        actual_cost=to_dollars(decision.actual_cost_micros or 0), latency_ms=decision.latency_ms,
-                       kill_switch_tripped=done.kill_switch_tripped)
+                       kill_switch_tripped=done.kill_switch_tripped, overrun=to_dollars(decision.overrun_micros or 0))
 
 
 @endpoint(bp, "/v1/sessions/<session_id>/end", methods=["POST"], roles=AGENTS, body=SessionEnd,

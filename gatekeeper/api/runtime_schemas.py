@@ -2,7 +2,9 @@
 
 Sizes are bounded here, so bad input is refused before anything is read or reserved:
 costs are finite dollars in [0, 10,000], previews at most 1,000 characters, ids at most 40,
-no string carries a NUL and none is longer than its column (gatekeeper/api/fields.py).
+no string carries a NUL and none is longer than its column (gatekeeper/api/fields.py);
+arguments a JSON object of at most 16 KiB as canonical JSON, request ids at most 100 printable
+ASCII characters.
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gatekeeper.api.fields import DECISION_REASON_MAX, KEY_MAX, SafeStr, Timestamp
 from gatekeeper.api.schemas import SLUG, Strict
+from gatekeeper.core.arguments import check_size
 from gatekeeper.core.budgets import MAX_COST_DOLLARS
 
 ID = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
 ID_OR_NONE = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
 TOOL = r"^[A-Za-z0-9_.:/-]{1,200}$"
 MAX_PREVIEW = 1000
+MAX_REQUEST_ID = 100
 MAX_LATENCY_MS = 86_400_000.0  # a day: anything longer is a unit mistake
 
 
@@ -66,6 +70,21 @@ class DecisionCreate(Strict):
     cost: float = _money("estimated cost in dollars, reserved atomically")
     preview: SafeStr | None = Field(default=None, max_length=MAX_PREVIEW, description="shown to approvers")
     approval_id: str | None = ID_OR_NONE
+    arguments: dict[str, Any] | None = Field(
+        default=None, description="the JSON object the tool will be called with, at most 16 KiB as canonical JSON; "
+                                  "an approval binds exactly these arguments")
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_REQUEST_ID, pattern=r"^[\x20-\x7e]+$",
+        description="the caller's key for this call: a retry with the same request_id in the same session gets "
+                    "the first answer back and reserves nothing again (so the repeat after an approval, a new "
+                    "request, needs a new request_id)")
+
+    @field_validator("arguments")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_size(value)
+        return value
 
 
 class Remaining(BaseModel):
@@ -77,6 +96,7 @@ class DecisionView(BaseModel):
     decision_id: str
     verdict: Literal["allow", "shadow", "deny", "approval_required"]
     reason: str
+    message: str = Field(description="one plain sentence an agent can hand back to its model")
     remaining: Remaining
     approval_id: str | None = None
 
@@ -93,6 +113,7 @@ class OutcomeView(BaseModel):
     actual_cost: float
     latency_ms: float | None
     kill_switch_tripped: bool = Field(description="this report tripped the kill switch")
+    overrun: float = Field(default=0.0, description="dollars the actual cost exceeded the reservation by")
 
 
 class SessionEnd(Strict):
@@ -133,7 +154,9 @@ class ApprovalView(BaseModel):
     tool_class: str
     cost: float = Field(description="dollars")
     preview: str | None
-    state: Literal["pending", "approved", "rejected", "expired"]
+    stage: str | None = Field(description="the rollout's stage when the call was asked")
+    arguments: dict[str, Any] | None = Field(description="the call's arguments, the policy's redact fields masked")
+    state: Literal["pending", "approved", "rejected", "expired", "cancelled"]
     used: bool
     created_at: datetime
     expires_at: datetime
@@ -148,4 +171,4 @@ class ApprovalAction(Strict):
 
 class ApprovalQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    state: Literal["pending", "approved", "rejected", "expired", "all"] = "pending"
+    state: Literal["pending", "approved", "rejected", "expired", "cancelled", "all"] = "pending"

@@ -280,6 +280,7 @@ class TierSignals:
     errors: float | None = None
     p95_latency_s: float | None = None
     spend_dollars: float | None = None
+    overruns: float | None = None  # outcomes whose actual cost exceeded the reservation; None with calls: 0
     extra: Mapping[str, float | None] = field(default_factory=dict)
     extra_errors: Mapping[str, str] = field(default_factory=dict)
     notes: Mapping[str, str] = field(default_factory=dict)  # why a check has no data, by check name
@@ -311,6 +312,7 @@ def tier_values(signals: TierSignals, *, traffic_percent: float) -> dict[str, fl
     return {"error_rate": ratio(signals.errors, signals.tool_calls),
             "p95_latency_s": clean(signals.p95_latency_s),
             "cost_per_session": ratio(signals.spend_dollars, signals.sessions),
+            "overrun_rate": ratio(signals.overruns, signals.tool_calls),
             "sessions": clean(signals.sessions), "tool_calls": clean(signals.tool_calls),
             "traffic_percent": traffic_percent}
 
@@ -321,7 +323,8 @@ def _tier_checks(gate: TierGate, values: Mapping[str, float | None], source: Sou
     limits: list[tuple[str, float, Comparison]] = [
         ("sessions", gate.min_sessions, ">="), ("error_rate", gate.max_error_rate, "<="),
         ("p95_latency_s", gate.max_p95_latency_s, "<="),
-        ("cost_per_session", gate.max_cost_per_session_micros / 1_000_000, "<=")]
+        ("cost_per_session", gate.max_cost_per_session_micros / 1_000_000, "<="),
+        ("overrun_rate", gate.max_overrun_rate, "<=")]
     return [make_check(name, values[name], threshold, comparison, error=error)
             for name, threshold, comparison in limits]
 

@@ -38,6 +38,7 @@ Everything else has a default:
 | gate.max_error_rate | 0.02 | candidate tool-call error rate |
 | gate.max_p95_latency | 2s | candidate p95 tool-call latency |
 | gate.max_cost_per_session | 0.40 | candidate dollars per session |
+| gate.max_overrun_rate | 0.05 | share of candidate outcomes whose actual cost exceeded the reservation |
 | gate.failure_limit | 2 | consecutive failed evaluations before rollback |
 | gate.on_metrics_error | hold | hold or rollback once error_limit is reached |
 | gate.error_limit | 4 | consecutive metrics errors before on_metrics_error acts |
@@ -53,6 +54,7 @@ Everything else has a default:
 | alerts.by_severity | {} | severity -> action; severities: critical, high, error, warning, medium, low, |
 | | | info, page (matched case-insensitively) |
 | approvals.expire_after | 15m | a pending approval expires after this |
+| approvals.redact | [] | argument field names masked for approvers and in traces, at any depth |
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class TierGate:
     on_metrics_error: Literal["hold", "rollback"]
     error_limit: int
     queries: tuple[ExtraQuery, ...]
+    max_overrun_rate: float = 0.05  # share of outcomes whose actual cost exceeded the reservation
     compare: CompareSpec | None = None
 
 
@@ -212,6 +215,7 @@ class AlertPolicy:
 @dataclass(frozen=True)
 class ApprovalPolicy:
     expire_after_s: float
+    redact: tuple[str, ...] = ()  # argument field names masked for approvers and in traces, at any depth
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,7 @@ _GATE: Fields = {
     "max_error_rate": ("max_error_rate", _simple(_rate), 0.02),
     "max_p95_latency": ("max_p95_latency_s", _duration(positive=True), "2s"),
     "max_cost_per_session": ("max_cost_per_session_micros", _simple(parse_money), 0.40),
+    "max_overrun_rate": ("max_overrun_rate", _simple(_rate), 0.05),
     "failure_limit": ("failure_limit", _count(1), 2),
     "on_metrics_error": ("on_metrics_error", _simple(_choice(("hold", "rollback"))), "hold"),
     "error_limit": ("error_limit", _count(1), 4),
@@ -393,7 +394,10 @@ _ALERTS: Fields = {
     "default": ("default", _ACTION, "rollback"),
     "by_severity": ("by_severity", _map_of(_ACTION, key=_choice(SEVERITIES, "severity")), {}),
 }
-_APPROVALS: Fields = {"expire_after": ("expire_after_s", _duration(positive=True), "15m")}
+_APPROVALS: Fields = {
+    "expire_after": ("expire_after_s", _duration(positive=True), "15m"),
+    "redact": ("redact", _list_of(_simple(_text), unique=True), []),
+}
 _POLICY: Fields = {  # `gate` comes before `stages`: stage gates merge over it
     "name": ("name", _simple(_slug), _REQUIRED),
     "agents": ("agents", _list_of(_simple(_slug), unique=True), _REQUIRED),

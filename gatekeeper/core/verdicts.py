@@ -22,10 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from gatekeeper.core.policy import Policy
+from gatekeeper.core.budgets import to_dollars
+from gatekeeper.core.policy import BeforeRule, Caps, MaxCallsRule, Policy
 from gatekeeper.core.sequence import sequence_reason
 
-APPROVAL_STATES = ("pending", "approved", "rejected", "expired", "used")
+# What an approval sent with a repeated call can be: its stored state, `used` once spent, and
+# `changed` when the call's arguments are not the ones it was asked (and approved) for.
+APPROVAL_STATES = ("pending", "approved", "rejected", "expired", "cancelled", "used", "changed")
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Call:
     tool: str
     tool_class: str
     ran: Mapping[str, int]  # past calls that ran, for the sequence rules' tools
-    approval: str | None = None  # state of the approval sent with the call, if any
+    approval: str | None = None  # state of the approval sent with the call, if any (APPROVAL_STATES)
     cap_reason: str = ""  # the cap the counters read so far say this call would break, if any
 
 
@@ -113,6 +116,10 @@ def _approval(call: Call) -> Verdict:
         if call.cap_reason:  # no person should approve a call the caps will refuse anyway
             return Verdict("deny", call.cap_reason)
         return Verdict("approval_required", "approval_required", open_approval=True)
+    if call.approval == "changed":  # a different call than the one approved: a person must see this one
+        if call.cap_reason:
+            return Verdict("deny", call.cap_reason)
+        return Verdict("approval_required", "approval_arguments_changed", open_approval=True)
     if call.approval == "pending":
         return Verdict("approval_required", "approval_pending")
     if call.approval == "approved":
@@ -130,3 +137,64 @@ def _shadow(policy: Policy, call: Call) -> Verdict:
     if would.verdict == "approval_required":
         return Verdict("shadow", "shadow", would_verdict="approval_required", would_reason="approval_required")
     return Verdict("shadow", "shadow", reserve=True, would_verdict="allow", would_reason="")
+
+
+# -- messages -------------------------------------------------------------------------------
+
+# One plain sentence per reason, which an agent can hand back to its model (SPEC §5). Fields:
+# {tool}, {calls} and {spend} (the session's caps), {before} and {limit} ("once", "3 times": the sequence rules),
+# {approval} (the approval id to wait for or send).
+MESSAGES: Mapping[str, str] = {
+    "": "The call may run.",
+    "shadow": "The call was recorded but not run, because this agent version runs in shadow beside the "
+              "stable version.",
+    "kill_switch": "The kill switch has stopped this agent version, so no calls are allowed until a person "
+                   "acts.",
+    "rollout_inactive": "The rollout of this agent version is no longer active, so no calls are allowed in this "
+                        "session.",
+    "twin_only": "This agent version may only call tools against the digital twin for now, so live calls are "
+                 "not allowed.",
+    "sequence_before": "{tool} is not allowed until {before} has run in this session.",
+    "sequence_max_calls": "The policy allows {tool} at most {limit} per session, and this session has "
+                          "reached that limit.",
+    "cap_tool_calls": "This session has used its {calls} tool calls; no more calls are allowed in it.",
+    "cap_spend": "This call would take the session past its spending cap of ${spend}, so it is not allowed.",
+    "approval_required": "A person must approve this call first; send it again with approval {approval} once "
+                         "it is approved.",
+    "approval_pending": "Approval {approval} is still waiting for a person; send the call again once it is "
+                        "approved.",
+    "approval_rejected": "A person rejected this call, so it must not run.",
+    "approval_expired": "The approval for this call expired before a person approved it; send the call again "
+                        "without it to ask for a new one.",
+    "approval_used": "The approval for this call has already been used once; send the call again without it "
+                     "to ask for a new one.",
+    "approval_cancelled": "The approval for this call was cancelled because its session ended or the rollout "
+                          "left the stage it was asked in; send the call again without it to ask for a new one.",
+    "approval_arguments_changed": "The arguments differ from the ones that were approved, so a person must "
+                                  "approve this call again as approval {approval}.",
+}
+REASONS: tuple[str, ...] = tuple(MESSAGES)
+
+
+def message(reason: str, *, policy: Policy, tool: str, caps: Caps, approval_id: str | None) -> str:
+    """Return the plain sentence for a verdict's reason code."""
+    if not reason:
+        return MESSAGES[""]  # the common case: no formatting on the hot path
+    template = MESSAGES.get(reason)
+    if template is None:
+        return f"The call is not allowed ({reason})."
+    before, limit = _rule_facts(policy, tool)
+    return template.format(tool=tool, calls=caps.tool_calls_per_session, spend=_money(caps),
+                           before=before, limit=limit, approval=approval_id or "")
+
+
+def _rule_facts(policy: Policy, tool: str) -> tuple[str, str]:
+    """Return the tools that must run before `tool`, and how often `tool` may run, per the rules."""
+    before = " and ".join(r.before for r in policy.sequence_rules if isinstance(r, BeforeRule) and r.then == tool)
+    limit = next((r.limits[tool] for r in policy.sequence_rules if isinstance(r, MaxCallsRule)
+                  and tool in r.limits), 0)
+    return before or "another tool", ("once" if limit == 1 else f"{limit} times")
+
+
+def _money(caps: Caps) -> str:
+    return f"{to_dollars(caps.spend_per_session_micros):.2f}"

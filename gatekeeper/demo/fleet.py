@@ -133,7 +133,8 @@ class SimulatedAgent(threading.Thread):
             return self.call(session, tool, error_rate=error_rate, approval_id=decision.approval_id)
         if decision.verdict == "allow":
             failed = self.rng.random() < error_rate
-            actual = round(cost * self.rng.uniform(0.7, 1.1), 6)
+            # The estimate is what the gateway reserves: a healthy agent stays within it (no overruns, SPEC §2).
+            actual = round(cost * self.rng.uniform(0.7, 1.0), 6)
             session.report(decision, "error" if failed else "ok", actual_cost=actual, latency_ms=self._latency_ms(tool))
         return decision
 
@@ -150,6 +151,8 @@ class SimulatedAgent(threading.Thread):
                       f"is in the approvals queue")
         state = self._await(decision.approval_id)
         self.announce(f"{self.agent}: approval {decision.approval_id} {state}")
+        if state == "cancelled":  # the rollout left the stage it was asked in: ask again in the next one
+            self.approval_asked = False
         if state == "approved":
             self.call(session, tool, error_rate=0.0, approval_id=decision.approval_id)
         session.end("ok" if state == "approved" else "abandoned")

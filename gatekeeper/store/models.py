@@ -150,9 +150,14 @@ class Decision(SQLModel, table=True):
 
     __tablename__ = "decisions"
     # Only reported decisions are indexed for the kill switch and gates: an insert writes one page fewer.
+    # A request id is unique within its session: the arbiter of concurrent retries (SPEC §5). Decisions
+    # without one are not in that index, so they cost nothing more to insert.
     __table_args__ = (Index("ix_decisions_rollout_arm_outcome", "rollout_id", "arm", "outcome_at",
                             sqlite_where=text("outcome_at IS NOT NULL"),
-                            postgresql_where=text("outcome_at IS NOT NULL")),)
+                            postgresql_where=text("outcome_at IS NOT NULL")),
+                      Index("ux_decisions_session_request", "session_id", "request_id", unique=True,
+                            sqlite_where=text("request_id IS NOT NULL"),
+                            postgresql_where=text("request_id IS NOT NULL")))
     id: str = Field(primary_key=True, max_length=40)
     session_id: str = Field(foreign_key="sessions.id", index=True)
     agent_id: int = Field(foreign_key="agents.id")
@@ -174,6 +179,9 @@ class Decision(SQLModel, table=True):
     arguments: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     arguments_digest: str | None = Field(default=None, max_length=64)
     request_id: str | None = Field(default=None, max_length=100)  # the caller's retry key (SPEC §5)
+    # The budget left as the answer said it, so that a retry with the same request id gets the same answer.
+    remaining_tool_calls: int | None = None
+    remaining_spend_micros: int | None = None
     at: float
     outcome_status: str | None = Field(default=None, max_length=10)
     actual_cost_micros: int | None = None

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import case
+from sqlalchemy import case, or_
 from sqlmodel import Session, col, func, select, update
 
 from gatekeeper.errors import NotFound, Unavailable
@@ -62,6 +62,11 @@ class Tx:
 
 _PARAM = re.compile(r"(?<!:):(\w+)")
 _PG_SQL: dict[str, str] = {}
+
+
+def _marks(columns: str) -> str:
+    """Return the `:name` parameters of a comma-separated column list."""
+    return ", ".join(f":{name.strip()}" for name in columns.split(","))
 
 
 def _dialect(sql: str, postgres: bool) -> str:
@@ -304,16 +309,18 @@ class ApprovalFacts:
     state: str
     expires_at: float
     consumed: bool
+    arguments_digest: str | None = None
 
 
 def load_approval(tx: Tx, approval_id: str) -> ApprovalFacts | None:
     """Return an approval, locked on Postgres until the transaction ends."""
-    sql = ("SELECT session_id, tool, cost_micros, state, expires_at, consumed_at FROM approvals WHERE id = :id"
-           + (" FOR UPDATE" if tx.postgres else ""))
+    sql = ("SELECT session_id, tool, cost_micros, state, expires_at, consumed_at, arguments_digest FROM approvals"
+           " WHERE id = :id" + (" FOR UPDATE" if tx.postgres else ""))
     row = tx.one(sql, {"id": approval_id})
     if row is None:
         return None
-    return ApprovalFacts(approval_id, row[0], row[1], int(row[2]), row[3], float(row[4]), row[5] is not None)
+    return ApprovalFacts(approval_id, row[0], row[1], int(row[2]), row[3], float(row[4]), row[5] is not None,
+                         row[6])
 
 
 def expire_approval(tx: Tx, approval_id: str) -> None:
@@ -328,8 +335,9 @@ def consume_approval(tx: Tx, approval_id: str, *, now: float) -> bool:
 
 
 _INSERT_APPROVAL = """INSERT INTO approvals (id, agent_id, session_id, rollout_id, version, tool, tool_class,
- cost_micros, preview, state, created_at, expires_at) VALUES (:id, :agent_id, :session_id, :rollout_id,
- :version, :tool, :tool_class, :cost_micros, :preview, 'pending', :created_at, :expires_at)"""
+ cost_micros, preview, stage, arguments, arguments_digest, state, created_at, expires_at) VALUES (:id, :agent_id,
+ :session_id, :rollout_id, :version, :tool, :tool_class, :cost_micros, :preview, :stage, :arguments,
+ :arguments_digest, 'pending', :created_at, :expires_at)"""
 
 
 def insert_approval(tx: Tx, values: Mapping[str, Any]) -> None:
@@ -337,15 +345,50 @@ def insert_approval(tx: Tx, values: Mapping[str, Any]) -> None:
     tx.run(_INSERT_APPROVAL, values)
 
 
-_INSERT_DECISION = """INSERT INTO decisions (id, session_id, agent_id, rollout_id, version, arm, stage, tool,
- tool_class, cost_micros, verdict, reason, would_verdict, would_reason, approval_id, preview, at)
- VALUES (:id, :session_id, :agent_id, :rollout_id, :version, :arm, :stage, :tool, :tool_class, :cost_micros,
- :verdict, :reason, :would_verdict, :would_reason, :approval_id, :preview, :at)"""
+_DECISION_COLUMNS = ("id, session_id, agent_id, rollout_id, version, arm, stage, tool, tool_class, cost_micros,"
+                     " verdict, reason, would_verdict, would_reason, approval_id, preview, at")
+_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({_marks(_DECISION_COLUMNS)})"
+# Arguments and a request id (with the answer's budget, for retries) take a wider row; the common
+# call without them keeps the narrow statement, which costs measurably less per decision.
+_RETRY_COLUMNS = "arguments, arguments_digest, request_id, remaining_tool_calls, remaining_spend_micros"
+_INSERT_FULL_DECISION = (f"INSERT INTO decisions ({_DECISION_COLUMNS}, {_RETRY_COLUMNS})"
+                         f" VALUES ({_marks(_DECISION_COLUMNS)}, {_marks(_RETRY_COLUMNS)})")
 
 
 def insert_decision(tx: Tx, values: Mapping[str, Any]) -> None:
-    """Record one verdict (keys: the columns of `_INSERT_DECISION`)."""
-    tx.run(_INSERT_DECISION, values)
+    """Record one verdict (keys: `_DECISION_COLUMNS`, and all of `_RETRY_COLUMNS` or none)."""
+    tx.run(_INSERT_FULL_DECISION if "request_id" in values else _INSERT_DECISION, values)
+
+
+class FirstAnswer(NamedTuple):
+    """The decision a request id was first answered with, as a retry returns it."""
+
+    decision_id: str
+    tool: str
+    cost_micros: int
+    arguments_digest: str | None
+    stage: str | None
+    verdict: str
+    reason: str
+    approval_id: str | None
+    remaining_tool_calls: int | None
+    remaining_spend_micros: int | None
+
+
+_FIRST_ANSWER = """SELECT id, tool, cost_micros, arguments_digest, stage, verdict, reason, approval_id,
+ remaining_tool_calls, remaining_spend_micros FROM decisions
+ WHERE session_id = :session_id AND request_id = :request_id AND request_id IS NOT NULL"""
+
+
+def first_answer(tx: Tx, session_id: str, request_id: str) -> FirstAnswer | None:
+    """Return the decision a session's request id was answered with, if any (the unique index finds it)."""
+    row = tx.one(_FIRST_ANSWER, {"session_id": session_id, "request_id": request_id})
+    return None if row is None else FirstAnswer(*row)
+
+
+def is_duplicate(exc: BaseException) -> bool:
+    """Return whether a failed statement broke a unique index (sqlite3, psycopg2 and psycopg alike)."""
+    return type(exc).__name__ in ("IntegrityError", "UniqueViolation")
 
 
 # -- sessions, outcomes and approvals off the decision path (ORM) ------------------------------
@@ -368,11 +411,12 @@ def get_decision(session: Session, decision_id: str) -> Decision:
 
 
 def record_outcome(session: Session, decision_id: str, *, status: str, actual_micros: int,
-                   latency_ms: float | None, now: float) -> bool:
-    """Store a decision's outcome once; False when it already had one."""
+                   latency_ms: float | None, overrun_micros: int | None, now: float) -> bool:
+    """Store a decision's outcome (and its overrun, if any) once; False when it already had one."""
     changed = session.execute(
         update(Decision).where(col(Decision.id) == decision_id, col(Decision.outcome_status).is_(None))
-        .values(outcome_status=status, actual_cost_micros=actual_micros, latency_ms=latency_ms, outcome_at=now))
+        .values(outcome_status=status, actual_cost_micros=actual_micros, latency_ms=latency_ms, outcome_at=now,
+                overrun_micros=overrun_micros))
     return int(changed.rowcount) == 1  # type: ignore[attr-defined]
 
 
@@ -429,3 +473,23 @@ def get_approval(session: Session, approval_id: str, *, for_update: bool = False
     if found is None:
         raise NotFound(f"no approval {approval_id!r}", field="approval_id")
     return found
+
+
+def cancel_session_approvals(session: Session, session_id: str, *, reason: str, now: float) -> int:
+    """Cancel the pending approvals of one session; return how many."""
+    return _cancel(session, [col(Approval.session_id) == session_id], reason=reason, now=now)
+
+
+def cancel_rollout_approvals(session: Session, rollout_id: int, *, keep_stage: str | None, reason: str,
+                             now: float) -> int:
+    """Cancel a rollout's pending approvals, except those asked in `keep_stage` (None: all); return how many."""
+    where = [col(Approval.rollout_id) == rollout_id]
+    if keep_stage is not None:
+        where.append(or_(col(Approval.stage).is_(None), col(Approval.stage) != keep_stage))
+    return _cancel(session, where, reason=reason, now=now)
+
+
+def _cancel(session: Session, where: list[Any], *, reason: str, now: float) -> int:
+    changed = session.execute(update(Approval).where(col(Approval.state) == "pending", *where)
+                              .values(state="cancelled", decided_at=now, decision_reason=reason))
+    return int(changed.rowcount)  # type: ignore[attr-defined]

@@ -150,7 +150,7 @@ def test_screenshots_of_overview_agent_page_and_approvals(
     page.goto(f"{live_server.url}/agents/support-bot")
     assert page.locator("[data-testid=tier-label]").inner_text() == "canary 5%"
     assert page.locator("[data-testid=chart-error_rate] .marker").count() == 3
-    assert page.locator("[data-testid=gate-report] tr[data-check]").count() == 4
+    assert page.locator("[data-testid=gate-report] tr[data-check]").count() == 5  # with overrun_rate
     assert screenshot(page, "agent").stat().st_size > 10_000
     page.goto(f"{live_server.url}/approvals")
     assert page.locator("tr.approval.irreversible").count() == 2

@@ -121,7 +121,8 @@ def test_report_shape_matches_the_contract() -> None:
     assert set(report) >= {"stage", "tier", "tier_label", "result", "reasons", "evaluated_at", "checks", "soak",
                            "metrics_source", "values"}
     assert report["values"] == {"error_rate": 0.005, "p95_latency_s": None, "cost_per_session": 0.2,
-                                "sessions": 200.0, "tool_calls": 1000.0, "traffic_percent": 5.0}
+                                "overrun_rate": 0.0, "sessions": 200.0, "tool_calls": 1000.0,
+                                "traffic_percent": 5.0}
     assert report["soak"] == {"elapsed_s": 3600.0, "required_s": 1800.0}
     assert report["metrics_source"] == {"name": "prometheus", "available": True, "unavailable_since": None,
                                         "error": None}

@@ -93,7 +93,7 @@ def test_prometheus_source_batches_one_query_per_metric(prometheus: PrometheusSe
     requests = [SignalRequest(agent, "v2", i, 30.0) for i, agent in enumerate(["alpha", "beta", "gamma"])]
     batch = source.tier_signals([*requests, SignalRequest("delta", "v2", 9, 30.0, extras)], now=time.time())
     assert batch.status.available and batch.status.error is None
-    assert batch.queries == 5 + 2  # five metrics for every agent, plus delta's two extra checks
+    assert batch.queries == 6 + 2  # six metrics for every agent, plus delta's two extra checks
     for request in requests:
         signals = batch.for_request(request)
         assert signals is not None and signals.sessions is not None and signals.sessions > 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ stages:
   expansion: {tiers: [10, 25, 50, 100], caps: {tool_calls_per_session: 40, spend_per_session: 1.00}}
 stable_caps: {tool_calls_per_session: 60, spend_per_session: 2.00}
 kill_switch: {window: 60s, min_calls: 10, max_error_rate: 0.25, action: {revert_to: shadow}}
-approvals: {expire_after: 15m}
+approvals: {expire_after: 15m, redact: [card_number, password]}
 """
 LADDER = [("twin", 0), ("shadow", 0), ("canary", 0), ("canary", 1), ("expansion", 0), ("expansion", 1),
           ("expansion", 2), ("expansion", 3)]
@@ -136,6 +139,55 @@ def counts(app: Flask, sql: str, **params: Any) -> Any:
     """Run one read-only SQL query (`:name` parameters) on the app's database and return its first row."""
     with app.extensions["gatekeeper"].db.engine.connect() as connection:
         return connection.execute(text(sql), params).first()
+
+
+def retry_storm(urls: Sequence[str], token: str, body: dict[str, Any], *, processes: int = 64
+                ) -> list[tuple[int, Any]]:
+    """Send the same decision from `processes` forked processes at once, spread over `urls`; return each
+    (status, answer)."""
+    context = multiprocessing.get_context("fork")
+    barrier, answers = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_send_once, args=(urls[n % len(urls)], token, body, barrier, answers),
+                               daemon=True) for n in range(processes)]
+    for worker in workers:
+        worker.start()
+    try:
+        return [answers.get(timeout=60) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+                worker.join(timeout=5)
+
+
+def assert_one_reservation_for_64_retries(runtime: Runtime, app: Flask, urls: Sequence[str]) -> None:
+    """64 processes send one call under one request id, spread over `urls`: one reservation, one answer."""
+    session = runtime.session(candidate=True)["session_id"]
+    body = {"session_id": session, "tool": "search_kb", "cost": 0.07, "request_id": "storm-1",
+            "arguments": {"query": "where is my refund"}}
+    answers = retry_storm(urls, runtime.agent["Authorization"].removeprefix("Bearer "), body)
+    assert [status for status, _ in answers] == [200] * 64, [a for a in answers if a[0] != 200][:3]
+    first = answers[0][1]
+    assert first["verdict"] == "allow" and first["remaining"] == {"tool_calls": 19, "spend": 0.43}
+    keys = ("decision_id", "verdict", "reason", "message", "remaining")
+    assert {tuple(str(answer[k]) for k in keys) for _, answer in answers} == {tuple(str(first[k]) for k in keys)}
+    assert counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id", id=session) == (1, 70_000)
+    assert counts(app, "SELECT count(*) FROM decisions WHERE session_id = :id", id=session)[0] == 1
+
+
+def _send_once(url: str, token: str, body: dict[str, Any], barrier: Any, answers: Any) -> None:
+    """One retrying client (a child process): wait for the others, then POST the decision."""
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        barrier.wait(timeout=30)
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", "/v1/decisions", body=json.dumps(body),
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        answer = connection.getresponse()
+        answers.put((answer.status, json.loads(answer.read())))
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which fails on it
+        answers.put((0, repr(exc)))
 
 
 # -- real gunicorn servers -------------------------------------------------------------------

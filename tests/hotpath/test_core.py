@@ -110,6 +110,9 @@ def test_sequence_rules_apply_at_every_stage(who: dict[str, object], ran: dict[s
     ("rejected", "", ("deny", "approval_rejected", False, False)),
     ("expired", "", ("deny", "approval_expired", False, False)),
     ("used", "", ("deny", "approval_used", False, False)),
+    ("cancelled", "", ("deny", "approval_cancelled", False, False)),
+    ("changed", "", ("approval_required", "approval_arguments_changed", False, True)),  # a new one for new args
+    ("changed", "cap_tool_calls", ("deny", "cap_tool_calls", False, False)),
 ])
 def test_approvals(approval: str | None, cap: str, expected: tuple[str, str, bool, bool]) -> None:
     verdict = judge(P, call("irreversible", approval=approval, cap_reason=cap))

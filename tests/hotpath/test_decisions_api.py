@@ -83,7 +83,7 @@ def test_outcomes_settle_once_and_refuse_a_different_repeat(runtime: Runtime, ap
     decision = runtime.decide(session, "search_kb", 0.1)["decision_id"]
     first = runtime.report(decision, "ok", actual_cost=0.12, latency_ms=35.5)
     assert first == {"decision_id": decision, "status": "ok", "actual_cost": 0.12, "latency_ms": 35.5,
-                     "kill_switch_tripped": False}
+                     "kill_switch_tripped": False, "overrun": 0.02}
     assert runtime.report(decision, "ok", actual_cost=0.12, latency_ms=35.5) == first
     path = f"/v1/decisions/{decision}/outcome"
     for other in ({"status": "error", "actual_cost": 0.12, "latency_ms": 35.5}, {"status": "ok"},

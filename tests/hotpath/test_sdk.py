@@ -128,3 +128,18 @@ def test_fails_closed_for_non_read_only_tools_when_the_server_is_down(silent_por
     opened = Gatekeeper(url, "gk_any", timeout=0.3, fail_closed=False).session("0" * 24)
     opened.guarded_tool("send_email", cost=0.01)(lambda: ran.append("email"))()
     assert ran == ["search", "email"]  # configured to fail open
+
+
+def test_the_sdk_sends_arguments_and_request_ids_and_reads_the_message(runtime: Runtime, gk: Gatekeeper,
+                                                                      app: Flask) -> None:
+    session = _candidate(runtime, gk)
+    first = session.decide("search_kb", 0.02, arguments={"query": "refunds", "password": "p"}, request_id="q-1")
+    again = session.decide("search_kb", 0.02, arguments={"password": "p", "query": "refunds"}, request_id="q-1")
+    assert (first.verdict, first.message) == ("allow", "The call may run.") and again == first
+    assert counts(app, "SELECT count(*), max(arguments) FROM decisions") == (
+        1, '{"password":"[redacted]","query":"refunds"}')
+    with pytest.raises(Conflict):
+        session.decide("search_kb", 0.05, request_id="q-1", arguments={"query": "refunds", "password": "p"})
+    waiting = session.decide("send_email", 0.01, arguments={"to": "ana"})
+    assert waiting.message.startswith("A person must approve this call first")
+    assert gk.approval(waiting.approval_id or "")["arguments"] == {"to": "ana"}
