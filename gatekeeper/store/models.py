@@ -7,8 +7,20 @@ A change here needs a migration: `gatekeeper db revision -m "what changed"` (see
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
+
+# Micro-dollars outgrow 32 bits at $2,147: money is a BIGINT on Postgres. SQLite's INTEGER is 64-bit already.
+MICROS = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def micros(*, default: Any = ..., nullable: bool = False) -> Any:
+    """Return a field of micro-dollars, 64-bit on every database (required unless given a default)."""
+    if nullable and default is ...:
+        default = None
+    return Field(default=default, sa_column=Column(MICROS, nullable=nullable))
 
 
 class Agent(SQLModel, table=True):
@@ -135,9 +147,9 @@ class AgentSession(SQLModel, table=True):
     scenario: str | None = Field(default=None, max_length=200)
     mirror_of: str | None = Field(default=None, max_length=40, index=True)
     cap_tool_calls: int
-    cap_spend_micros: int
+    cap_spend_micros: int = micros()
     tool_calls: int = 0
-    spend_micros: int = 0  # reserved and settled spend
+    spend_micros: int = micros(default=0)  # reserved and settled spend
     status: str = Field(default="open", max_length=20)  # open | ok | error | abandoned
     passed: bool | None = None
     twin_snapshot_at: float | None = None
@@ -167,7 +179,7 @@ class Decision(SQLModel, table=True):
     stage: str | None = Field(default=None, max_length=20)
     tool: str = Field(max_length=200)
     tool_class: str = Field(max_length=20)
-    cost_micros: int
+    cost_micros: int = micros()
     verdict: str = Field(max_length=30)
     reason: str = Field(default="", max_length=60)
     would_verdict: str | None = Field(default=None, max_length=30)  # for shadowed calls
@@ -181,13 +193,13 @@ class Decision(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=100)  # the caller's retry key (SPEC §5)
     # The budget left as the answer said it, so that a retry with the same request id gets the same answer.
     remaining_tool_calls: int | None = None
-    remaining_spend_micros: int | None = None
+    remaining_spend_micros: int | None = micros(nullable=True)
     at: float
     outcome_status: str | None = Field(default=None, max_length=10)
-    actual_cost_micros: int | None = None
+    actual_cost_micros: int | None = micros(nullable=True)
     latency_ms: float | None = None
     outcome_at: float | None = None
-    overrun_micros: int | None = None  # actual cost above the reservation (SPEC §2), when there was any
+    overrun_micros: int | None = micros(nullable=True)  # actual cost above the reservation (SPEC §2), when there was any
 
 
 class Approval(SQLModel, table=True):
@@ -199,7 +211,7 @@ class Approval(SQLModel, table=True):
     version: str = Field(max_length=100)
     tool: str = Field(max_length=200)
     tool_class: str = Field(max_length=20)
-    cost_micros: int
+    cost_micros: int = micros()
     preview: str | None = Field(default=None, max_length=2000)
     stage: str | None = Field(default=None, max_length=20)  # the rollout's stage when the call was asked
     arguments: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # redacted, as Decision

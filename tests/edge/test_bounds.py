@@ -24,6 +24,7 @@ from gatekeeper.api.fields import INT_MAX, nul_free_json
 from gatekeeper.api.guard import refusal
 from gatekeeper.api.runtime_schemas import ApprovalAction, DecisionCreate, SessionCreate
 from gatekeeper.api.schemas import ActionBody, AgentCreate, PromoteBody, RollbackBody, RolloutCreate
+from gatekeeper.core.budgets import MAX_COST_DOLLARS
 from gatekeeper.errors import Unauthorized
 from gatekeeper.store.models import Agent, AgentSession, AlertReceipt, Approval, Decision, Rollout, Transition
 from tests.hotpath.conftest import counts
@@ -165,6 +166,23 @@ def test_offsets_up_to_the_bound_are_answered_and_past_it_refused(client: FlaskC
         refused = client.get(f"{history}?{query}", headers=rm)
         assert refused.status_code == 400, query
         assert refused.get_json()["error"]["field"] == name
+
+
+def test_money_up_to_the_apis_bound_is_stored_exactly(app: Flask, client: FlaskClient,
+                                                      twin_agent: dict[str, str]) -> None:
+    """$10,000 is 10^10 micro-dollars: past 32 bits, which Postgres once answered with a 500."""
+    session = client.post("/v1/sessions", json={"agent": "support-bot", "environment": "twin"}, headers=twin_agent)
+    session_id = session.get_json()["session_id"]
+    verdicts = []
+    for tool in ("search_kb", "send_email"):  # read-only: past the cap; irreversible: also asks a person in twin
+        answer = client.post("/v1/decisions", json={"session_id": session_id, "tool": tool, "cost": MAX_COST_DOLLARS},
+                             headers=twin_agent)
+        assert answer.status_code == 200, answer.get_json()
+        verdicts.append(answer.get_json()["verdict"])
+    assert verdicts == ["deny", "deny"]
+    stored = counts(app, "SELECT COUNT(*), MIN(cost_micros), MAX(cost_micros) FROM decisions WHERE session_id = :id",
+                    id=session_id)
+    assert tuple(stored) == (2, 10_000_000_000, 10_000_000_000)
 
 
 def test_a_nul_anywhere_in_a_body_is_a_400_naming_the_field(client: FlaskClient, twin_agent: dict[str, str],
