@@ -3,7 +3,7 @@
 Run: `python bench/gate_cycle.py [--agents 1000] [--extra-query]`. It starts a real
 Prometheus (Debian package `prometheus`) scraping a fake exporter that serves the SPEC §6
 metrics of every agent's candidate, places every agent's rollout at canary 1% on a temporary
-SQLite file, and times `gating.evaluate_all` with the Prometheus source: the PromQL queries
+SQLite file, and times `gate_cycle.evaluate_all` with the Prometheus source: the PromQL queries
 (batched per metric across agents, so their number does not grow with agents) and the
 per-rollout transactions that store each report and promote. `--extra-query` gives the policy
 one extra PromQL check, which is templated per agent and so costs one query per agent.
@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.support: the same real-binary helpers the tests use
 
 from gatekeeper import create_app, rollouts  # noqa: E402
-from gatekeeper.gating import evaluate_all  # noqa: E402
+from gatekeeper.gate_cycle import evaluate_all  # noqa: E402
+from gatekeeper.metric_sources import PrometheusSource, SignalBatch, SignalRequest  # noqa: E402
 from gatekeeper.services import Services  # noqa: E402
-from gatekeeper.sources import PrometheusSource, SignalBatch, SignalRequest  # noqa: E402
 from tests.support.http import LoopbackHTTPServer, RecordedRequest  # noqa: E402
 from tests.support.services import PrometheusServer  # noqa: E402
 

@@ -33,7 +33,7 @@ from gatekeeper.core.gates import ALERT_HOLD_PREFIX
 from gatekeeper.errors import IllegalTransition
 from gatekeeper.rollouts import transition
 from gatekeeper.services import Services
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Agent, AlertReceipt, Rollout
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _effect(svc: Services, session: Session, alert: Alert, agent_name: str, *, a
     if agent is None:
         log.warning("alert %s names unknown agent %r; acknowledged, nothing done", alert.name, agent_name)
         return _outcome(alert, "unknown_agent", detail=f"no agent named {agent_name!r}")
-    rollout = store.current_rollout(session, agent, for_update=True)
+    rollout = rollout_records.current_rollout(session, agent, for_update=True)
     if rollout is None:
         return _outcome(alert, "no_rollout", detail="the agent has no rollout in progress")
     version = alert.labels.get("version")
@@ -145,7 +145,7 @@ def _apply(svc: Services, session: Session, agent: Agent, rollout: Rollout, aler
 def _resolve(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: float) -> AlertOutcome:
     with svc.db.transaction() as session:
         agent = session.exec(select(Agent).where(Agent.name == agent_name).with_for_update()).first()
-        rollout = store.current_rollout(session, agent, for_update=True) if agent else None
+        rollout = rollout_records.current_rollout(session, agent, for_update=True) if agent else None
         if agent is None or rollout is None or not _held_by(rollout, alert):
             return _outcome(alert, "resolved", detail="nothing to lift")
         loaded = svc.policies.get(agent.policy)

@@ -18,14 +18,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gatekeeper.core import rollout as machine
+from gatekeeper.core import ladder
 from gatekeeper.core.gates import Counters, Where, evaluate_tier_gate
-from gatekeeper.core.kill_switch import trips
+from gatekeeper.core.kill_rule import trips
 from gatekeeper.core.policy import Policy
-from gatekeeper.gating import GATED_STATES, gate_for, gated_tiers
-from gatekeeper.sources import BuiltinSource, SignalRequest
-from gatekeeper.store import recorded
-from gatekeeper.store import rollouts as store
+from gatekeeper.gate_cycle import GATED_STATES, gate_for, gated_tiers
+from gatekeeper.metric_sources import BuiltinSource, SignalRequest
+from gatekeeper.store import recorded, rollout_records
 from gatekeeper.store.db import Database
 from gatekeeper.store.models import Transition
 
@@ -77,7 +76,7 @@ class Backtest:
 def backtest(db: Database, policy: Policy, *, agent: str, rollout_id: int | None, now: float) -> Backtest:
     """Replay one recorded rollout of `agent` through `policy` and return both sets of moves."""
     with db.reading() as session:
-        row = store.get_agent(session, agent)
+        row = rollout_records.get_agent(session, agent)
         rollout = recorded.recorded_rollout(session, row, rollout_id=rollout_id)
         rid, candidate = rollout.id or 0, rollout.candidate_version
         transitions = recorded.transitions_of(session, rid)
@@ -148,9 +147,9 @@ def _killed(db: Database, policy: Policy, rollout_id: int, rung: Rung, events: l
 def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], rung: Rung, events: list[Event], *,
            at: float, start: float, counters: Counters, promoted: bool) -> tuple[bool, Counters, bool]:
     gate = gate_for(policy, rung.stage)
-    position = machine.Position(rung.stage, rung.tier)
-    label = machine.position_label(policy, position)
-    percent = machine.traffic_percent(policy, position)
+    position = ladder.Position(rung.stage, rung.tier)
+    label = ladder.position_label(policy, position)
+    percent = ladder.traffic_percent(policy, position)
     rid, candidate = rollout
     request = SignalRequest("", candidate, rid, gate.window_s, (), tier_started_at=start,
                             compare=gate.compare is not None)
@@ -175,6 +174,6 @@ def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], rung
 
 def _label(policy: Policy, stage: str, tier: int) -> str:
     try:
-        return machine.position_label(policy, machine.Position(stage, tier))
+        return ladder.position_label(policy, ladder.Position(stage, tier))
     except (IndexError, ValueError):
         return f"{stage} tier {tier}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from gatekeeper import rollouts
-from gatekeeper.core.kill_switch import trips, window_start
+from gatekeeper.core.kill_rule import trips, window_start
 from gatekeeper.policies import LoadedPolicy
 from gatekeeper.store import runtime as store
 from gatekeeper.store.models import Agent, Rollout

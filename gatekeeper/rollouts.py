@@ -15,12 +15,12 @@ from typing import Any
 from sqlmodel import Session, select
 
 from gatekeeper import notify
-from gatekeeper.core import rollout as machine
-from gatekeeper.core.rollout import RolloutStatus
+from gatekeeper.core import ladder
+from gatekeeper.core.ladder import RolloutStatus
 from gatekeeper.errors import BadRequest, Conflict
 from gatekeeper.policies import LoadedPolicy
 from gatekeeper.services import Services
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Agent, Rollout, StableChange, Transition
 from gatekeeper.store.runtime import cancel_rollout_approvals
 
@@ -38,7 +38,7 @@ def register_agent(svc: Services, name: str, *, policy: str, stable_version: str
         session.add(agent)
         session.flush()
         if stable_version:
-            store.ensure_version(session, agent, stable_version, now=now)
+            rollout_records.ensure_version(session, agent, stable_version, now=now)
         return agent
 
 
@@ -46,14 +46,14 @@ def set_stable(svc: Services, agent_name: str, *, version: str, actor: str, reas
                ) -> StableChange:
     """Set an agent's stable version while no rollout is in progress, with an audit entry."""
     with svc.db.transaction() as session:
-        agent = store.get_agent(session, agent_name, for_update=True)
+        agent = rollout_records.get_agent(session, agent_name, for_update=True)
         if agent.rollout_id is not None:
             raise Conflict(f"agent {agent_name} has a rollout in progress; its completion sets the stable "
                            "version (or abort it first)", field="version")
-        change = StableChange(agent_id=store.row_id(agent.id), at=now, actor=actor, reason=reason,
+        change = StableChange(agent_id=rollout_records.row_id(agent.id), at=now, actor=actor, reason=reason,
                               from_version=agent.stable_version, to_version=version)
         agent.stable_version = version
-        store.ensure_version(session, agent, version, now=now)
+        rollout_records.ensure_version(session, agent, version, now=now)
         session.add(agent)
         session.add(change)
         session.flush()
@@ -64,20 +64,21 @@ def start_rollout(svc: Services, agent_name: str, *, version: str, actor: str, r
                   ) -> Transition:
     """Start a candidate version at twin."""
     with svc.db.transaction() as session:
-        agent = store.get_agent(session, agent_name, for_update=True)
+        agent = rollout_records.get_agent(session, agent_name, for_update=True)
         if agent.rollout_id is not None:
             raise Conflict(f"agent {agent_name} already has a rollout in progress", field="version")
         if version == agent.stable_version:
             raise BadRequest(f"{version} is already the stable version", field="version")
         loaded = svc.policies.get(agent.policy)
-        status = machine.start(now=now, reason=reason or "rollout started")
-        row = Rollout(agent_id=store.row_id(agent.id), candidate_version=version, stable_version=agent.stable_version,
+        status = ladder.start(now=now, reason=reason or "rollout started")
+        row = Rollout(agent_id=rollout_records.row_id(agent.id), candidate_version=version,
+                      stable_version=agent.stable_version,
                       stage=status.stage, tier=status.tier, state=status.state, state_reason=status.reason,
                       tier_started_at=now, started_at=now, updated_at=now, policy_revision=loaded.revision)
         session.add(row)
         session.flush()
         agent.rollout_id = row.id
-        store.ensure_version(session, agent, version, now=now)
+        rollout_records.ensure_version(session, agent, version, now=now)
         return _record(session, agent, row, loaded, None, status, action="start", actor=actor, now=now)
 
 
@@ -85,8 +86,8 @@ def act(svc: Services, agent_name: str, action: str, *, actor: str, reason: str,
         to_stage: str | None = None, metrics: Mapping[str, Any] | None = None) -> Transition:
     """Apply a person's (or the system's) action to the agent's active rollout and commit it."""
     with svc.db.transaction() as session:
-        agent = store.get_agent(session, agent_name, for_update=True)
-        rollout = store.current_rollout(session, agent, for_update=True)
+        agent = rollout_records.get_agent(session, agent_name, for_update=True)
+        rollout = rollout_records.current_rollout(session, agent, for_update=True)
         if rollout is None:
             raise Conflict(f"agent {agent_name} has no rollout in progress", field="agent")
         loaded = svc.policies.get(agent.policy)
@@ -99,7 +100,7 @@ def transition(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Ro
                metrics: Mapping[str, Any] | None = None) -> Transition:
     """Move a rollout by `action` inside the caller's transaction; raise IllegalTransition if not allowed."""
     before = status_of(rollout)
-    after = machine.apply(before, action, loaded.policy, now=now, reason=reason, to_stage=to_stage,
+    after = ladder.apply(before, action, loaded.policy, now=now, reason=reason, to_stage=to_stage,
                           revert_to=loaded.policy.kill_switch.revert_to)
     rollout.stage, rollout.tier, rollout.state = after.stage, after.tier, after.state
     rollout.state_reason, rollout.tier_started_at, rollout.updated_at = after.reason, after.tier_started_at, now
@@ -107,7 +108,7 @@ def transition(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Ro
     rollout.kill_switch_open = after.state == "killed"
     if after.position != before.position:
         rollout.consecutive_failures = rollout.consecutive_errors = 0
-    if after.state in machine.TERMINAL_STATES:
+    if after.state in ladder.TERMINAL_STATES:
         _finish(agent, rollout, now=now)
     _cancel_approvals(session, rollout, before, after, action=action, now=now)
     session.add(rollout)
@@ -128,11 +129,11 @@ def _cancel_approvals(session: Session, rollout: Rollout, before: RolloutStatus,
     Approvals asked in a stage the rollout leaves are cancelled; a kill, an abort or the completion
     cancels every pending approval of the rollout, whatever stage it lands in.
     """
-    ends = action == "kill" or after.state in machine.TERMINAL_STATES
+    ends = action == "kill" or after.state in ladder.TERMINAL_STATES
     if not ends and after.stage == before.stage:
         return
     reason = f"the rollout was {after.state}" if ends else f"the rollout left {before.stage}"
-    cancel_rollout_approvals(session, store.row_id(rollout.id), keep_stage=None if ends else after.stage,
+    cancel_rollout_approvals(session, rollout_records.row_id(rollout.id), keep_stage=None if ends else after.stage,
                              reason=reason, now=now)
 
 
@@ -146,14 +147,15 @@ def _finish(agent: Agent, rollout: Rollout, *, now: float) -> None:
 def _record(session: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
             before: RolloutStatus | None, after: RolloutStatus, *, action: str, actor: str, now: float,
             metrics: Mapping[str, Any] | None = None) -> Transition:
-    store.remember_revision(session, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
+    rollout_records.remember_revision(session, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
                             text=loaded.text, now=now)
     entry = Transition(
-        rollout_id=store.row_id(rollout.id), agent_id=store.row_id(agent.id), at=now, actor=actor, action=action,
+        rollout_id=rollout_records.row_id(rollout.id), agent_id=rollout_records.row_id(agent.id), at=now, actor=actor,
+        action=action,
         reason=after.reason,
         from_stage=before.stage if before else None, from_tier=before.tier if before else None,
         from_state=before.state if before else None, to_stage=after.stage, to_tier=after.tier,
-        to_state=after.state, traffic_percent=machine.traffic_percent(loaded.policy, after.position),
+        to_state=after.state, traffic_percent=ladder.traffic_percent(loaded.policy, after.position),
         policy_revision=loaded.revision, metrics=json.dumps(dict(metrics or {}), sort_keys=True))
     session.add(entry)
     session.add(agent)

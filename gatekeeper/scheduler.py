@@ -9,7 +9,7 @@ over once the lease expires; a leader that stops cleanly gives the lease up at o
 
 Each tick (an APScheduler interval job that never overlaps itself) the leader renews the lease
 and writes its heartbeat in one transaction (servers read it: `GET /v1/scheduler`, `/readyz`,
-the dashboard's banner), then runs `gating.evaluate_all`, then `notify.deliver_due`.
+the dashboard's banner), then runs `gate_cycle.evaluate_all`, then `notify.deliver_due`.
 Evaluations are unique per (rollout, window), so even a leader that lost its lease in the middle
 of a tick cannot act twice on a window.
 """
@@ -36,10 +36,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, select
 
-from gatekeeper import gating, notify
+from gatekeeper import gate_cycle, notify
+from gatekeeper.metric_sources import MetricsSource
 from gatekeeper.scheduler_status import LEASE_NAME
 from gatekeeper.services import Services
-from gatekeeper.sources import MetricsSource
 from gatekeeper.store.db import Database
 from gatekeeper.store.heartbeats import record_tick
 from gatekeeper.store.models import Lease
@@ -132,7 +132,7 @@ class TickResult:
     """What one tick did: whether this process led, and what it evaluated and delivered."""
 
     leader: bool
-    outcomes: list[gating.GateOutcome] = field(default_factory=list)
+    outcomes: list[gate_cycle.GateOutcome] = field(default_factory=list)
     delivered: int = 0
     failed: int = 0
 
@@ -168,7 +168,7 @@ class GateScheduler:
             self.leading = leading
         if not leading:
             return TickResult(leader=False)
-        outcomes = gating.evaluate_all(self.svc, self.source, now=self.clock())
+        outcomes = gate_cycle.evaluate_all(self.svc, self.source, now=self.clock())
         stats = notify.deliver_due(self.svc.db, self.sender, now=self.clock())
         if outcomes or stats.delivered or stats.failed:
             log.info("scheduler %s evaluated %d rollouts (%s), delivered %d notifications, %d failed",
@@ -209,6 +209,6 @@ class GateScheduler:
                           next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
 
 
-def _summary(outcomes: list[gating.GateOutcome]) -> str:
+def _summary(outcomes: list[gate_cycle.GateOutcome]) -> str:
     return ", ".join(f"{o.agent}: {o.result}{f' -> {o.transition}' if o.transition else ''}"
                      for o in outcomes[:10]) + (" ..." if len(outcomes) > 10 else "")

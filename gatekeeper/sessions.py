@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from sqlmodel import Session
 
 from gatekeeper import kill_switch
-from gatekeeper.core import rollout as machine
+from gatekeeper.core import ladder
 from gatekeeper.core.arguments import Bound, bind, digest
 from gatekeeper.core.bucketing import RolloutFacts, assign, bucket
 from gatekeeper.core.budgets import cap_reason, caps_for, remaining, to_dollars
@@ -27,7 +27,7 @@ from gatekeeper.core.trajectory import judge as judge_trajectory
 from gatekeeper.core.verdicts import Call, Verdict, after_reservation, effective_stage, judge, message
 from gatekeeper.errors import BadRequest, Conflict, Forbidden
 from gatekeeper.services import Services
-from gatekeeper.store import rollouts as rollout_store
+from gatekeeper.store import rollout_records
 from gatekeeper.store import runtime as store
 from gatekeeper.store.models import Agent, AgentSession, Decision, Rollout
 from gatekeeper.store.runtime import HotPath, SessionFacts, Tx
@@ -71,10 +71,10 @@ def start_session(svc: Services, agent_name: str, *, session_key: str | None, en
                   scenario: str | None, twin_snapshot_at: float | None, now: float) -> Started:
     """Assign a new session to an arm, fix its caps, and open a mirror in shadow."""
     with svc.db.transaction() as session:
-        agent = rollout_store.get_agent(session, agent_name)
+        agent = rollout_records.get_agent(session, agent_name)
         policy = svc.policies.get(agent.policy).policy
         _check_scenario(policy, environment=environment, scenario=scenario)
-        rollout = rollout_store.current_rollout(session, agent)
+        rollout = rollout_records.current_rollout(session, agent)
         key = session_key or new_id()
         facts = _rollout_facts(policy, rollout)
         place = assign(facts, environment=environment,
@@ -103,7 +103,7 @@ def _check_scenario(policy: Policy, *, environment: str, scenario: str | None) -
 def _rollout_facts(policy: Policy, rollout: Rollout | None) -> RolloutFacts | None:
     if rollout is None or rollout.id is None:
         return None
-    percent = machine.traffic_percent(policy, machine.Position(rollout.stage, rollout.tier))
+    percent = ladder.traffic_percent(policy, ladder.Position(rollout.stage, rollout.tier))
     return RolloutFacts(rollout.id, rollout.stage, rollout.state, percent, policy.shadow.traffic_percent)
 
 

@@ -25,7 +25,7 @@ from gatekeeper.api.schemas import (
 )
 from gatekeeper.api.views import agent_or_404, describe_agent, history_entries
 from gatekeeper.services import services
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Transition
 
 bp = Blueprint("agents", __name__)
@@ -36,7 +36,7 @@ def list_agents(*, caller: Caller) -> list[AgentStatus]:
     """List every agent with its rollout and gate report."""
     svc = services()
     with svc.db.reading() as session:
-        return [describe_agent(session, svc.policies, a) for a in store.list_agents(session)]
+        return [describe_agent(session, svc.policies, a) for a in rollout_records.list_agents(session)]
 
 
 @endpoint(bp, "/v1/agents", methods=["POST"], roles=ACTORS, body=AgentCreate, response=AgentStatus, status=201)
@@ -111,7 +111,8 @@ def history(agent: str, *, caller: Caller, query: HistoryQuery) -> HistoryPage:
     kinds = ("transition", "gate_evaluation") if query.kind == "all" else (query.kind,)
     with services().db.reading() as session:
         row = agent_or_404(session, agent)
-        entries, total = store.history(session, row.id or 0, limit=query.limit, offset=query.offset, kinds=kinds)
+        entries, total = rollout_records.history(session, row.id or 0, limit=query.limit, offset=query.offset,
+                                                 kinds=kinds)
         return HistoryPage(items=history_entries(session, services().policies, row, entries), total=total,
                            limit=query.limit, offset=query.offset)
 

@@ -24,7 +24,7 @@ from gatekeeper.api.runtime_schemas import (
     SessionView,
 )
 from gatekeeper.core.budgets import to_dollars, to_micros
-from gatekeeper.metrics import Metrics
+from gatekeeper.exported_metrics import Metrics
 from gatekeeper.services import services
 from gatekeeper.store.models import AgentSession
 from gatekeeper.store.runtime import HotPath

@@ -13,14 +13,13 @@ from sqlmodel import Session, col, func, select
 
 from gatekeeper.api.schemas import AgentStatus, HistoryEntry, Position, RolloutView, timestamp, utc
 from gatekeeper.api.trace_schemas import MirroredTraces, SessionTrace, Trace, TraceDecision, TraceOutcome, TraceSession
-from gatekeeper.core import rollout as machine
+from gatekeeper.core import ladder
 from gatekeeper.core.budgets import to_dollars
 from gatekeeper.core.policy import Policy
 from gatekeeper.errors import NotFound
 from gatekeeper.policies import LoadedPolicy, PolicyStore
 from gatekeeper.rollouts import status_of
-from gatekeeper.store import reads
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import reads, rollout_records
 from gatekeeper.store.models import Agent, AgentSession, Approval, Decision, GateEvaluation, Rollout, Transition
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
@@ -29,7 +28,7 @@ SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 def describe_agent(session: Session, policies: PolicyStore, agent: Agent) -> AgentStatus:
     """Return an agent's status: rollout, ladder, allowed actions, current gate report."""
     loaded = _policy_or_none(policies, agent.policy)
-    rollout = store.current_rollout(session, agent) or store.latest_rollout(session, agent)
+    rollout = rollout_records.current_rollout(session, agent) or rollout_records.latest_rollout(session, agent)
     active = rollout is not None and rollout.id == agent.rollout_id
     reported = gate_report(session, rollout) if rollout and active else None
     # Not yet marked expired is not waiting either: the count agrees with the lists the pages show.
@@ -40,8 +39,8 @@ def describe_agent(session: Session, policies: PolicyStore, agent: Agent) -> Age
         name=agent.name, policy=agent.policy, stable_version=agent.stable_version,
         policy_revision=loaded.revision if loaded else None, policy_file=loaded.path if loaded else None,
         rollout=rollout_view(rollout, loaded) if rollout else None,
-        ladder=[machine.position_label(loaded.policy, p) for p in machine.ladder(loaded.policy)] if loaded else [],
-        allowed_actions=list(machine.allowed_actions(status_of(rollout))) if rollout and active else [],
+        ladder=[ladder.position_label(loaded.policy, p) for p in ladder.ladder(loaded.policy)] if loaded else [],
+        allowed_actions=list(ladder.allowed_actions(status_of(rollout))) if rollout and active else [],
         gate_report=reported.current if reported else None,
         pending_approvals=int(pending))
 
@@ -61,7 +60,7 @@ class ReportState:
 
 def gate_report(session: Session, rollout: Rollout) -> ReportState:
     """Return the rollout's newest gate report and whether a transition since (or a move) superseded it."""
-    evaluation = store.latest_evaluation(session, rollout.id) if rollout.id else None
+    evaluation = rollout_records.latest_evaluation(session, rollout.id) if rollout.id else None
     if evaluation is None:
         return ReportState(None, None, False)
     report = json.loads(evaluation.report)
@@ -79,7 +78,7 @@ def position_name(policy: Policy | None, stage: str | None, *, tier: int | None)
     if policy is None:
         return stage if stage in ("twin", "shadow") else f"{stage} tier {tier}"
     try:
-        return machine.position_label(policy, machine.Position(stage, tier or 0))
+        return ladder.position_label(policy, ladder.Position(stage, tier or 0))
     except (IndexError, ValueError):
         return f"{stage} tier {tier}"
 
@@ -91,8 +90,8 @@ def rollout_view(rollout: Rollout, loaded: LoadedPolicy | None) -> RolloutView:
     return RolloutView(
         id=rollout.id or 0, candidate_version=rollout.candidate_version, stable_version=rollout.stable_version,
         stage=rollout.stage, tier=rollout.tier, state=rollout.state, state_reason=rollout.state_reason,
-        tier_label=machine.position_label(policy, position) if policy else rollout.stage,
-        traffic_percent=machine.traffic_percent(policy, position) if policy else 0.0,
+        tier_label=ladder.position_label(policy, position) if policy else rollout.stage,
+        traffic_percent=ladder.traffic_percent(policy, position) if policy else 0.0,
         tier_started_at=utc(rollout.tier_started_at), started_at=utc(rollout.started_at),
         updated_at=utc(rollout.updated_at), ended_at=timestamp(rollout.ended_at),
         kill_switch_open=rollout.kill_switch_open, policy_revision=rollout.policy_revision)
@@ -120,8 +119,8 @@ def history_entry(entry: Transition | GateEvaluation, *, policy: Policy | None =
             "from": where(entry.from_stage, entry.from_tier, entry.from_state) if entry.from_stage else None,
             "to": where(entry.to_stage, entry.to_tier, entry.to_state),
             "traffic_percent": entry.traffic_percent, "policy_revision": entry.policy_revision,
-            "metrics": store.metrics_of(entry), "candidate_version": candidate_version})
-    report = store.metrics_of(entry)
+            "metrics": rollout_records.metrics_of(entry), "candidate_version": candidate_version})
+    report = rollout_records.metrics_of(entry)
     here = where(entry.stage, entry.tier, None)
     return HistoryEntry.model_validate({
         "kind": "gate_evaluation", "id": entry.id, "rollout_id": entry.rollout_id, "at": timestamp(entry.at),
@@ -133,7 +132,7 @@ def history_entry(entry: Transition | GateEvaluation, *, policy: Policy | None =
 def agent_or_404(session: Session, name: str) -> Agent:
     """Return the agent called `name` or raise NotFound (for path parameters)."""
     try:
-        return store.get_agent(session, name)
+        return rollout_records.get_agent(session, name)
     except NotFound:
         raise NotFound(f"no agent named {name!r}") from None
 

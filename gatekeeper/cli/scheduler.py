@@ -36,9 +36,9 @@ def duration_seconds(ctx: click.Context, param: click.Parameter, value: str | No
               help="How long leadership lasts without renewal [default: max(15s, 3 x interval)].")
 def scheduler(once: bool, interval: float, lease_ttl: float | None) -> None:
     """Evaluate every rollout's gate at its policy's interval and act on it; deliver notifications."""
+    from gatekeeper.metric_sources import build_source
     from gatekeeper.scheduler import GateScheduler
     from gatekeeper.services import Services
-    from gatekeeper.sources import build_source
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

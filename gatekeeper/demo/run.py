@@ -24,9 +24,9 @@ from gatekeeper.config import Settings, embedded_policy_dir
 from gatekeeper.demo.fleet import SimulatedAgent
 from gatekeeper.demo.policies import describe_overrides, write_demo_policies
 from gatekeeper.demo.progress import Progress, summary_line
+from gatekeeper.metric_sources import build_source
 from gatekeeper.scheduler import GateScheduler
 from gatekeeper.services import Services
-from gatekeeper.sources import build_source
 from gatekeeper.store.tokens import create_token, create_user
 
 Echo = Callable[[str], None]

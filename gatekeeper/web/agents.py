@@ -11,11 +11,10 @@ from flask.typing import ResponseReturnValue
 from gatekeeper import rollouts
 from gatekeeper.api.fields import REASON_MAX
 from gatekeeper.api.views import agent_or_404
-from gatekeeper.core.rollout import STAGES
+from gatekeeper.core.ladder import STAGES
 from gatekeeper.errors import BadRequest, NotFound
 from gatekeeper.services import services
-from gatekeeper.store import reads
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import reads, rollout_records
 from gatekeeper.store.models import Transition
 from gatekeeper.web import queries
 from gatekeeper.web.history import rollout_charts, timeline
@@ -105,7 +104,7 @@ def _reason() -> str:
 def _overview() -> dict[str, Any]:
     svc = services()
     with svc.db.reading() as session:
-        views = [agent_view(session, a, policies=svc.policies, now=g.now) for a in store.list_agents(session)]
+        views = [agent_view(session, a, policies=svc.policies, now=g.now) for a in rollout_records.list_agents(session)]
     return {"views": views, "outages": _outages(views),
             "pending_total": sum(v.status.pending_approvals for v in views)}
 

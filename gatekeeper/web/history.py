@@ -12,7 +12,7 @@ from gatekeeper.api.schemas import HistoryEntry, RolloutView
 from gatekeeper.api.views import history_entries
 from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.policies import PolicyStore
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Agent
 from gatekeeper.web import charts, queries
 from gatekeeper.web.filters import figure, label, utc
@@ -58,7 +58,8 @@ def timeline(session: Session, agent: Agent, *, policies: PolicyStore, page: int
     """Return one page of an agent's history, newest first (transitions only unless asked)."""
     kinds = ("transition", "gate_evaluation") if include_gates else ("transition",)
     page = max(1, page)
-    rows, total = store.history(session, agent.id or 0, limit=PER_PAGE, offset=(page - 1) * PER_PAGE, kinds=kinds)
+    rows, total = rollout_records.history(session, agent.id or 0, limit=PER_PAGE, offset=(page - 1) * PER_PAGE,
+                                          kinds=kinds)
     entries = tuple(_entry(item) for item in history_entries(session, policies, agent, rows))
     return Timeline(entries, total, page, max(1, -(-total // PER_PAGE)))
 

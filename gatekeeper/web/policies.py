@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from gatekeeper.errors import NotFound
 from gatekeeper.services import services
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Agent, PolicyRevision
 from gatekeeper.web import queries
 
@@ -33,7 +33,7 @@ def policy_view() -> ResponseReturnValue:
     snapshot = svc.policies.snapshot()
     wanted = request.args.get("revision", "").strip()[:40]
     with svc.db.reading() as session:
-        bindings = [_binding(session, agent) for agent in store.list_agents(session)]
+        bindings = [_binding(session, agent) for agent in rollout_records.list_agents(session)]
         revision = queries.policy_revision(session, wanted) if wanted else None
         stored = _copy(revision) if revision else None
     if wanted and stored is None:
@@ -43,7 +43,7 @@ def policy_view() -> ResponseReturnValue:
 
 
 def _binding(session: Session, agent: Agent) -> Binding:
-    rollout = store.current_rollout(session, agent)
+    rollout = rollout_records.current_rollout(session, agent)
     return Binding(agent.name, agent.policy, rollout.policy_revision if rollout else None)
 
 

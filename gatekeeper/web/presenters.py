@@ -13,13 +13,12 @@ from sqlmodel import Session
 
 from gatekeeper.api.schemas import AgentStatus, RolloutView
 from gatekeeper.api.views import ReportState, describe_agent, gate_report, position_name
-from gatekeeper.core import rollout as machine
+from gatekeeper.core import ladder
+from gatekeeper.core.ladder import Position, RolloutStatus
 from gatekeeper.core.policy import Policy
-from gatekeeper.core.rollout import Position, RolloutStatus
 from gatekeeper.errors import GatekeeperError, NotFound
 from gatekeeper.policies import LoadedPolicy, PolicyStore
-from gatekeeper.store import reads
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import reads, rollout_records
 from gatekeeper.store.models import Agent, Approval
 from gatekeeper.web.filters import figure
 
@@ -139,7 +138,7 @@ def agent_view(session: Session, agent: Agent, *, policies: PolicyStore, now: fl
     active = agent.rollout_id is not None and rollout is not None and rollout.id == agent.rollout_id
     report = status.gate_report if isinstance(status.gate_report, dict) else {}
     at_tier = now - rollout.tier_started_at.timestamp() if active and rollout else None
-    row = store.current_rollout(session, agent) if active else None
+    row = rollout_records.current_rollout(session, agent) if active else None
     stale = superseded(gate_report(session, row), policy.policy if policy else None) if row else None
     return AgentView(
         status=status, policy=policy.policy if policy else None, active=active,
@@ -192,7 +191,7 @@ def loaded_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
 
 def rungs(policy: Policy, rollout: RolloutView | None) -> tuple[Rung, ...]:
     """Return the ladder with the rollout's rung marked (all done once completed)."""
-    positions = machine.ladder(policy)
+    positions = ladder.ladder(policy)
     here = Position(rollout.stage, rollout.tier) if rollout else None
     current = positions.index(here) if here in positions else -1
     if rollout is not None and rollout.state == "completed":
@@ -200,14 +199,14 @@ def rungs(policy: Policy, rollout: RolloutView | None) -> tuple[Rung, ...]:
     if rollout is not None and rollout.state == "aborted":
         current = -1
     return tuple(Rung(_rung_label(policy, p), "done" if i < current else "current" if i == current else "todo",
-                      machine.position_label(policy, p))
+                      ladder.position_label(policy, p))
                  for i, p in enumerate(positions))
 
 
 def _rung_label(policy: Policy, position: Position) -> str:
     if position.tier == 0:
-        return machine.position_label(policy, position)
-    return f"{machine.traffic_percent(policy, position):g}%"
+        return ladder.position_label(policy, position)
+    return f"{ladder.traffic_percent(policy, position):g}%"
 
 
 def checks(report: dict[str, Any]) -> tuple[Check, ...]:
@@ -305,7 +304,7 @@ def _option(policy: Policy, status: RolloutStatus, *, name: str, label: str, all
 def _target(policy: Policy, status: RolloutStatus, *, action: str, now: float, to_stage: str | None = None
             ) -> str:
     try:
-        after = machine.apply(status, action, policy, now=now, to_stage=to_stage,
+        after = ladder.apply(status, action, policy, now=now, to_stage=to_stage,
                               revert_to=policy.kill_switch.revert_to)
     except GatekeeperError:
         return ""
@@ -314,7 +313,7 @@ def _target(policy: Policy, status: RolloutStatus, *, action: str, now: float, t
 
 def _rollback_stages(policy: Policy, status: RolloutStatus, *, now: float) -> tuple[tuple[str, str], ...]:
     options = ((stage, _target(policy, status, action="rollback", now=now, to_stage=stage))
-               for stage in machine.STAGES)
+               for stage in ladder.STAGES)
     return tuple((stage, target) for stage, target in options if target)
 
 

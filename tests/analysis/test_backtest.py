@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from gatekeeper.cli import main
-from gatekeeper.gating import evaluate_all
+from gatekeeper.gate_cycle import evaluate_all
+from gatekeeper.metric_sources import BuiltinSource
 from gatekeeper.services import Services
-from gatekeeper.sources import BuiltinSource
 from tests.gates.conftest import FAST_POLICY, merged
 
 GATE = {"interval": "100ms", "window": "30s", "soak": "0s", "min_sessions": 4, "max_error_rate": 0.5,

@@ -11,9 +11,9 @@ import pytest
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
 from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where, evaluate_tier_gate
 from gatekeeper.core.policy import parse_policy, validate_policy_text
-from gatekeeper.gating import evaluate_all
+from gatekeeper.gate_cycle import evaluate_all
+from gatekeeper.metric_sources import BuiltinSource, InMemorySource, SignalRequest
 from gatekeeper.services import Services
-from gatekeeper.sources import BuiltinSource, InMemorySource, SignalRequest
 from tests.conftest import REPO
 from tests.gates.conftest import T0, add_session, place, rollout_of
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gatekeeper.sources import PrometheusSource, SignalRequest, prometheus_window
+from gatekeeper.metric_sources import PrometheusSource, SignalRequest, prometheus_window
 from tests.support.http import LoopbackHTTPServer, RecordedRequest
 from tests.support.services import PrometheusServer, require_binary
 

@@ -12,9 +12,9 @@ from gatekeeper.cli import main
 from gatekeeper.cli.ops import compare_lines
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
 from gatekeeper.core.gates import TierSignals
-from gatekeeper.gating import evaluate_all
+from gatekeeper.gate_cycle import evaluate_all
+from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.services import Services
-from gatekeeper.sources import InMemorySource
 from tests.dashboard.conftest import signed_in
 from tests.gates.conftest import T0, place
 

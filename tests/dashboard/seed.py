@@ -16,10 +16,10 @@ from typing import Any
 from gatekeeper import rollouts
 from gatekeeper.core import gates
 from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where
+from gatekeeper.core.ladder import Position, position_label, traffic_percent
 from gatekeeper.core.policy import Policy
-from gatekeeper.core.rollout import Position, position_label, traffic_percent
 from gatekeeper.services import Services
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from gatekeeper.store.models import AgentSession, Approval, Decision, GateEvaluation
 
 MINUTE = 60.0
@@ -46,8 +46,8 @@ def tier_report(policy: Policy, *, stage: str, tier: int, at: float, tier_starte
 def store_report(svc: Services, agent: str, *, report: dict[str, Any]) -> None:
     """Store a gate report as the scheduler does."""
     with svc.db.transaction() as session:
-        row = store.get_agent(session, agent)
-        rollout = store.current_rollout(session, row)
+        row = rollout_records.get_agent(session, agent)
+        rollout = rollout_records.current_rollout(session, row)
         assert rollout is not None and rollout.id is not None
         session.add(GateEvaluation(rollout_id=rollout.id, agent_id=row.id or 0, at=report["evaluated_at"],
                                    stage=report["stage"], tier=report["tier"], window_key=str(uuid.uuid4()),
@@ -95,8 +95,8 @@ def open_approval(svc: Services, agent: str, *, tool: str, tool_class: str, cost
                   at: float, expire_after: float = 15 * MINUTE, arguments: dict[str, Any] | None = None) -> str:
     """Open a pending approval on a fresh candidate session of `agent`, as the hot path does."""
     with svc.db.transaction() as session:
-        row = store.get_agent(session, agent)
-        rollout = store.current_rollout(session, row)
+        row = rollout_records.get_agent(session, agent)
+        rollout = rollout_records.current_rollout(session, row)
         assert rollout is not None
         live = AgentSession(id=uuid.uuid4().hex, agent_id=row.id or 0, rollout_id=rollout.id,
                             version=rollout.candidate_version, arm="candidate", stage=rollout.stage,
@@ -117,8 +117,8 @@ def live_session(svc: Services, agent: str, *, at: float, arm: str = "candidate"
                  stage: str | None = None, status: str = "open") -> str:
     """Open a live session of `agent` on its current rollout, as the hot path does; return its id."""
     with svc.db.transaction() as session:
-        row = store.get_agent(session, agent)
-        rollout = store.current_rollout(session, row)
+        row = rollout_records.get_agent(session, agent)
+        rollout = rollout_records.current_rollout(session, row)
         assert rollout is not None
         version = rollout.candidate_version if arm == "candidate" else (row.stable_version or "")
         live = AgentSession(id=uuid.uuid4().hex, agent_id=row.id or 0, rollout_id=rollout.id, version=version,

@@ -10,7 +10,7 @@ from flask import Flask
 
 from gatekeeper import rollouts
 from gatekeeper.client import Gatekeeper
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from tests.conftest import svc
 from tests.dashboard import seed
 from tests.dashboard.conftest import LiveServer, browser_sign_in, screenshot
@@ -22,7 +22,7 @@ def _rollout_at_twin(app: Flask) -> None:
 
 def _position(app: Flask, agent: str) -> tuple[str, int, str]:
     with svc(app).db.reading() as session:
-        rollout = store.current_rollout(session, store.get_agent(session, agent))
+        rollout = rollout_records.current_rollout(session, rollout_records.get_agent(session, agent))
         assert rollout is not None
         return rollout.stage, rollout.tier, rollout.state
 

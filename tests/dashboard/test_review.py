@@ -10,7 +10,7 @@ from flask import Flask
 from sqlmodel import select
 
 from gatekeeper import rollouts
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Approval
 from tests.conftest import svc
 from tests.dashboard import seed
@@ -169,7 +169,7 @@ def test_keyboard_only_approves_a_call_and_promotes_while_the_page_refreshes_and
     page.keyboard.press("Enter")
     page.wait_for_selector(".flash-ok")
     with svc(app).db.reading() as session:
-        rollout = store.current_rollout(session, store.get_agent(session, "support-bot"))
+        rollout = rollout_records.current_rollout(session, rollout_records.get_agent(session, "support-bot"))
         assert rollout is not None and (rollout.stage, rollout.state) == ("shadow", "progressing")
 
 

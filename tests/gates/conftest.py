@@ -16,7 +16,7 @@ from sqlmodel import SQLModel, select
 from gatekeeper import rollouts
 from gatekeeper.config import Settings
 from gatekeeper.services import Services
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from gatekeeper.store.models import AgentSession, Decision, Rollout
 from tests.conftest import svc
 from tests.support.services import PostgresServer
@@ -121,7 +121,7 @@ def rows(services: Services, table: type[T]) -> list[T]:
 def rollout_of(services: Services, agent: str = "bot") -> Rollout:
     """Return the agent's newest rollout."""
     with services.db.reading() as session:
-        found = store.latest_rollout(session, store.get_agent(session, agent))
+        found = rollout_records.latest_rollout(session, rollout_records.get_agent(session, agent))
         assert found is not None
         session.expunge(found)  # reading() ends in a rollback, which would expire it
         return found

@@ -20,10 +20,10 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from gatekeeper.client import Gatekeeper
 from gatekeeper.core.bucketing import bucket, within
-from gatekeeper.gating import evaluate_all
+from gatekeeper.gate_cycle import evaluate_all
+from gatekeeper.metric_sources import InMemorySource, PrometheusSource
 from gatekeeper.scheduler import GateScheduler
 from gatekeeper.services import Services
-from gatekeeper.sources import InMemorySource, PrometheusSource
 from gatekeeper.store.models import AlertReceipt, GateEvaluation, Transition
 from tests.gates.conftest import place, rollout_of, rows
 from tests.support.services import AlertmanagerServer, PrometheusServer, require_binary

@@ -12,9 +12,9 @@ import pytest
 
 from gatekeeper.config import Settings
 from gatekeeper.errors import ConfigError
-from gatekeeper.gating import evaluate_all
+from gatekeeper.gate_cycle import evaluate_all
+from gatekeeper.metric_sources import PROBE, PrometheusSource, build_source
 from gatekeeper.services import Services
-from gatekeeper.sources import PROBE, PrometheusSource, build_source
 from gatekeeper.store.db import Database
 from tests.conftest import POLICIES
 from tests.gates.conftest import T0, place, rollout_of

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from gatekeeper.cli import main
 from gatekeeper.core.gates import TierSignals
+from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.scheduler import GateScheduler, SchedulerLease
 from gatekeeper.services import Services
-from gatekeeper.sources import InMemorySource
 from gatekeeper.store.models import GateEvaluation, Notification
 from tests.gates.conftest import T0, place, rollout_of, rows
 

@@ -10,10 +10,10 @@ import pytest
 import requests
 from flask import Flask
 
-from gatekeeper import gating
+from gatekeeper import gate_cycle
 from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where, evaluate_tier_gate
 from gatekeeper.core.policy import parse_policy
-from gatekeeper.sources import BuiltinSource, PrometheusSource, SignalRequest
+from gatekeeper.metric_sources import BuiltinSource, PrometheusSource, SignalRequest
 from tests.conftest import svc
 from tests.hotpath.conftest import POLICY, Runtime, Served, counts
 from tests.support.services import PrometheusServer, require_binary
@@ -66,7 +66,7 @@ def test_the_builtin_source_gates_on_the_overrun_rate(runtime: Runtime, app: Fla
         session = runtime.session(candidate=True)["session_id"]
         decision = runtime.decide(session, "search_kb", 0.01)["decision_id"]
         runtime.report(decision, actual_cost=0.03 if index < 2 else 0.01, latency_ms=50)
-    outcomes = gating.evaluate_all(svc(app), BuiltinSource(svc(app).db), now=time.time() + 60)
+    outcomes = gate_cycle.evaluate_all(svc(app), BuiltinSource(svc(app).db), now=time.time() + 60)
     checks = {c["name"]: c for c in outcomes[0].report["checks"]}
     assert (checks["overrun_rate"]["value"], checks["overrun_rate"]["result"]) == (0.2, "fail")
     assert checks["error_rate"]["result"] == "pass"

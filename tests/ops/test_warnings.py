@@ -15,9 +15,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from gatekeeper.cli import main
+from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.scheduler import GateScheduler
 from gatekeeper.scheduler_status import judge
-from gatekeeper.sources import InMemorySource
 from gatekeeper.store.tokens import create_user
 from gatekeeper.web.banners import code_spans
 from tests.conftest import POLICIES, svc

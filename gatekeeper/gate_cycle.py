@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from gatekeeper.core import rollout as machine
+from gatekeeper.core import ladder
 from gatekeeper.core.agreement import MirroredPair, agreement
 from gatekeeper.core.gates import (
     ALERT_HOLD_PREFIX,
@@ -46,11 +46,11 @@ from gatekeeper.core.gates import (
 from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.core.trajectory import judge
 from gatekeeper.errors import GatekeeperError, IllegalTransition, NotFound
+from gatekeeper.metric_sources import MetricsSource, SignalBatch, SignalRequest
 from gatekeeper.policies import LoadedPolicy
 from gatekeeper.rollouts import transition
 from gatekeeper.services import Services
-from gatekeeper.sources import MetricsSource, SignalBatch, SignalRequest
-from gatekeeper.store import rollouts as store
+from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Agent, AgentSession, Decision, GateEvaluation, Rollout
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,8 @@ def _evaluate_guarded(svc: Services, item: Due, batch: SignalBatch, *, now: floa
 def evaluate_one(svc: Services, item: Due, batch: SignalBatch, *, now: float) -> GateOutcome | None:
     """Evaluate one due rollout, store the report and act on it, all in one transaction."""
     with svc.db.transaction() as session:
-        agent = store.get_agent(session, item.agent, for_update=True)
-        rollout = store.current_rollout(session, agent, for_update=True)
+        agent = rollout_records.get_agent(session, item.agent, for_update=True)
+        rollout = rollout_records.current_rollout(session, agent, for_update=True)
         if rollout is None or not _unchanged(rollout, item):
             return None
         report = build_report(session, item, rollout, batch, now=now)
@@ -200,9 +200,9 @@ def build_report(session: Session, item: Due, rollout: Rollout, batch: SignalBat
                  ) -> GateReport:
     """Gather the stage's evidence and ask the stage's gate for a report."""
     policy = item.loaded.policy
-    position = machine.Position(rollout.stage, rollout.tier)
-    where = Where(rollout.stage, rollout.tier, machine.position_label(policy, position),
-                  machine.traffic_percent(policy, position))
+    position = ladder.Position(rollout.stage, rollout.tier)
+    where = Where(rollout.stage, rollout.tier, ladder.position_label(policy, position),
+                  ladder.traffic_percent(policy, position))
     counters = Counters(rollout.consecutive_failures, rollout.consecutive_errors)
     if rollout.stage == "twin":
         return evaluate_twin_gate(policy.twin.gate, twin_runs(session, rollout, policy),

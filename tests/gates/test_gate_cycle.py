@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 
 from gatekeeper import rollouts
 from gatekeeper.core.gates import TierSignals
-from gatekeeper.gating import evaluate_all
+from gatekeeper.gate_cycle import evaluate_all
+from gatekeeper.metric_sources import BuiltinSource, InMemorySource, MetricsSource
 from gatekeeper.services import Services
-from gatekeeper.sources import BuiltinSource, InMemorySource, MetricsSource
 from gatekeeper.store.models import GateEvaluation, Transition
 from tests.gates.conftest import T0, add_session, place, rollout_of, rows
 

@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 
-from gatekeeper.core import rollout as machine
+from gatekeeper.core import ladder
 from gatekeeper.policies import PolicyStore
 from gatekeeper.store.db import Database
 
@@ -117,4 +117,4 @@ class RolloutCollector(Collector):
         loaded = self.policies.snapshot().by_name.get(policy)
         if stage is None or tier is None or loaded is None:
             return 0.0
-        return machine.traffic_percent(loaded.policy, machine.Position(stage, tier))
+        return ladder.traffic_percent(loaded.policy, ladder.Position(stage, tier))

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from gatekeeper.core.policy import ExtraQuery
+from gatekeeper.metric_sources import BuiltinSource, PrometheusSource, SignalRequest, percentile
 from gatekeeper.services import Services
-from gatekeeper.sources import BuiltinSource, PrometheusSource, SignalRequest, percentile
 from tests.gates.conftest import T0, add_session, place
 from tests.support.http import LoopbackHTTPServer, RecordedRequest
 from tests.support.services import PrometheusServer, require_binary

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gatekeeper.core import rollout
-from gatekeeper.core.rollout import Position, RolloutStatus
+from gatekeeper.core import ladder
+from gatekeeper.core.ladder import Position, RolloutStatus
 from gatekeeper.errors import IllegalTransition
 
 T0 = 1_800_000_000.0
@@ -66,12 +66,12 @@ EXPECTED: dict[tuple[str, str], tuple[str, Position] | None] = {
     ("killed", "hold"): None,
     ("killed", "release"): None,
     **{(terminal, action): None for terminal in ("completed", "aborted")
-       for action in rollout.ACTIONS if action != "start"},
+       for action in ladder.ACTIONS if action != "start"},
 }
 
 
 def test_table_covers_every_state_and_action() -> None:
-    pairs = {(s, a) for s in rollout.STATES for a in rollout.ACTIONS if a != "start"}
+    pairs = {(s, a) for s in ladder.STATES for a in ladder.ACTIONS if a != "start"}
     assert set(EXPECTED) == pairs
 
 
@@ -80,9 +80,9 @@ def test_state_action(state: str, action: str) -> None:
     expected = EXPECTED[(state, action)]
     if expected is None:
         with pytest.raises(IllegalTransition):
-            rollout.apply(status(state), action, POLICY, now=T0 + 60)
+            ladder.apply(status(state), action, POLICY, now=T0 + 60)
         return
-    after = rollout.apply(status(state), action, POLICY, now=T0 + 60, reason="why")
+    after = ladder.apply(status(state), action, POLICY, now=T0 + 60, reason="why")
     assert (after.state, after.position) == expected
     assert after.reason == "why"
     moved = after.position != MID
@@ -90,14 +90,14 @@ def test_state_action(state: str, action: str) -> None:
 
 
 def test_promote_walks_the_whole_ladder_then_completes() -> None:
-    current = rollout.start(now=T0)
+    current = ladder.start(now=T0)
     seen = [current.position]
     for step in range(1, 9):
-        current = rollout.apply(current, "promote", POLICY, now=T0 + step)
+        current = ladder.apply(current, "promote", POLICY, now=T0 + step)
         seen.append(current.position)
-    assert seen[:-1] == list(rollout.ladder(POLICY))
+    assert seen[:-1] == list(ladder.ladder(POLICY))
     assert current.state == "completed"
-    assert [rollout.traffic_percent(POLICY, p) for p in rollout.ladder(POLICY)] == [
+    assert [ladder.traffic_percent(POLICY, p) for p in ladder.ladder(POLICY)] == [
         0, 0, 1, 5, 10, 25, 50, 100]
 
 
@@ -109,7 +109,7 @@ def test_promote_walks_the_whole_ladder_then_completes() -> None:
     (Position("expansion", 0), None, Position("canary", 1)),
 ])
 def test_rollback_targets(position: Position, to_stage: str | None, expected: Position) -> None:
-    after = rollout.apply(status("progressing", position), "rollback", POLICY, now=T0, to_stage=to_stage)
+    after = ladder.apply(status("progressing", position), "rollback", POLICY, now=T0, to_stage=to_stage)
     assert after.position == expected
 
 
@@ -121,27 +121,27 @@ def test_rollback_targets(position: Position, to_stage: str | None, expected: Po
 ])
 def test_illegal_rollbacks(position: Position, to_stage: str | None) -> None:
     with pytest.raises(IllegalTransition):
-        rollout.apply(status("progressing", position), "rollback", POLICY, now=T0, to_stage=to_stage)
+        ladder.apply(status("progressing", position), "rollback", POLICY, now=T0, to_stage=to_stage)
 
 
 def test_kill_before_revert_stage_stays_put() -> None:
-    after = rollout.apply(status("progressing", Position("twin", 0)), "kill", POLICY, now=T0)
+    after = ladder.apply(status("progressing", Position("twin", 0)), "kill", POLICY, now=T0)
     assert (after.state, after.position) == ("killed", Position("twin", 0))
 
 
 def test_kill_reverts_to_the_policy_stage() -> None:
-    after = rollout.apply(status("progressing", Position("expansion", 3)), "kill", POLICY, now=T0,
+    after = ladder.apply(status("progressing", Position("expansion", 3)), "kill", POLICY, now=T0,
                           revert_to="canary")
     assert after.position == Position("canary", 0)
 
 
 def test_allowed_actions() -> None:
-    assert rollout.allowed_actions(status("completed")) == ()
-    assert "resume" not in rollout.allowed_actions(status("progressing"))
-    assert "rollback" not in rollout.allowed_actions(status("progressing", Position("twin", 0)))
-    assert rollout.allowed_actions(status("killed")) == ("rollback", "resume", "abort")
+    assert ladder.allowed_actions(status("completed")) == ()
+    assert "resume" not in ladder.allowed_actions(status("progressing"))
+    assert "rollback" not in ladder.allowed_actions(status("progressing", Position("twin", 0)))
+    assert ladder.allowed_actions(status("killed")) == ("rollback", "resume", "abort")
 
 
 def test_labels() -> None:
-    assert rollout.position_label(POLICY, Position("canary", 1)) == "canary 5%"
-    assert rollout.position_label(POLICY, Position("shadow", 0)) == "shadow"
+    assert ladder.position_label(POLICY, Position("canary", 1)) == "canary 5%"
+    assert ladder.position_label(POLICY, Position("shadow", 0)) == "shadow"
