@@ -24,34 +24,33 @@ from typing import Any
 
 from flask import Flask
 
-from gatekeeper import create_app, sessions
+from gatekeeper import create_app, decisions, sessions
 from gatekeeper.core.verdicts import ALLOW
 from gatekeeper.services import Services
-from gatekeeper.store import runtime as store
-from gatekeeper.store.runtime import HotPath
+from gatekeeper.store import decision_statements
 
-_ALLOWED = sessions.Decided("0660d58660c099adfcbf93dc", ALLOW, 59, 1_990_000, None,
-                            sessions.Labels("support-bot", "v1", "stable", "none"))
+_ALLOWED = decisions.Decided("0660d58660c099adfcbf93dc", ALLOW, 59, 1_990_000, None,
+                             sessions.Labels("support-bot", "v1", "stable", "none"))
 
 
 def route_only() -> Flask:
     """Return Gatekeeper's app answering every decision with a constant allow, without the database."""
-    sessions.decide = lambda *_args, **_kwargs: _ALLOWED  # type: ignore[assignment]
+    decisions.decide = lambda *_args, **_kwargs: _ALLOWED  # type: ignore[assignment]
     return create_app()
 
 
 def bare_sql() -> Flask:
     """Return Gatekeeper's app deciding with `bare_decide`."""
-    sessions.decide = bare_decide  # type: ignore[assignment]
+    decisions.decide = bare_decide  # type: ignore[assignment]
     return create_app()
 
 
-def bare_decide(_svc: Services, hot: HotPath, ask: sessions.Ask, *, scope: Any, now: float) -> sessions.Decided:
+def bare_decide(svc: Services, ask: decisions.Ask, *, scope: Any, now: float) -> decisions.Decided:
     """Reserve the call and record it as allowed in one transaction; no session read, no verdict."""
-    with hot.transaction() as tx:
-        if store.reserve(tx, ask.session_id, cost_micros=ask.cost_micros) is None:
+    with svc.hot.transaction() as tx:
+        if decision_statements.reserve(tx, ask.session_id, cost_micros=ask.cost_micros) is None:
             raise RuntimeError("the bench's sessions ran out of budget")
-        store.insert_decision(tx, _row(ask, now))
+        decision_statements.insert_decision(tx, _row(ask, now))
     return _ALLOWED
 
 
@@ -61,10 +60,10 @@ def raw_decider(database: Path) -> Callable[..., None]:
     for pragma in ("synchronous=NORMAL", "foreign_keys=ON", "wal_autocheckpoint=0"):  # as the hot path's
         connection.execute(f"PRAGMA {pragma}")
     cursor = connection.cursor()
-    reserve, reserve_names = _positional(store._RESERVE)
-    insert, insert_names = _positional(store._INSERT_DECISION)
+    reserve, reserve_names = _positional(decision_statements._RESERVE)
+    insert, insert_names = _positional(decision_statements._INSERT_DECISION)
 
-    def decide(_svc: Any, _hot: Any, ask: sessions.Ask, *, scope: Any, now: float) -> None:
+    def decide(_svc: Any, ask: decisions.Ask, *, scope: Any, now: float) -> None:
         cursor.execute("BEGIN IMMEDIATE")
         values = {"id": ask.session_id, "cost": ask.cost_micros}
         if cursor.execute(reserve, [values[name] for name in reserve_names]).fetchone() is None:
@@ -76,7 +75,7 @@ def raw_decider(database: Path) -> Callable[..., None]:
     return decide
 
 
-def _row(ask: sessions.Ask, now: float) -> dict[str, Any]:
+def _row(ask: decisions.Ask, now: float) -> dict[str, Any]:
     """Return the decision row of an allowed stable call of the bench's agent (the database's first)."""
     return {"id": sessions.new_id(), "session_id": ask.session_id, "agent_id": 1, "rollout_id": None,
             "version": "v1", "arm": "stable", "stage": "none", "tool": ask.tool, "tool_class": "read_only",

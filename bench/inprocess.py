@@ -2,7 +2,7 @@
 
 Run: `python bench/inprocess.py [--decisions 20000]`. It builds a real app on a temporary
 SQLite file with the repository's policies, registers an agent, opens sessions and times
-`gatekeeper.sessions.decide` (what POST /v1/decisions runs after parsing the body). Beside it,
+`gatekeeper.decisions.decide` (what POST /v1/decisions runs after parsing the body). Beside it,
 alternated, on the same database: `ceilings.bare_decide`, the same reservation and decision row
 without the session read and the verdict, and the same two statements on a raw sqlite3
 connection (`ceilings.raw_decider`): the least any decision can cost here.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ceilings import bare_decide, raw_decider
 
-from gatekeeper import create_app, rollouts, sessions
+from gatekeeper import create_app, decisions, rollouts, sessions
 from gatekeeper.core.budgets import to_micros
 from gatekeeper.services import Services
 
@@ -30,7 +30,7 @@ RAW, BARE, DECIDE = ("the same on raw sqlite3 (ceilings.raw_decider)", "bare tra
                      "gatekeeper decide")
 
 
-def _setup(folder: Path, sessions_needed: int) -> tuple[Services, object, list[str]]:
+def _setup(folder: Path, sessions_needed: int) -> tuple[Services, list[str]]:
     app = create_app({"database_url": f"sqlite:///{folder / 'bench.db'}", "policy_dir": REPO / "policies"})
     svc: Services = app.extensions["gatekeeper"]
     svc.db.upgrade()
@@ -39,15 +39,15 @@ def _setup(folder: Path, sessions_needed: int) -> tuple[Services, object, list[s
     # Stable caps allow 60 calls a session: enough sessions that every timed decision is an allow.
     ids = [sessions.start_session(svc, "support-bot", session_key=f"k{i}", environment="live", scenario=None,
                                   twin_snapshot_at=None, now=now).session.id for i in range(sessions_needed)]
-    return svc, app.extensions["gatekeeper_hot"], ids
+    return svc, ids
 
 
-def _time(decide: Callable[..., object], svc: Services, hot: object, ids: list[str], count: int) -> list[float]:
+def _time(decide: Callable[..., object], svc: Services, ids: list[str], count: int) -> list[float]:
     samples = []
     for i in range(count):
-        ask = sessions.Ask(ids[i % len(ids)], "search_kb", to_micros(0.0))
+        ask = decisions.Ask(ids[i % len(ids)], "search_kb", to_micros(0.0))
         started = time.perf_counter()
-        decide(svc, hot, ask, scope="support-bot", now=time.time())
+        decide(svc, ask, scope="support-bot", now=time.time())
         samples.append(time.perf_counter() - started)
     return samples
 
@@ -60,15 +60,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         # Each kind has its own sessions, at most 50 calls each (stable caps allow 60): every call is an allow.
         per_kind = 10 + args.decisions // 45 + 10
-        svc, hot, ids = _setup(Path(folder), sessions_needed=3 * per_kind)
-        kinds = {RAW: raw_decider(Path(folder) / "bench.db"), BARE: bare_decide, DECIDE: sessions.decide}
+        svc, ids = _setup(Path(folder), sessions_needed=3 * per_kind)
+        kinds = {RAW: raw_decider(Path(folder) / "bench.db"), BARE: bare_decide, DECIDE: decisions.decide}
         found: dict[str, list[float]] = {name: [] for name in kinds}
         own = {name: ids[n * per_kind:(n + 1) * per_kind] for n, name in enumerate(kinds)}
         for name, decide in kinds.items():
-            _time(decide, svc, hot, own[name][:10], 500)  # warm-up: connections, statement cache, policy snapshot
+            _time(decide, svc, own[name][:10], 500)  # warm-up: connections, statement cache, policy snapshot
         for part in range(10):  # alternate, so that a noisy neighbour touches every kind alike
             for name, decide in kinds.items():
-                found[name] += _time(decide, svc, hot, own[name][10 + part::10], args.decisions // 10)
+                found[name] += _time(decide, svc, own[name][10 + part::10], args.decisions // 10)
         svc.db.dispose()
     for name, samples in found.items():
         samples.sort()

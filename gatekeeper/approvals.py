@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from gatekeeper.errors import Conflict
 from gatekeeper.services import Services
-from gatekeeper.store import runtime as store
+from gatekeeper.store import session_records
 from gatekeeper.store.models import Approval
 
 
@@ -31,40 +31,40 @@ def reject(svc: Services, approval_id: str, *, actor: str, reason: str, now: flo
     return _settle(svc, approval_id, "rejected", actor=actor, reason=reason, now=now)
 
 
-def pending(session: Session, *, now: float) -> list[Approval]:
+def pending(db: Session, *, now: float) -> list[Approval]:
     """Return the pending approvals, newest first, after expiring the due ones (inside the caller's transaction)."""
-    store.expire_due_approvals(session, now=now)
-    return store.list_approvals(session, state="pending")
+    session_records.expire_due_approvals(db, now=now)
+    return session_records.list_approvals(db, state="pending")
 
 
 def listing(svc: Services, *, state: str | None, now: float) -> list[Approval]:
     """Return approvals of one state (None: all), newest first, after expiring the due ones."""
-    with svc.db.transaction() as session:
-        store.expire_due_approvals(session, now=now)
-        return store.list_approvals(session, state=state)
+    with svc.db.transaction() as db:
+        session_records.expire_due_approvals(db, now=now)
+        return session_records.list_approvals(db, state=state)
 
 
 def get(svc: Services, approval_id: str, *, now: float) -> Approval:
     """Return one approval, expiring it first when its time ran out."""
-    with svc.db.transaction() as session:
-        return _expire_if_due(session, store.get_approval(session, approval_id, for_update=True), now=now)
+    with svc.db.transaction() as db:
+        return _expire_if_due(db, session_records.get_approval(db, approval_id, for_update=True), now=now)
 
 
 def _settle(svc: Services, approval_id: str, state: str, *, actor: str, reason: str, now: float) -> Approval:
-    with svc.db.transaction() as session:
-        approval = _expire_if_due(session, store.get_approval(session, approval_id, for_update=True), now=now)
+    with svc.db.transaction() as db:
+        approval = _expire_if_due(db, session_records.get_approval(db, approval_id, for_update=True), now=now)
         if approval.state == "pending":
             approval.state, approval.decided_by, approval.decided_at = state, actor, now
             approval.decision_reason = reason
-            session.add(approval)
+            db.add(approval)
     if approval.state != state or approval.decided_at != now:
         # Raised after the commit, so that an expiry found on the way is kept.
         raise Conflict(f"approval {approval_id} is {approval.state}, no longer pending", field="approval_id")
     return approval
 
 
-def _expire_if_due(session: Session, approval: Approval, *, now: float) -> Approval:
+def _expire_if_due(db: Session, approval: Approval, *, now: float) -> Approval:
     if approval.state == "pending" and now >= approval.expires_at:
         approval.state = "expired"
-        session.add(approval)
+        db.add(approval)
     return approval

@@ -11,30 +11,30 @@ and exactly one of them trips it.
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from gatekeeper import rollouts
 from gatekeeper.core.kill_rule import trips, window_start
 from gatekeeper.policies import LoadedPolicy
-from gatekeeper.store import runtime as store
-from gatekeeper.store.models import Agent, Rollout
+from gatekeeper.store import rollout_records, session_records
+from gatekeeper.store.models import Agent
 
 _LIVE_STATES = ("progressing", "held", "paused")
 
 
-def check(session: Session, loaded: LoadedPolicy, agent: Agent, rollout_id: int, *, now: float) -> bool:
+def check(db: Session, loaded: LoadedPolicy, agent: Agent, rollout_id: int, *, now: float) -> bool:
     """Trip the kill switch inside the caller's transaction if the error rate crossed; return whether it did."""
-    rollout = session.exec(select(Rollout).where(Rollout.id == rollout_id).with_for_update()).first()
+    rollout = rollout_records.locked_rollout(db, rollout_id)
     if rollout is None or rollout.id != agent.rollout_id or rollout.state not in _LIVE_STATES:
         return False
     policy = loaded.policy.kill_switch
-    calls, errors = store.candidate_outcomes(session, rollout_id, since=window_start(policy, now=now))
+    calls, errors = session_records.candidate_outcomes(db, rollout_id, since=window_start(policy, now=now))
     if not trips(policy, calls=calls, errors=errors):
         return False
     rate = errors / calls
     reason = (f"kill switch: candidate error rate {rate:.1%} over {policy.window_s:g}s "
               f"({errors}/{calls} calls) is above {policy.max_error_rate:.1%}")
-    rollouts.transition(session, loaded, agent, rollout, "kill", actor="kill_switch", reason=reason, now=now,
+    rollouts.transition(db, loaded, agent, rollout, "kill", actor="kill_switch", reason=reason, now=now,
                         metrics={"error_rate": rate, "calls": calls, "errors": errors,
                                  "threshold": policy.max_error_rate, "window_s": policy.window_s})
     return True

@@ -22,7 +22,7 @@ from gatekeeper.policies import LoadedPolicy
 from gatekeeper.services import Services
 from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Agent, Rollout, StableChange, Transition
-from gatekeeper.store.runtime import cancel_rollout_approvals
+from gatekeeper.store.session_records import cancel_rollout_approvals
 
 
 def register_agent(svc: Services, name: str, *, policy: str, stable_version: str | None, now: float) -> Agent:

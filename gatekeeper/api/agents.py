@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint
 
 from gatekeeper import rollouts
@@ -44,7 +42,7 @@ def register_agent(*, caller: Caller, body: AgentCreate) -> AgentStatus:
     """Register an agent bound to a policy."""
     svc = services()
     rollouts.register_agent(svc, body.name, policy=body.policy, stable_version=body.stable_version,
-                            now=time.time())
+                            now=services().clock())
     return _status(body.name)
 
 
@@ -60,7 +58,7 @@ def set_stable(agent: str, *, caller: Caller, body: StableBody) -> StableChangeV
     """Set the stable version while no rollout is in progress (bootstrapping an agent registered without one)."""
     _exists(agent)
     change = rollouts.set_stable(services(), agent, version=body.version, actor=caller.actor, reason=body.reason,
-                                 now=time.time())
+                                 now=services().clock())
     return StableChangeView(agent=agent, from_version=change.from_version, to_version=change.to_version,
                             actor=change.actor, reason=change.reason, at=utc(change.at), status=_status(agent))
 
@@ -71,7 +69,7 @@ def start_rollout(agent: str, *, caller: Caller, body: RolloutCreate) -> Transit
     """Start a candidate version at twin."""
     _exists(agent)
     entry = rollouts.start_rollout(services(), agent, version=body.version, actor=caller.actor,
-                                   reason=body.reason, now=time.time())
+                                   reason=body.reason, now=services().clock())
     return _transition_view(agent, entry)
 
 
@@ -120,7 +118,7 @@ def history(agent: str, *, caller: Caller, query: HistoryQuery) -> HistoryPage:
 def _act(agent: str, action: str, caller: Caller, reason: str, *, to_stage: str | None = None
          ) -> TransitionView:
     _exists(agent)
-    entry = rollouts.act(services(), agent, action, actor=caller.actor, reason=reason, now=time.time(),
+    entry = rollouts.act(services(), agent, action, actor=caller.actor, reason=reason, now=services().clock(),
                          to_stage=to_stage)
     return _transition_view(agent, entry)
 

@@ -8,7 +8,6 @@ a notification fits GATEKEEPER_MAX_BODY_BYTES.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal
 
 from flask import Blueprint
@@ -73,5 +72,5 @@ def receive_alerts(*, caller: Caller, body: AlertmanagerPayload) -> AlertIntake:
     """Act on firing alerts labelled `agent`, once per (fingerprint, startsAt); answer after the effects commit."""
     batch = [alerts.Alert(status=a.status, labels=a.labels, starts_at=a.startsAt, fingerprint=a.fingerprint,
                           annotations=a.annotations) for a in body.alerts]
-    outcomes = alerts.receive(services(), batch, actor=caller.actor, now=time.time())
+    outcomes = alerts.receive(services(), batch, actor=caller.actor, now=services().clock())
     return AlertIntake(received=len(outcomes), results=[AlertResult(**vars(o)) for o in outcomes])

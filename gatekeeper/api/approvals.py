@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 
 from flask import Blueprint
@@ -25,14 +24,14 @@ bp = Blueprint("approvals", __name__)
           response=list[ApprovalView])
 def list_approvals(*, caller: Caller, query: ApprovalQuery) -> list[ApprovalView]:
     """List approvals of one state (default pending), newest first; due ones expire on the way."""
-    found = approvals.listing(services(), state=None if query.state == "all" else query.state, now=time.time())
+    found = approvals.listing(services(), state=None if query.state == "all" else query.state, now=services().clock())
     return _views(found)
 
 
 @endpoint(bp, "/v1/approvals/<approval_id>", methods=["GET"], roles=("agent", *READERS), response=ApprovalView)
 def get_approval(approval_id: str, *, caller: Caller) -> ApprovalView:
     """Show one approval's state; an agent sees only its own agent's approvals."""
-    view = _views([approvals.get(services(), approval_id, now=time.time())])[0]
+    view = _views([approvals.get(services(), approval_id, now=services().clock())])[0]
     caller.require_agent(view.agent)
     return view
 
@@ -41,7 +40,7 @@ def get_approval(approval_id: str, *, caller: Caller) -> ApprovalView:
           response=ApprovalView)
 def approve(approval_id: str, *, caller: Caller, body: ApprovalAction) -> ApprovalView:
     """Approve a pending call; the agent repeats its decision with the approval_id, once."""
-    found = approvals.approve(services(), approval_id, actor=caller.actor, reason=body.reason, now=time.time())
+    found = approvals.approve(services(), approval_id, actor=caller.actor, reason=body.reason, now=services().clock())
     return _views([found])[0]
 
 
@@ -49,7 +48,7 @@ def approve(approval_id: str, *, caller: Caller, body: ApprovalAction) -> Approv
           response=ApprovalView)
 def reject(approval_id: str, *, caller: Caller, body: ApprovalAction) -> ApprovalView:
     """Reject a pending call; its repeated decision is denied with reason approval_rejected."""
-    found = approvals.reject(services(), approval_id, actor=caller.actor, reason=body.reason, now=time.time())
+    found = approvals.reject(services(), approval_id, actor=caller.actor, reason=body.reason, now=services().clock())
     return _views([found])[0]
 
 

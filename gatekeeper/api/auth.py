@@ -5,7 +5,7 @@ A token's role decides what it may call: `viewer` reads, `release_manager` reads
 Lookups are cached per process because every tool-call decision authenticates. Each request
 first reads the revocation mark (store/tokens.py): when it moved, the cache is dropped, so a
 revoked token is refused on the very next request in every worker. Unknown tokens are
-remembered for `CACHE_SECONDS` only, so a token created meanwhile works at once.
+remembered for `token_cache.CACHE_SECONDS` only, so a token created meanwhile works at once.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from flask import current_app
-
 from gatekeeper.errors import Forbidden, Unauthorized
 from gatekeeper.services import services
-from gatekeeper.store.tokens import RevocationMark, find_token
+from gatekeeper.store.tokens import find_token
 
-CACHE_SECONDS = 5.0
 MAX_TOKEN = 512
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 READERS = ("viewer", "release_manager")
@@ -58,32 +55,6 @@ def authenticate(header: str | None, *, roles: tuple[str, ...]) -> Caller:
     return caller
 
 
-class TokenCache:
-    """This process's token lookups, valid while the revocation mark stays where it was."""
-
-    def __init__(self, mark: RevocationMark) -> None:
-        self.mark = mark
-        self.seen_mark = -1
-        self.callers: dict[str, tuple[float, Caller | None]] = {}
-
-    def get(self, token: str, now: float) -> tuple[bool, Caller | None]:
-        """Return (found, caller) from the cache after checking the revocation mark."""
-        mark = self.mark.read()
-        if mark != self.seen_mark:
-            self.callers.clear()
-            self.seen_mark = mark
-        hit = self.callers.get(token)
-        if hit is None or (hit[1] is None and now - hit[0] >= CACHE_SECONDS):
-            return False, None
-        return True, hit[1]
-
-    def put(self, token: str, caller: Caller | None, now: float) -> None:
-        """Remember a lookup's result."""
-        if len(self.callers) > 10_000:
-            self.callers.clear()
-        self.callers[token] = (now, caller)
-
-
 def bearer_token(header: str | None) -> str:
     """Return the token of an `Authorization: Bearer <token>` header (any case of the scheme), or raise 401."""
     scheme, _, token = (header or "").strip().partition(" ")
@@ -96,13 +67,11 @@ def bearer_token(header: str | None) -> str:
 
 def _lookup(token: str) -> Caller | None:
     svc = services()
-    cache: TokenCache | None = current_app.extensions.get("gatekeeper_tokens")
-    if cache is None:
-        cache = current_app.extensions["gatekeeper_tokens"] = TokenCache(RevocationMark(svc.db))
+    cache = svc.tokens
     now = time.monotonic()
-    found, caller = cache.get(token, now)
+    found, cached = cache.get(token, now)
     if found:
-        return caller
+        return cached if isinstance(cached, Caller) else None
     with svc.db.reading() as session:
         row = find_token(session, token)
         caller = None if row is None else Caller(name=row.name, role=row.role, agent=row.agent)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
 from flask import Blueprint
@@ -34,7 +33,7 @@ class SchedulerView(BaseModel):
 @endpoint(bp, "/v1/scheduler", methods=["GET"], roles=READERS, response=SchedulerView)
 def scheduler_view(*, caller: Caller) -> SchedulerView:
     """Show the scheduler's leader, last tick, lag and interval, and whether it is healthy."""
-    health = read_health(services().db, now=time.time())
+    health = read_health(services().db, now=services().clock())
     if health is None:
         raise Unavailable("the database is not answering; the scheduler's heartbeat cannot be read")
     return SchedulerView(leader=health.leader, last_holder=health.last_holder,

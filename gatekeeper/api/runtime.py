@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from flask import Blueprint, Flask, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from gatekeeper import sessions
+from gatekeeper import decisions, sessions
 from gatekeeper.api.auth import Caller
 from gatekeeper.api.routing import endpoint
 from gatekeeper.api.runtime_schemas import (
@@ -27,26 +26,22 @@ from gatekeeper.core.budgets import to_dollars, to_micros
 from gatekeeper.exported_metrics import Metrics
 from gatekeeper.services import services
 from gatekeeper.store.models import AgentSession
-from gatekeeper.store.runtime import HotPath
 
 bp = Blueprint("runtime", __name__)
 AGENTS = ("agent",)
 
 
 def register(app: Flask) -> None:
-    """Attach the runtime and approval routes, the hot path's connections and the metrics."""
+    """Attach the runtime and approval routes."""
     from gatekeeper.api import approvals
 
-    app.extensions["gatekeeper_hot"] = HotPath(app.extensions["gatekeeper"].db)
-    app.extensions["gatekeeper_metrics"] = Metrics(CollectorRegistry())
     app.register_blueprint(bp)
     app.register_blueprint(approvals.bp)
 
 
 def metrics() -> Metrics:
     """Return the current app's metrics."""
-    found: Metrics = current_app.extensions["gatekeeper_metrics"]
-    return found
+    return services().metrics
 
 
 def scope(caller: Caller) -> str | None:
@@ -61,7 +56,7 @@ def start_session(*, caller: Caller, body: SessionCreate) -> dict[str, Any]:
     snapshot = body.twin_snapshot_at.timestamp() if body.twin_snapshot_at else None
     started = sessions.start_session(services(), body.agent, session_key=body.session_key,
                                      environment=body.environment, scenario=body.scenario,
-                                     twin_snapshot_at=snapshot, now=time.time())
+                                     twin_snapshot_at=snapshot, now=services().clock())
     for row in filter(None, (started.session, started.mirror)):
         metrics().sessions.labels(started.agent, row.version, row.arm).inc()
     mirror = started.mirror
@@ -84,10 +79,10 @@ def _observe_decision(seconds: float) -> None:
           observe=_observe_decision)
 def decide(*, caller: Caller, body: DecisionCreate) -> dict[str, Any]:
     """Decide one tool call: allow, shadow, deny or approval_required, with a reason and the budget left."""
-    ask = sessions.Ask(body.session_id, body.tool, to_micros(body.cost), body.preview, body.approval_id,
+    ask = decisions.Ask(body.session_id, body.tool, to_micros(body.cost), body.preview, body.approval_id,
                        body.arguments, body.request_id)
-    done = sessions.decide(services(), current_app.extensions["gatekeeper_hot"], ask, scope=scope(caller),
-                           now=time.time())
+    svc = services()
+    done = decisions.decide(svc, ask, scope=scope(caller), now=svc.clock())
     verdict = done.verdict
     if not done.replayed:  # a retry's answer was counted when it was first given
         metrics().count_decision(*done.labels, verdict.verdict, verdict.reason)
@@ -105,8 +100,8 @@ def decide(*, caller: Caller, body: DecisionCreate) -> dict[str, Any]:
 def report_outcome(decision_id: str, *, caller: Caller, body: OutcomeCreate) -> OutcomeView:
     """Settle an allowed call with its actual cost; idempotent for the same body, 409 for another."""
     actual = None if body.actual_cost is None else to_micros(body.actual_cost)
-    done = sessions.report_outcome(services(), decision_id, scope=scope(caller), status=body.status,
-                                   actual_micros=actual, latency_ms=body.latency_ms, now=time.time())
+    done = decisions.report_outcome(services(), decision_id, scope=scope(caller), status=body.status,
+                                   actual_micros=actual, latency_ms=body.latency_ms, now=services().clock())
     decision, labels = done.decision, done.labels
     if done.first:
         metrics().tool_calls.labels(labels.agent, labels.version, labels.arm, decision.tool_class,
@@ -127,7 +122,7 @@ def report_outcome(decision_id: str, *, caller: Caller, body: OutcomeCreate) -> 
 def end_session(session_id: str, *, caller: Caller, body: SessionEnd) -> SessionSummary:
     """End a session and return its summary; a twin scenario run says whether its trajectory passed."""
     found = sessions.end_session(services(), session_id, scope=scope(caller), status=body.status,
-                                 passed=body.passed, now=time.time())
+                                 passed=body.passed, now=services().clock())
     return SessionSummary.model_validate(found)
 
 

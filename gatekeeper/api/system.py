@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Blueprint, current_app
@@ -39,7 +38,7 @@ def readyz(*, caller: Caller) -> tuple[Readiness, int]:
     checks = {"database": "ok" if ready else "unavailable",
               "policies": f"{len(snapshot.by_name)} loaded"
                           + (f"; {len(broken)} file{'s' if len(broken) != 1 else ''} failed to load" if broken else "")}
-    health = read_health(svc.db, now=time.time()) if ready else None
+    health = read_health(svc.db, now=services().clock()) if ready else None
     if health is not None:
         checks["scheduler"] = health.summary
     warnings = ([scheduler_warning(health)] if health is not None and not health.healthy else []) + broken

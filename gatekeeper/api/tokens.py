@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Literal
 
@@ -58,8 +57,9 @@ def list_tokens(*, caller: Caller, query: TokenQuery) -> list[TokenView]:
 @endpoint(bp, "/v1/tokens", methods=["POST"], roles=ACTORS, body=TokenCreate, response=TokenCreated, status=201)
 def create_token(*, caller: Caller, body: TokenCreate) -> TokenCreated:
     """Create a token and return its secret, once."""
-    with services().db.transaction() as session:
-        plaintext, row = store.create_token(session, body.name, role=body.role, agent=body.agent, now=time.time())
+    svc = services()
+    with svc.db.transaction() as session:
+        plaintext, row = store.create_token(session, body.name, role=body.role, agent=body.agent, now=svc.clock())
     return TokenCreated(**_view(row).model_dump(), token=plaintext)
 
 
@@ -69,7 +69,7 @@ def revoke_token(token_id: str, *, caller: Caller) -> TokenView:
     if not token_id.isdigit() or int(token_id) > INT_MAX:
         raise NotFound(f"no token with id {token_id[:40]!r}", field="token_id")
     with services().db.transaction() as session:
-        row = store.revoke_token(session, int(token_id), actor=caller.actor, now=time.time())
+        row = store.revoke_token(session, int(token_id), actor=caller.actor, now=services().clock())
     return _view(row)
 
 

@@ -38,6 +38,11 @@ def current_rollout(session: Session, agent: Agent, *, for_update: bool = False)
     return session.exec(query).first()
 
 
+def locked_rollout(session: Session, rollout_id: int) -> Rollout | None:
+    """Return a rollout by id with its row locked (Postgres), or None."""
+    return session.exec(select(Rollout).where(Rollout.id == rollout_id).with_for_update()).first()
+
+
 def latest_rollout(session: Session, agent: Agent) -> Rollout | None:
     """Return the agent's newest rollout, active or not."""
     query = select(Rollout).where(Rollout.agent_id == agent.id).order_by(col(Rollout.id).desc())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
@@ -80,7 +79,7 @@ def act(name: str, action: str) -> ResponseReturnValue:
         raise BadRequest(f"unknown stage {to_stage!r}", field="to_stage")
     user = current_user()
     entry = rollouts.act(services(), name, action, actor=user.actor if user else "user:?",
-                         reason=_reason(), now=time.time(), to_stage=to_stage)
+                         reason=_reason(), now=services().clock(), to_stage=to_stage)
     flash(f"{labels[action]}: {name} is now at {_where(name, entry)} ({entry.to_state}).", "ok")
     return redirect(url_for(".agent_page", name=name), 303)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
@@ -44,7 +43,7 @@ def decide(approval_id: str, verdict: str) -> ResponseReturnValue:
     user = current_user()
     decide_one = approvals.approve if verdict == "approve" else approvals.reject
     row = decide_one(services(), approval_id, actor=user.actor if user else "user:?", reason=reason,
-                     now=time.time())
+                     now=services().clock())
     flash(f"{VERDICTS[verdict]} {row.tool} (approval {row.id}).", "ok")
     return redirect(_back(), 303)
 

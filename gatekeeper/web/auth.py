@@ -9,7 +9,6 @@ replica counts the same ones.
 from __future__ import annotations
 
 import math
-import time
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -31,7 +30,8 @@ def login() -> ResponseReturnValue:
         return render_template("web/login.html", next=_next_page(), error=None)
     username = request.form.get("username", "").replace("\x00", "").strip()[:100]  # Postgres refuses NUL
     password = request.form.get("password", "")[:1000]
-    svc, now, address = services(), time.time(), request.remote_addr or "unknown"
+    svc = services()
+    now, address = svc.clock(), request.remote_addr or "unknown"
     if _throttled(svc, username=username, address=address, now=now):
         minutes = math.ceil(svc.settings.signin_window_s / 60)
         message = (f"Too many failed sign-ins for this account or from this address. Wait {minutes} "

@@ -7,7 +7,6 @@ away by itself once its cause clears, e.g. when a scheduler starts.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from flask import Blueprint, render_template
@@ -37,7 +36,7 @@ def server_warnings() -> list[ServerWarning]:
     """Return the warnings a signed-in person sees now (none before sign-in)."""
     if current_user() is None:
         return []
-    return current_warnings(services(), now=time.time())
+    return current_warnings(services(), now=services().clock())
 
 
 @bp.app_template_filter("code_spans")

@@ -153,7 +153,7 @@ def release_manager_required(view: F) -> F:
 
 
 def _load_user() -> None:
-    g.now = time.time()
+    g.now = services().clock()
     user_id = session.get("user_id")
     if user_id is None:
         return

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 
-from gatekeeper import approvals, sessions
+from gatekeeper import approvals, decisions
 from gatekeeper.core.budgets import to_micros
 from gatekeeper.errors import Conflict
 from tests.conftest import svc
@@ -85,9 +85,9 @@ def test_another_agent_cannot_read_an_approval(runtime: Runtime, make_token: Cal
     assert runtime.client.get("/v1/approvals/unknown", headers=runtime.rm).status_code == 404
 
 
-def _decide(app: Flask, session: str, *, now: float, approval_id: str | None = None) -> sessions.Decided:
-    ask = sessions.Ask(session, TOOL, to_micros(0.05), approval_id=approval_id)
-    return sessions.decide(svc(app), app.extensions["gatekeeper_hot"], ask, scope="bot", now=now)
+def _decide(app: Flask, session: str, *, now: float, approval_id: str | None = None) -> decisions.Decided:
+    ask = decisions.Ask(session, TOOL, to_micros(0.05), approval_id=approval_id)
+    return decisions.decide(svc(app), ask, scope="bot", now=now)
 
 
 def test_pending_approvals_expire_per_policy(runtime: Runtime, app: Flask) -> None:

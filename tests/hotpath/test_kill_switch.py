@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from gatekeeper import sessions
+from gatekeeper import decisions
 from gatekeeper.core.budgets import to_micros
 from tests.conftest import svc
 from tests.hotpath.conftest import Runtime
@@ -64,12 +64,11 @@ def test_manual_kill_and_resume_through_the_api(runtime: Runtime) -> None:
 
 
 def _run(app: Flask, session: str, status: str, *, now: float) -> bool:
-    hot = app.extensions["gatekeeper_hot"]
-    decided = sessions.decide(svc(app), hot, sessions.Ask(session, "search_kb", to_micros(0.001)), scope="bot",
-                              now=now)
+    decided = decisions.decide(svc(app), decisions.Ask(session, "search_kb", to_micros(0.001)), scope="bot",
+                               now=now)
     assert decided.verdict.verdict == "allow", decided.verdict
-    reported = sessions.report_outcome(svc(app), decided.decision_id, scope="bot", status=status,
-                                       actual_micros=None, latency_ms=None, now=now)
+    reported = decisions.report_outcome(svc(app), decided.decision_id, scope="bot", status=status,
+                                        actual_micros=None, latency_ms=None, now=now)
     return reported.kill_switch_tripped
 
 

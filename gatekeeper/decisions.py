@@ -1,0 +1,259 @@
+"""Decision use cases: decide one tool call, and settle its outcome (tripping the kill switch).
+
+`decide` is the hot path: it runs on the raw connection of gatekeeper.store.hot_path, one
+transaction (`tx`) that loads the session's facts, asks the pure core (core/verdicts.py) for the
+verdict, makes the one atomic reservation and records the decision. `report_outcome` uses the
+ORM unit of work (`db`). Both return plain results the API adapter renders and counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from sqlmodel import Session
+
+from gatekeeper import kill_switch
+from gatekeeper.core.arguments import Bound, bind, digest
+from gatekeeper.core.budgets import cap_reason, remaining, to_dollars
+from gatekeeper.core.policy import Caps, Policy
+from gatekeeper.core.sequence import relevant_tools
+from gatekeeper.core.verdicts import Call, Verdict, after_reservation, effective_stage, judge, message
+from gatekeeper.errors import BadRequest, Conflict
+from gatekeeper.services import Services
+from gatekeeper.sessions import Labels, check_scope, new_id
+from gatekeeper.store import decision_statements, session_records
+from gatekeeper.store.decision_statements import FirstAnswer, SessionFacts
+from gatekeeper.store.hot_path import Tx
+from gatekeeper.store.models import Agent, AgentSession, Decision
+
+# -- decide -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One tool call the agent wants to make."""
+
+    session_id: str
+    tool: str
+    cost_micros: int
+    preview: str | None = None
+    approval_id: str | None = None
+    arguments: Mapping[str, Any] | None = None
+    request_id: str | None = None
+
+
+class Decided(NamedTuple):
+    """The verdict on one call, the budget left, and the labels to count it under (a tuple: built per decision).
+
+    `replayed` is True when a retry with a known request id got the first answer back: nothing was
+    reserved or recorded again, so the adapter counts nothing either.
+    """
+
+    decision_id: str
+    verdict: Verdict
+    remaining_calls: int
+    remaining_micros: int
+    approval_id: str | None
+    labels: Labels
+    message: str = ""
+    replayed: bool = False
+
+
+def decide(svc: Services, ask: Ask, *, scope: str | None, now: float) -> Decided:
+    """Return the verdict on one tool call, reserving its call and cost atomically when it may run."""
+    try:
+        with svc.hot.transaction() as tx:
+            facts = decision_statements.load_session(tx, ask.session_id)
+            check_scope(facts.agent, scope)
+            policy = svc.policies.get(facts.policy).policy
+            first = (decision_statements.first_answer(tx, facts.id, ask.request_id)
+                     if ask.request_id is not None else None)
+            if first is not None:
+                return _replay(policy, facts, ask, first)
+            if facts.status != "open":
+                raise Conflict(f"session {ask.session_id} has ended ({facts.status})", field="session_id")
+            bound = bind(ask.arguments, redact_fields=policy.approvals.redact) if ask.arguments is not None else None
+            call = _call(tx, policy, facts, ask, bound, now=now)
+            verdict, used = _reserve(tx, facts, ask, judge(policy, call))
+            return _record(tx, policy, facts, ask, call, verdict, bound, used=used, now=now)
+    except Exception as exc:
+        if ask.request_id is None or not decision_statements.is_duplicate(exc):
+            raise
+        # A concurrent retry of the same request committed first: its answer is this one's.
+        return _replay_committed(svc, ask, scope=scope, error=exc)
+
+
+def _replay_committed(svc: Services, ask: Ask, *, scope: str | None, error: Exception) -> Decided:
+    assert ask.request_id is not None  # only retries get here
+    with svc.hot.transaction() as tx:
+        facts = decision_statements.load_session(tx, ask.session_id)
+        check_scope(facts.agent, scope)
+        first = decision_statements.first_answer(tx, facts.id, ask.request_id)
+        if first is None:
+            raise error
+        return _replay(svc.policies.get(facts.policy).policy, facts, ask, first)
+
+
+def _replay(policy: Policy, facts: SessionFacts, ask: Ask, first: FirstAnswer) -> Decided:
+    """Return the first answer to a request id again; a different call under the same id is refused."""
+    sent = digest(ask.arguments) if ask.arguments is not None else None
+    if (first.tool, first.cost_micros, first.arguments_digest) != (ask.tool, ask.cost_micros, sent):
+        raise Conflict(f"request_id {ask.request_id!r} was already used for a different call in this session "
+                       f"({first.tool}, {to_dollars(first.cost_micros):g} dollars)", field="request_id")
+    verdict = Verdict(first.verdict, first.reason)
+    text = message(first.reason, policy=policy, tool=first.tool, caps=caps_of(facts), approval_id=first.approval_id)
+    return Decided(first.decision_id, verdict, first.remaining_tool_calls or 0, first.remaining_spend_micros or 0,
+                   first.approval_id, Labels(facts.agent, facts.version, facts.arm, first.stage or "none"),
+                   text, True)
+
+
+def _call(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, bound: Bound | None, *, now: float) -> Call:
+    tools = relevant_tools(policy.sequence_rules, ask.tool)
+    if tools:
+        decision_statements.lock_session(tx, facts.id)
+    caps = caps_of(facts)
+    room = cap_reason(caps, tool_calls=facts.tool_calls, spend_micros=facts.spend_micros,
+                      cost_micros=ask.cost_micros)
+    approval = _approval_state(tx, facts, ask, bound, now=now) if ask.approval_id is not None else None
+    return Call(arm=facts.arm, environment=facts.environment, mirror=facts.mirror,
+                rollout_stage=facts.rollout_stage, rollout_state=facts.rollout_state, tool=ask.tool,
+                tool_class=policy.tool_class(ask.tool),
+                ran=decision_statements.ran_counts(tx, facts.id, tools) if tools else {},
+                approval=approval, cap_reason=room)
+
+
+def caps_of(facts: SessionFacts) -> Caps:
+    """Return the caps fixed on a session at start."""
+    return Caps(facts.cap_tool_calls, facts.cap_spend_micros)
+
+
+def _approval_state(tx: Tx, facts: SessionFacts, ask: Ask, bound: Bound | None, *, now: float) -> str:
+    """Check the approval sent with a repeated call; a mismatch is the caller's mistake (4xx)."""
+    found = decision_statements.load_approval(tx, ask.approval_id or "")
+    if found is None or found.session_id != facts.id:
+        raise BadRequest(f"no approval {ask.approval_id!r} for this session", field="approval_id")
+    if found.tool != ask.tool:
+        raise BadRequest(f"approval {ask.approval_id} is for tool {found.tool!r}", field="approval_id")
+    if ask.cost_micros > found.cost_micros:
+        raise BadRequest(f"the approval covers at most {to_dollars(found.cost_micros):g} dollars", field="cost")
+    if found.arguments_digest != (bound.digest if bound else None):
+        return "changed"  # an approval binds exactly the arguments it was asked for (SPEC §2)
+    if found.state == "pending" and now >= found.expires_at:
+        decision_statements.expire_approval(tx, found.id)
+        return "expired"
+    return "used" if found.state == "approved" and found.consumed else found.state
+
+
+def _reserve(tx: Tx, facts: SessionFacts, ask: Ask, verdict: Verdict) -> tuple[Verdict, tuple[int, int]]:
+    """Make the one atomic reservation the verdict asks for; return the final verdict and counters."""
+    used = (facts.tool_calls, facts.spend_micros)
+    if not verdict.reserve:
+        return verdict, used
+    got = decision_statements.reserve(tx, facts.id, cost_micros=ask.cost_micros)
+    if got is not None:
+        return after_reservation(verdict, reserved=True, cap_reason=""), got
+    used = decision_statements.counters(tx, facts.id)
+    reason = cap_reason(caps_of(facts), tool_calls=used[0], spend_micros=used[1], cost_micros=ask.cost_micros)
+    return after_reservation(verdict, reserved=False, cap_reason=reason or "cap_tool_calls"), used
+
+
+def _record(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, call: Call, verdict: Verdict,
+            bound: Bound | None, *, used: tuple[int, int], now: float) -> Decided:
+    if verdict.consume_approval and verdict.verdict == "allow" and ask.approval_id is not None:
+        decision_statements.consume_approval(tx, ask.approval_id, now=now)  # the row is locked (or BEGIN IMMEDIATE)
+    approval_id = ask.approval_id if verdict.verdict == "approval_required" or verdict.consume_approval else None
+    stage = stage_label(call)
+    if verdict.open_approval:
+        approval_id = _open_approval(tx, policy, facts, ask, bound, tool_class=call.tool_class, now=now)
+    decision_id = new_id()
+    caps = caps_of(facts)
+    calls, micros = remaining(caps, tool_calls=used[0], spend_micros=used[1])
+    row = {
+        "id": decision_id, "session_id": facts.id, "agent_id": facts.agent_id, "rollout_id": facts.rollout_id,
+        "version": facts.version, "arm": facts.arm, "stage": stage, "tool": ask.tool,
+        "tool_class": call.tool_class, "cost_micros": ask.cost_micros, "verdict": verdict.verdict,
+        "reason": verdict.reason, "would_verdict": verdict.would_verdict, "would_reason": verdict.would_reason,
+        "approval_id": approval_id, "preview": ask.preview, "at": now}
+    if bound is not None or ask.request_id is not None:
+        row.update(arguments=bound.redacted if bound else None, arguments_digest=bound.digest if bound else None,
+                   request_id=ask.request_id, remaining_tool_calls=calls, remaining_spend_micros=micros)
+    decision_statements.insert_decision(tx, row)
+    text = message(verdict.reason, policy=policy, tool=ask.tool, caps=caps, approval_id=approval_id)
+    return Decided(decision_id, verdict, calls, micros, approval_id,
+                   Labels(facts.agent, facts.version, facts.arm, stage), text)
+
+
+def stage_label(call: Call) -> str:
+    """Return the stage a decision is recorded and counted under."""
+    stage = effective_stage(call)
+    return "twin" if stage == "twin_session" else (stage or "none")
+
+
+def _open_approval(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, bound: Bound | None, *,
+                   tool_class: str, now: float) -> str:
+    approval_id = new_id()
+    decision_statements.insert_approval(tx, {
+        "id": approval_id, "agent_id": facts.agent_id, "session_id": facts.id, "rollout_id": facts.rollout_id,
+        "version": facts.version, "tool": ask.tool, "tool_class": tool_class, "cost_micros": ask.cost_micros,
+        "preview": ask.preview, "stage": facts.rollout_stage, "arguments": bound.redacted if bound else None,
+        "arguments_digest": bound.digest if bound else None, "created_at": now,
+        "expires_at": now + policy.approvals.expire_after_s})
+    return approval_id
+
+
+# -- outcome ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A settled outcome; `first` is False for an idempotent repeat. `decision.overrun_micros` is set when
+    the actual cost exceeded the reservation."""
+
+    decision: Decision
+    first: bool
+    kill_switch_tripped: bool
+    labels: Labels
+
+
+def report_outcome(svc: Services, decision_id: str, *, scope: str | None, status: str,
+                   actual_micros: int | None, latency_ms: float | None, now: float) -> Reported:
+    """Settle an allowed call's reservation with its actual cost; trip the kill switch if it crosses."""
+    with svc.db.transaction() as db:
+        decision = session_records.get_decision(db, decision_id)
+        row = session_records.get_session(db, decision.session_id)
+        agent = db.get(Agent, row.agent_id)
+        assert agent is not None  # a foreign key
+        check_scope(agent.name, scope)
+        actual = decision.cost_micros if actual_micros is None else actual_micros
+        labels = Labels(agent.name, decision.version, decision.arm, decision.stage or "none")
+        if decision.outcome_status is not None:
+            return _repeat(decision, status=status, actual=actual, latency_ms=latency_ms, labels=labels)
+        if decision.verdict != "allow":
+            raise Conflict(f"the call was not allowed ({decision.verdict}); there is no outcome to report",
+                           field="decision_id")
+        overrun = actual - decision.cost_micros if actual > decision.cost_micros else None
+        if not session_records.record_outcome(db, decision_id, status=status, actual_micros=actual,
+                                    latency_ms=latency_ms, overrun_micros=overrun, now=now):
+            db.refresh(decision)
+            return _repeat(decision, status=status, actual=actual, latency_ms=latency_ms, labels=labels)
+        # The spend takes the actual cost even past the cap: an overrun is recorded, never absorbed (SPEC §2).
+        session_records.settle(db, row.id, delta_micros=actual - decision.cost_micros)
+        tripped = _after_outcome(svc, db, agent, row, decision, now=now)
+        db.refresh(decision)
+        return Reported(decision, True, tripped, labels)
+
+
+def _repeat(decision: Decision, *, status: str, actual: int, latency_ms: float | None, labels: Labels) -> Reported:
+    same = (decision.outcome_status, decision.actual_cost_micros, decision.latency_ms) == (status, actual, latency_ms)
+    if not same:
+        raise Conflict(f"decision {decision.id} already has a different outcome", field="status")
+    return Reported(decision, False, False, labels)
+
+
+def _after_outcome(svc: Services, db: Session, agent: Agent, row: AgentSession, decision: Decision, *,
+                   now: float) -> bool:
+    if row.arm != "candidate" or decision.stage == "twin" or decision.rollout_id is None:
+        return False
+    return kill_switch.check(db, svc.policies.get(agent.policy), agent, decision.rollout_id, now=now)
