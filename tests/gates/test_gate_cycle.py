@@ -10,9 +10,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from gatekeeper import rollouts
-from gatekeeper.core.gates import TierSignals
-from gatekeeper.gate_cycle import evaluate_all
-from gatekeeper.metric_sources import BuiltinSource, InMemorySource, MetricsSource
+from gatekeeper.core.gates import SourceStatus, TierSignals
+from gatekeeper.gate_cycle import due_rollouts, evaluate_all, evaluate_one, gather
+from gatekeeper.metric_sources import BuiltinSource, InMemorySource, MetricsSource, SignalBatch
 from gatekeeper.services import Services
 from gatekeeper.store.models import GateEvaluation, Transition
 from tests.gates.conftest import T0, add_session, place, rollout_of, rows
@@ -171,6 +171,21 @@ def test_twin_gate_judges_runs_and_holds_on_a_stale_snapshot(services: Services)
                 twin_snapshot_at=fresh)
     assert [o.transition for o in evaluate_all(services, InMemorySource(), now=T0 + 2)] == ["promote"]
     assert ladder_position(services) == ("shadow", 0, "progressing")
+
+
+def test_the_write_transaction_judges_the_evidence_gathered_before_it(services: Services) -> None:
+    rollout = place(services, stage="twin")
+    for scenario, calls in [("refund-request", REFUND), ("refund-request", REFUND), ("faq", [run("search_kb")]),
+                            ("faq", [run("search_kb")])]:
+        add_session(services, rollout, environment="twin", scenario=scenario, calls=calls, twin_snapshot_at=T0 - 7200)
+    [item] = due_rollouts(services, now=T0 + 1)
+    evidence = gather(services, item)  # read before the write transaction opens
+    add_session(services, rollout, environment="twin", scenario="faq", calls=[run("search_kb")],
+                twin_snapshot_at=T0 - 60)  # a fresh run lands meanwhile: the next window counts it
+    outcome = evaluate_one(services, item, SignalBatch(SourceStatus("memory")), evidence, now=T0 + 1)
+    assert outcome is not None and outcome.report["values"]["runs"] == 4
+    assert ladder_position(services) == ("twin", 0, "held")
+    assert [o.transition for o in evaluate_all(services, InMemorySource(), now=T0 + 2)] == ["promote"]
 
 
 def test_twin_runs_breaking_expect_order_or_calling_forbid_fail(services: Services) -> None:
