@@ -29,8 +29,9 @@ sys.path.insert(0, str(REPO))  # for tests.support: the same real-binary helpers
 
 from gatekeeper import create_app, rollouts  # noqa: E402
 from gatekeeper.gate_cycle import evaluate_all  # noqa: E402
-from gatekeeper.metric_sources import PrometheusSource, SignalBatch, SignalRequest  # noqa: E402
+from gatekeeper.prometheus_source import PrometheusSource  # noqa: E402
 from gatekeeper.services import Services  # noqa: E402
+from gatekeeper.tier_signals import SignalBatch, SignalRequest  # noqa: E402
 from tests.support.http import LoopbackHTTPServer, RecordedRequest  # noqa: E402
 from tests.support.services import PrometheusServer  # noqa: E402
 

@@ -27,13 +27,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from gatekeeper.core.gates import ALERT_HOLD_PREFIX
 from gatekeeper.errors import IllegalTransition
 from gatekeeper.rollouts import transition
 from gatekeeper.services import Services
-from gatekeeper.store import rollout_records
+from gatekeeper.store import alert_receipts, rollout_records
 from gatekeeper.store.models import Agent, AlertReceipt, Rollout
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,7 @@ def receive_one(svc: Services, alert: Alert, *, actor: str, now: float) -> Alert
 
 def _fire(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: float) -> AlertOutcome:
     with svc.db.transaction() as session:
-        seen = session.exec(select(AlertReceipt).where(AlertReceipt.fingerprint == alert.key,
-                                                       AlertReceipt.starts_at == alert.starts_at)).first()
+        seen = alert_receipts.find_receipt(session, fingerprint=alert.key, starts_at=alert.starts_at)
         if seen is not None:
             return _outcome(alert, "duplicate", detail=f"already handled: {seen.action}")
         receipt = AlertReceipt(fingerprint=alert.key, starts_at=alert.starts_at, agent=agent_name[:63],
@@ -115,7 +114,7 @@ def _fire(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: floa
 
 def _effect(svc: Services, session: Session, alert: Alert, agent_name: str, *, actor: str, now: float
             ) -> AlertOutcome:
-    agent = session.exec(select(Agent).where(Agent.name == agent_name).with_for_update()).first()
+    agent = rollout_records.find_agent(session, agent_name, for_update=True)
     if agent is None:
         log.warning("alert %s names unknown agent %r; acknowledged, nothing done", alert.name, agent_name)
         return _outcome(alert, "unknown_agent", detail=f"no agent named {agent_name!r}")
@@ -144,7 +143,7 @@ def _apply(svc: Services, session: Session, agent: Agent, rollout: Rollout, aler
 
 def _resolve(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: float) -> AlertOutcome:
     with svc.db.transaction() as session:
-        agent = session.exec(select(Agent).where(Agent.name == agent_name).with_for_update()).first()
+        agent = rollout_records.find_agent(session, agent_name, for_update=True)
         rollout = rollout_records.current_rollout(session, agent, for_update=True) if agent else None
         if agent is None or rollout is None or not _held_by(rollout, alert):
             return _outcome(alert, "resolved", detail="nothing to lift")

@@ -23,10 +23,11 @@ from gatekeeper.core.gates import Counters, Where, evaluate_tier_gate
 from gatekeeper.core.kill_rule import trips
 from gatekeeper.core.policy import Policy
 from gatekeeper.gate_cycle import GATED_STATES, gate_for, gated_tiers
-from gatekeeper.metric_sources import BuiltinSource, SignalRequest
+from gatekeeper.metric_sources import BuiltinSource
 from gatekeeper.store import recorded, rollout_records
 from gatekeeper.store.db import Database
 from gatekeeper.store.models import Transition
+from gatekeeper.tier_signals import SignalRequest
 
 MAX_EVALUATIONS = 100_000  # a bound on one replay, whatever the recorded rollout's length
 

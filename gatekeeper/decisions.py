@@ -23,7 +23,7 @@ from gatekeeper.core.verdicts import Call, Verdict, after_reservation, effective
 from gatekeeper.errors import BadRequest, Conflict
 from gatekeeper.services import Services
 from gatekeeper.sessions import Labels, check_scope, new_id
-from gatekeeper.store import decision_statements, session_records
+from gatekeeper.store import decision_statements, rollout_records, session_records
 from gatekeeper.store.decision_statements import FirstAnswer, SessionFacts
 from gatekeeper.store.hot_path import Tx
 from gatekeeper.store.models import Agent, AgentSession, Decision
@@ -223,8 +223,7 @@ def report_outcome(svc: Services, decision_id: str, *, scope: str | None, status
     with svc.db.transaction() as db:
         decision = session_records.get_decision(db, decision_id)
         row = session_records.get_session(db, decision.session_id)
-        agent = db.get(Agent, row.agent_id)
-        assert agent is not None  # a foreign key
+        agent = rollout_records.agent_by_id(db, row.agent_id)
         check_scope(agent.name, scope)
         actual = decision.cost_micros if actual_micros is None else actual_micros
         labels = Labels(agent.name, decision.version, decision.arm, decision.stage or "none")

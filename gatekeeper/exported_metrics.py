@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import text
 
 from gatekeeper.core import ladder
 from gatekeeper.policies import PolicyStore
+from gatekeeper.store import scrape_records
 from gatekeeper.store.db import Database
 
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
@@ -81,12 +81,6 @@ def _only(collector: Collector) -> CollectorRegistry:
     return registry
 
 
-_ROLLOUTS = text("""SELECT a.name, a.stable_version, r.candidate_version, r.stage, r.tier, r.kill_switch_open,
- a.policy FROM agents a LEFT JOIN rollouts r ON r.id = a.rollout_id ORDER BY a.name""")
-_EVALUATIONS = text("""SELECT a.name, g.result, count(*) FROM gate_evaluations g JOIN agents a ON a.id = g.agent_id
- GROUP BY a.name, g.result ORDER BY a.name, g.result""")
-
-
 class RolloutCollector(Collector):
     """Rollout gauges and gate-evaluation counts, read from the database at scrape time."""
 
@@ -104,13 +98,14 @@ class RolloutCollector(Collector):
                                    labels=["agent"])
         gates = CounterMetricFamily("gatekeeper_gate_evaluations", "Gate evaluations by result",
                                     labels=["agent", "result"])
-        with self.db.reading() as session:
-            for name, stable, candidate, stage, tier, open_, policy in session.execute(_ROLLOUTS):
-                info.add_metric([name, candidate or "", stable or "", stage or "none"], 1)
-                traffic.add_metric([name], self._percent(policy, stage, tier))
-                killed.add_metric([name], 1 if open_ else 0)
-            for name, result, count in session.execute(_EVALUATIONS):
-                gates.add_metric([name, result], count)
+        with self.db.reading() as db:
+            rollouts, counts = scrape_records.agent_rollouts(db=db), scrape_records.evaluation_counts(db=db)
+        for row in rollouts:
+            info.add_metric([row.name, row.candidate or "", row.stable or "", row.stage or "none"], 1)
+            traffic.add_metric([row.name], self._percent(row.policy, row.stage, row.tier))
+            killed.add_metric([row.name], 1 if row.kill_switch_open else 0)
+        for name, result, count in counts:
+            gates.add_metric([name, result], count)
         yield from (info, traffic, killed, gates)
 
     def _percent(self, policy: str, stage: str | None, tier: int | None) -> float:

@@ -44,13 +44,13 @@ from gatekeeper.core.gates import (
 )
 from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.errors import GatekeeperError, IllegalTransition, NotFound
-from gatekeeper.metric_sources import MetricsSource, SignalBatch, SignalRequest
 from gatekeeper.policies import LoadedPolicy
 from gatekeeper.rollouts import transition
 from gatekeeper.services import Services
 from gatekeeper.stage_evidence import StageEvidence
 from gatekeeper.store import evidence_records, rollout_records
 from gatekeeper.store.models import Agent, GateEvaluation, Rollout
+from gatekeeper.tier_signals import MetricsSource, SignalBatch, SignalRequest
 
 log = logging.getLogger(__name__)
 

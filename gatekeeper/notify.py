@@ -31,9 +31,10 @@ from urllib.parse import urlsplit
 import pybreaker
 import requests
 from requests.adapters import HTTPAdapter
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 from urllib3.util.retry import Retry
 
+from gatekeeper.store import outbox
 from gatekeeper.store.db import Database
 from gatekeeper.store.models import Agent, Notification, Rollout, Transition
 
@@ -155,11 +156,7 @@ def deliver_due(db: Database, sender: WebhookSender, *, now: float, limit: int =
 
 def _due(db: Database, *, now: float, limit: int) -> list[Notification]:
     with db.reading() as session:
-        query = (select(Notification).where(col(Notification.delivered_at).is_(None),
-                                            Notification.next_attempt_at <= now,
-                                            Notification.attempts < MAX_ATTEMPTS)
-                 .order_by(col(Notification.id)).limit(limit))
-        found = list(session.exec(query))
+        found = outbox.due_notifications(session, now=now, max_attempts=MAX_ATTEMPTS, limit=limit)
         session.expunge_all()
         return found
 
@@ -180,7 +177,7 @@ def _send_all(sender: WebhookSender, event: Mapping[str, Any], pending: Sequence
 def _record_attempt(db: Database, row_id: int, payload: dict[str, Any], errors: Mapping[str, str], *,
                     now: float) -> None:
     with db.transaction() as session:
-        row = session.get(Notification, row_id)
+        row = outbox.notification(session, row_id)
         if row is None:
             return
         if not errors:

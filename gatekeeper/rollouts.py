@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from gatekeeper import notify
 from gatekeeper.core import ladder
@@ -32,7 +32,7 @@ def register_agent(svc: Services, name: str, *, policy: str, stable_version: str
         raise BadRequest(f"policy {policy} binds only {', '.join(loaded.policy.agents)}; "
                          f"add {name} to its agents", field="policy")
     with svc.db.transaction() as session:
-        if session.exec(select(Agent).where(Agent.name == name)).first() is not None:
+        if rollout_records.find_agent(session, name) is not None:
             raise Conflict(f"agent {name!r} is already registered", field="name")
         agent = Agent(name=name, policy=policy, stable_version=stable_version, created_at=now)
         session.add(agent)

@@ -16,7 +16,6 @@ of a tick cannot act twice on a window.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -31,18 +30,15 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session, select
+from sqlalchemy.exc import IntegrityError
 
 from gatekeeper import gate_cycle, notify
-from gatekeeper.metric_sources import MetricsSource
 from gatekeeper.scheduler_status import LEASE_NAME
 from gatekeeper.services import Services
 from gatekeeper.store.db import Database
 from gatekeeper.store.heartbeats import record_tick
-from gatekeeper.store.models import Lease
+from gatekeeper.store.leases import AdvisoryLock, give_up_lease, take_lease
+from gatekeeper.tier_signals import MetricsSource
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +60,15 @@ class SchedulerLease:
         self.ttl_s = ttl_s
         self.interval_s = interval_s or ttl_s / 3
         self.name = name
-        self._lock: Connection | None = None
+        self.lock = AdvisoryLock(db, ADVISORY_KEY)
 
     def acquire(self, *, now: float) -> bool:
         """Take or renew the lease; return whether this process leads until now + ttl."""
-        if not self.db.is_sqlite and not self._advisory_lock():
+        if not self.db.is_sqlite and not self.lock.try_acquire():
             return False
         try:
             with self.db.transaction() as session:
-                leading = _take(session, self.name, self.holder, expires_at=now + self.ttl_s, now=now)
+                leading = take_lease(session, self.name, holder=self.holder, expires_at=now + self.ttl_s, now=now)
                 if leading:
                     record_tick(session, self.name, holder=self.holder, now=now, interval_s=self.interval_s)
                 return leading
@@ -83,48 +79,9 @@ class SchedulerLease:
         """Give the lease up at once, so a standby takes over on its next tick."""
         try:
             with self.db.transaction() as session:
-                row = session.exec(select(Lease).where(Lease.name == self.name).with_for_update()).first()
-                if row is not None and row.holder == self.holder:
-                    row.expires_at = 0.0
-                    session.add(row)
+                give_up_lease(session, self.name, holder=self.holder)
         finally:
-            self._drop_lock()
-
-    def _advisory_lock(self) -> bool:
-        try:
-            if self._lock is None:
-                # Its own connection, outside any transaction: the lock lives as long as it does.
-                self._lock = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            held = self._lock.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_KEY}).scalar()
-        except SQLAlchemyError as exc:
-            log.warning("advisory lock unavailable: %s", exc)
-            self._drop_lock()
-            return False
-        return bool(held)
-
-    def _drop_lock(self) -> None:
-        if self._lock is not None:
-            with contextlib.suppress(SQLAlchemyError):
-                # Unlock now (a closing session frees its locks only once its backend exits), then
-                # invalidate rather than return the connection to the pool with the session in it.
-                self._lock.execute(text("SELECT pg_advisory_unlock_all()"))
-            with contextlib.suppress(SQLAlchemyError):
-                self._lock.invalidate()
-                self._lock.close()
-            self._lock = None
-
-
-def _take(session: Session, name: str, holder: str, *, expires_at: float, now: float) -> bool:
-    row = session.exec(select(Lease).where(Lease.name == name).with_for_update()).first()
-    if row is None:
-        session.add(Lease(name=name, holder=holder, expires_at=expires_at))
-        session.flush()
-        return True
-    if row.holder != holder and row.expires_at > now:
-        return False
-    row.holder, row.expires_at = holder, expires_at
-    session.add(row)
-    return True
+            self.lock.release()
 
 
 @dataclass(frozen=True)

@@ -117,8 +117,7 @@ def end_session(svc: Services, session_id: str, *, scope: str | None, status: st
     """Close a session and return its summary; twin scenario runs get their trajectory judged."""
     with svc.db.transaction() as db:
         row = session_records.get_session(db, session_id)
-        agent = db.get(Agent, row.agent_id)
-        assert agent is not None  # a foreign key
+        agent = rollout_records.agent_by_id(db, row.agent_id)
         check_scope(agent.name, scope)
         decisions = session_records.decisions_of(db, session_id)
         trajectory = _trajectory(svc, agent, row, decisions, passed=passed)

@@ -12,18 +12,18 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from gatekeeper import create_app
-from gatekeeper.services import Services
 from gatekeeper.store.tokens import create_token
+from tests.support.app import POLICIES, svc
 from tests.support.http import serve_app
 from tests.support.services import PostgresServer
 
-REPO = Path(__file__).resolve().parent.parent
-POLICIES = REPO / "policies"
-
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """A fresh SQLite database file for one test."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh SQLite database file for one test; parametrized indirectly with "postgres", a Postgres database."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return server.create_database("gk_test")
     return f"sqlite:///{tmp_path / 'gatekeeper.db'}"
 
 
@@ -45,12 +45,6 @@ def app(app_overrides: dict[str, Any]) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def svc(app: Flask) -> Services:
-    """Return an app's services."""
-    found: Services = app.extensions["gatekeeper"]
-    return found
 
 
 @pytest.fixture(scope="session")

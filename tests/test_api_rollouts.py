@@ -12,10 +12,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from gatekeeper import create_app
-from tests.conftest import svc
+from tests.support.app import svc
 
 LADDER = ["twin", "shadow", "canary 1%", "canary 5%", "expansion 10%", "expansion 25%", "expansion 50%",
           "expansion 100%"]
+
+
+# These run again on a real Postgres: same API, same audit trail, same durability.
+ON_BOTH = pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
 
 
 def register(client: FlaskClient, rm: dict[str, str], *, version: str | None = "v1") -> None:
@@ -37,6 +41,7 @@ def post(client: FlaskClient, rm: dict[str, str], action: str, **body: Any) -> d
     return response.json
 
 
+@ON_BOTH
 def test_twin_to_completed_and_back_through_a_rollback(client: FlaskClient, rm: dict[str, str]) -> None:
     register(client, rm)
     started = start(client, rm)
@@ -67,6 +72,7 @@ def test_twin_to_completed_and_back_through_a_rollback(client: FlaskClient, rm: 
     assert (rollback["to"]["stage"], rollback["to"]["tier"]) == ("canary", 0)
 
 
+@ON_BOTH
 def test_history_is_paginated_newest_first(client: FlaskClient, rm: dict[str, str]) -> None:
     register(client, rm)
     start(client, rm)
@@ -78,6 +84,7 @@ def test_history_is_paginated_newest_first(client: FlaskClient, rm: dict[str, st
     assert [e["to"]["stage"] for e in first["items"] + second["items"]] == ["canary", "canary", "shadow", "twin"]
 
 
+@ON_BOTH
 def test_a_new_app_on_the_same_file_sees_the_same_rollouts(app_overrides: dict[str, Any], app: Flask,
                                                           client: FlaskClient, rm: dict[str, str]) -> None:
     register(client, rm)
@@ -102,6 +109,7 @@ def snapshot(app: Flask) -> dict[str, list[Any]]:
                 for t in db.table_names()}
 
 
+@ON_BOTH
 @pytest.mark.parametrize(("method", "path", "body", "headers", "status", "field"), [
     ("POST", "/v1/agents/support-bot/promote", {"reason": "x"}, None, 401, None),
     ("POST", "/v1/agents/support-bot/promote", {"reason": "x"}, "bogus", 401, None),
@@ -153,6 +161,7 @@ def test_viewer_reads(client: FlaskClient, rm: dict[str, str], viewer: dict[str,
     assert "promote" in listed.json[0]["allowed_actions"]
 
 
+@ON_BOTH
 def test_kill_reverts_and_resume_continues(client: FlaskClient, rm: dict[str, str]) -> None:
     register(client, rm)
     start(client, rm)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.support.app import REPO
 from tests.support.services import require_binary
 
 COMPOSE = REPO / "compose.yaml"

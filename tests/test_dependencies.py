@@ -9,7 +9,7 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.support.app import REPO
 
 
 def normalised(name: str) -> str:

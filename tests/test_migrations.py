@@ -18,7 +18,7 @@ from sqlmodel import SQLModel
 from gatekeeper import create_app
 from gatekeeper.store import schema
 from gatekeeper.store.db import Database
-from tests.conftest import POLICIES
+from tests.support.app import POLICIES
 from tests.support.legacy import AUTO_ID_TABLES, LEGACY_TOKEN, ROWS, build_legacy_database
 from tests.support.services import PostgresServer
 

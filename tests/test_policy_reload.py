@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from gatekeeper.core.policy import policy_revision
 from gatekeeper.policies import PolicyStore
-from tests.conftest import POLICIES, svc
+from tests.support.app import POLICIES, svc
 
 
 class Clock:

@@ -22,7 +22,7 @@ from sqlmodel import SQLModel
 
 from gatekeeper.store import schema
 from gatekeeper.store.db import Database
-from tests.conftest import POLICIES
+from tests.support.app import POLICIES
 from tests.support.services import PostgresServer, free_port
 
 ARMED_WITHIN_S = 60.0

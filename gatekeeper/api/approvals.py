@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime
 
 from flask import Blueprint
-from sqlmodel import select
 
 from gatekeeper import approvals
 from gatekeeper.api.auth import ACTORS, READERS, Caller
@@ -15,7 +14,8 @@ from gatekeeper.api.runtime_schemas import ApprovalAction, ApprovalQuery, Approv
 from gatekeeper.api.schemas import timestamp
 from gatekeeper.core.budgets import to_dollars
 from gatekeeper.services import services
-from gatekeeper.store.models import Agent, Approval
+from gatekeeper.store import rollout_records
+from gatekeeper.store.models import Approval
 
 bp = Blueprint("approvals", __name__)
 
@@ -54,7 +54,7 @@ def reject(approval_id: str, *, caller: Caller, body: ApprovalAction) -> Approva
 
 def _views(rows: list[Approval]) -> list[ApprovalView]:
     with services().db.reading() as session:
-        names = {a.id: a.name for a in session.exec(select(Agent))}
+        names = rollout_records.agent_names(session)
     return [ApprovalView(
         approval_id=a.id, agent=names.get(a.agent_id, ""), session_id=a.session_id, version=a.version, tool=a.tool,
         tool_class=a.tool_class, cost=to_dollars(a.cost_micros), preview=a.preview, stage=a.stage,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 
 from gatekeeper.api.schemas import AgentStatus, HistoryEntry, Position, RolloutView, timestamp, utc
 from gatekeeper.api.trace_schemas import MirroredTraces, SessionTrace, Trace, TraceDecision, TraceOutcome, TraceSession
@@ -20,7 +20,7 @@ from gatekeeper.errors import NotFound
 from gatekeeper.policies import LoadedPolicy, PolicyStore
 from gatekeeper.rollouts import status_of
 from gatekeeper.store import reads, rollout_records
-from gatekeeper.store.models import Agent, AgentSession, Approval, Decision, GateEvaluation, Rollout, Transition
+from gatekeeper.store.models import Agent, AgentSession, Decision, GateEvaluation, Rollout, Transition
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
@@ -32,9 +32,7 @@ def describe_agent(session: Session, policies: PolicyStore, agent: Agent) -> Age
     active = rollout is not None and rollout.id == agent.rollout_id
     reported = gate_report(session, rollout) if rollout and active else None
     # Not yet marked expired is not waiting either: the count agrees with the lists the pages show.
-    pending = session.exec(select(func.count()).select_from(Approval)
-                           .where(Approval.agent_id == agent.id, Approval.state == "pending",
-                                  col(Approval.expires_at) > time.time())).one()
+    pending = reads.pending_count(session, agent.id or 0, now=time.time())
     return AgentStatus(
         name=agent.name, policy=agent.policy, stable_version=agent.stable_version,
         policy_revision=loaded.revision if loaded else None, policy_file=loaded.path if loaded else None,

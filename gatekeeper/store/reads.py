@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from gatekeeper.errors import NotFound
 from gatekeeper.store.models import Agent, AgentSession, Approval, Decision, Rollout, Transition
@@ -59,6 +59,12 @@ def pending_approvals_of(session: Session, agent_id: int, *, now: float) -> list
                                     col(Approval.expires_at) > now)
              .order_by(col(Approval.created_at)))
     return list(session.exec(query.limit(200)))
+
+
+def pending_count(session: Session, agent_id: int, *, now: float) -> int:
+    """Return how many of an agent's approvals are pending and not run out (the lists' own rule)."""
+    return int(session.exec(select(func.count()).select_from(Approval).where(
+        Approval.agent_id == agent_id, Approval.state == "pending", col(Approval.expires_at) > now)).one())
 
 
 def decided_approvals_of(session: Session, agent_id: int, *, limit: int = 5) -> list[Approval]:

@@ -12,20 +12,38 @@ from gatekeeper.errors import NotFound
 from gatekeeper.store.models import Agent, GateEvaluation, PolicyRevision, Rollout, Transition, Version
 
 
-def get_agent(session: Session, name: str, *, for_update: bool = False) -> Agent:
-    """Return the agent called `name`, or raise NotFound."""
+def find_agent(session: Session, name: str, *, for_update: bool = False) -> Agent | None:
+    """Return the agent called `name`, locking its row when asked (Postgres), or None."""
     query = select(Agent).where(Agent.name == name)
     if for_update:
         query = query.with_for_update()
-    agent = session.exec(query).first()
+    return session.exec(query).first()
+
+
+def get_agent(session: Session, name: str, *, for_update: bool = False) -> Agent:
+    """Return the agent called `name`, or raise NotFound."""
+    agent = find_agent(session, name, for_update=for_update)
     if agent is None:
         raise NotFound(f"no agent named {name!r}", field="agent")
+    return agent
+
+
+def agent_by_id(session: Session, agent_id: int) -> Agent:
+    """Return the agent a row refers to (a foreign key: it exists)."""
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"no agent with id {agent_id}", field="agent")
     return agent
 
 
 def list_agents(session: Session) -> list[Agent]:
     """Return every agent, by name."""
     return list(session.exec(select(Agent).order_by(Agent.name)))
+
+
+def agent_names(session: Session) -> dict[int, str]:
+    """Return every agent's name by id."""
+    return {agent_id: name for agent_id, name in session.exec(select(Agent.id, Agent.name)) if agent_id}
 
 
 def current_rollout(session: Session, agent: Agent, *, for_update: bool = False) -> Rollout | None:

@@ -140,6 +140,11 @@ def create_user(session: Session, username: str, *, password: str, role: str, no
     return user
 
 
+def get_user(session: Session, user_id: int) -> User | None:
+    """Return a dashboard user by id, or None when it is gone."""
+    return session.get(User, user_id)
+
+
 def check_user(session: Session, username: str, password: str) -> User | None:
     """Return the user when the password matches, else None."""
     user = session.exec(select(User).where(User.username == username)).first()

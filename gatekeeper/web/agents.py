@@ -13,9 +13,8 @@ from gatekeeper.api.views import agent_or_404
 from gatekeeper.core.ladder import STAGES
 from gatekeeper.errors import BadRequest, NotFound
 from gatekeeper.services import services
-from gatekeeper.store import reads, rollout_records
+from gatekeeper.store import dashboard_records, reads, rollout_records
 from gatekeeper.store.models import Transition
-from gatekeeper.web import queries
 from gatekeeper.web.history import rollout_charts, timeline
 from gatekeeper.web.presenters import ACTIONS, AgentView, actions, agent_view, loaded_or_none, position_label
 from gatekeeper.web.security import current_user, release_manager_required
@@ -60,7 +59,7 @@ def _agent(name: str) -> dict[str, Any]:
         rollout = view.status.rollout
         graphs = rollout_charts(session, rollout, policy=view.policy, now=g.now) if rollout else ()
         decision_ids = reads.decisions_of_approvals(session, [a.id for a in (*view.approvals, *view.decided)])
-        environments = queries.session_environments(session, [a.session_id for a in view.approvals])
+        environments = dashboard_records.session_environments(session, [a.session_id for a in view.approvals])
     user = current_user()
     return {"view": view, "charts": graphs, "timeline": story, "include_gates": include_gates,
             "decision_ids": decision_ids, "environments": environments,

@@ -10,8 +10,7 @@ from flask.typing import ResponseReturnValue
 from gatekeeper import approvals
 from gatekeeper.errors import BadRequest, NotFound
 from gatekeeper.services import services
-from gatekeeper.store import reads
-from gatekeeper.web import queries
+from gatekeeper.store import dashboard_records, reads, rollout_records
 from gatekeeper.web.security import current_user, release_manager_required
 
 bp = Blueprint("approvals", __name__)
@@ -61,9 +60,9 @@ def _queue() -> dict[str, Any]:
     # pending() marks the approvals that ran out as expired while it reads, hence a transaction.
     with svc.db.transaction() as session:
         waiting = approvals.pending(session, now=g.now)
-        names = queries.agent_names(session)
-        environments = queries.session_environments(session, [a.session_id for a in waiting])
-        decided = queries.recent_decided_approvals(session)
+        names = rollout_records.agent_names(session)
+        environments = dashboard_records.session_environments(session, [a.session_id for a in waiting])
+        decided = dashboard_records.recent_decided_approvals(session)
         decision_ids = reads.decisions_of_approvals(session, [a.id for a in [*waiting, *decided]])
     return {"waiting": waiting, "decided": decided, "names": names, "environments": environments,
             "decision_ids": decision_ids}

@@ -12,9 +12,9 @@ from gatekeeper.api.schemas import HistoryEntry, RolloutView
 from gatekeeper.api.views import history_entries
 from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.policies import PolicyStore
-from gatekeeper.store import rollout_records
+from gatekeeper.store import dashboard_records, rollout_records
 from gatekeeper.store.models import Agent
-from gatekeeper.web import charts, queries
+from gatekeeper.web import charts
 from gatekeeper.web.filters import figure, label, utc
 
 PER_PAGE = 25
@@ -90,9 +90,9 @@ def numbers(metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 def rollout_charts(session: Session, rollout: RolloutView, *, policy: Policy | None, now: float
                    ) -> tuple[charts.Chart, ...]:
     """Return the charts of the rollout's gate values, with its transitions marked."""
-    samples = queries.evaluation_values(session, rollout.id)
+    samples = dashboard_records.evaluation_values(session, rollout.id)
     moves = [charts.Transition(t.at, t.action, f"{utc(t.at)} · {t.action} by {t.actor}: {t.reason}")
-             for t in queries.rollout_transitions(session, rollout.id) if t.action != "start"]
+             for t in dashboard_records.rollout_transitions(session, rollout.id) if t.action != "start"]
     end = rollout.ended_at.timestamp() if rollout.ended_at else now
     limits = _limits(policy, rollout.stage)
     return tuple(

@@ -10,9 +10,8 @@ from sqlmodel import Session
 
 from gatekeeper.errors import NotFound
 from gatekeeper.services import services
-from gatekeeper.store import rollout_records
+from gatekeeper.store import dashboard_records, rollout_records
 from gatekeeper.store.models import Agent, PolicyRevision
-from gatekeeper.web import queries
 
 bp = Blueprint("policies", __name__)
 
@@ -34,7 +33,7 @@ def policy_view() -> ResponseReturnValue:
     wanted = request.args.get("revision", "").strip()[:40]
     with svc.db.reading() as session:
         bindings = [_binding(session, agent) for agent in rollout_records.list_agents(session)]
-        revision = queries.policy_revision(session, wanted) if wanted else None
+        revision = dashboard_records.policy_revision(session, wanted) if wanted else None
         stored = _copy(revision) if revision else None
     if wanted and stored is None:
         raise NotFound(f"no stored policy revision {wanted!r}", field="revision")

@@ -32,6 +32,7 @@ from gatekeeper.services import services
 from gatekeeper.store.db import Database
 from gatekeeper.store.models import User
 from gatekeeper.store.signing import add_signing_key, get_signing_key
+from gatekeeper.store.tokens import get_user
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -157,8 +158,8 @@ def _load_user() -> None:
     user_id = session.get("user_id")
     if user_id is None:
         return
-    with services().db.reading() as db_session:
-        row = db_session.get(User, user_id)
+    with services().db.reading() as db:
+        row = get_user(db, user_id)
         found = WebUser(id=row.id or 0, username=row.username, role=row.role) if row else None
     if found is None:
         session.clear()

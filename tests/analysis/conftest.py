@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.dashboard.conftest import users  # noqa: F401 - the dashboard's signed-in users
-from tests.gates.conftest import app_overrides, policy_dir, postgres_services, services  # noqa: F401 - shared
+from tests.support.dashboard import users  # noqa: F401 - the dashboard's signed-in users
+from tests.support.gates import app_overrides, policy_dir, postgres_services, services  # noqa: F401 - shared
 
 COMPARE = {"error_rate": {"max_increase": 0.5}, "p95_latency": {"max_increase": 0.2}, "confidence": 0.95}
 

@@ -16,7 +16,7 @@ from gatekeeper.cli import main
 from gatekeeper.gate_cycle import evaluate_all
 from gatekeeper.metric_sources import BuiltinSource
 from gatekeeper.services import Services
-from tests.gates.conftest import FAST_POLICY, merged
+from tests.support.gates import FAST_POLICY, merged
 
 GATE = {"interval": "100ms", "window": "30s", "soak": "0s", "min_sessions": 4, "max_error_rate": 0.5,
         "max_p95_latency": "2s", "max_cost_per_session": 0.4, "failure_limit": 2}

@@ -12,10 +12,11 @@ from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Mom
 from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where, evaluate_tier_gate
 from gatekeeper.core.policy import parse_policy, validate_policy_text
 from gatekeeper.gate_cycle import evaluate_all
-from gatekeeper.metric_sources import BuiltinSource, InMemorySource, SignalRequest
+from gatekeeper.metric_sources import BuiltinSource, InMemorySource
 from gatekeeper.services import Services
-from tests.conftest import REPO
-from tests.gates.conftest import T0, add_session, place, rollout_of
+from gatekeeper.tier_signals import SignalRequest
+from tests.support.app import REPO
+from tests.support.gates import T0, add_session, place, rollout_of
 
 RNG = np.random.default_rng(11)
 STABLE_LATENCY = Distribution.of_samples(RNG.lognormal(-1, 0.4, 100_000).tolist())

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gatekeeper.metric_sources import PrometheusSource, SignalRequest, prometheus_window
+from gatekeeper.prometheus_source import PrometheusSource, prometheus_window
+from gatekeeper.tier_signals import SignalRequest
 from tests.support.http import LoopbackHTTPServer, RecordedRequest
 from tests.support.services import PrometheusServer, require_binary
 

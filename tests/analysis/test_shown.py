@@ -15,8 +15,8 @@ from gatekeeper.core.gates import TierSignals
 from gatekeeper.gate_cycle import evaluate_all
 from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.services import Services
-from tests.dashboard.conftest import signed_in
-from tests.gates.conftest import T0, place
+from tests.support.dashboard import signed_in
+from tests.support.gates import T0, place
 
 LATENCY = Distribution.of_samples([0.1 * (1 + i % 10) for i in range(400)])
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.app import REPO
 from tests.support.services import free_port
 
 MARKED = re.compile(r"<!-- first-agent(?:: (?P<file>\S+))? -->\n```(?P<lang>\w+)\n(?P<body>.*?)```", re.DOTALL)

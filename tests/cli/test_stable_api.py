@@ -7,7 +7,7 @@ from flask.testing import FlaskClient
 from sqlmodel import select
 
 from gatekeeper.store.models import Agent, StableChange, Version
-from tests.conftest import svc
+from tests.support.app import svc
 
 
 def test_set_stable_bootstraps_an_agent_registered_without_one(app: Flask, client: FlaskClient,

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from gatekeeper import create_app
 from gatekeeper.store.tokens import create_token
-from tests.conftest import POLICIES
+from tests.support.app import POLICIES
 from tests.support.processes import Deployment
 from tests.support.services import PostgresServer
 

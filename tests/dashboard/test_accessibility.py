@@ -8,9 +8,9 @@ from typing import Any
 from flask import Flask
 
 from gatekeeper import rollouts
-from tests.conftest import svc
-from tests.dashboard import seed
-from tests.dashboard.conftest import LiveServer, axe_violations, browser_sign_in
+from tests.support import seed
+from tests.support.app import svc
+from tests.support.dashboard import LiveServer, axe_violations, browser_sign_in
 
 CARD = "[redacted]"
 

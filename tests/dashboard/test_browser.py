@@ -11,9 +11,9 @@ from flask import Flask
 from gatekeeper import rollouts
 from gatekeeper.client import Gatekeeper
 from gatekeeper.store import rollout_records
-from tests.conftest import svc
-from tests.dashboard import seed
-from tests.dashboard.conftest import LiveServer, browser_sign_in, screenshot
+from tests.support import seed
+from tests.support.app import svc
+from tests.support.dashboard import LiveServer, browser_sign_in, screenshot
 
 
 def _rollout_at_twin(app: Flask) -> None:

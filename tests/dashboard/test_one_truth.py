@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from gatekeeper import rollouts
 from gatekeeper.cli import main
 from gatekeeper.core.gates import TierSignals
-from tests.conftest import svc
-from tests.dashboard import seed
-from tests.dashboard.conftest import signed_in
+from tests.support import seed
+from tests.support.app import svc
+from tests.support.dashboard import signed_in
 
 
 def _at_canary(app: Flask, *, now: float) -> None:

@@ -16,9 +16,9 @@ from sqlmodel import select
 from gatekeeper import rollouts
 from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Agent, Approval, GateEvaluation, User
-from tests.conftest import svc
-from tests.dashboard import seed
-from tests.dashboard.conftest import csrf_of, signed_in
+from tests.support import seed
+from tests.support.app import svc
+from tests.support.dashboard import csrf_of, signed_in
 
 PAGES = ("/", "/partials/overview", "/agents/support-bot", "/partials/agents/support-bot", "/approvals",
          "/partials/approvals", "/policies")

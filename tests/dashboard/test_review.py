@@ -12,9 +12,9 @@ from sqlmodel import select
 from gatekeeper import rollouts
 from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Approval
-from tests.conftest import svc
-from tests.dashboard import seed
-from tests.dashboard.conftest import LiveServer, browser_sign_in, screenshot
+from tests.support import seed
+from tests.support.app import svc
+from tests.support.dashboard import LiveServer, browser_sign_in, screenshot
 
 CARD = "[redacted]"
 FAST_REFRESH = "window.gatekeeperRefreshMs = 300;"

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import svc
-from tests.dashboard import seed
+from tests.support import seed
+from tests.support.app import svc
 
 MASKED = "[redacted]"
 

@@ -27,7 +27,7 @@ from gatekeeper.api.schemas import ActionBody, AgentCreate, PromoteBody, Rollbac
 from gatekeeper.core.budgets import MAX_COST_DOLLARS
 from gatekeeper.errors import Unauthorized
 from gatekeeper.store.models import Agent, AgentSession, AlertReceipt, Approval, Decision, Rollout, Transition
-from tests.hotpath.conftest import counts
+from tests.support.runtime import counts
 from tests.support.services import PostgresServer
 
 # (request model, field, the columns its value lands in, whether the bound must equal the narrowest one)

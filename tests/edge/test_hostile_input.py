@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.edge.conftest import AGENT, Target
+from tests.support.edge import AGENT, Target
 from tests.support.rawhttp import RawAnswer, RawHTTP
 
 LIMIT = 65536  # GATEKEEPER_MAX_BODY_BYTES of the served app (its default)

@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.edge.conftest import AGENT, Target
+from tests.support.edge import AGENT, Target
 
 MAX_EXAMPLES = 12
 SECONDS_PER_RUN = 15

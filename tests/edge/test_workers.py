@@ -14,7 +14,7 @@ import requests
 
 from gatekeeper.api.workers import write_json_error
 from gatekeeper.cli.serve import gunicorn_command
-from tests.conftest import POLICIES
+from tests.support.app import POLICIES
 from tests.support.rawhttp import RawHTTP, parse
 from tests.support.services import free_port
 

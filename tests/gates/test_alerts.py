@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from gatekeeper import rollouts
 from gatekeeper.services import Services
 from gatekeeper.store.models import AlertReceipt, Transition
-from tests.gates.conftest import T0, place, rollout_of, rows
+from tests.support.gates import T0, place, rollout_of, rows
 
 STARTS = "2026-01-01T10:00:00.000Z"
 

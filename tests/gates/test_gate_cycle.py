@@ -12,10 +12,11 @@ from flask.testing import FlaskClient
 from gatekeeper import rollouts
 from gatekeeper.core.gates import SourceStatus, TierSignals
 from gatekeeper.gate_cycle import due_rollouts, evaluate_all, evaluate_one, gather
-from gatekeeper.metric_sources import BuiltinSource, InMemorySource, MetricsSource, SignalBatch
+from gatekeeper.metric_sources import BuiltinSource, InMemorySource
 from gatekeeper.services import Services
 from gatekeeper.store.models import GateEvaluation, Transition
-from tests.gates.conftest import T0, add_session, place, rollout_of, rows
+from gatekeeper.tier_signals import MetricsSource, SignalBatch
+from tests.support.gates import T0, add_session, place, rollout_of, rows
 
 HEALTHY = TierSignals(sessions=50, tool_calls=500, errors=2, p95_latency_s=0.3, spend_dollars=5.0)
 FAILING = TierSignals(sessions=50, tool_calls=500, errors=250, p95_latency_s=0.3, spend_dollars=5.0)

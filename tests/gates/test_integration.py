@@ -21,11 +21,12 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from gatekeeper.client import Gatekeeper
 from gatekeeper.core.bucketing import bucket, within
 from gatekeeper.gate_cycle import evaluate_all
-from gatekeeper.metric_sources import InMemorySource, PrometheusSource
+from gatekeeper.metric_sources import InMemorySource
+from gatekeeper.prometheus_source import PrometheusSource
 from gatekeeper.scheduler import GateScheduler
 from gatekeeper.services import Services
 from gatekeeper.store.models import AlertReceipt, GateEvaluation, Transition
-from tests.gates.conftest import place, rollout_of, rows
+from tests.support.gates import place, rollout_of, rows
 from tests.support.services import AlertmanagerServer, PrometheusServer, require_binary
 
 LOOP_S = 90.0  # the most any loop below waits for the system to move

@@ -9,9 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from gatekeeper.core.policy import ExtraQuery
-from gatekeeper.metric_sources import BuiltinSource, PrometheusSource, SignalRequest, percentile
+from gatekeeper.metric_sources import BuiltinSource
+from gatekeeper.prometheus_source import PrometheusSource
 from gatekeeper.services import Services
-from tests.gates.conftest import T0, add_session, place
+from gatekeeper.tier_signals import SignalRequest, percentile
+from tests.support.gates import T0, add_session, place
 from tests.support.http import LoopbackHTTPServer, RecordedRequest
 from tests.support.services import PrometheusServer, require_binary
 

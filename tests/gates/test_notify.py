@@ -13,7 +13,7 @@ from gatekeeper.errors import IllegalTransition
 from gatekeeper.notify import MAX_ATTEMPTS, WebhookSender, deliver_due, url_id
 from gatekeeper.services import Services
 from gatekeeper.store.models import Notification, Transition
-from tests.gates.conftest import T0, place, rows
+from tests.support.gates import T0, place, rows
 from tests.support.http import LoopbackHTTPServer, RecordedRequest
 from tests.support.services import free_port
 

@@ -13,11 +13,12 @@ import pytest
 from gatekeeper.config import Settings
 from gatekeeper.errors import ConfigError
 from gatekeeper.gate_cycle import evaluate_all
-from gatekeeper.metric_sources import PROBE, PrometheusSource, build_source
+from gatekeeper.metric_sources import build_source
+from gatekeeper.prometheus_source import PROBE, PrometheusSource
 from gatekeeper.services import Services
 from gatekeeper.store.db import Database
-from tests.conftest import POLICIES
-from tests.gates.conftest import T0, place, rollout_of
+from tests.support.app import POLICIES
+from tests.support.gates import T0, place, rollout_of
 from tests.support.http import LoopbackHTTPServer, RecordedRequest
 
 OUTAGE = "HTTP Status Code 503"

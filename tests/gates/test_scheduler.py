@@ -20,7 +20,7 @@ from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.scheduler import GateScheduler, SchedulerLease
 from gatekeeper.services import Services
 from gatekeeper.store.models import GateEvaluation, Notification
-from tests.gates.conftest import T0, place, rollout_of, rows
+from tests.support.gates import T0, place, rollout_of, rows
 
 HEALTHY = TierSignals(sessions=50, tool_calls=500, errors=0, p95_latency_s=0.2, spend_dollars=1.0)
 
@@ -65,7 +65,7 @@ def test_on_postgres_the_advisory_lock_keeps_a_second_leader_out(postgres_servic
     b = SchedulerLease(postgres, holder="b", ttl_s=10)
     assert a.acquire(now=T0) and not b.acquire(now=T0 + 1)
     assert not b.acquire(now=T0 + 60)  # the lease row expired, but a still holds the advisory lock
-    a._drop_lock()  # a's database session ends, as when its process dies (its lease row is stale)
+    a.lock.release()  # a's database session ends, as when its process dies (its lease row is stale)
     assert b.acquire(now=T0 + 61) and not a.acquire(now=T0 + 62)
     b.release()
     assert a.acquire(now=T0 + 63)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.hotpath.conftest import Runtime, counts
+from tests.support.runtime import Runtime, counts
 
 TOOL = "close_account"  # not named by the policy, so irreversible; no sequence rule limits it
 

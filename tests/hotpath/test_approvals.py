@@ -11,8 +11,8 @@ from flask import Flask
 from gatekeeper import approvals, decisions
 from gatekeeper.core.budgets import to_micros
 from gatekeeper.errors import Conflict
-from tests.conftest import svc
-from tests.hotpath.conftest import Runtime, counts
+from tests.support.app import svc
+from tests.support.runtime import Runtime, counts
 
 T0 = 1_900_000_000.0
 TOOL = "close_account"  # not named by the policy, so irreversible; no sequence rule limits it

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from gatekeeper.core.arguments import MAX_ARGUMENTS_BYTES
-from tests.hotpath.conftest import Runtime, counts
+from tests.support.runtime import Runtime, counts
 
 TOOL = "refund_card"  # not named by the policy, so irreversible; no sequence rule limits it
 REFUND = {"to": "ana@example.com", "amount": 20, "card_number": "4111 1111 1111 1111",

@@ -10,7 +10,7 @@ from gatekeeper.core.kill_rule import trips
 from gatekeeper.core.policy import Caps, KillSwitch, parse_policy
 from gatekeeper.core.sequence import relevant_tools, sequence_reason
 from gatekeeper.core.verdicts import Call, Verdict, after_reservation, judge
-from tests.hotpath.conftest import POLICY
+from tests.support.runtime import POLICY
 
 P = parse_policy(POLICY)
 TOOL_OF = {"read_only": "search_kb", "reversible": "update_ticket", "irreversible": "send_email"}

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 
 from gatekeeper.api.runtime_schemas import DecisionView
-from tests.hotpath.conftest import Runtime, counts
+from tests.support.runtime import Runtime, counts
+from tests.support.scrape import parse
 
 TOOL_OF = {"read_only": "search_kb", "reversible": "update_ticket", "irreversible": "send_email"}
 
@@ -173,9 +173,7 @@ def test_metrics_count_decisions_outcomes_and_sessions(runtime: Runtime) -> None
     refused = runtime.client.post("/v1/decisions", json={"session_id": "nope", "tool": "x", "cost": 0},
                                  headers=runtime.agent)
     assert refused.status_code == 404
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(runtime.client.get("/metrics").get_data(as_text=True))
-               for s in family.samples}
+    samples = parse(runtime.client.get("/metrics").get_data(as_text=True))
     labels = (("agent", "bot"), ("arm", "candidate"))
     assert samples[("gatekeeper_decisions_total", (*labels, ("reason", ""), ("stage", "canary"),
                                                    ("verdict", "allow"), ("version", "v2")))] == 4

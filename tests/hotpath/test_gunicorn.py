@@ -5,91 +5,21 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.hotpath.conftest import Runtime, Served, counts, key_for
-
-CLIENTS = 64
-ROUNDS = 3  # each client asks ROUNDS times per session: demand 192 per session, far above every cap
-
-# (arm, cost in dollars) -> calls the caps allow: canary caps 20 calls/$0.50, stable caps 60 calls/$2.00
-PLAN = [("candidate", 0.01, 20), ("candidate", 0.03, 16), ("stable", 0.03, 60), ("stable", 0.07, 28)]
+from tests.support.runtime import Runtime, Served, assert_exact, hammer, open_sessions
+from tests.support.scrape import Samples, parse, total
 
 
-def open_sessions(runtime: Runtime) -> list[tuple[str, float, int]]:
-    """Open the sessions of PLAN on a canary rollout; return (session id, cost, allowed calls)."""
-    runtime.setup("canary", 0)
-    found = []
-    for index, (arm, cost, allowed) in enumerate(PLAN):
-        inside = arm == "candidate"
-        session = runtime.session(session_key=key_for("bot", runtime.rollout_id, 1.0, inside=inside,
-                                                      start=index * 1000))
-        assert session["arm"] == arm
-        found.append((session["session_id"], cost, allowed))
-    return found
-
-
-def hammer(urls: Sequence[str], token: str, plan: list[tuple[str, float, int]]) -> Counter[tuple[str, str]]:
-    """Run CLIENTS threads that all ask for every session's calls at once; count (session, verdict)."""
-    verdicts: Counter[tuple[str, str]] = Counter()
-    errors: list[str] = []
-    lock, start = threading.Lock(), threading.Barrier(CLIENTS)
-
-    def client(number: int) -> None:
-        http = requests.Session()
-        http.headers["Authorization"] = f"Bearer {token}"
-        url = urls[number % len(urls)]
-        start.wait(timeout=30)
-        for _ in range(ROUNDS):
-            for session, cost, _allowed in plan:
-                answer = http.post(f"{url}/v1/decisions", json={"session_id": session, "tool": "search_kb",
-                                                               "cost": cost}, timeout=30)
-                with lock:
-                    if answer.status_code != 200:
-                        errors.append(f"{answer.status_code} {answer.text[:200]}")
-                    else:
-                        verdicts[(session, answer.json()["verdict"])] += 1
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors[:5]
-    return verdicts
-
-
-def assert_exact(app: Flask, plan: list[tuple[str, float, int]], verdicts: Counter[tuple[str, str]]) -> None:
-    """Allowed calls and reserved spend equal the caps' share exactly, in the answers and in the database."""
-    for session, cost, allowed in plan:
-        assert verdicts[(session, "allow")] == allowed, (cost, verdicts)
-        assert verdicts[(session, "deny")] == CLIENTS * ROUNDS - allowed
-        row = counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id", id=session)
-        assert tuple(row) == (allowed, round(allowed * cost * 1_000_000))
-        stored = counts(app, "SELECT count(*), sum(cost_micros) FROM decisions WHERE session_id = :id"
-                             " AND verdict = 'allow'", id=session)
-        assert tuple(stored) == (allowed, row[1])
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(url: str) -> Samples:
     """Return every sample of a /metrics scrape by (name, sorted labels)."""
-    text = requests.get(f"{url}/metrics", timeout=10).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    """Sum the samples of `name` whose labels include `labels`."""
-    return sum(value for (found, keys), value in samples.items()
-               if found == name and set(labels.items()) <= set(keys))
+    return parse(requests.get(f"{url}/metrics", timeout=10).text)
 
 
 def workers_that_counted(served: Served) -> set[str]:

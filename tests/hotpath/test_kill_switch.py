@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 
 from gatekeeper import decisions
 from gatekeeper.core.budgets import to_micros
-from tests.conftest import svc
-from tests.hotpath.conftest import Runtime
+from tests.support.app import svc
+from tests.support.runtime import Runtime
+from tests.support.scrape import parse, values
 
 T0 = 1_900_000_000.0
 
@@ -45,9 +45,7 @@ def test_trips_on_the_report_that_crosses_and_denies_every_later_candidate_call(
         assert runtime.decide(stable, tool if tool != "send_email" else "update_ticket")["verdict"] == "allow"
     assert runtime.session(environment="twin")["arm"] == "stable"
     assert runtime.session(session_key="new")["arm"] == "stable"
-    scrape = runtime.client.get("/metrics").get_data(as_text=True)
-    opened = [s.value for f in text_string_to_metric_families(scrape) for s in f.samples
-              if s.name == "gatekeeper_kill_switch_open"]
+    opened = values(parse(runtime.client.get("/metrics").get_data(as_text=True)), "gatekeeper_kill_switch_open")
     assert opened == [1.0]
 
 

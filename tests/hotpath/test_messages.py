@@ -8,7 +8,7 @@ import pytest
 
 from gatekeeper.core.policy import Caps, parse_policy
 from gatekeeper.core.verdicts import MESSAGES, REASONS, message
-from tests.hotpath.conftest import POLICY
+from tests.support.runtime import POLICY
 
 P = parse_policy(POLICY)
 CANARY = Caps(20, 500_000)

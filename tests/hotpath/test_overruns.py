@@ -13,9 +13,12 @@ from flask import Flask
 from gatekeeper import gate_cycle
 from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where, evaluate_tier_gate
 from gatekeeper.core.policy import parse_policy
-from gatekeeper.metric_sources import BuiltinSource, PrometheusSource, SignalRequest
-from tests.conftest import svc
-from tests.hotpath.conftest import POLICY, Runtime, Served, counts
+from gatekeeper.metric_sources import BuiltinSource
+from gatekeeper.prometheus_source import PrometheusSource
+from gatekeeper.tier_signals import SignalRequest
+from tests.support.app import svc
+from tests.support.runtime import POLICY, Runtime, Served, counts
+from tests.support.scrape import parse
 from tests.support.services import PrometheusServer, require_binary
 
 GATE = parse_policy(POLICY).canary.gate  # max_overrun_rate: the default 0.05
@@ -56,8 +59,9 @@ def test_an_overrun_is_recorded_counted_and_charged_in_full(runtime: Runtime, ap
         assert runtime.report(decision, actual_cost=actual)["overrun"] == 0.0
         assert counts(app, "SELECT overrun_micros, outcome_status FROM decisions WHERE id = :id", id=decision) == (
             None, "ok")
-    text = runtime.client.get("/metrics").get_data(as_text=True)
-    assert 'gatekeeper_cost_overruns_total{agent="bot",arm="candidate",version="v2"} 1.0' in text
+    samples = parse(runtime.client.get("/metrics").get_data(as_text=True))
+    labels = (("agent", "bot"), ("arm", "candidate"), ("version", "v2"))
+    assert samples[("gatekeeper_cost_overruns_total", labels)] == 1.0
 
 
 def test_the_builtin_source_gates_on_the_overrun_rate(runtime: Runtime, app: Flask) -> None:

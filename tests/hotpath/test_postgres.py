@@ -12,8 +12,15 @@ from flask import Flask
 from sqlalchemy import text
 
 from gatekeeper.store.db import Database
-from tests.hotpath.conftest import Runtime, Served, assert_one_reservation_for_64_retries, counts
-from tests.hotpath.test_gunicorn import assert_exact, hammer, open_sessions
+from tests.support.runtime import (
+    Runtime,
+    Served,
+    assert_exact,
+    assert_one_reservation_for_64_retries,
+    counts,
+    hammer,
+    open_sessions,
+)
 from tests.support.services import PostgresServer
 
 

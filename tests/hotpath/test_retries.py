@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.hotpath.conftest import Runtime, Served, assert_one_reservation_for_64_retries, counts
+from tests.support.runtime import Runtime, Served, assert_one_reservation_for_64_retries, counts
+from tests.support.scrape import parse, total
 
 ANSWER = ("decision_id", "verdict", "reason", "message", "remaining", "approval_id")
 
@@ -19,9 +19,8 @@ def same(one: dict[str, Any], other: dict[str, Any]) -> bool:
 
 
 def decisions_counted(runtime: Runtime) -> float:
-    text = runtime.client.get("/metrics").get_data(as_text=True)
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "gatekeeper_decisions_total" and s.labels.get("agent") == "bot")
+    samples = parse(runtime.client.get("/metrics").get_data(as_text=True))
+    return total(samples, "gatekeeper_decisions_total", agent="bot")
 
 
 def test_a_retry_gets_the_first_answer_and_reserves_nothing(runtime: Runtime, app: Flask) -> None:

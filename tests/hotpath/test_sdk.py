@@ -10,7 +10,7 @@ from flask import Flask
 
 from gatekeeper.client import ApprovalRequired, Denied, Gatekeeper, Session, Shadowed, Unreachable
 from gatekeeper.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from tests.hotpath.conftest import Runtime, counts, key_for
+from tests.support.runtime import Runtime, counts, key_for
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from tests.hotpath.conftest import Runtime, counts, key_for
+from tests.support.runtime import Runtime, counts, key_for
 
 STABLE_CAPS = {"tool_calls": 60, "spend": 2.0}
 CANARY_CAPS = {"tool_calls": 20, "spend": 0.5}

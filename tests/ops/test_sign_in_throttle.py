@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from gatekeeper import create_app
 from gatekeeper.store.tokens import create_user
-from tests.conftest import POLICIES, svc
+from tests.support.app import POLICIES, svc
 from tests.support.servers import Server, prepare_database
 from tests.support.services import PostgresServer
 

@@ -11,7 +11,7 @@ from gatekeeper import create_app
 from gatekeeper.store.db import Database
 from gatekeeper.store.signing import get_signing_key
 from gatekeeper.web.security import COOKIE_KEY, shared_signing_key
-from tests.conftest import POLICIES
+from tests.support.app import POLICIES
 from tests.support.services import PostgresServer
 
 

@@ -20,7 +20,7 @@ from gatekeeper.scheduler import GateScheduler
 from gatekeeper.scheduler_status import judge
 from gatekeeper.store.tokens import create_user
 from gatekeeper.web.banners import code_spans
-from tests.conftest import POLICIES, svc
+from tests.support.app import POLICIES, svc
 from tests.support.http import serve_app
 
 PASSWORD = "correct horse battery"

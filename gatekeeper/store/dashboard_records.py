@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
-from gatekeeper.store.models import Agent, AgentSession, Approval, GateEvaluation, PolicyRevision, Transition
+from gatekeeper.store.models import AgentSession, Approval, GateEvaluation, PolicyRevision, Transition
 
 
 def evaluation_values(session: Session, rollout_id: int, *, max_points: int = 400
@@ -36,11 +36,6 @@ def rollout_transitions(session: Session, rollout_id: int) -> list[Transition]:
     query = (select(Transition).where(Transition.rollout_id == rollout_id)
              .order_by(col(Transition.at), col(Transition.id)))
     return list(session.exec(query))
-
-
-def agent_names(session: Session) -> dict[int, str]:
-    """Return every agent's name by id."""
-    return {agent_id: name for agent_id, name in session.exec(select(Agent.id, Agent.name)) if agent_id}
 
 
 def session_environments(session: Session, session_ids: list[str]) -> dict[str, str]:
