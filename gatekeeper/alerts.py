@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from gatekeeper.core.gates import ALERT_HOLD_PREFIX
 from gatekeeper.errors import IllegalTransition
 from gatekeeper.rollouts import transition
 from gatekeeper.services import Services
@@ -37,6 +36,8 @@ from gatekeeper.store import alert_receipts, rollout_records
 from gatekeeper.store.models import Agent, AlertReceipt, Rollout
 
 log = logging.getLogger(__name__)
+
+ALERT_HOLD_PREFIX = "alert "  # how an alert's transitions read in the audit trail
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def _apply(svc: Services, session: Session, agent: Agent, rollout: Rollout, aler
     reason = _reason(alert)
     try:
         transition(session, loaded, agent, rollout, action, actor=actor, reason=reason, now=now,
-                   metrics=_metrics(alert))
+                   metrics=_metrics(alert), held_by="alert", held_by_alert=alert.key)
     except IllegalTransition as exc:
         return _outcome(alert, "refused", detail=f"cannot {action}: {exc.message}")
     return _outcome(alert, "acted", transition=action, detail=reason)
@@ -154,8 +155,7 @@ def _resolve(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: f
 
 
 def _held_by(rollout: Rollout, alert: Alert) -> bool:
-    reason = rollout.state_reason
-    return rollout.state == "held" and reason.startswith(ALERT_HOLD_PREFIX) and alert.marker in reason
+    return rollout.state == "held" and rollout.held_by == "alert" and rollout.held_by_alert == alert.key
 
 
 def _reason(alert: Alert) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from gatekeeper.core import ladder
 from gatekeeper.core.gates import Counters, Where, evaluate_tier_gate
 from gatekeeper.core.kill_rule import trips
+from gatekeeper.core.ladder import LIVE_STATES
 from gatekeeper.core.policy import Policy
 from gatekeeper.gate_cycle import GATED_STATES, gate_for, gated_tiers
 from gatekeeper.metric_sources import BuiltinSource
@@ -100,7 +101,7 @@ def rungs_of(transitions: list[Transition], *, end: float) -> list[Rung]:
     return rungs
 
 
-KILL_STATES = ("progressing", "held", "paused")  # the kill switch watches these, in shadow too
+KILL_STATES = LIVE_STATES  # the kill switch watches these, in shadow too
 
 
 def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], rungs: list[Rung]) -> tuple[list[Event], int]:

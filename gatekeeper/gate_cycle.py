@@ -30,7 +30,6 @@ from sqlmodel import Session
 from gatekeeper import stage_evidence
 from gatekeeper.core import ladder
 from gatekeeper.core.gates import (
-    ALERT_HOLD_PREFIX,
     Counters,
     GateReport,
     Limits,
@@ -42,6 +41,7 @@ from gatekeeper.core.gates import (
     evaluate_twin_gate,
     next_transition,
 )
+from gatekeeper.core.ladder import HoldOwner
 from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.errors import GatekeeperError, IllegalTransition, NotFound
 from gatekeeper.policies import LoadedPolicy
@@ -226,15 +226,15 @@ def act(db: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, repor
     rollout.consecutive_failures, rollout.consecutive_errors = failures, errors
     db.add(rollout)
     reason = _reason(report)
-    action = next_transition(rollout.state, rollout.state_reason, report.action)
+    action = next_transition(rollout.state, rollout.held_by, report.action)
+    owner: HoldOwner = "gate" if report.source.available else "outage"
     if action is None:
-        alert_held = rollout.state_reason.startswith(ALERT_HOLD_PREFIX)
-        if report.action == "hold" and rollout.state == "held" and not alert_held:
-            rollout.state_reason = reason  # still held, for the newest reasons
+        if report.action == "hold" and rollout.state == "held" and rollout.held_by != "alert":
+            rollout.state_reason, rollout.held_by = reason, owner  # still held, for the newest reasons
         return None
     try:
         transition(db, loaded, agent, rollout, action, actor=ACTOR, reason=reason, now=now,
-                   metrics=report.as_dict())
+                   metrics=report.as_dict(), held_by=owner)
     except IllegalTransition as exc:
         log.warning("agent %s: cannot %s: %s", agent.name, action, exc.message)
         return None

@@ -15,17 +15,16 @@ from sqlmodel import Session
 
 from gatekeeper import rollouts
 from gatekeeper.core.kill_rule import trips, window_start
+from gatekeeper.core.ladder import LIVE_STATES
 from gatekeeper.policies import LoadedPolicy
 from gatekeeper.store import rollout_records, session_records
 from gatekeeper.store.models import Agent
-
-_LIVE_STATES = ("progressing", "held", "paused")
 
 
 def check(db: Session, loaded: LoadedPolicy, agent: Agent, rollout_id: int, *, now: float) -> bool:
     """Trip the kill switch inside the caller's transaction if the error rate crossed; return whether it did."""
     rollout = rollout_records.locked_rollout(db, rollout_id)
-    if rollout is None or rollout.id != agent.rollout_id or rollout.state not in _LIVE_STATES:
+    if rollout is None or rollout.id != agent.rollout_id or rollout.state not in LIVE_STATES:
         return False
     policy = loaded.policy.kill_switch
     calls, errors = session_records.candidate_outcomes(db, rollout_id, since=window_start(policy, now=now))

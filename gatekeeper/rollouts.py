@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from gatekeeper import notify
 from gatekeeper.core import ladder
-from gatekeeper.core.ladder import RolloutStatus
+from gatekeeper.core.ladder import HoldOwner, RolloutStatus
 from gatekeeper.errors import BadRequest, Conflict
 from gatekeeper.policies import LoadedPolicy
 from gatekeeper.services import Services
@@ -83,7 +83,8 @@ def start_rollout(svc: Services, agent_name: str, *, version: str, actor: str, r
 
 
 def act(svc: Services, agent_name: str, action: str, *, actor: str, reason: str, now: float,
-        to_stage: str | None = None, metrics: Mapping[str, Any] | None = None) -> Transition:
+        to_stage: str | None = None, metrics: Mapping[str, Any] | None = None, held_by: HoldOwner = "gate",
+        held_by_alert: str | None = None) -> Transition:
     """Apply a person's (or the system's) action to the agent's active rollout and commit it."""
     with svc.db.transaction() as session:
         agent = rollout_records.get_agent(session, agent_name, for_update=True)
@@ -92,13 +93,17 @@ def act(svc: Services, agent_name: str, action: str, *, actor: str, reason: str,
             raise Conflict(f"agent {agent_name} has no rollout in progress", field="agent")
         loaded = svc.policies.get(agent.policy)
         return transition(session, loaded, agent, rollout, action, actor=actor, reason=reason, now=now,
-                          to_stage=to_stage, metrics=metrics)
+                          to_stage=to_stage, metrics=metrics, held_by=held_by, held_by_alert=held_by_alert)
 
 
 def transition(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, action: str, *,
                actor: str, reason: str, now: float, to_stage: str | None = None,
-               metrics: Mapping[str, Any] | None = None) -> Transition:
-    """Move a rollout by `action` inside the caller's transaction; raise IllegalTransition if not allowed."""
+               metrics: Mapping[str, Any] | None = None, held_by: HoldOwner = "gate",
+               held_by_alert: str | None = None) -> Transition:
+    """Move a rollout by `action` inside the caller's transaction; raise IllegalTransition if not allowed.
+
+    A hold records who holds the rollout (`held_by`, and the alert's fingerprint); leaving held clears it.
+    """
     before = status_of(rollout)
     after = ladder.apply(before, action, loaded.policy, now=now, reason=reason, to_stage=to_stage,
                           revert_to=loaded.policy.kill_switch.revert_to)
@@ -106,6 +111,9 @@ def transition(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Ro
     rollout.state_reason, rollout.tier_started_at, rollout.updated_at = after.reason, after.tier_started_at, now
     rollout.policy_revision = loaded.revision
     rollout.kill_switch_open = after.state == "killed"
+    if action == "hold" or after.state != "held":
+        held = after.state == "held"
+        rollout.held_by, rollout.held_by_alert = (held_by, held_by_alert) if held else (None, None)
     if after.position != before.position:
         rollout.consecutive_failures = rollout.consecutive_errors = 0
     if after.state in ladder.TERMINAL_STATES:

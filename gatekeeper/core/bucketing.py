@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from gatekeeper.core.ladder import LIVE_STATES
+
 BUCKETS = 10_000
-ACTIVE_STATES = frozenset({"progressing", "held", "paused"})  # states in which the candidate serves
+ACTIVE_STATES = LIVE_STATES  # states in which the candidate serves
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ CheckResult = Literal["pass", "fail", "no_data", "error", "inconclusive"]
 GateResult = Literal["promote", "hold", "rollback", "error"]
 Action = Literal["promote", "wait", "hold", "rollback"]
 Comparison = Literal["<=", ">="]
-ALERT_HOLD_PREFIX = "alert "  # a hold whose reason starts so was set by an alert; only its resolution lifts it
 
 
 @dataclass(frozen=True)
@@ -251,7 +250,7 @@ def _problem(check: Check, *, evidence: str, enough: bool) -> str:
     return f"{check.name}: {check.detail}"
 
 
-def next_transition(state: str, state_reason: str, action: Action) -> str | None:
+def next_transition(state: str, held_by: str | None, action: Action) -> str | None:
     """Return the rollout action that carries out a gate's decision in this state, if any.
 
     A held rollout is released once its cause clears, or promoted at once when everything
@@ -259,7 +258,7 @@ def next_transition(state: str, state_reason: str, action: Action) -> str | None
     """
     if action == "rollback":
         return "rollback"
-    if state == "held" and state_reason.startswith(ALERT_HOLD_PREFIX):
+    if state == "held" and held_by == "alert":
         return None
     if action == "promote":
         return "promote"

@@ -16,13 +16,18 @@ Every function here takes the status and returns a new one, or raises IllegalTra
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gatekeeper.errors import IllegalTransition
 
 STAGES = ("twin", "shadow", "canary", "expansion")
 STATES = ("progressing", "held", "paused", "killed", "completed", "aborted")
 TERMINAL_STATES = frozenset({"completed", "aborted"})
+LIVE_STATES = frozenset({"progressing", "held", "paused"})  # the candidate serves; the kill switch watches
+# Who holds a held rollout, kept in `rollouts.held_by`: the gate (failing or unproven checks), an
+# outage of the metrics source, or an alert (only that alert's resolution lifts its hold).
+HoldOwner = Literal["gate", "outage", "alert"]
+HOLD_OWNERS: tuple[HoldOwner, ...] = ("gate", "outage", "alert")
 ACTIONS = ("start", "promote", "promote_full", "rollback", "pause", "resume", "kill", "abort",
            "hold", "release")
 
@@ -171,15 +176,14 @@ class _Handler:
     move: _Move
 
 
-_LIVE = frozenset({"progressing", "held", "paused"})
 _HANDLERS: dict[str, _Handler] = {
-    "promote": _Handler(_LIVE, _promote),
-    "promote_full": _Handler(_LIVE, _promote_full),
-    "rollback": _Handler(_LIVE | {"killed"}, _rollback),
+    "promote": _Handler(LIVE_STATES, _promote),
+    "promote_full": _Handler(LIVE_STATES, _promote_full),
+    "rollback": _Handler(LIVE_STATES | {"killed"}, _rollback),
     "pause": _Handler(frozenset({"progressing", "held"}), _set_state("paused")),
     "resume": _Handler(frozenset({"paused", "held", "killed"}), _set_state("progressing")),
-    "kill": _Handler(_LIVE, _kill),
-    "abort": _Handler(_LIVE | {"killed"}, _set_state("aborted")),
+    "kill": _Handler(LIVE_STATES, _kill),
+    "abort": _Handler(LIVE_STATES | {"killed"}, _set_state("aborted")),
     # A held rollout may be held again, by a new cause (an alert on a gate's hold): one more audit entry.
     "hold": _Handler(frozenset({"progressing", "held"}), _set_state("held")),
     "release": _Handler(frozenset({"held"}), _set_state("progressing")),

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from gatekeeper.core.budgets import to_dollars
+from gatekeeper.core.ladder import LIVE_STATES
 from gatekeeper.core.policy import BeforeRule, Caps, MaxCallsRule, Policy
 from gatekeeper.core.sequence import sequence_reason
 
@@ -69,7 +70,7 @@ def judge(policy: Policy, call: Call) -> Verdict:
         return _rules(policy, call, approval_classes=())
     if call.rollout_state == "killed":
         return Verdict("deny", "kill_switch")
-    if call.rollout_state not in ("progressing", "held", "paused"):
+    if call.rollout_state not in LIVE_STATES:
         return Verdict("deny", "rollout_inactive")
     stage = effective_stage(call)
     if stage == "shadow":

@@ -52,6 +52,8 @@ class Rollout(SQLModel, table=True):
     tier: int = 0
     state: str = Field(max_length=20)
     state_reason: str = Field(default="", max_length=500)
+    held_by: str | None = Field(default=None, max_length=10)  # while held: gate | outage | alert (HoldOwner)
+    held_by_alert: str | None = Field(default=None, max_length=100)  # the fingerprint of the alert holding it
     tier_started_at: float
     started_at: float
     updated_at: float

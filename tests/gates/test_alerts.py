@@ -156,3 +156,14 @@ def test_an_alert_hold_on_a_rollout_the_gate_holds_is_a_transition_and_so_is_its
     history = client.get("/v1/agents/bot/history?kind=transition", headers=viewer).get_json()["items"]
     assert [e["action"] for e in history[:3]] == ["release", "hold", "hold"]
     assert position(services) == ("canary", 0, "progressing")
+
+
+def test_who_holds_the_rollout_is_a_column_set_by_the_gate_and_the_alert(
+        services: Services, client: FlaskClient, am: dict[str, str]) -> None:
+    place(services, stage="canary", tier=0)
+    rollouts.act(services, "bot", "hold", actor="scheduler", reason="tier gate: too few sessions: 1 < 3", now=T0)
+    assert (rollout_of(services).held_by, rollout_of(services).held_by_alert) == ("gate", None)
+    post(client, am, payload(alert(severity="warning")))
+    assert (rollout_of(services).held_by, rollout_of(services).held_by_alert) == ("alert", "f00d")
+    post(client, am, payload(alert(severity="warning", status="resolved")))
+    assert (rollout_of(services).held_by, rollout_of(services).held_by_alert) == (None, None)

@@ -202,17 +202,18 @@ def test_agreement_counts_pairs() -> None:
     assert agreement([]) == (0, 0)
 
 
-@pytest.mark.parametrize(("state", "reason", "action", "expected"), [
-    ("progressing", "", "promote", "promote"),
-    ("progressing", "", "wait", None),
-    ("progressing", "", "hold", "hold"),
-    ("progressing", "", "rollback", "rollback"),
-    ("held", "gate: no data for error_rate", "wait", "release"),
-    ("held", "gate: no data for error_rate", "promote", "promote"),
-    ("held", "gate: no data for error_rate", "hold", None),
-    ("held", "alert CandidateErrors firing", "wait", None),
-    ("held", "alert CandidateErrors firing", "promote", None),
-    ("held", "alert CandidateErrors firing", "rollback", "rollback"),
+@pytest.mark.parametrize(("state", "held_by", "action", "expected"), [
+    ("progressing", None, "promote", "promote"),
+    ("progressing", None, "wait", None),
+    ("progressing", None, "hold", "hold"),
+    ("progressing", None, "rollback", "rollback"),
+    ("held", "gate", "wait", "release"),
+    ("held", "gate", "promote", "promote"),
+    ("held", "gate", "hold", None),
+    ("held", "outage", "wait", "release"),
+    ("held", "alert", "wait", None),
+    ("held", "alert", "promote", None),
+    ("held", "alert", "rollback", "rollback"),
 ])
-def test_next_transition(state: str, reason: str, action: Any, expected: str | None) -> None:
-    assert next_transition(state, reason, action) == expected
+def test_next_transition(state: str, held_by: str | None, action: Any, expected: str | None) -> None:
+    assert next_transition(state, held_by, action) == expected

@@ -93,6 +93,20 @@ def test_outage_holds_never_promotes_and_resumes_when_metrics_return(services: S
     assert ladder_position(services) == ("canary", 1, "progressing")
 
 
+def test_an_outage_holds_as_the_outage_and_too_little_traffic_as_the_gate(services: Services) -> None:
+    place(services)
+    source = InMemorySource({("bot", "v2"): TierSignals(sessions=1)})
+    source.fail("connection refused")
+    evaluate_all(services, source, now=T0 + 1)
+    assert (ladder_position(services)[2], rollout_of(services).held_by) == ("held", "outage")
+    source.recover()  # back, but too few sessions: still held, now by the gate
+    evaluate_all(services, source, now=T0 + 2)
+    assert (ladder_position(services)[2], rollout_of(services).held_by) == ("held", "gate")
+    source.set("bot", "v2", HEALTHY)
+    evaluate_all(services, source, now=T0 + 3)
+    assert (ladder_position(services)[2], rollout_of(services).held_by) == ("progressing", None)
+
+
 @pytest.mark.parametrize("policy_changes", [{"gate": {"on_metrics_error": "rollback", "error_limit": 2}}])
 def test_on_metrics_error_rollback_after_error_limit(services: Services) -> None:
     place(services, stage="canary", tier=1)
@@ -121,7 +135,8 @@ def test_hold_is_released_when_its_cause_clears_and_soak_waits(services: Service
 
 def test_alert_hold_is_not_lifted_by_the_gate(services: Services) -> None:
     place(services)
-    rollouts.act(services, "bot", "hold", actor="alertmanager:am", reason="alert CandidateErrors firing", now=T0)
+    rollouts.act(services, "bot", "hold", actor="alertmanager:am", reason="alert CandidateErrors firing", now=T0,
+                 held_by="alert", held_by_alert="f00d")
     source = InMemorySource({("bot", "v2"): HEALTHY})
     outcomes = evaluate_all(services, source, now=T0 + 1)
     assert [(o.result, o.transition) for o in outcomes] == [("promote", None)]
