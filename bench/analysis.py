@@ -4,7 +4,7 @@ Run: `python bench/analysis.py [--rollouts 200] [--seed 1] [--horizon 24h]`. It 
 `policies/support-default.yaml` (tiers, interval, window, soak, min_sessions, failure_limit) and
 adds SPEC §10's `gate.compare` block. Live traffic arrives at the lowest rate at which the first
 canary tier sees `min_sessions` candidate sessions in one window, about 10 calls per session; every
-interval the real `core.gates.evaluate_tier_gate` judges the tier, once with the comparison (both
+interval the real `core.tier_gate.evaluate_tier_gate` judges the tier, once with the comparison (both
 arms since the tier began) and once with today's fixed thresholds only (the candidate over the
 window), each on its own simulated rollout with the same random stream. Three scenarios:
 
@@ -38,8 +38,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments  # noqa: E402
-from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where, evaluate_tier_gate  # noqa: E402
+from gatekeeper.core.gates import Counters, SourceStatus, Where  # noqa: E402
 from gatekeeper.core.policy import CompareSpec, Policy, TierGate, load_policy_file, parse_duration  # noqa: E402
+from gatekeeper.core.tier_gate import TierSignals, evaluate_tier_gate  # noqa: E402
 from gatekeeper.gate_cycle import gated_tiers  # noqa: E402
 
 COMPARE = CompareSpec(margins=(("error_rate", 0.5), ("p95_latency", 0.2), ("cost_per_session", 0.3)),

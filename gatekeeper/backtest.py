@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gatekeeper.core import ladder
-from gatekeeper.core.gates import Counters, Where, evaluate_tier_gate
+from gatekeeper.core.gates import Counters, Where
 from gatekeeper.core.kill_rule import trips
 from gatekeeper.core.ladder import LIVE_STATES
 from gatekeeper.core.policy import Policy
+from gatekeeper.core.tier_gate import evaluate_tier_gate
 from gatekeeper.gate_cycle import GATED_STATES, gate_for, gated_tiers
 from gatekeeper.metric_sources import BuiltinSource
 from gatekeeper.store import recorded, rollout_records

@@ -37,12 +37,12 @@ from gatekeeper.core.gates import (
     SourceStatus,
     Where,
     evaluate_shadow_gate,
-    evaluate_tier_gate,
     evaluate_twin_gate,
     next_transition,
 )
 from gatekeeper.core.ladder import HoldOwner
 from gatekeeper.core.policy import Policy, TierGate
+from gatekeeper.core.tier_gate import evaluate_tier_gate
 from gatekeeper.errors import GatekeeperError, IllegalTransition, NotFound
 from gatekeeper.policies import LoadedPolicy
 from gatekeeper.rollouts import transition

@@ -26,7 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from gatekeeper.config import Settings
-from gatekeeper.core.gates import SourceStatus, TierSignals
+from gatekeeper.core.gates import SourceStatus
+from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.prometheus_source import PrometheusSource
 from gatekeeper.store import arm_traffic, tier_traffic
 from gatekeeper.store.db import Database

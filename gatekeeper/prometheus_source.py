@@ -23,7 +23,8 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
-from gatekeeper.core.gates import SourceStatus, TierSignals
+from gatekeeper.core.gates import SourceStatus
+from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.tier_signals import (
     Key,
     MetricsUnavailable,

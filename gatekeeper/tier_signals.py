@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gatekeeper.core.gates import SourceStatus, TierSignals
+from gatekeeper.core.gates import SourceStatus
 from gatekeeper.core.policy import ExtraQuery
+from gatekeeper.core.tier_gate import TierSignals
 
 Key = tuple[str, str]  # (agent, candidate version)
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
-from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where, evaluate_tier_gate
+from gatekeeper.core.gates import Counters, SourceStatus, Where
 from gatekeeper.core.policy import parse_policy, validate_policy_text
+from gatekeeper.core.tier_gate import TierSignals, evaluate_tier_gate
 from gatekeeper.gate_cycle import evaluate_all
 from gatekeeper.metric_sources import BuiltinSource, InMemorySource
 from gatekeeper.services import Services

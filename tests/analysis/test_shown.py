@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from gatekeeper.cli import main
 from gatekeeper.cli.ops import compare_lines
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
-from gatekeeper.core.gates import TierSignals
+from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.gate_cycle import evaluate_all
 from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.services import Services

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from gatekeeper import rollouts
 from gatekeeper.cli import main
-from gatekeeper.core.gates import TierSignals
+from gatekeeper.core.tier_gate import TierSignals
 from tests.support import seed
 from tests.support.app import svc
 from tests.support.dashboard import signed_in

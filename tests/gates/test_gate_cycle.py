@@ -10,7 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from gatekeeper import rollouts
-from gatekeeper.core.gates import SourceStatus, TierSignals
+from gatekeeper.core.gates import SourceStatus
+from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.gate_cycle import due_rollouts, evaluate_all, evaluate_one, gather
 from gatekeeper.metric_sources import BuiltinSource, InMemorySource
 from gatekeeper.services import Services

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from gatekeeper.cli import main
-from gatekeeper.core.gates import TierSignals
+from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.scheduler import GateScheduler, SchedulerLease
 from gatekeeper.services import Services

@@ -14,10 +14,11 @@ from dataclasses import replace
 from typing import Any
 
 from gatekeeper import rollouts
-from gatekeeper.core import gates
-from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where
+from gatekeeper.core import tier_gate
+from gatekeeper.core.gates import Counters, SourceStatus, Where
 from gatekeeper.core.ladder import Position, position_label, traffic_percent
 from gatekeeper.core.policy import Policy
+from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.services import Services
 from gatekeeper.store import rollout_records
 from gatekeeper.store.models import AgentSession, Approval, Decision, GateEvaluation
@@ -37,7 +38,7 @@ def tier_report(policy: Policy, *, stage: str, tier: int, at: float, tier_starte
     """Return the gate report the tier gate gives for these signals."""
     position = Position(stage, tier)
     where = Where(stage, tier, position_label(policy, position), traffic_percent(policy, position))
-    report = gates.evaluate_tier_gate(policy.canary.gate if stage == "canary" else policy.expansion.gate,
+    report = tier_gate.evaluate_tier_gate(policy.canary.gate if stage == "canary" else policy.expansion.gate,
                                       signals, where=where, tier_started_at=tier_started_at,
                                       counters=Counters(), source=source or SourceStatus("prometheus"), now=at)
     return report.as_dict()

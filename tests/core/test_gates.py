@@ -14,16 +14,15 @@ from gatekeeper.core.gates import (
     Limits,
     ShadowSignals,
     SourceStatus,
-    TierSignals,
     TwinRun,
     Where,
     assess,
     evaluate_shadow_gate,
-    evaluate_tier_gate,
     evaluate_twin_gate,
     next_transition,
 )
 from gatekeeper.core.policy import ExtraQuery, ShadowGate, TierGate, TwinGate
+from gatekeeper.core.tier_gate import TierSignals, evaluate_tier_gate
 
 NOW = 1_700_000_000.0
 GATE = TierGate(interval_s=30, window_s=600, soak_s=1800, min_sessions=100, max_error_rate=0.02,
