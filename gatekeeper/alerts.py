@@ -99,43 +99,43 @@ def receive_one(svc: Services, alert: Alert, *, actor: str, now: float) -> Alert
 
 
 def _fire(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: float) -> AlertOutcome:
-    with svc.db.transaction() as session:
-        seen = alert_receipts.find_receipt(session, fingerprint=alert.key, starts_at=alert.starts_at)
+    with svc.db.transaction() as db:
+        seen = alert_receipts.find_receipt(db, fingerprint=alert.key, starts_at=alert.starts_at)
         if seen is not None:
             return _outcome(alert, "duplicate", detail=f"already handled: {seen.action}")
         receipt = AlertReceipt(fingerprint=alert.key, starts_at=alert.starts_at, agent=agent_name[:63],
                                alertname=alert.name[:200], action="pending", received_at=now)
-        session.add(receipt)
-        session.flush()  # a concurrent delivery of the same alert fails here, before any effect
-        outcome = _effect(svc, session, alert, agent_name, actor=actor, now=now)
+        db.add(receipt)
+        db.flush()  # a concurrent delivery of the same alert fails here, before any effect
+        outcome = _effect(svc, db, alert, agent_name, actor=actor, now=now)
         receipt.action = outcome.transition or outcome.result
-        session.add(receipt)
+        db.add(receipt)
         return outcome
 
 
-def _effect(svc: Services, session: Session, alert: Alert, agent_name: str, *, actor: str, now: float
+def _effect(svc: Services, db: Session, alert: Alert, agent_name: str, *, actor: str, now: float
             ) -> AlertOutcome:
-    agent = rollout_records.find_agent(session, agent_name, for_update=True)
+    agent = rollout_records.find_agent(db, agent_name, for_update=True)
     if agent is None:
         log.warning("alert %s names unknown agent %r; acknowledged, nothing done", alert.name, agent_name)
         return _outcome(alert, "unknown_agent", detail=f"no agent named {agent_name!r}")
-    rollout = rollout_records.current_rollout(session, agent, for_update=True)
+    rollout = rollout_records.current_rollout(db, agent, for_update=True)
     if rollout is None:
         return _outcome(alert, "no_rollout", detail="the agent has no rollout in progress")
     version = alert.labels.get("version")
     if version and version != rollout.candidate_version:
         return _outcome(alert, "other_version", detail=f"{version} is not the candidate "
                                                        f"{rollout.candidate_version}")
-    return _apply(svc, session, agent, rollout, alert, actor=actor, now=now)
+    return _apply(svc, db, agent, rollout, alert, actor=actor, now=now)
 
 
-def _apply(svc: Services, session: Session, agent: Agent, rollout: Rollout, alert: Alert, *, actor: str,
+def _apply(svc: Services, db: Session, agent: Agent, rollout: Rollout, alert: Alert, *, actor: str,
            now: float) -> AlertOutcome:
     loaded = svc.policies.get(agent.policy)
     action = loaded.policy.alerts.action_for(alert.labels.get("severity"))
     reason = _reason(alert)
     try:
-        transition(session, loaded, agent, rollout, action, actor=actor, reason=reason, now=now,
+        transition(db, loaded, agent, rollout, action, actor=actor, reason=reason, now=now,
                    metrics=_metrics(alert), held_by="alert", held_by_alert=alert.key)
     except IllegalTransition as exc:
         return _outcome(alert, "refused", detail=f"cannot {action}: {exc.message}")
@@ -143,13 +143,13 @@ def _apply(svc: Services, session: Session, agent: Agent, rollout: Rollout, aler
 
 
 def _resolve(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: float) -> AlertOutcome:
-    with svc.db.transaction() as session:
-        agent = rollout_records.find_agent(session, agent_name, for_update=True)
-        rollout = rollout_records.current_rollout(session, agent, for_update=True) if agent else None
+    with svc.db.transaction() as db:
+        agent = rollout_records.find_agent(db, agent_name, for_update=True)
+        rollout = rollout_records.current_rollout(db, agent, for_update=True) if agent else None
         if agent is None or rollout is None or not _held_by(rollout, alert):
             return _outcome(alert, "resolved", detail="nothing to lift")
         loaded = svc.policies.get(agent.policy)
-        transition(session, loaded, agent, rollout, "release", actor=actor, now=now, metrics=_metrics(alert),
+        transition(db, loaded, agent, rollout, "release", actor=actor, now=now, metrics=_metrics(alert),
                    reason=f"{ALERT_HOLD_PREFIX}{alert.name} resolved {alert.marker}")
         return _outcome(alert, "resolved", transition="release", detail="the alert's hold is lifted")
 

@@ -31,40 +31,40 @@ def register_agent(svc: Services, name: str, *, policy: str, stable_version: str
     if loaded.policy.agents and name not in loaded.policy.agents:
         raise BadRequest(f"policy {policy} binds only {', '.join(loaded.policy.agents)}; "
                          f"add {name} to its agents", field="policy")
-    with svc.db.transaction() as session:
-        if rollout_records.find_agent(session, name) is not None:
+    with svc.db.transaction() as db:
+        if rollout_records.find_agent(db, name) is not None:
             raise Conflict(f"agent {name!r} is already registered", field="name")
         agent = Agent(name=name, policy=policy, stable_version=stable_version, created_at=now)
-        session.add(agent)
-        session.flush()
+        db.add(agent)
+        db.flush()
         if stable_version:
-            rollout_records.ensure_version(session, agent, stable_version, now=now)
+            rollout_records.ensure_version(db, agent, stable_version, now=now)
         return agent
 
 
 def set_stable(svc: Services, agent_name: str, *, version: str, actor: str, reason: str, now: float
                ) -> StableChange:
     """Set an agent's stable version while no rollout is in progress, with an audit entry."""
-    with svc.db.transaction() as session:
-        agent = rollout_records.get_agent(session, agent_name, for_update=True)
+    with svc.db.transaction() as db:
+        agent = rollout_records.get_agent(db, agent_name, for_update=True)
         if agent.rollout_id is not None:
             raise Conflict(f"agent {agent_name} has a rollout in progress; its completion sets the stable "
                            "version (or abort it first)", field="version")
         change = StableChange(agent_id=rollout_records.row_id(agent.id), at=now, actor=actor, reason=reason,
                               from_version=agent.stable_version, to_version=version)
         agent.stable_version = version
-        rollout_records.ensure_version(session, agent, version, now=now)
-        session.add(agent)
-        session.add(change)
-        session.flush()
+        rollout_records.ensure_version(db, agent, version, now=now)
+        db.add(agent)
+        db.add(change)
+        db.flush()
         return change
 
 
 def start_rollout(svc: Services, agent_name: str, *, version: str, actor: str, reason: str, now: float
                   ) -> Transition:
     """Start a candidate version at twin."""
-    with svc.db.transaction() as session:
-        agent = rollout_records.get_agent(session, agent_name, for_update=True)
+    with svc.db.transaction() as db:
+        agent = rollout_records.get_agent(db, agent_name, for_update=True)
         if agent.rollout_id is not None:
             raise Conflict(f"agent {agent_name} already has a rollout in progress", field="version")
         if version == agent.stable_version:
@@ -75,28 +75,28 @@ def start_rollout(svc: Services, agent_name: str, *, version: str, actor: str, r
                       stable_version=agent.stable_version,
                       stage=status.stage, tier=status.tier, state=status.state, state_reason=status.reason,
                       tier_started_at=now, started_at=now, updated_at=now, policy_revision=loaded.revision)
-        session.add(row)
-        session.flush()
+        db.add(row)
+        db.flush()
         agent.rollout_id = row.id
-        rollout_records.ensure_version(session, agent, version, now=now)
-        return _record(session, agent, row, loaded, None, status, action="start", actor=actor, now=now)
+        rollout_records.ensure_version(db, agent, version, now=now)
+        return _record(db, agent, row, loaded, None, status, action="start", actor=actor, now=now)
 
 
 def act(svc: Services, agent_name: str, action: str, *, actor: str, reason: str, now: float,
         to_stage: str | None = None, metrics: Mapping[str, Any] | None = None, held_by: HoldOwner = "gate",
         held_by_alert: str | None = None) -> Transition:
     """Apply a person's (or the system's) action to the agent's active rollout and commit it."""
-    with svc.db.transaction() as session:
-        agent = rollout_records.get_agent(session, agent_name, for_update=True)
-        rollout = rollout_records.current_rollout(session, agent, for_update=True)
+    with svc.db.transaction() as db:
+        agent = rollout_records.get_agent(db, agent_name, for_update=True)
+        rollout = rollout_records.current_rollout(db, agent, for_update=True)
         if rollout is None:
             raise Conflict(f"agent {agent_name} has no rollout in progress", field="agent")
         loaded = svc.policies.get(agent.policy)
-        return transition(session, loaded, agent, rollout, action, actor=actor, reason=reason, now=now,
+        return transition(db, loaded, agent, rollout, action, actor=actor, reason=reason, now=now,
                           to_stage=to_stage, metrics=metrics, held_by=held_by, held_by_alert=held_by_alert)
 
 
-def transition(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, action: str, *,
+def transition(db: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, action: str, *,
                actor: str, reason: str, now: float, to_stage: str | None = None,
                metrics: Mapping[str, Any] | None = None, held_by: HoldOwner = "gate",
                held_by_alert: str | None = None) -> Transition:
@@ -118,9 +118,9 @@ def transition(session: Session, loaded: LoadedPolicy, agent: Agent, rollout: Ro
         rollout.consecutive_failures = rollout.consecutive_errors = 0
     if after.state in ladder.TERMINAL_STATES:
         _finish(agent, rollout, now=now)
-    _cancel_approvals(session, rollout, before, after, action=action, now=now)
-    session.add(rollout)
-    return _record(session, agent, rollout, loaded, before, after, action=action, actor=actor, now=now,
+    _cancel_approvals(db, rollout, before, after, action=action, now=now)
+    db.add(rollout)
+    return _record(db, agent, rollout, loaded, before, after, action=action, actor=actor, now=now,
                    metrics=metrics)
 
 
@@ -130,7 +130,7 @@ def status_of(rollout: Rollout) -> RolloutStatus:
                          rollout.tier_started_at)
 
 
-def _cancel_approvals(session: Session, rollout: Rollout, before: RolloutStatus, after: RolloutStatus, *,
+def _cancel_approvals(db: Session, rollout: Rollout, before: RolloutStatus, after: RolloutStatus, *,
                       action: str, now: float) -> None:
     """Cancel the pending approvals a transition makes moot, in the transition's transaction (SPEC §5).
 
@@ -141,7 +141,7 @@ def _cancel_approvals(session: Session, rollout: Rollout, before: RolloutStatus,
     if not ends and after.stage == before.stage:
         return
     reason = f"the rollout was {after.state}" if ends else f"the rollout left {before.stage}"
-    cancel_rollout_approvals(session, rollout_records.row_id(rollout.id), keep_stage=None if ends else after.stage,
+    cancel_rollout_approvals(db, rollout_records.row_id(rollout.id), keep_stage=None if ends else after.stage,
                              reason=reason, now=now)
 
 
@@ -152,10 +152,10 @@ def _finish(agent: Agent, rollout: Rollout, *, now: float) -> None:
         agent.stable_version = rollout.candidate_version
 
 
-def _record(session: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
+def _record(db: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
             before: RolloutStatus | None, after: RolloutStatus, *, action: str, actor: str, now: float,
             metrics: Mapping[str, Any] | None = None) -> Transition:
-    rollout_records.remember_revision(session, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
+    rollout_records.remember_revision(db, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
                             text=loaded.text, now=now)
     entry = Transition(
         rollout_id=rollout_records.row_id(rollout.id), agent_id=rollout_records.row_id(agent.id), at=now, actor=actor,
@@ -165,8 +165,8 @@ def _record(session: Session, agent: Agent, rollout: Rollout, loaded: LoadedPoli
         from_state=before.state if before else None, to_stage=after.stage, to_tier=after.tier,
         to_state=after.state, traffic_percent=ladder.traffic_percent(loaded.policy, after.position),
         policy_revision=loaded.revision, metrics=json.dumps(dict(metrics or {}), sort_keys=True))
-    session.add(entry)
-    session.add(agent)
-    session.flush()
-    notify.enqueue(session, entry, agent=agent, rollout=rollout)  # delivered later, never blocking this
+    db.add(entry)
+    db.add(agent)
+    db.flush()
+    notify.enqueue(db, entry, agent=agent, rollout=rollout)  # delivered later, never blocking this
     return entry

@@ -33,8 +33,8 @@ bp = Blueprint("agents", __name__)
 def list_agents(*, caller: Caller) -> list[AgentStatus]:
     """List every agent with its rollout and gate report."""
     svc = services()
-    with svc.db.reading() as session:
-        return [describe_agent(session, svc.policies, a) for a in rollout_records.list_agents(session)]
+    with svc.db.reading() as db:
+        return [describe_agent(db, svc.policies, a) for a in rollout_records.list_agents(db)]
 
 
 @endpoint(bp, "/v1/agents", methods=["POST"], roles=ACTORS, body=AgentCreate, response=AgentStatus, status=201)
@@ -107,11 +107,11 @@ _simple_action("abort", "Abort the rollout; the stable version keeps all traffic
 def history(agent: str, *, caller: Caller, query: HistoryQuery) -> HistoryPage:
     """Every transition and gate evaluation, newest first, paginated with limit and offset."""
     kinds = ("transition", "gate_evaluation") if query.kind == "all" else (query.kind,)
-    with services().db.reading() as session:
-        row = agent_or_404(session, agent)
-        entries, total = rollout_records.history(session, row.id or 0, limit=query.limit, offset=query.offset,
+    with services().db.reading() as db:
+        row = agent_or_404(db, agent)
+        entries, total = rollout_records.history(db, row.id or 0, limit=query.limit, offset=query.offset,
                                                  kinds=kinds)
-        return HistoryPage(items=history_entries(session, services().policies, row, entries), total=total,
+        return HistoryPage(items=history_entries(db, services().policies, row, entries), total=total,
                            limit=query.limit, offset=query.offset)
 
 
@@ -124,18 +124,18 @@ def _act(agent: str, action: str, caller: Caller, reason: str, *, to_stage: str 
 
 
 def _exists(agent: str) -> None:
-    with services().db.reading() as session:
-        agent_or_404(session, agent)
+    with services().db.reading() as db:
+        agent_or_404(db, agent)
 
 
 def _status(agent: str) -> AgentStatus:
     svc = services()
-    with svc.db.reading() as session:
-        return describe_agent(session, svc.policies, agent_or_404(session, agent))
+    with svc.db.reading() as db:
+        return describe_agent(db, svc.policies, agent_or_404(db, agent))
 
 
 def _transition_view(agent: str, entry: Transition) -> TransitionView:
     svc = services()
-    with svc.db.reading() as session:
-        item = history_entries(session, svc.policies, agent_or_404(session, agent), [entry])[0]
+    with svc.db.reading() as db:
+        item = history_entries(db, svc.policies, agent_or_404(db, agent), [entry])[0]
     return TransitionView(agent=agent, transition=item, status=_status(agent))

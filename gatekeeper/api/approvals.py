@@ -53,8 +53,8 @@ def reject(approval_id: str, *, caller: Caller, body: ApprovalAction) -> Approva
 
 
 def _views(rows: list[Approval]) -> list[ApprovalView]:
-    with services().db.reading() as session:
-        names = rollout_records.agent_names(session)
+    with services().db.reading() as db:
+        names = rollout_records.agent_names(db)
     return [ApprovalView(
         approval_id=a.id, agent=names.get(a.agent_id, ""), session_id=a.session_id, version=a.version, tool=a.tool,
         tool_class=a.tool_class, cost=to_dollars(a.cost_micros), preview=a.preview, stage=a.stage,

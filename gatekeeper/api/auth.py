@@ -72,8 +72,8 @@ def _lookup(token: str) -> Caller | None:
     found, cached = cache.get(token, now)
     if found:
         return cached if isinstance(cached, Caller) else None
-    with svc.db.reading() as session:
-        row = find_token(session, token)
+    with svc.db.reading() as db:
+        row = find_token(db, token)
         caller = None if row is None else Caller(name=row.name, role=row.role, agent=row.agent)
     cache.put(token, caller, now)
     return caller

@@ -50,16 +50,16 @@ class TokenQuery(BaseModel):
 def list_tokens(*, caller: Caller, query: TokenQuery) -> list[TokenView]:
     """List tokens, oldest first; secrets and hashes are never shown."""
     wanted = {"all": (True, False), "active": (False,), "revoked": (True,)}[query.state]
-    with services().db.reading() as session:
-        return [_view(row) for row in store.list_tokens(session) if (row.revoked_at is not None) in wanted]
+    with services().db.reading() as db:
+        return [_view(row) for row in store.list_tokens(db) if (row.revoked_at is not None) in wanted]
 
 
 @endpoint(bp, "/v1/tokens", methods=["POST"], roles=ACTORS, body=TokenCreate, response=TokenCreated, status=201)
 def create_token(*, caller: Caller, body: TokenCreate) -> TokenCreated:
     """Create a token and return its secret, once."""
     svc = services()
-    with svc.db.transaction() as session:
-        plaintext, row = store.create_token(session, body.name, role=body.role, agent=body.agent, now=svc.clock())
+    with svc.db.transaction() as db:
+        plaintext, row = store.create_token(db, body.name, role=body.role, agent=body.agent, now=svc.clock())
     return TokenCreated(**_view(row).model_dump(), token=plaintext)
 
 
@@ -68,8 +68,8 @@ def revoke_token(token_id: str, *, caller: Caller) -> TokenView:
     """Revoke a token; every worker refuses it from the next request on."""
     if not token_id.isdigit() or int(token_id) > INT_MAX:
         raise NotFound(f"no token with id {token_id[:40]!r}", field="token_id")
-    with services().db.transaction() as session:
-        row = store.revoke_token(session, int(token_id), actor=caller.actor, now=services().clock())
+    with services().db.transaction() as db:
+        row = store.revoke_token(db, int(token_id), actor=caller.actor, now=services().clock())
     return _view(row)
 
 

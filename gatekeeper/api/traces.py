@@ -16,7 +16,7 @@ bp = Blueprint("traces", __name__)
 @endpoint(bp, "/v1/sessions/<session_id>", methods=["GET"], roles=("agent", *READERS), response=SessionTrace)
 def get_trace(session_id: str, *, caller: Caller) -> SessionTrace:
     """Show a session's decisions in order; a mirrored pair's stable and candidate traces side by side."""
-    with services().db.reading() as session:
-        trace = session_trace(session, session_id)
+    with services().db.reading() as db:
+        trace = session_trace(db, session_id)
     caller.require_agent(trace.session.agent)
     return trace

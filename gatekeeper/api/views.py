@@ -25,14 +25,14 @@ from gatekeeper.store.models import Agent, AgentSession, Decision, GateEvaluatio
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
-def describe_agent(session: Session, policies: PolicyStore, agent: Agent) -> AgentStatus:
+def describe_agent(db: Session, policies: PolicyStore, agent: Agent) -> AgentStatus:
     """Return an agent's status: rollout, ladder, allowed actions, current gate report."""
     loaded = _policy_or_none(policies, agent.policy)
-    rollout = rollout_records.current_rollout(session, agent) or rollout_records.latest_rollout(session, agent)
+    rollout = rollout_records.current_rollout(db, agent) or rollout_records.latest_rollout(db, agent)
     active = rollout is not None and rollout.id == agent.rollout_id
-    reported = gate_report(session, rollout) if rollout and active else None
+    reported = gate_report(db, rollout) if rollout and active else None
     # Not yet marked expired is not waiting either: the count agrees with the lists the pages show.
-    pending = reads.pending_count(session, agent.id or 0, now=time.time())
+    pending = reads.pending_count(db, agent.id or 0, now=time.time())
     return AgentStatus(
         name=agent.name, policy=agent.policy, stable_version=agent.stable_version,
         policy_revision=loaded.revision if loaded else None, policy_file=loaded.path if loaded else None,
@@ -56,15 +56,15 @@ class ReportState:
         return None if self.stale else self.newest
 
 
-def gate_report(session: Session, rollout: Rollout) -> ReportState:
+def gate_report(db: Session, rollout: Rollout) -> ReportState:
     """Return the rollout's newest gate report and whether a transition since (or a move) superseded it."""
-    evaluation = rollout_records.latest_evaluation(session, rollout.id) if rollout.id else None
+    evaluation = rollout_records.latest_evaluation(db, rollout.id) if rollout.id else None
     if evaluation is None:
         return ReportState(None, None, False)
     report = json.loads(evaluation.report)
     report = report if isinstance(report, dict) else {}
     # >=: the scheduler writes a promotion at the very time of the evaluation that caused it.
-    later = reads.superseding_transition(session, rollout.id or 0, after=evaluation.at - 1e-6)
+    later = reads.superseding_transition(db, rollout.id or 0, after=evaluation.at - 1e-6)
     moved = (evaluation.stage, evaluation.tier) != (rollout.stage, rollout.tier)
     return ReportState(report, later, later is not None or moved)
 
@@ -95,11 +95,11 @@ def rollout_view(rollout: Rollout, loaded: LoadedPolicy | None) -> RolloutView:
         kill_switch_open=rollout.kill_switch_open, policy_revision=rollout.policy_revision)
 
 
-def history_entries(session: Session, policies: PolicyStore, agent: Agent,
+def history_entries(db: Session, policies: PolicyStore, agent: Agent,
                     rows: Sequence[Transition | GateEvaluation]) -> list[HistoryEntry]:
     """Return the API view of history rows, positions named by the agent's policy, with their candidate."""
     loaded = _policy_or_none(policies, agent.policy)
-    versions = reads.candidate_versions(session, [row.rollout_id for row in rows])
+    versions = reads.candidate_versions(db, [row.rollout_id for row in rows])
     return [history_entry(row, policy=loaded.policy if loaded else None,
                           candidate_version=versions.get(row.rollout_id)) for row in rows]
 
@@ -127,10 +127,10 @@ def history_entry(entry: Transition | GateEvaluation, *, policy: Policy | None =
         "candidate_version": candidate_version})
 
 
-def agent_or_404(session: Session, name: str) -> Agent:
+def agent_or_404(db: Session, name: str) -> Agent:
     """Return the agent called `name` or raise NotFound (for path parameters)."""
     try:
-        return rollout_records.get_agent(session, name)
+        return rollout_records.get_agent(db, name)
     except NotFound:
         raise NotFound(f"no agent named {name!r}") from None
 
@@ -142,17 +142,17 @@ def _policy_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
         return None
 
 
-def session_trace(session: Session, session_id: str) -> SessionTrace:
+def session_trace(db: Session, session_id: str) -> SessionTrace:
     """Return a session's trace, and both halves side by side when it is half of a mirrored pair."""
     if not SESSION_ID.fullmatch(session_id):  # never sent to the database: NUL or 10 kB ids are just unknown
         raise NotFound(f"no session {session_id[:60]!r}", field="session_id")
-    row = reads.traced_session(session, session_id)
-    agent = reads.agent_name(session, row.agent_id)
-    own = _trace(session, row, agent)
-    other = reads.paired_session(session, row)
+    row = reads.traced_session(db, session_id)
+    agent = reads.agent_name(db, row.agent_id)
+    own = _trace(db, row, agent)
+    other = reads.paired_session(db, row)
     if other is None:
         return SessionTrace(session=own.session, decisions=own.decisions)
-    pair = (own, _trace(session, other, agent))
+    pair = (own, _trace(db, other, agent))
     stable, candidate = pair if row.mirror_of is None else pair[::-1]
     return SessionTrace(session=own.session, decisions=own.decisions,
                         mirror=MirroredTraces(stable=stable, candidate=candidate))
@@ -169,15 +169,15 @@ def arguments_of(text: str | None) -> dict[str, Any] | None:
     return loaded if isinstance(loaded, dict) else {"value": loaded}
 
 
-def _trace(session: Session, row: AgentSession, agent: str) -> Trace:
+def _trace(db: Session, row: AgentSession, agent: str) -> Trace:
     facts = TraceSession(
         session_id=row.id, agent=agent, version=row.version, arm=row.arm, stage=row.stage,
         environment=row.environment, scenario=row.scenario, status=row.status, tool_calls=row.tool_calls,
         spend=to_dollars(row.spend_micros), cap_tool_calls=row.cap_tool_calls,
         cap_spend=to_dollars(row.cap_spend_micros), started_at=utc(row.started_at),
         ended_at=timestamp(row.ended_at), mirror_of=row.mirror_of)
-    decisions = reads.session_decisions(session, row.id)
-    states = reads.approval_states(session, [d.approval_id for d in decisions if d.approval_id])
+    decisions = reads.session_decisions(db, row.id)
+    states = reads.approval_states(db, [d.approval_id for d in decisions if d.approval_id])
     return Trace(session=facts, decisions=[_traced(d, approval_state=states.get(d.approval_id or ""))
                                            for d in decisions])
 

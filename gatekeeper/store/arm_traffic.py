@@ -28,14 +28,14 @@ def _live_arms(starts: Mapping[int, float], column: Any) -> list[Any]:
             col(AgentSession.mirror_of).is_(None), since]
 
 
-def arm_evidence(session: Session, starts: Mapping[int, float], *, now: float) -> dict[int, ArmEvidence]:
+def arm_evidence(db: Session, starts: Mapping[int, float], *, now: float) -> dict[int, ArmEvidence]:
     """Return both arms' calls, sessions, spend and latencies since each rollout's tier began: three queries.
 
     `starts` maps each rollout id to the time its tier began; shadow mirrors and twin runs never count.
     """
-    calls = _arm_calls(session, starts, now=now)
-    sessions = _arm_sessions(session, starts, now=now)
-    latencies = _arm_latencies(session, starts, now=now)
+    calls = _arm_calls(db, starts, now=now)
+    sessions = _arm_sessions(db, starts, now=now)
+    latencies = _arm_latencies(db, starts, now=now)
     out = {}
     for rid in starts:
         arms = {arm: ArmSample(calls=calls.get((rid, arm)), sessions=sessions.get((rid, arm), (None, None))[0],
@@ -46,7 +46,7 @@ def arm_evidence(session: Session, starts: Mapping[int, float], *, now: float) -
     return out
 
 
-def _arm_calls(session: Session, starts: Mapping[int, float], *, now: float) -> dict[tuple[int, str], Moments]:
+def _arm_calls(db: Session, starts: Mapping[int, float], *, now: float) -> dict[tuple[int, str], Moments]:
     """Count calls and errors per session, then per arm: the error rate's spread allows for bursts in a session."""
     errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
     per_session = (select(AgentSession.rollout_id, Decision.arm, cast(func.count(), Float).label("calls"),
@@ -61,10 +61,10 @@ def _arm_calls(session: Session, starts: Mapping[int, float], *, now: float) -> 
     query = select(*columns).group_by(per_session.c.rollout_id, per_session.c.arm)
     return {(int(rid or 0), arm): Moments.clustered(float(e_sum or 0), float(c_sum or 0), clusters=float(k),
                                                     hits_sq=float(ee or 0), n_sq=float(cc or 0), cross=float(ce or 0))
-            for rid, arm, k, c_sum, e_sum, cc, ee, ce in session.exec(query)}
+            for rid, arm, k, c_sum, e_sum, cc, ee, ce in db.exec(query)}
 
 
-def _arm_sessions(session: Session, starts: Mapping[int, float], *, now: float
+def _arm_sessions(db: Session, starts: Mapping[int, float], *, now: float
                   ) -> dict[tuple[int, str], tuple[Moments, Moments]]:
     errored = func.coalesce(func.max(case((col(Decision.outcome_status) == "error", 1), else_=0)), 0)
     per_session = (select(AgentSession.rollout_id, AgentSession.arm,
@@ -81,10 +81,10 @@ def _arm_sessions(session: Session, starts: Mapping[int, float], *, now: float
     query = select(*columns).group_by(per_session.c.rollout_id, per_session.c.arm)
     return {(int(rid), arm): (Moments.binary(float(e or 0), float(n)), Moments(float(n), float(total or 0),
                                                                              float(squares or 0)))
-            for rid, arm, n, e, total, squares in session.exec(query)}
+            for rid, arm, n, e, total, squares in db.exec(query)}
 
 
-def _arm_latencies(session: Session, starts: Mapping[int, float], *, now: float
+def _arm_latencies(db: Session, starts: Mapping[int, float], *, now: float
                    ) -> dict[tuple[int, str], list[tuple[float, int]]]:
     """Count latencies in 0.1 ms bins, so the rows grow with distinct latencies, not with calls."""
     # CAST truncates on SQLite and rounds on Postgres: either way (bin + 1) / 10 ms bounds the values above.
@@ -95,7 +95,7 @@ def _arm_latencies(session: Session, starts: Mapping[int, float], *, now: float
                     col(Decision.latency_ms).is_not(None))
              .group_by(col(AgentSession.rollout_id), col(Decision.arm), tenth))
     out: dict[tuple[int, str], list[tuple[float, int]]] = defaultdict(list)
-    for rid, arm, bin_, count in session.exec(query):
+    for rid, arm, bin_, count in db.exec(query):
         out[(int(rid or 0), arm)].append(((int(bin_ or 0) + 1) / 10_000, int(count)))
     return out
 

@@ -15,47 +15,47 @@ from sqlmodel import Session, col, func, select
 from gatekeeper.store.models import AgentSession, Approval, GateEvaluation, PolicyRevision, Transition
 
 
-def evaluation_values(session: Session, rollout_id: int, *, max_points: int = 400
+def evaluation_values(db: Session, rollout_id: int, *, max_points: int = 400
                       ) -> list[tuple[float, dict[str, Any]]]:
     """Return (time, report["values"]) of a rollout's gate evaluations, oldest first, thinned evenly."""
-    rows = session.exec(select(GateEvaluation.id, GateEvaluation.at)
+    rows = db.exec(select(GateEvaluation.id, GateEvaluation.at)
                         .where(GateEvaluation.rollout_id == rollout_id)
                         .order_by(col(GateEvaluation.at), col(GateEvaluation.id))).all()
     step = max(1, -(-len(rows) // max_points))
     chosen = [row_id for row_id, _ in rows[::step]]
     if rows and rows[-1][0] not in chosen:
         chosen.append(rows[-1][0])  # always show the newest evaluation
-    reports = session.exec(select(GateEvaluation.at, GateEvaluation.report)
+    reports = db.exec(select(GateEvaluation.at, GateEvaluation.report)
                            .where(col(GateEvaluation.id).in_(chosen))
                            .order_by(col(GateEvaluation.at), col(GateEvaluation.id))).all()
     return [(at, _values(report)) for at, report in reports]
 
 
-def rollout_transitions(session: Session, rollout_id: int) -> list[Transition]:
+def rollout_transitions(db: Session, rollout_id: int) -> list[Transition]:
     """Return a rollout's transitions, oldest first."""
     query = (select(Transition).where(Transition.rollout_id == rollout_id)
              .order_by(col(Transition.at), col(Transition.id)))
-    return list(session.exec(query))
+    return list(db.exec(query))
 
 
-def session_environments(session: Session, session_ids: list[str]) -> dict[str, str]:
+def session_environments(db: Session, session_ids: list[str]) -> dict[str, str]:
     """Return the environment (live or twin) of each session id given."""
     if not session_ids:
         return {}
     query = select(AgentSession.id, AgentSession.environment).where(col(AgentSession.id).in_(session_ids))
-    return dict(session.exec(query).all())
+    return dict(db.exec(query).all())
 
 
-def recent_decided_approvals(session: Session, *, limit: int = 20) -> list[Approval]:
+def recent_decided_approvals(db: Session, *, limit: int = 20) -> list[Approval]:
     """Return the newest approvals that are no longer pending."""
     query = (select(Approval).where(Approval.state != "pending")
              .order_by(func.coalesce(Approval.decided_at, Approval.expires_at).desc()).limit(limit))
-    return list(session.exec(query))
+    return list(db.exec(query))
 
 
-def policy_revision(session: Session, revision: str) -> PolicyRevision | None:
+def policy_revision(db: Session, revision: str) -> PolicyRevision | None:
     """Return a stored policy revision's text, if it ever governed something."""
-    return session.get(PolicyRevision, revision)
+    return db.get(PolicyRevision, revision)
 
 
 def _values(report: str) -> dict[str, Any]:

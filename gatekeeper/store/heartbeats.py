@@ -7,24 +7,24 @@ from sqlmodel import Session
 from gatekeeper.store.models import Lease, SchedulerHeartbeat
 
 
-def record_tick(session: Session, name: str, *, holder: str, now: float, interval_s: float) -> None:
+def record_tick(db: Session, name: str, *, holder: str, now: float, interval_s: float) -> None:
     """Note that `holder` leads and ticked at `now` (kept since when it leads)."""
-    row = session.get(SchedulerHeartbeat, name, with_for_update=True)
+    row = db.get(SchedulerHeartbeat, name, with_for_update=True)
     if row is None:
-        session.add(SchedulerHeartbeat(name=name, holder=holder, ticked_at=now, interval_s=interval_s,
+        db.add(SchedulerHeartbeat(name=name, holder=holder, ticked_at=now, interval_s=interval_s,
                                        leading_since=now))
         return
     if row.holder != holder:
         row.holder, row.leading_since = holder, now
     row.ticked_at, row.interval_s = now, interval_s
-    session.add(row)
+    db.add(row)
 
 
-def last_tick(session: Session, name: str) -> SchedulerHeartbeat | None:
+def last_tick(db: Session, name: str) -> SchedulerHeartbeat | None:
     """Return the heartbeat of the scheduler that led last, if any ever did."""
-    return session.get(SchedulerHeartbeat, name)
+    return db.get(SchedulerHeartbeat, name)
 
 
-def lease_of(session: Session, name: str) -> Lease | None:
+def lease_of(db: Session, name: str) -> Lease | None:
     """Return the lease row, if any scheduler ever took it."""
-    return session.get(Lease, name)
+    return db.get(Lease, name)

@@ -12,82 +12,82 @@ from gatekeeper.errors import NotFound
 from gatekeeper.store.models import Agent, GateEvaluation, PolicyRevision, Rollout, Transition, Version
 
 
-def find_agent(session: Session, name: str, *, for_update: bool = False) -> Agent | None:
+def find_agent(db: Session, name: str, *, for_update: bool = False) -> Agent | None:
     """Return the agent called `name`, locking its row when asked (Postgres), or None."""
     query = select(Agent).where(Agent.name == name)
     if for_update:
         query = query.with_for_update()
-    return session.exec(query).first()
+    return db.exec(query).first()
 
 
-def get_agent(session: Session, name: str, *, for_update: bool = False) -> Agent:
+def get_agent(db: Session, name: str, *, for_update: bool = False) -> Agent:
     """Return the agent called `name`, or raise NotFound."""
-    agent = find_agent(session, name, for_update=for_update)
+    agent = find_agent(db, name, for_update=for_update)
     if agent is None:
         raise NotFound(f"no agent named {name!r}", field="agent")
     return agent
 
 
-def agent_by_id(session: Session, agent_id: int) -> Agent:
+def agent_by_id(db: Session, agent_id: int) -> Agent:
     """Return the agent a row refers to (a foreign key: it exists)."""
-    agent = session.get(Agent, agent_id)
+    agent = db.get(Agent, agent_id)
     if agent is None:
         raise NotFound(f"no agent with id {agent_id}", field="agent")
     return agent
 
 
-def list_agents(session: Session) -> list[Agent]:
+def list_agents(db: Session) -> list[Agent]:
     """Return every agent, by name."""
-    return list(session.exec(select(Agent).order_by(Agent.name)))
+    return list(db.exec(select(Agent).order_by(Agent.name)))
 
 
-def agent_names(session: Session) -> dict[int, str]:
+def agent_names(db: Session) -> dict[int, str]:
     """Return every agent's name by id."""
-    return {agent_id: name for agent_id, name in session.exec(select(Agent.id, Agent.name)) if agent_id}
+    return {agent_id: name for agent_id, name in db.exec(select(Agent.id, Agent.name)) if agent_id}
 
 
-def current_rollout(session: Session, agent: Agent, *, for_update: bool = False) -> Rollout | None:
+def current_rollout(db: Session, agent: Agent, *, for_update: bool = False) -> Rollout | None:
     """Return the agent's active rollout, locking its row when asked (Postgres)."""
     if agent.rollout_id is None:
         return None
     query = select(Rollout).where(Rollout.id == agent.rollout_id)
     if for_update:
         query = query.with_for_update()
-    return session.exec(query).first()
+    return db.exec(query).first()
 
 
-def locked_rollout(session: Session, rollout_id: int) -> Rollout | None:
+def locked_rollout(db: Session, rollout_id: int) -> Rollout | None:
     """Return a rollout by id with its row locked (Postgres), or None."""
-    return session.exec(select(Rollout).where(Rollout.id == rollout_id).with_for_update()).first()
+    return db.exec(select(Rollout).where(Rollout.id == rollout_id).with_for_update()).first()
 
 
-def latest_rollout(session: Session, agent: Agent) -> Rollout | None:
+def latest_rollout(db: Session, agent: Agent) -> Rollout | None:
     """Return the agent's newest rollout, active or not."""
     query = select(Rollout).where(Rollout.agent_id == agent.id).order_by(col(Rollout.id).desc())
-    return session.exec(query).first()
+    return db.exec(query).first()
 
 
-def ensure_version(session: Session, agent: Agent, label: str, *, now: float) -> None:
+def ensure_version(db: Session, agent: Agent, label: str, *, now: float) -> None:
     """Record a version label of an agent once."""
-    exists = session.exec(select(Version).where(Version.agent_id == agent.id, Version.label == label)).first()
+    exists = db.exec(select(Version).where(Version.agent_id == agent.id, Version.label == label)).first()
     if exists is None:
-        session.add(Version(agent_id=row_id(agent.id), label=label, created_at=now))
+        db.add(Version(agent_id=row_id(agent.id), label=label, created_at=now))
 
 
-def remember_revision(session: Session, *, revision: str, name: str, path: str, text: str, now: float) -> None:
+def remember_revision(db: Session, *, revision: str, name: str, path: str, text: str, now: float) -> None:
     """Store a policy revision's text the first time it governs something."""
-    if session.get(PolicyRevision, revision) is None:
-        session.add(PolicyRevision(revision=revision, name=name, path=path, text=text, first_seen_at=now))
+    if db.get(PolicyRevision, revision) is None:
+        db.add(PolicyRevision(revision=revision, name=name, path=path, text=text, first_seen_at=now))
 
 
-def latest_evaluation(session: Session, rollout_id: int) -> GateEvaluation | None:
+def latest_evaluation(db: Session, rollout_id: int) -> GateEvaluation | None:
     """Return the newest gate evaluation of a rollout."""
     query = (select(GateEvaluation).where(GateEvaluation.rollout_id == rollout_id)
              .order_by(col(GateEvaluation.at).desc(), col(GateEvaluation.id).desc()))
-    return session.exec(query).first()
+    return db.exec(query).first()
 
 
-def history(session: Session, agent_id: int, *, limit: int, offset: int, kinds: tuple[str, ...]
+def history(db: Session, agent_id: int, *, limit: int, offset: int, kinds: tuple[str, ...]
             ) -> tuple[list[Transition | GateEvaluation], int]:
     """Return one page of an agent's transitions and gate evaluations, newest first, and the total."""
     parts: list[Any] = []
@@ -100,11 +100,11 @@ def history(session: Session, agent_id: int, *, limit: int, offset: int, kinds: 
     if not parts:
         return [], 0
     merged = union_all(*parts).subquery()
-    total = session.exec(select(func.count()).select_from(merged)).one()
-    rows = session.exec(select(merged.c.kind, merged.c.id).order_by(merged.c.at.desc(), merged.c.id.desc())
+    total = db.exec(select(func.count()).select_from(merged)).one()
+    rows = db.exec(select(merged.c.kind, merged.c.id).order_by(merged.c.at.desc(), merged.c.id.desc())
                         .limit(limit).offset(offset)).all()
     table: dict[str, Any] = {"transition": Transition, "gate_evaluation": GateEvaluation}
-    return [session.get(table[kind], key) for kind, key in rows], int(total)  # type: ignore[misc]
+    return [db.get(table[kind], key) for kind, key in rows], int(total)  # type: ignore[misc]
 
 
 def metrics_of(entry: Transition | GateEvaluation) -> dict[str, Any]:

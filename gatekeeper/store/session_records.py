@@ -11,102 +11,102 @@ from gatekeeper.errors import NotFound
 from gatekeeper.store.models import AgentSession, Approval, Decision
 
 
-def get_session(session: Session, session_id: str) -> AgentSession:
+def get_session(db: Session, session_id: str) -> AgentSession:
     """Return a session row, or raise NotFound."""
-    row = session.get(AgentSession, session_id)
+    row = db.get(AgentSession, session_id)
     if row is None:
         raise NotFound(f"no session {session_id!r}", field="session_id")
     return row
 
 
-def get_decision(session: Session, decision_id: str) -> Decision:
+def get_decision(db: Session, decision_id: str) -> Decision:
     """Return a decision row, or raise NotFound."""
-    row = session.get(Decision, decision_id)
+    row = db.get(Decision, decision_id)
     if row is None:
         raise NotFound(f"no decision {decision_id!r}", field="decision_id")
     return row
 
 
-def record_outcome(session: Session, decision_id: str, *, status: str, actual_micros: int,
+def record_outcome(db: Session, decision_id: str, *, status: str, actual_micros: int,
                    latency_ms: float | None, overrun_micros: int | None, now: float) -> bool:
     """Store a decision's outcome (and its overrun, if any) once; False when it already had one."""
-    changed = session.execute(
+    changed = db.execute(
         update(Decision).where(col(Decision.id) == decision_id, col(Decision.outcome_status).is_(None))
         .values(outcome_status=status, actual_cost_micros=actual_micros, latency_ms=latency_ms, outcome_at=now,
                 overrun_micros=overrun_micros))
     return int(changed.rowcount) == 1  # type: ignore[attr-defined]
 
 
-def settle(session: Session, session_id: str, *, delta_micros: int) -> None:
+def settle(db: Session, session_id: str, *, delta_micros: int) -> None:
     """Replace a reservation's estimate by the actual cost: add the difference to the spend."""
     if delta_micros:
-        session.execute(update(AgentSession).where(col(AgentSession.id) == session_id)
+        db.execute(update(AgentSession).where(col(AgentSession.id) == session_id)
                         .values(spend_micros=AgentSession.spend_micros + delta_micros))
 
 
-def end_session(session: Session, session_id: str, *, status: str, passed: bool | None, now: float) -> bool:
+def end_session(db: Session, session_id: str, *, status: str, passed: bool | None, now: float) -> bool:
     """Close an open session; False when it was already closed."""
-    changed = session.execute(
+    changed = db.execute(
         update(AgentSession).where(col(AgentSession.id) == session_id, col(AgentSession.status) == "open")
         .values(status=status, passed=passed, ended_at=now))
     return int(changed.rowcount) == 1  # type: ignore[attr-defined]
 
 
-def candidate_outcomes(session: Session, rollout_id: int, *, since: float) -> tuple[int, int]:
+def candidate_outcomes(db: Session, rollout_id: int, *, since: float) -> tuple[int, int]:
     """Return (outcomes, errors) of the rollout's live candidate calls reported since `since`."""
     errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
-    row = session.exec(select(func.count(), errors).where(
+    row = db.exec(select(func.count(), errors).where(
         Decision.rollout_id == rollout_id, Decision.arm == "candidate", col(Decision.outcome_at) >= since,
         col(Decision.stage) != "twin")).one()
     return int(row[0] or 0), int(row[1] or 0)
 
 
-def decisions_of(session: Session, session_id: str) -> list[Decision]:
+def decisions_of(db: Session, session_id: str) -> list[Decision]:
     """Return a session's decisions in the order they were asked."""
     query = select(Decision).where(Decision.session_id == session_id).order_by(col(Decision.at), col(Decision.id))
-    return list(session.exec(query))
+    return list(db.exec(query))
 
 
-def expire_due_approvals(session: Session, *, now: float) -> None:
+def expire_due_approvals(db: Session, *, now: float) -> None:
     """Mark every pending approval whose time ran out as expired."""
-    session.execute(update(Approval).where(col(Approval.state) == "pending", col(Approval.expires_at) <= now)
+    db.execute(update(Approval).where(col(Approval.state) == "pending", col(Approval.expires_at) <= now)
                     .values(state="expired"))
 
 
-def list_approvals(session: Session, *, state: str | None, agent_id: int | None = None) -> list[Approval]:
+def list_approvals(db: Session, *, state: str | None, agent_id: int | None = None) -> list[Approval]:
     """Return approvals, newest first, optionally of one state and agent."""
     query = select(Approval).order_by(col(Approval.created_at).desc())
     if state is not None:
         query = query.where(Approval.state == state)
     if agent_id is not None:
         query = query.where(Approval.agent_id == agent_id)
-    return list(session.exec(query.limit(500)))
+    return list(db.exec(query.limit(500)))
 
 
-def get_approval(session: Session, approval_id: str, *, for_update: bool = False) -> Approval:
+def get_approval(db: Session, approval_id: str, *, for_update: bool = False) -> Approval:
     """Return an approval, or raise NotFound."""
     query = select(Approval).where(Approval.id == approval_id)
-    found = session.exec(query.with_for_update() if for_update else query).first()
+    found = db.exec(query.with_for_update() if for_update else query).first()
     if found is None:
         raise NotFound(f"no approval {approval_id!r}", field="approval_id")
     return found
 
 
-def cancel_session_approvals(session: Session, session_id: str, *, reason: str, now: float) -> int:
+def cancel_session_approvals(db: Session, session_id: str, *, reason: str, now: float) -> int:
     """Cancel the pending approvals of one session; return how many."""
-    return _cancel(session, [col(Approval.session_id) == session_id], reason=reason, now=now)
+    return _cancel(db, [col(Approval.session_id) == session_id], reason=reason, now=now)
 
 
-def cancel_rollout_approvals(session: Session, rollout_id: int, *, keep_stage: str | None, reason: str,
+def cancel_rollout_approvals(db: Session, rollout_id: int, *, keep_stage: str | None, reason: str,
                              now: float) -> int:
     """Cancel a rollout's pending approvals, except those asked in `keep_stage` (None: all); return how many."""
     where = [col(Approval.rollout_id) == rollout_id]
     if keep_stage is not None:
         where.append(or_(col(Approval.stage).is_(None), col(Approval.stage) != keep_stage))
-    return _cancel(session, where, reason=reason, now=now)
+    return _cancel(db, where, reason=reason, now=now)
 
 
-def _cancel(session: Session, where: list[Any], *, reason: str, now: float) -> int:
-    changed = session.execute(update(Approval).where(col(Approval.state) == "pending", *where)
+def _cancel(db: Session, where: list[Any], *, reason: str, now: float) -> int:
+    changed = db.execute(update(Approval).where(col(Approval.state) == "pending", *where)
                               .values(state="cancelled", decided_at=now, decision_reason=reason))
     return int(changed.rowcount)  # type: ignore[attr-defined]

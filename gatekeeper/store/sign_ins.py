@@ -7,21 +7,21 @@ from sqlmodel import Session, col, delete, func, select
 from gatekeeper.store.models import SignInFailure
 
 
-def recent_failures(session: Session, *, username: str, address: str, since: float) -> tuple[int, int]:
+def recent_failures(db: Session, *, username: str, address: str, since: float) -> tuple[int, int]:
     """Return how many sign-ins failed since `since` for this username, and from this address."""
-    by_user = session.exec(select(func.count()).select_from(SignInFailure)
+    by_user = db.exec(select(func.count()).select_from(SignInFailure)
                            .where(SignInFailure.username == username, col(SignInFailure.at) > since)).one()
-    by_address = session.exec(select(func.count()).select_from(SignInFailure)
+    by_address = db.exec(select(func.count()).select_from(SignInFailure)
                               .where(SignInFailure.address == address, col(SignInFailure.at) > since)).one()
     return int(by_user), int(by_address)
 
 
-def record_failure(session: Session, *, username: str, address: str, now: float, forget_before: float) -> None:
+def record_failure(db: Session, *, username: str, address: str, now: float, forget_before: float) -> None:
     """Record one failed sign-in, and forget every failure older than the throttle's window."""
-    session.exec(delete(SignInFailure).where(col(SignInFailure.at) <= forget_before))
-    session.add(SignInFailure(username=username[:100], address=address[:100], at=now))
+    db.exec(delete(SignInFailure).where(col(SignInFailure.at) <= forget_before))
+    db.add(SignInFailure(username=username[:100], address=address[:100], at=now))
 
 
-def clear_failures(session: Session, *, username: str) -> None:
+def clear_failures(db: Session, *, username: str) -> None:
     """Forget a user's failed sign-ins once they signed in (their address's stay counted)."""
-    session.exec(delete(SignInFailure).where(col(SignInFailure.username) == username))
+    db.exec(delete(SignInFailure).where(col(SignInFailure.username) == username))

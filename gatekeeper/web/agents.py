@@ -51,15 +51,15 @@ def agent_partial(name: str) -> ResponseReturnValue:
 def _agent(name: str) -> dict[str, Any]:
     svc = services()
     include_gates = request.args.get("events") == "all"
-    with svc.db.reading() as session:
-        agent = agent_or_404(session, name)
-        view = agent_view(session, agent, policies=svc.policies, now=g.now, with_approvals=True)
-        story = timeline(session, agent, policies=svc.policies,
+    with svc.db.reading() as db:
+        agent = agent_or_404(db, name)
+        view = agent_view(db, agent, policies=svc.policies, now=g.now, with_approvals=True)
+        story = timeline(db, agent, policies=svc.policies,
                          page=_page(), include_gates=include_gates)
         rollout = view.status.rollout
-        graphs = rollout_charts(session, rollout, policy=view.policy, now=g.now) if rollout else ()
-        decision_ids = reads.decisions_of_approvals(session, [a.id for a in (*view.approvals, *view.decided)])
-        environments = dashboard_records.session_environments(session, [a.session_id for a in view.approvals])
+        graphs = rollout_charts(db, rollout, policy=view.policy, now=g.now) if rollout else ()
+        decision_ids = reads.decisions_of_approvals(db, [a.id for a in (*view.approvals, *view.decided)])
+        environments = dashboard_records.session_environments(db, [a.session_id for a in view.approvals])
     user = current_user()
     return {"view": view, "charts": graphs, "timeline": story, "include_gates": include_gates,
             "decision_ids": decision_ids, "environments": environments,
@@ -101,8 +101,8 @@ def _reason() -> str:
 
 def _overview() -> dict[str, Any]:
     svc = services()
-    with svc.db.reading() as session:
-        views = [agent_view(session, a, policies=svc.policies, now=g.now) for a in rollout_records.list_agents(session)]
+    with svc.db.reading() as db:
+        views = [agent_view(db, a, policies=svc.policies, now=g.now) for a in rollout_records.list_agents(db)]
     return {"views": views, "outages": _outages(views),
             "pending_total": sum(v.status.pending_approvals for v in views)}
 
@@ -113,6 +113,6 @@ def _outages(views: list[AgentView]) -> list[AgentView]:
 
 def _where(name: str, entry: Transition) -> str:
     svc = services()
-    with svc.db.reading() as session:
-        loaded = loaded_or_none(svc.policies, agent_or_404(session, name).policy)
+    with svc.db.reading() as db:
+        loaded = loaded_or_none(svc.policies, agent_or_404(db, name).policy)
     return position_label(loaded.policy if loaded else None, entry.to_stage, tier=entry.to_tier)

@@ -58,11 +58,11 @@ def _back() -> str:
 def _queue() -> dict[str, Any]:
     svc = services()
     # pending() marks the approvals that ran out as expired while it reads, hence a transaction.
-    with svc.db.transaction() as session:
-        waiting = approvals.pending(session, now=g.now)
-        names = rollout_records.agent_names(session)
-        environments = dashboard_records.session_environments(session, [a.session_id for a in waiting])
-        decided = dashboard_records.recent_decided_approvals(session)
-        decision_ids = reads.decisions_of_approvals(session, [a.id for a in [*waiting, *decided]])
+    with svc.db.transaction() as db:
+        waiting = approvals.pending(db, now=g.now)
+        names = rollout_records.agent_names(db)
+        environments = dashboard_records.session_environments(db, [a.session_id for a in waiting])
+        decided = dashboard_records.recent_decided_approvals(db)
+        decision_ids = reads.decisions_of_approvals(db, [a.id for a in [*waiting, *decided]])
     return {"waiting": waiting, "decided": decided, "names": names, "environments": environments,
             "decision_ids": decision_ids}

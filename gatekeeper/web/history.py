@@ -53,14 +53,14 @@ class Timeline:
     pages: int
 
 
-def timeline(session: Session, agent: Agent, *, policies: PolicyStore, page: int, include_gates: bool
+def timeline(db: Session, agent: Agent, *, policies: PolicyStore, page: int, include_gates: bool
              ) -> Timeline:
     """Return one page of an agent's history, newest first (transitions only unless asked)."""
     kinds = ("transition", "gate_evaluation") if include_gates else ("transition",)
     page = max(1, page)
-    rows, total = rollout_records.history(session, agent.id or 0, limit=PER_PAGE, offset=(page - 1) * PER_PAGE,
+    rows, total = rollout_records.history(db, agent.id or 0, limit=PER_PAGE, offset=(page - 1) * PER_PAGE,
                                           kinds=kinds)
-    entries = tuple(_entry(item) for item in history_entries(session, policies, agent, rows))
+    entries = tuple(_entry(item) for item in history_entries(db, policies, agent, rows))
     return Timeline(entries, total, page, max(1, -(-total // PER_PAGE)))
 
 
@@ -87,12 +87,12 @@ def numbers(metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(shown)
 
 
-def rollout_charts(session: Session, rollout: RolloutView, *, policy: Policy | None, now: float
+def rollout_charts(db: Session, rollout: RolloutView, *, policy: Policy | None, now: float
                    ) -> tuple[charts.Chart, ...]:
     """Return the charts of the rollout's gate values, with its transitions marked."""
-    samples = dashboard_records.evaluation_values(session, rollout.id)
+    samples = dashboard_records.evaluation_values(db, rollout.id)
     moves = [charts.Transition(t.at, t.action, f"{utc(t.at)} · {t.action} by {t.actor}: {t.reason}")
-             for t in dashboard_records.rollout_transitions(session, rollout.id) if t.action != "start"]
+             for t in dashboard_records.rollout_transitions(db, rollout.id) if t.action != "start"]
     end = rollout.ended_at.timestamp() if rollout.ended_at else now
     limits = _limits(policy, rollout.stage)
     return tuple(

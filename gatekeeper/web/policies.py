@@ -31,9 +31,9 @@ def policy_view() -> ResponseReturnValue:
     svc = services()
     snapshot = svc.policies.snapshot()
     wanted = request.args.get("revision", "").strip()[:40]
-    with svc.db.reading() as session:
-        bindings = [_binding(session, agent) for agent in rollout_records.list_agents(session)]
-        revision = dashboard_records.policy_revision(session, wanted) if wanted else None
+    with svc.db.reading() as db:
+        bindings = [_binding(db, agent) for agent in rollout_records.list_agents(db)]
+        revision = dashboard_records.policy_revision(db, wanted) if wanted else None
         stored = _copy(revision) if revision else None
     if wanted and stored is None:
         raise NotFound(f"no stored policy revision {wanted!r}", field="revision")
@@ -41,8 +41,8 @@ def policy_view() -> ResponseReturnValue:
                            problems=snapshot.problems, revision=stored)
 
 
-def _binding(session: Session, agent: Agent) -> Binding:
-    rollout = rollout_records.current_rollout(session, agent)
+def _binding(db: Session, agent: Agent) -> Binding:
+    rollout = rollout_records.current_rollout(db, agent)
     return Binding(agent.name, agent.policy, rollout.policy_revision if rollout else None)
 
 

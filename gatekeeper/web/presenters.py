@@ -129,17 +129,17 @@ class AgentView:
         return max(0.0, self.soak_required_s - self.time_at_tier_s)
 
 
-def agent_view(session: Session, agent: Agent, *, policies: PolicyStore, now: float,
+def agent_view(db: Session, agent: Agent, *, policies: PolicyStore, now: float,
                with_approvals: bool = False) -> AgentView:
     """Describe one agent for the pages."""
-    status = describe_agent(session, policies, agent)
+    status = describe_agent(db, policies, agent)
     policy = loaded_or_none(policies, agent.policy)
     rollout = status.rollout
     active = agent.rollout_id is not None and rollout is not None and rollout.id == agent.rollout_id
     report = status.gate_report if isinstance(status.gate_report, dict) else {}
     at_tier = now - rollout.tier_started_at.timestamp() if active and rollout else None
-    row = rollout_records.current_rollout(session, agent) if active else None
-    stale = superseded(gate_report(session, row), policy.policy if policy else None) if row else None
+    row = rollout_records.current_rollout(db, agent) if active else None
+    stale = superseded(gate_report(db, row), policy.policy if policy else None) if row else None
     return AgentView(
         status=status, policy=policy.policy if policy else None, active=active,
         rungs=rungs(policy.policy, rollout) if policy else (), checks=checks(report), report=report,
@@ -147,9 +147,9 @@ def agent_view(session: Session, agent: Agent, *, policies: PolicyStore, now: fl
         soak_required_s=soak_required(policy.policy, rollout, report) if policy and active and rollout else None,
         superseded=stale,
         # Detached copies: the read's rollback would expire the rows before the template renders.
-        approvals=tuple(Approval(**a.model_dump()) for a in reads.pending_approvals_of(session, agent.id or 0, now=now))
+        approvals=tuple(Approval(**a.model_dump()) for a in reads.pending_approvals_of(db, agent.id or 0, now=now))
         if with_approvals else (),
-        decided=tuple(Approval(**a.model_dump()) for a in reads.decided_approvals_of(session, agent.id or 0))
+        decided=tuple(Approval(**a.model_dump()) for a in reads.decided_approvals_of(db, agent.id or 0))
         if with_approvals else ())
 
 

@@ -14,6 +14,6 @@ bp = Blueprint("traces", __name__)
 @bp.get("/sessions/<session_id>")
 def trace_page(session_id: str) -> ResponseReturnValue:
     """Show a session's trace; a mirrored pair's stable and candidate traces side by side."""
-    with services().db.reading() as session:
-        trace = session_trace(session, session_id)
+    with services().db.reading() as db:
+        trace = session_trace(db, session_id)
     return render_template("web/session.html", trace=trace)
