@@ -135,8 +135,8 @@ class Outcome:
 
 
 def ladder(policy: Policy) -> list[tuple[str, float, TierGate]]:
-    rungs = [("canary", t, policy.canary.gate) for t in policy.canary.tiers]
-    return rungs + [("expansion", t, policy.expansion.gate) for t in policy.expansion.tiers]
+    tier_steps = [("canary", t, policy.canary.gate) for t in policy.canary.tiers]
+    return tier_steps + [("expansion", t, policy.expansion.gate) for t in policy.expansion.tiers]
 
 
 def simulate(policy: Policy, scenario: Scenario, *, compare: bool, seed: int, rate: float, horizon_s: float,
@@ -146,11 +146,11 @@ def simulate(policy: Policy, scenario: Scenario, *, compare: bool, seed: int, ra
     stable = Traffic(rng, error_rate=scenario.base_error, latency_factor=1.0)
     candidate = Traffic(rng, error_rate=scenario.base_error * scenario.error_factor,
                         latency_factor=scenario.latency_factor)
-    rungs = ladder(policy)
+    tier_steps = ladder(policy)
     tiers = gated_tiers(policy)
     now, total_candidate, index = 0.0, 0.0, 0
-    while index < len(rungs):
-        stage, percent, gate = rungs[index]
+    while index < len(tier_steps):
+        stage, percent, gate = tier_steps[index]
         gate = replace(gate, compare=COMPARE if compare else None)
         if not thresholds:  # the comparison alone: what it catches without today's fixed limits
             gate = replace(gate, max_error_rate=1.0, max_p95_latency_s=math.inf, max_cost_per_session_micros=10**12)

@@ -41,7 +41,7 @@ POLICY = {
     "stages": {"canary": {"tiers": [1, 5], "caps": {"tool_calls_per_session": 20, "spend_per_session": 0.5}},
                "expansion": {"tiers": [50, 100], "caps": {"tool_calls_per_session": 40, "spend_per_session": 1}}},
     "stable_caps": {"tool_calls_per_session": 60, "spend_per_session": 2},
-    # A 1s interval lets the second cycle follow the first at once (a rung waits one interval).
+    # A 1s interval lets the second cycle follow the first at once (a tier waits one interval).
     "gate": {"interval": "1s", "window": "1m", "soak": "0s", "min_sessions": 1},
 }
 EXTRA = {"denial_rate": {"max": 0.05, "query": 'sum(rate(gatekeeper_decisions_total{agent="{agent}",'

@@ -4,7 +4,7 @@ An alert acts when it is firing and labelled `agent` (and, when labelled `versio
 if that is the agent's candidate). The policy's `alerts.by_severity` (by the `severity`
 label) or else `alerts.default` chooses the action:
 
-- rollback: one rung down; the rollout pauses there for a person.
+- rollback: one tier down; the rollout pauses there for a person.
 - hold: the rollout is held until the alert resolves; the gate does not lift this hold. A rollout
   the gate already holds is held again by the alert, so the history shows the alert's hold (actor,
   reason, labels) before its release.

@@ -2,7 +2,7 @@
 
 The recorded rollout moved through positions (stage, tier) at the times its transitions say. For
 every canary and expansion position it really held, the replay asks the policy's tier gate, every
-`gate.interval` from the moment the rung began, what it would have decided on the traffic recorded
+`gate.interval` from the moment the tier began, what it would have decided on the traffic recorded
 up to then (the built-in source's numbers, `gate.compare` included), carrying its own consecutive
 failure counters, and checks the policy's kill switch on the candidate's outcomes in its window.
 
@@ -35,7 +35,7 @@ MAX_EVALUATIONS = 100_000  # a bound on one replay, whatever the recorded rollou
 
 
 @dataclass(frozen=True)
-class Rung:
+class TierStep:
     """A stretch of time the recorded rollout spent at one position in one state."""
 
     stage: str
@@ -85,47 +85,48 @@ def backtest(db: Database, policy: Policy, *, agent: str, rollout_id: int | None
         transitions = recorded.transitions_of(session, rid)
         last = recorded.last_outcome_at(session, rid)
         end = rollout.ended_at or max(last or 0.0, rollout.updated_at) or now
-        rungs = rungs_of(transitions, end=min(end, now))
+        tier_steps = tier_steps_of(transitions, end=min(end, now))
         actual = tuple(Event(t.at, _label(policy, t.to_stage, t.to_tier), t.action, t.reason, t.to_state)
                        for t in transitions)
-    would, evaluations = replay(db, policy, rollout=(rid, candidate), rungs=rungs)
+    would, evaluations = replay(db, policy, rollout=(rid, candidate), tier_steps=tier_steps)
     return Backtest(agent, rid, candidate, policy.name, policy.revision, evaluations, tuple(would), actual)
 
 
-def rungs_of(transitions: list[Transition], *, end: float) -> list[Rung]:
+def tier_steps_of(transitions: list[Transition], *, end: float) -> list[TierStep]:
     """Cut the recorded rollout into stretches at one position and state, from its transitions."""
-    rungs = []
+    tier_steps = []
     for index, entry in enumerate(transitions):
         stop = transitions[index + 1].at if index + 1 < len(transitions) else end
         if stop > entry.at:
-            rungs.append(Rung(entry.to_stage, entry.to_tier, entry.to_state, entry.at, stop))
-    return rungs
+            tier_steps.append(TierStep(entry.to_stage, entry.to_tier, entry.to_state, entry.at, stop))
+    return tier_steps
 
 
 KILL_STATES = LIVE_STATES  # the kill switch watches these, in shadow too
 
 
-def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], rungs: list[Rung]) -> tuple[list[Event], int]:
-    """Judge every interval of the recorded rungs; stop at the first rollback or kill."""
+def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], tier_steps: list[TierStep]
+           ) -> tuple[list[Event], int]:
+    """Judge every interval of the recorded tier visits; stop at the first rollback or kill."""
     source = BuiltinSource(db)
     events: list[Event] = []
     evaluations, counters, last = 0, Counters(), ("", -1, 0.0)
-    for rung in rungs:
-        gated = rung.stage in ("canary", "expansion") and rung.state in GATED_STATES
-        if not gated and not (rung.stage != "twin" and rung.state in KILL_STATES):
+    for step in tier_steps:
+        gated = step.stage in ("canary", "expansion") and step.state in GATED_STATES
+        if not gated and not (step.stage != "twin" and step.state in KILL_STATES):
             continue
-        start = last[2] if (rung.stage, rung.tier) == last[:2] else rung.start  # a hold keeps the tier's start
-        if (rung.stage, rung.tier) != last[:2]:
+        start = last[2] if (step.stage, step.tier) == last[:2] else step.start  # a hold keeps the tier's start
+        if (step.stage, step.tier) != last[:2]:
             counters = Counters()
-        last = (rung.stage, rung.tier, start)
-        interval = gate_for(policy, rung.stage).interval_s
-        at, promoted = rung.start + interval, False
-        while at <= rung.end and evaluations < MAX_EVALUATIONS:
+        last = (step.stage, step.tier, start)
+        interval = gate_for(policy, step.stage).interval_s
+        at, promoted = step.start + interval, False
+        while at <= step.end and evaluations < MAX_EVALUATIONS:
             evaluations += 1
-            if _killed(db, policy, rollout[0], rung, events, at=at):
+            if _killed(db, policy, rollout[0], step, events, at=at):
                 return events, evaluations
             if gated:
-                stop, counters, promoted = _judge(source, policy, rollout, rung, events, at=at, start=start,
+                stop, counters, promoted = _judge(source, policy, rollout, step, events, at=at, start=start,
                                                   counters=counters, promoted=promoted)
                 if stop:
                     return events, evaluations
@@ -133,7 +134,7 @@ def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], rungs: lis
     return events, evaluations
 
 
-def _killed(db: Database, policy: Policy, rollout_id: int, rung: Rung, events: list[Event], *, at: float) -> bool:
+def _killed(db: Database, policy: Policy, rollout_id: int, step: TierStep, events: list[Event], *, at: float) -> bool:
     """Check the kill switch as the hot path does, over the outcomes reported in its window before `at`."""
     switch = policy.kill_switch
     with db.reading() as session:
@@ -141,23 +142,23 @@ def _killed(db: Database, policy: Policy, rollout_id: int, rung: Rung, events: l
                                                             until=at)
     if not trips(switch, calls=calls, errors=errors):
         return False
-    events.append(Event(at, _label(policy, rung.stage, rung.tier), "kill",
+    events.append(Event(at, _label(policy, step.stage, step.tier), "kill",
                         f"kill switch: candidate error rate {errors / calls:.1%} over {switch.window_s:g}s "
                         f"({errors}/{calls} calls) is above {switch.max_error_rate:.1%}"))
     return True
 
 
-def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], rung: Rung, events: list[Event], *,
+def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], step: TierStep, events: list[Event], *,
            at: float, start: float, counters: Counters, promoted: bool) -> tuple[bool, Counters, bool]:
-    gate = gate_for(policy, rung.stage)
-    position = ladder.Position(rung.stage, rung.tier)
+    gate = gate_for(policy, step.stage)
+    position = ladder.Position(step.stage, step.tier)
     label = ladder.position_label(policy, position)
     percent = ladder.traffic_percent(policy, position)
     rid, candidate = rollout
     request = SignalRequest("", candidate, rid, gate.window_s, (), tier_started_at=start,
                             compare=gate.compare is not None)
     batch = source.tier_signals([request], now=at)
-    report = evaluate_tier_gate(gate, batch.for_request(request), where=Where(rung.stage, rung.tier, label, percent),
+    report = evaluate_tier_gate(gate, batch.for_request(request), where=Where(step.stage, step.tier, label, percent),
                                 tier_started_at=start, counters=counters, source=batch.status, now=at,
                                 tiers=gated_tiers(policy))
     reason = "; ".join(report.decision.reasons)

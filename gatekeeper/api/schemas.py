@@ -90,7 +90,7 @@ class AgentStatus(BaseModel):
     policy_file: str | None
     stable_version: str | None
     rollout: RolloutView | None
-    ladder: list[str] = Field(description="labels of every rung: twin, shadow, canary 1%, ...")
+    ladder: list[str] = Field(description="labels of every tier: twin, shadow, canary 1%, ...")
     allowed_actions: list[str]
     gate_report: dict[str, Any] | None = Field(description="the newest gate evaluation of the rollout")
     pending_approvals: int = 0

@@ -130,7 +130,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Where:
-    """The rung being judged."""
+    """The tier being judged."""
 
     stage: str
     tier: int

@@ -40,7 +40,7 @@ class LadderPolicy(Protocol):
 
 @dataclass(frozen=True)
 class Position:
-    """A rung of the ladder: a stage and an index into its tiers."""
+    """A tier of the ladder: a stage and an index into its tiers."""
 
     stage: str
     tier: int
@@ -121,11 +121,11 @@ def _at(status: RolloutStatus, position: Position, state: str, reason: str, now:
 
 def _promote(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
              to_stage: str | None, revert_to: str) -> RolloutStatus:
-    rungs = ladder(policy)
-    index = rungs.index(status.position) if status.position in rungs else len(rungs) - 1
-    if index + 1 >= len(rungs):
+    tier_steps = ladder(policy)
+    index = tier_steps.index(status.position) if status.position in tier_steps else len(tier_steps) - 1
+    if index + 1 >= len(tier_steps):
         return _at(status, status.position, "completed", reason, now)
-    return _at(status, rungs[index + 1], "progressing", reason, now)
+    return _at(status, tier_steps[index + 1], "progressing", reason, now)
 
 
 def _promote_full(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
@@ -141,16 +141,16 @@ def _rollback(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason
 
 
 def _rollback_target(current: Position, policy: LadderPolicy, to_stage: str | None) -> Position:
-    rungs = ladder(policy)
-    index = rungs.index(current) if current in rungs else len(rungs) - 1
+    tier_steps = ladder(policy)
+    index = tier_steps.index(current) if current in tier_steps else len(tier_steps) - 1
     if to_stage is None:
         if index == 0:
             raise IllegalTransition("the rollout is at its first tier; abort it instead", field="action")
-        return rungs[index - 1]
+        return tier_steps[index - 1]
     if to_stage not in STAGES:
         raise IllegalTransition(f"unknown stage {to_stage!r}", field="to_stage")
     target = Position(to_stage, 0)
-    if rungs.index(target) >= index:
+    if tier_steps.index(target) >= index:
         raise IllegalTransition(f"{to_stage} is not behind the rollout's current position", field="to_stage")
     return target
 
@@ -164,9 +164,9 @@ def _set_state(state: str) -> _Move:
 
 def _kill(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
           to_stage: str | None, revert_to: str) -> RolloutStatus:
-    rungs = ladder(policy)
+    tier_steps = ladder(policy)
     target = Position(revert_to, 0)
-    position = target if rungs.index(target) < rungs.index(status.position) else status.position
+    position = target if tier_steps.index(target) < tier_steps.index(status.position) else status.position
     return _at(status, position, "killed", reason, now)
 
 

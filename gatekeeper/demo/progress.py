@@ -16,7 +16,7 @@ NUMBERS = ("error_rate", "p95_latency_s", "cost_per_session", "sessions", "calls
 def transition_line(agent: str, entry: dict[str, Any], *, elapsed: float) -> str:
     """Return one terminal line for a transition: when, where from and to, who, why, on which numbers."""
     before, after = entry.get("from") or {}, entry["to"]
-    where = f"{_rung(before)} -> {_rung(after)}" if before else _rung(after)
+    where = f"{_tier(before)} -> {_tier(after)}" if before else _tier(after)
     numbers = _numbers(entry.get("metrics") or {})
     line = f"[{_clock(elapsed)}] {agent:<15} {entry['action']:<12} {where:<36} by {entry['actor']}: {entry['reason']}"
     return f"{line} ({numbers})" if numbers else line
@@ -71,7 +71,7 @@ class Progress(threading.Thread):
             self.echo(summary_line(agent))
 
 
-def _rung(position: dict[str, Any]) -> str:
+def _tier(position: dict[str, Any]) -> str:
     return f"{position.get('stage')}/{position.get('tier')} ({position.get('state')})"
 
 

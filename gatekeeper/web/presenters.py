@@ -28,8 +28,8 @@ DANGEROUS = frozenset({"rollback", "kill", "abort"})
 
 
 @dataclass(frozen=True)
-class Rung:
-    label: str  # short: `5%` after the stage's first rung
+class TierStep:
+    label: str  # short: `5%` after the stage's first tier
     status: str  # done | current | todo
     full: str = ""  # `canary 5%`, as every other view names it
 
@@ -107,7 +107,7 @@ class AgentView:
     status: AgentStatus
     policy: Policy | None
     active: bool
-    rungs: tuple[Rung, ...]
+    tier_steps: tuple[TierStep, ...]
     checks: tuple[Check, ...]
     report: dict[str, Any]
     metrics: MetricsHealth | None
@@ -142,7 +142,7 @@ def agent_view(db: Session, agent: Agent, *, policies: PolicyStore, now: float,
     stale = superseded(gate_report(db, row), policy.policy if policy else None) if row else None
     return AgentView(
         status=status, policy=policy.policy if policy else None, active=active,
-        rungs=rungs(policy.policy, rollout) if policy else (), checks=checks(report), report=report,
+        tier_steps=tier_steps(policy.policy, rollout) if policy else (), checks=checks(report), report=report,
         metrics=metrics_health(report), time_at_tier_s=at_tier,
         soak_required_s=soak_required(policy.policy, rollout, report) if policy and active and rollout else None,
         superseded=stale,
@@ -189,8 +189,8 @@ def loaded_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
         return None
 
 
-def rungs(policy: Policy, rollout: RolloutView | None) -> tuple[Rung, ...]:
-    """Return the ladder with the rollout's rung marked (all done once completed)."""
+def tier_steps(policy: Policy, rollout: RolloutView | None) -> tuple[TierStep, ...]:
+    """Return the ladder with the rollout's tier marked (all done once completed)."""
     positions = ladder.ladder(policy)
     here = Position(rollout.stage, rollout.tier) if rollout else None
     current = positions.index(here) if here in positions else -1
@@ -198,12 +198,12 @@ def rungs(policy: Policy, rollout: RolloutView | None) -> tuple[Rung, ...]:
         current = len(positions)
     if rollout is not None and rollout.state == "aborted":
         current = -1
-    return tuple(Rung(_rung_label(policy, p), "done" if i < current else "current" if i == current else "todo",
+    return tuple(TierStep(_tier_step_label(policy, p), "done" if i < current else "current" if i == current else "todo",
                       ladder.position_label(policy, p))
                  for i, p in enumerate(positions))
 
 
-def _rung_label(policy: Policy, position: Position) -> str:
+def _tier_step_label(policy: Policy, position: Position) -> str:
     if position.tier == 0:
         return ladder.position_label(policy, position)
     return f"{ladder.traffic_percent(policy, position):g}%"

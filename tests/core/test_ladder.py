@@ -20,7 +20,7 @@ class Tiers:
 
 
 POLICY = Tiers()
-MID = Position("canary", 1)  # a position with rungs on both sides
+MID = Position("canary", 1)  # a position with tier_steps on both sides
 
 
 def status(state: str, position: Position = MID) -> RolloutStatus:
@@ -114,7 +114,7 @@ def test_rollback_targets(position: Position, to_stage: str | None, expected: Po
 
 
 @pytest.mark.parametrize(("position", "to_stage"), [
-    (Position("twin", 0), None),                 # nothing behind the first rung
+    (Position("twin", 0), None),                 # nothing behind the first tier
     (Position("canary", 0), "canary"),          # already at the stage's first tier
     (Position("canary", 1), "expansion"),       # ahead, not behind
     (Position("canary", 1), "production"),      # not a stage

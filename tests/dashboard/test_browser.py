@@ -32,7 +32,7 @@ def test_release_manager_signs_in_sees_the_agent_promotes_it_and_sees_the_new_ti
     _rollout_at_twin(live_server.app)
     browser_sign_in(page, live_server.url, "alice")
     row = page.locator("tr[data-agent=support-bot]")
-    assert row.locator("[data-testid=current-rung]").inner_text() == "twin"
+    assert row.locator("[data-testid=current-tier]").inner_text() == "twin"
     row.locator("a.agent-name").click()
     assert page.locator("[data-testid=tier-label]").inner_text() == "twin"
 
@@ -44,7 +44,7 @@ def test_release_manager_signs_in_sees_the_agent_promotes_it_and_sees_the_new_ti
 
     page.wait_for_selector(".flash-ok")
     assert page.locator("[data-testid=tier-label]").inner_text() == "shadow"
-    assert page.locator("[data-testid=current-rung]").inner_text() == "shadow"
+    assert page.locator("[data-testid=current-tier]").inner_text() == "shadow"
     entry = page.locator(".timeline .entry").first
     assert "user:alice" in entry.inner_text() and "twin runs look clean" in entry.inner_text()
     assert _position(live_server.app, "support-bot") == ("shadow", 0, "progressing")
@@ -97,8 +97,8 @@ def test_overview_refreshes_by_itself(live_server: LiveServer, users: dict[str, 
     page.add_init_script("window.gatekeeperRefreshMs = 300;")
     browser_sign_in(page, live_server.url, "alice")
     page.locator("tr[data-agent=support-bot] a.agent-name").focus()
-    rung = page.locator("tr[data-agent=support-bot] [data-testid=current-rung]")
-    assert rung.inner_text() == "twin"
+    tier = page.locator("tr[data-agent=support-bot] [data-testid=current-tier]")
+    assert tier.inner_text() == "twin"
     rollouts.act(svc(live_server.app), "support-bot", "pause", actor="user:bob", reason="elsewhere", now=time.time())
     page.wait_for_function(
         "() => document.querySelector('tr[data-agent=support-bot] [data-testid=state]').textContent === 'paused'",

@@ -54,7 +54,7 @@ def test_healthy_candidate_climbs_every_tier_and_completes(services: Services) -
 
 def test_each_window_is_evaluated_once(services: Services) -> None:
     place(services)
-    source = InMemorySource({("bot", "v2"): TierSignals(sessions=1)})  # too few: holds, stays on its rung
+    source = InMemorySource({("bot", "v2"): TierSignals(sessions=1)})  # too few: holds, stays on its tier
     assert len(evaluate_all(services, source, now=T0 + 1.2)) == 1
     assert evaluate_all(services, source, now=T0 + 1.7) == []  # same 1s window
     assert len(evaluate_all(services, source, now=T0 + 2.1)) == 1
@@ -264,7 +264,7 @@ def test_on_postgres_the_builtin_source_gates_and_concurrent_cycles_act_once(pos
     assert len(evaluations(postgres_services)) == 1
 
 
-def test_a_rung_gets_one_interval_before_its_first_evaluation(services: Services) -> None:
+def test_a_tier_gets_one_interval_before_its_first_evaluation(services: Services) -> None:
     place(services)
     source = InMemorySource({("bot", "v2"): HEALTHY})
     assert evaluate_all(services, source, now=T0 + 0.5) == []

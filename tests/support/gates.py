@@ -1,4 +1,4 @@
-"""Fixtures of the gate tests: a fast policy in tmp_path, rollouts placed on any rung, seeded sessions."""
+"""Fixtures of the gate tests: a fast policy in tmp_path, rollouts placed on any tier, seeded sessions."""
 
 from __future__ import annotations
 
