@@ -1,0 +1,90 @@
+"""Gatekeeper for the OpenAI Agents SDK: guarded function tools, approvals through its interruptions.
+
+    from gatekeeper_client.adapters.openai_agents import AgentsGuard
+
+    guard = AgentsGuard({"search_kb": Terms(0.002, read_only=True), "send_email": 0.01})
+    agent = Agent(name="support", tools=guard.wrap([search_kb, send_email]))   # once
+
+    async with gk.session("support-bot", session_key=conversation_id):       # per conversation
+        result = await guard.run(agent, "Refund order 1234")
+
+Each call is asked about in the tool's `needs_approval` hook: when a person must approve, the run stops with
+the SDK's own interruption; `guard.resolve(result)` waits for the release manager's decision in Gatekeeper and
+approves or rejects the interruption on the run state, and the resumed run runs the call once. A denied or
+shadowed call does not run: the model receives the server's plain message as the tool's output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agents import Agent, FunctionTool, RunContextWrapper, Runner, RunResult, RunState
+from agents.tool_context import ToolContext
+
+from gatekeeper_client.adapters._calls import Call, CallGuard, Terms, refusal_message
+
+__all__ = ["AgentsGuard", "Terms"]
+MAX_INTERRUPTIONS = 20  # rounds of approvals one `run` waits through before it gives the result back
+
+
+class AgentsGuard(CallGuard):
+    """Guard an agent's function tools with Gatekeeper; see the module's docstring."""
+
+    def wrap(self, tools: Iterable[FunctionTool]) -> list[FunctionTool]:
+        """Return the tools guarded: each call asked about, run once when allowed, its outcome reported."""
+        return [self.wrap_tool(tool) for tool in tools]
+
+    def wrap_tool(self, tool: FunctionTool) -> FunctionTool:
+        """Return one function tool guarded (its own `needs_approval` is replaced by Gatekeeper's verdict)."""
+        invoke = tool.on_invoke_tool
+
+        async def needs_approval(context: RunContextWrapper[Any], arguments: dict[str, Any], call_id: str) -> bool:
+            decision = await self.ask(Call(tool.name, dict(arguments), call_id))
+            return decision.verdict == "approval_required" and not decision.offline
+
+        async def guarded(context: ToolContext[Any], raw: str) -> Any:
+            call = Call(tool.name, _arguments(raw), context.tool_call_id)
+            decision = await self.ask_approved(call)
+            if not decision.allowed:
+                return refusal_message(call, decision)
+            return await self.execute(call, decision, lambda: invoke(context, raw))
+
+        return dataclasses.replace(tool, on_invoke_tool=guarded, needs_approval=needs_approval)
+
+    async def resolve(self, result: RunResult | RunState[Any], *, timeout: float | None = None) -> RunState[Any]:
+        """Wait for a person's decision on every interruption and record it on the run state, to resume with."""
+        state = result.to_state() if isinstance(result, RunResult) else result
+        for item in state.get_interruptions():
+            raw = item.raw_item
+            call = Call(item.tool_name or "", _arguments(_field(raw, "arguments")), _field(raw, "call_id"))
+            decision = await self.ask(call)
+            if decision.verdict != "approval_required" or not decision.approval_id:
+                state.approve(item)  # nothing for a person to decide: the tool answers with the verdict
+                continue
+            resolution = await self.wait(decision.approval_id, timeout=timeout)
+            if resolution.approved:
+                state.approve(item)
+            else:
+                state.reject(item, rejection_message=resolution.message)
+        return state
+
+    async def run(self, agent: Agent[Any], input: Any, **options: Any) -> RunResult:
+        """Run the agent to its end, waiting for a person wherever Gatekeeper asks for an approval."""
+        result = await Runner.run(agent, input, **options)
+        for _ in range(MAX_INTERRUPTIONS):
+            if not result.interruptions:
+                break
+            result = await Runner.run(agent, await self.resolve(result), **options)
+        return result
+
+
+def _arguments(raw: str | None) -> dict[str, Any]:
+    parsed = json.loads(raw) if raw else {}
+    return parsed if isinstance(parsed, dict) else {"input": parsed}
+
+
+def _field(raw: Any, name: str) -> Any:
+    return raw.get(name) if isinstance(raw, Mapping) else getattr(raw, name, None)
