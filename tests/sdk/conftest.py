@@ -64,8 +64,8 @@ def served(tmp_path: Path) -> Iterator[Callable[..., Served]]:
             server.stop()
 
 
-def approve_when_asked(runtime: Runtime, *, within: float = 10.0) -> threading.Thread:
-    """Approve, from a thread (a release manager), the first approval that appears in the queue."""
+def approve_when_asked(runtime: Runtime, *, within: float = 10.0, action: str = "approve") -> threading.Thread:
+    """Approve (or reject), from a thread (a release manager), the first approval that appears in the queue."""
 
     def approve() -> None:
         deadline = time.monotonic() + within
@@ -73,7 +73,7 @@ def approve_when_asked(runtime: Runtime, *, within: float = 10.0) -> threading.T
             pending = runtime.client.get("/v1/approvals?state=pending", headers=runtime.rm).get_json()
             items = pending.get("approvals", pending) if isinstance(pending, dict) else pending
             if items:
-                runtime.ok(runtime.client.post(f"/v1/approvals/{items[0]['approval_id']}/approve",
+                runtime.ok(runtime.client.post(f"/v1/approvals/{items[0]['approval_id']}/{action}",
                                                json={"reason": "looks right"}, headers=runtime.rm))
                 return
             time.sleep(0.02)

@@ -124,14 +124,11 @@ def test_a_rejected_or_unanswered_approval_is_refused(runtime: Runtime, gk: Gate
         impatient("bo@example.com", "hi")
     assert waited.value.reason == "approval_timeout" and "0.2 seconds" in waited.value.message
     assert gk.approval(waited.value.approval_id or "")["state"] == "cancelled"  # its session ended
-    with gk.session("bot", session_key=key) as session:
-        decision = session.decide("send_email", 0.01, arguments={"to": "bo@example.com", "body": "hi"})
-        assert decision.verdict == "approval_required"
-        runtime.ok(runtime.client.post(f"/v1/approvals/{decision.approval_id}/reject", json={"reason": "no"},
-                                       headers=runtime.rm))
-        with pytest.raises(NotApproved) as rejected:
-            send_email("cy@example.com", "hi")
-    assert ran == [] and rejected.value.reason.startswith("approval_")
+    rejecter = approve_when_asked(runtime, action="reject")
+    with gk.session("bot", session_key=key), pytest.raises(NotApproved) as rejected:
+        send_email("cy@example.com", "hi")
+    rejecter.join(timeout=10)
+    assert ran == [] and rejected.value.reason == "approval_rejected" and "rejected" in rejected.value.message
 
 
 def test_async_tools_in_an_async_session(runtime: Runtime, token: str, live_url: str, app: Flask) -> None:
