@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import pytest
+from agents import Agent, function_tool, set_tracing_disabled
+from agents.testing import ScriptedModel, assistant_message, function_call
+from gatekeeper_client import AsyncGatekeeper
+from gatekeeper_client.adapters.openai_agents import AgentsGuard, Terms
 
 from tests.adapters.conftest import AGENT, DENIED_MESSAGE, SHADOW_MESSAGE, Desk, ReleaseManager
-
-if not os.environ.get("CI"):
-    pytest.importorskip("agents", reason="openai-agents is not installed (pip install 'gatekeeper-client[openai-agents]')")
-from agents import Agent, function_tool, set_tracing_disabled  # noqa: E402
-from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
-
-from gatekeeper_client import AsyncGatekeeper  # noqa: E402
-from gatekeeper_client.adapters.openai_agents import AgentsGuard, Terms  # noqa: E402
 
 
 def _tools(ran: list[str]) -> list[Any]:

@@ -103,9 +103,10 @@ class CallGuard:
         """Ask for the verdict on one call; when the server cannot be reached, only read-only tools may run."""
         terms, session = self.terms(call.tool), self.current()
         try:
-            return await _await(session.decide, call.tool, _value(terms.cost, call.arguments),
-                                preview=_preview(terms, call.arguments), arguments=call.arguments,
-                                approval_id=approval_id, request_id=call.request_id(approval_id=approval_id))
+            decision: Decision = await _await(
+                session.decide, call.tool, _value(terms.cost, call.arguments), preview=_preview(terms, call.arguments),
+                arguments=call.arguments, approval_id=approval_id, request_id=call.request_id(approval_id=approval_id))
+            return decision
         except Unreachable as exc:
             runs = terms.read_only and session.state.settings.read_only_when_unreachable
             log.warning("%s; %s %s", exc, call.tool, "runs (read-only)" if runs else "refused")
