@@ -134,7 +134,7 @@ class Gatekeeper(_Base):
             try:
                 effect = flow.throw(error) if error is not None else flow.send(value)
             except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+                return stop.value
             value, error = None, None
             try:
                 value = self._effect(effect, state, lock)
@@ -243,7 +243,7 @@ class AsyncGatekeeper(_Base):
             try:
                 effect = flow.throw(error) if error is not None else flow.send(value)
             except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+                return stop.value
             value, error = None, None
             try:
                 value = await self._effect(effect, state, lock)

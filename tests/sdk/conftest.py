@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-
 from gatekeeper_client import Gatekeeper
-from tests.hotpath.conftest import POLICY, Runtime, Served, serve
 
+from tests.hotpath.conftest import POLICY, Runtime, Served, serve
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-
 from gatekeeper_client import AsyncGatekeeper, Refusal, guarded
+
 from tests.hotpath.conftest import Runtime, Served, counts, key_for
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask
+from gatekeeper_client import AsyncGatekeeper, Denied, Gatekeeper, Unreachable, guarded
 from werkzeug.serving import make_server
 
-from gatekeeper_client import AsyncGatekeeper, Denied, Gatekeeper, Unreachable, guarded
 from tests.hotpath.conftest import Runtime, counts, key_for
 from tests.support.services import free_port
 

@@ -7,7 +7,6 @@ import json
 
 import pytest
 from flask import Flask
-
 from gatekeeper_client import (
     AsyncGatekeeper,
     Denied,
@@ -18,6 +17,7 @@ from gatekeeper_client import (
     Shadowed,
     guarded,
 )
+
 from tests.hotpath.conftest import Runtime, counts, key_for
 from tests.sdk.conftest import approve_when_asked
 
