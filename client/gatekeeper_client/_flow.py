@@ -7,6 +7,7 @@ only code that differs between `Gatekeeper` and `AsyncGatekeeper`, as in httpx's
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -285,10 +286,15 @@ def refuse(state: SessionState, spec: ToolSpec, decision: Decision) -> Any:
     raise kind(decision, spec.tool)
 
 
+@functools.lru_cache(maxsize=1024)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
 def call_arguments(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Return the call's arguments by parameter name, as JSON (what an approval is bound to)."""
     try:
-        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+        bound = _signature(fn).bind_partial(*args, **kwargs)
         named: dict[str, Any] = dict(bound.arguments)
     except (TypeError, ValueError):
         named = {"args": list(args), **kwargs}
@@ -301,7 +307,7 @@ def call_arguments(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
 
 def _parameters(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
     try:
-        return dict(inspect.signature(fn).parameters)
+        return dict(_signature(fn).parameters)
     except (TypeError, ValueError):
         return {}
 
