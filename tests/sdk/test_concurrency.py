@@ -31,7 +31,8 @@ def test_64_async_tasks_keep_the_caps_exact(runtime: Runtime, app: Flask, db_url
 
     async def storm() -> tuple[list[Any], list[str | None]]:
         async with AsyncGatekeeper(server.url, token, timeout=30) as agk:
-            sessions = [await agk.start_session("bot", session_key=key) for key in keys]
+            # The second session starts lazily: 32 tasks race to start it, and one does.
+            sessions = [await agk.start_session("bot", session_key=keys[0]), agk.session("bot", session_key=keys[1])]
             calls = [pricey.using(sessions[0])(f"A-{n}") for n in range(32)]
             calls += [cheap.using(sessions[1])(f"B-{n}") for n in range(32)]
             return list(await asyncio.gather(*calls)), [s.session_id for s in sessions]
@@ -43,3 +44,4 @@ def test_64_async_tasks_keep_the_caps_exact(runtime: Runtime, app: Flask, db_url
     sql = "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id"
     assert [counts(app, sql, id=i) for i in ids] == [(16, 480_000), (20, 200_000)]
     assert counts(app, "SELECT count(*) FROM decisions WHERE outcome_status = 'ok'")[0] == 36
+    assert counts(app, "SELECT count(*) FROM sessions")[0] == 2

@@ -15,6 +15,7 @@ from gatekeeper_client import (
     NotApproved,
     Refusal,
     Shadowed,
+    current_session,
     guarded,
 )
 
@@ -145,3 +146,26 @@ def test_async_tools_in_an_async_session(runtime: Runtime, token: str, live_url:
     assert pages == ["a page about refunds"] and ran == ["search refunds"]
     assert counts(app, "SELECT tool, outcome_status FROM decisions WHERE session_id = :id", id=session_id) == (
         "search_kb", "ok")
+
+
+def test_run_serves_the_user_from_stable_and_shadows_the_candidate(runtime: Runtime, gk: Gatekeeper,
+                                                                   app: Flask) -> None:
+    runtime.setup("shadow", 0)
+    seen: list[tuple[str | None, object]] = []
+
+    def conversation(ticket: str) -> str:
+        session = current_session()
+        assert session is not None
+        result = update_ticket(ticket)
+        seen.append((session.version, result))
+        if session.version == "v2":
+            raise RuntimeError("the candidate crashed")  # evidence for the shadow gate, never the user's problem
+        return result
+
+    inside = key_for("bot", runtime.rollout_id, 50.0, inside=True)
+    assert gk.run("bot", conversation, "T-1", session_key=inside) == "updated T-1"
+    assert seen[0] == ("v1", "updated T-1") and seen[1][0] == "v2" and isinstance(seen[1][1], Refusal)
+    assert ran == ["update T-1"]  # the candidate's reversible call was shadowed, not run
+    assert counts(app, "SELECT group_concat(arm || ':' || status, ' ') FROM sessions") == ("stable:ok candidate:error",)
+    outside = key_for("bot", runtime.rollout_id, 50.0, inside=False)
+    assert gk.run("bot", conversation, "T-2", session_key=outside) == "updated T-2" and len(seen) == 3
