@@ -8,12 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask
 from gatekeeper_client import AsyncGatekeeper, Refusal, guarded
 
 from tests.hotpath.conftest import Runtime, Served, counts, key_for
 
 
+@pytest.mark.slow  # gunicorn start and 64 concurrent calls: about 12-20 s on 2 shared cores
 def test_64_async_tasks_keep_the_caps_exact(runtime: Runtime, app: Flask, db_url: str, policy_dir: Path,
                                             token: str, served: Callable[..., Served]) -> None:
     runtime.setup("canary", 0)  # candidate caps: 20 tool calls, $0.50 per session
