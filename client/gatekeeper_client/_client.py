@@ -17,7 +17,7 @@ import httpx
 
 from gatekeeper_client import _flow
 from gatekeeper_client._flow import Flow, Invoke, SessionState, Settings, Sleep
-from gatekeeper_client.errors import GatekeeperError, NotExecuted, Unreachable, error_for
+from gatekeeper_client.errors import GatekeeperError, NotExecuted, Unavailable, Unreachable, error_for
 from gatekeeper_client.models import Decision, Mirror, OnRefusal
 
 log = logging.getLogger("gatekeeper_client")
@@ -154,7 +154,7 @@ class Gatekeeper(_Base):
                 if state.session_id is None:
                     try:
                         self.drive(_flow.start(state), state, lock)
-                    except Unreachable as exc:
+                    except Unavailable as exc:
                         log.warning("%s", exc)
         return state.session_id is not None
 
@@ -264,7 +264,7 @@ class AsyncGatekeeper(_Base):
                 if state.session_id is None:
                     try:
                         await self.drive(_flow.start(state), state, lock)
-                    except Unreachable as exc:
+                    except Unavailable as exc:
                         log.warning("%s", exc)
         return state.session_id is not None
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from gatekeeper_client.errors import GatekeeperError, Unreachable
+from gatekeeper_client.errors import GatekeeperError, Unavailable, Unreachable
 from gatekeeper_client.models import Decision, Mirror, OnRefusal, offline_decision
 
 log = logging.getLogger("gatekeeper_client")
@@ -134,7 +134,7 @@ def catch_up(state: SessionState) -> Flow[None]:
             try:
                 decision = yield from decide(state, call["tool"], call["cost"], arguments=call["arguments"],
                                              preview=call["preview"], request_id=call["request_id"])
-            except Unreachable:
+            except Unavailable:
                 state.backlog.insert(0, call)
                 return
             except GatekeeperError as exc:
@@ -147,7 +147,7 @@ def catch_up(state: SessionState) -> Flow[None]:
             send = state.reports.pop(0)
             try:
                 yield send
-            except Unreachable:
+            except Unavailable:
                 state.reports.insert(0, send)
                 return
             except GatekeeperError as exc:
@@ -173,13 +173,13 @@ def decide(state: SessionState, tool: str, cost: float, *, preview: str | None =
 
 def report(state: SessionState, decision: Decision, status: str = "ok", *, actual_cost: float | None = None,
            latency_ms: float | None = None) -> Flow[dict[str, Any]]:
-    """Report an allowed call's outcome; a report that finds no server is kept and sent on catch-up."""
+    """Report an allowed call's outcome; a report that finds no server (or a 503) is kept for the catch-up."""
     body = {"status": status, "actual_cost": actual_cost, "latency_ms": latency_ms}
     send = Send("POST", f"/v1/decisions/{decision.decision_id}/outcome",
                 {k: v for k, v in body.items() if v is not None}, retry=True)
     try:
         answer: dict[str, Any] = yield send
-    except Unreachable:
+    except Unavailable:
         _keep(state.reports, send)
         return {}
     return answer
@@ -239,7 +239,7 @@ def guarded_call(state: SessionState, spec: ToolSpec, fn: Callable[..., Any], ar
             timeout = state.settings.approval_timeout if spec.approval_timeout is None else spec.approval_timeout
             decision = yield from wait_for_approval(state, decision, spec.tool, cost, timeout=timeout,
                                                     preview=preview, arguments=arguments)
-    except Unreachable as exc:
+    except Unavailable as exc:
         log.warning("%s; %s %s", exc, spec.tool, "runs (read-only)" if _runs_offline(state, spec) else "refused")
         decision = offline_decision(allowed=_runs_offline(state, spec))
     if not decision.allowed:

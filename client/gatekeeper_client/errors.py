@@ -8,7 +8,7 @@
         └── Unreachable             no answer: connection refused, reset or timed out
     NotExecuted                     a guarded tool call did not run; `.decision`, `.message`
     ├── Shadowed                    verdict shadow: recorded as what the agent would have done
-    ├── Denied                      verdict deny (also: the server unreachable for a tool that is not read-only)
+    ├── Denied                      verdict deny (also: no server, or a 503, for a tool that is not read-only)
     └── NotApproved                 a person rejected the call, or no one approved it in time
 
 The codes and statuses are the server's (SPEC §5); this module has no server import, so the SDK installs alone.
