@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -20,7 +23,9 @@ from langgraph.graph import START, MessagesState, StateGraph
 from pydantic_ai import Agent as PydanticAgent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from werkzeug.serving import make_server
 
+from tests.adapters.conftest import AGENT, Desk
 from tests.support.services import free_port
 
 TERMS = {"search_kb": PydanticTerms(0.002, read_only=True), "send_email": 0.01}
@@ -127,3 +132,42 @@ def test_unreachable_server_runs_read_only_tools_and_refuses_the_rest(framework:
     told = asyncio.run(conversation())
     assert ran == ["search_kb"]
     assert told == {"c1": "found", "c2": UNREACHABLE_MESSAGE}
+
+
+@contextmanager
+def serving(desk: Desk, port: int) -> Iterator[None]:
+    """Serve the real app on a chosen loopback port: the server coming back at the address the client knows."""
+    server = make_server("127.0.0.1", port, desk.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_calls_run_while_unreachable_are_caught_up_when_the_server_returns(desk: Desk) -> None:
+    desk.at("canary")
+    ran: list[str] = []
+    run = _langgraph(ran)
+    port = free_port()
+
+    async def conversation() -> tuple[dict[str, str], dict[str, str]]:
+        async with AsyncGatekeeper(f"http://127.0.0.1:{port}", desk.token, timeout=1, retries=0) as gk, \
+                gk.session(AGENT, session_key=desk.candidate_key()) as session:
+            offline = await run()
+            assert session.session_id is None
+            with serving(desk, port):
+                back = await run()
+                assert session.session_id is not None
+            return offline, back
+
+    offline, back = asyncio.run(conversation())
+    assert offline == {"c1": "found", "c2": UNREACHABLE_MESSAGE}
+    assert back == {}  # the graph paused at send_email, which now asks for a person (no tool message yet)
+    assert ran == ["search_kb", "search_kb"]
+    rows = [(r["tool"], r["verdict"], r["outcome_status"]) for r in desk.decisions()]
+    assert rows[0] == ("search_kb", "allow", "ok")  # the offline call, replayed and reported first
+    assert sorted(rows[1:]) == [("search_kb", "allow", "ok"), ("send_email", "approval_required", None)]

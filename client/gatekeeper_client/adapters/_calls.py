@@ -15,10 +15,12 @@ import inspect
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatekeeper_client import _flow
 from gatekeeper_client._client import AsyncSession, Session, current_session
 from gatekeeper_client.errors import GatekeeperError, Unreachable
 from gatekeeper_client.guard import NoSession
@@ -134,10 +136,21 @@ class CallGuard:
 
     async def report(self, call: Call, decision: Decision, status: str, actual_cost: float | None,
                      started: float) -> None:
-        """Report one outcome; a failed report is logged, never raised into the agent."""
-        if decision.offline or decision.decision_id is None:
-            return
+        """Report one outcome; a failed report is logged, never raised into the agent.
+
+        A call run while the server was unreachable joins the session's backlog, which the client replays
+        (decided and reported) when the server is back, as it does for its own guarded tools.
+        """
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        if decision.offline:
+            terms = self.terms(call.tool)
+            _flow._keep(self.current().state.backlog, {
+                "tool": call.tool, "cost": _value(terms.cost, call.arguments), "arguments": call.arguments,
+                "preview": _preview(terms, call.arguments), "request_id": uuid.uuid4().hex,
+                "status": status, "actual_cost": actual_cost, "latency_ms": latency_ms})
+            return
+        if decision.decision_id is None:
+            return
         try:
             await _await(self.current().report, decision, status, actual_cost=actual_cost, latency_ms=latency_ms)
         except GatekeeperError as exc:
