@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -149,3 +151,21 @@ def test_a_decision_retried_after_a_timeout_reserves_once(runtime: Runtime, toke
     assert counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id",
                   id=session.session_id) == (1, 70_000)
     assert counts(app, "SELECT count(*) FROM decisions WHERE session_id = :id", id=session.session_id)[0] == 1
+
+
+def test_a_server_that_never_answers_costs_bounded_time(token: str) -> None:
+    listener = socket.socket()  # accepts connections, never answers
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        gk = Gatekeeper(f"http://127.0.0.1:{listener.getsockname()[1]}", token, timeout=0.2, retries=1)
+        started = time.monotonic()
+        with gk.session("bot"):
+            assert lookup_customer("ana@example.com") == "C-1"
+            with pytest.raises(Denied):
+                update_ticket("T-1")
+        # each call tries to start the session once (0.2 s: a session start has no request id, so no retry)
+        assert time.monotonic() - started < 5
+    finally:
+        listener.close()
+    assert ran == ["lookup ana@example.com"]
