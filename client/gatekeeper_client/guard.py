@@ -61,7 +61,9 @@ class GuardedTool(Generic[P, R]):
         return session._drive(flow)
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        return self if instance is None else functools.partial(self, instance)
+        # A method: bind the instance first, so `self` is neither in the arguments nor in the approval's digest.
+        return self if instance is None else GuardedTool(functools.partial(self.fn, instance), self.spec,
+                                                         session=self.session)
 
     def _session(self) -> Session | AsyncSession:
         session = self.session or current_session()

@@ -81,6 +81,15 @@ def test_one_tool_object_serves_every_session_and_reports_itself(runtime: Runtim
     session = gk.start_session("bot", session_key=first)
     assert update_ticket.using(session)("T-4") == "updated T-4"  # an explicit session still works
 
+    class Desk:
+        @guarded("update_ticket", cost=0.01)
+        def close(self, ticket: str) -> str:
+            return f"closed {ticket}"
+
+    with session.bound():
+        assert Desk().close("T-5") == "closed T-5"
+    assert counts(app, "SELECT arguments FROM decisions ORDER BY rowid DESC LIMIT 1")[0] == '{"ticket":"T-5"}'
+
 
 def test_deny_and_shadow_raise_or_return_the_servers_message(runtime: Runtime, gk: Gatekeeper,
                                                              token: str, live_url: str) -> None:
