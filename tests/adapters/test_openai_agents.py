@@ -117,3 +117,27 @@ def test_shadowed_tool_does_not_run(desk: Desk) -> None:
     assert _outputs(model) == {"s1": "Refunds take 5 days.", "s2": SHADOW_MESSAGE}
     assert [(r["tool"], r["verdict"]) for r in desk.decisions()] == [("search_kb", "allow"),
                                                                        ("update_ticket", "shadow")]
+
+
+def test_a_tool_that_raises_is_reported_as_an_error_and_the_model_told(desk: Desk) -> None:
+    desk.at("canary")
+
+    @function_tool
+    def search_kb(query: str) -> str:
+        """Search the knowledge base."""
+        raise TimeoutError("the knowledge base timed out")
+
+    model = ScriptedModel([[function_call("search_kb", {"query": "refunds"}, call_id="e1")],
+                           [assistant_message("Sorry.")]])
+    guard = AgentsGuard(GUARD_TERMS)
+    agent = Agent(name="helpdesk", model=model, tools=guard.wrap([search_kb]))
+
+    async def conversation() -> Any:
+        async with AsyncGatekeeper(desk.url, desk.token, timeout=5) as gk, \
+                gk.session(AGENT, session_key=desk.candidate_key()):
+            return await guard.run(agent, "How long do refunds take?")
+
+    assert asyncio.run(conversation()).final_output == "Sorry."  # the run goes on, as without the guard
+    assert "error occurred" in _outputs(model)["e1"]  # the SDK's own failure message reaches the model
+    assert [(r["tool"], r["verdict"], r["outcome_status"]) for r in desk.decisions()] == [
+        ("search_kb", "allow", "error")]

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, cast
 
 from agents import Agent, FunctionTool, RunContextWrapper, Runner, RunResult, RunState
 from agents.tool_context import ToolContext
@@ -27,6 +27,7 @@ from agents.tool_context import ToolContext
 from gatekeeper_client.adapters._calls import Call, CallGuard, Terms, refusal_message
 
 __all__ = ["AgentsGuard", "Terms"]
+Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
 MAX_INTERRUPTIONS = 20  # rounds of approvals one `run` waits through before it gives the result back
 
 
@@ -38,8 +39,12 @@ class AgentsGuard(CallGuard):
         return [self.wrap_tool(tool) for tool in tools]
 
     def wrap_tool(self, tool: FunctionTool) -> FunctionTool:
-        """Return one function tool guarded (its own `needs_approval` is replaced by Gatekeeper's verdict)."""
-        invoke = tool.on_invoke_tool
+        """Return one function tool guarded (its own `needs_approval` is replaced by Gatekeeper's verdict).
+
+        The guard goes inside the tool's failure handling, so a tool that raises is reported as an `error`
+        outcome (what the kill switch counts) and the model still gets the tool's own error message.
+        """
+        invoke, handle_failures = _without_failure_handling(tool.on_invoke_tool)
 
         async def needs_approval(context: RunContextWrapper[Any], arguments: dict[str, Any], call_id: str) -> bool:
             decision = await self.ask(Call(tool.name, dict(arguments), call_id))
@@ -52,7 +57,7 @@ class AgentsGuard(CallGuard):
                 return refusal_message(call, decision)
             return await self.execute(call, decision, lambda: invoke(context, raw))
 
-        return dataclasses.replace(tool, on_invoke_tool=guarded, needs_approval=needs_approval)
+        return dataclasses.replace(tool, on_invoke_tool=handle_failures(guarded), needs_approval=needs_approval)
 
     async def resolve(self, result: RunResult | RunState[Any], *, timeout: float | None = None) -> RunState[Any]:
         """Wait for a person's decision on every interruption and record it on the run state, to resume with."""
@@ -79,6 +84,23 @@ class AgentsGuard(CallGuard):
                 break
             result = await Runner.run(agent, await self.resolve(result), **options)
         return result
+
+
+def _without_failure_handling(handling: Invoker) -> tuple[Invoker, Callable[[Invoker], Invoker]]:
+    """Split a function tool's invoker into the bare call and a way to put its failure handling around another.
+
+    `@function_tool` wraps the call in a handler that turns an exception into a message for the model; the
+    guard goes inside it to see the exception. An invoker of another shape is kept whole (errors unseen).
+    """
+    bare, on_error = getattr(handling, "_invoke_tool_impl", None), getattr(handling, "_on_handled_error", None)
+    kind: Any = type(handling)
+    if bare is None or on_error is None:
+        return handling, lambda invoker: invoker
+    try:
+        kind(bare, on_error)
+    except TypeError:
+        return handling, lambda invoker: invoker
+    return bare, lambda invoker: cast(Invoker, kind(invoker, on_error))
 
 
 def _arguments(raw: str | None) -> dict[str, Any]:
