@@ -40,9 +40,10 @@ class _Base:
 
     def __init__(self, url: str, token: str, *, timeout: float = 2.0, retries: int = 2,
                  read_only_when_unreachable: bool = True, approval_timeout: float = 60.0,
-                 approval_poll: float = 1.0, on_refusal: OnRefusal = "raise") -> None:
+                 approval_poll: float = 1.0, on_refusal: OnRefusal = "raise", reconnect_after: float = 1.0) -> None:
         self.settings = Settings(url.rstrip("/"), timeout, retries, read_only_when_unreachable, approval_timeout,
-                                 approval_poll, on_refusal)
+                                 approval_poll, on_refusal, reconnect_after)
+        self.down_until = 0.0
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def _state(self, agent: str, *, session_key: str | None, environment: str, scenario: str | None,
@@ -58,7 +59,14 @@ class _Base:
         return isinstance(exc, _CONNECT_ERRORS) or (send.retry and isinstance(exc, _ANSWER_ERRORS))
 
     def _unreachable(self, exc: Exception) -> Unreachable:
+        # Until `reconnect_after` passes, other calls are refused at once instead of each waiting a timeout.
+        self.down_until = time.monotonic() + self.settings.reconnect_after
         return Unreachable(f"gatekeeper at {self.settings.url} unreachable: {type(exc).__name__}: {exc}")
+
+    def _check_down(self) -> None:
+        left = self.down_until - time.monotonic()
+        if left > 0:
+            raise Unreachable(f"gatekeeper at {self.settings.url} unreachable (next attempt in {left:.1f} s)")
 
 
 def _answer(response: httpx.Response) -> dict[str, Any]:
@@ -117,6 +125,7 @@ class Gatekeeper(_Base):
 
     def send(self, send: _flow.Send) -> dict[str, Any]:
         """Send one request, repeating it only when that cannot do anything twice; raise the server's error."""
+        self._check_down()
         for attempt in range(self._attempts(send)):
             try:
                 return _answer(self.http.request(send.method, send.path, json=send.body))
@@ -226,6 +235,7 @@ class AsyncGatekeeper(_Base):
 
     async def send(self, send: _flow.Send) -> dict[str, Any]:
         """Send one request, repeating it only when that cannot do anything twice; raise the server's error."""
+        self._check_down()
         for attempt in range(self._attempts(send)):
             try:
                 return _answer(await self.http.request(send.method, send.path, json=send.body))

@@ -68,6 +68,7 @@ class Settings:
     approval_timeout: float = 60.0
     approval_poll: float = 1.0
     on_refusal: OnRefusal = "raise"
+    reconnect_after: float = 1.0
 
 
 @dataclass
