@@ -124,7 +124,8 @@ def test_unreachable_server_runs_read_only_tools_and_refuses_the_rest(framework:
     run = framework(ran)
 
     async def conversation() -> dict[str, str]:
-        async with AsyncGatekeeper(f"http://127.0.0.1:{free_port()}", "token", timeout=1, retries=0) as gk, \
+        async with AsyncGatekeeper(f"http://127.0.0.1:{free_port()}", "token", timeout=1, retries=0,
+                                  reconnect_after=0) as gk, \
                 gk.session("helpdesk", session_key="conversation-1"):
             told: dict[str, str] = await run()
             return told
@@ -155,7 +156,8 @@ def test_calls_run_while_unreachable_are_caught_up_when_the_server_returns(desk:
     port = free_port()
 
     async def conversation() -> tuple[dict[str, str], dict[str, str]]:
-        async with AsyncGatekeeper(f"http://127.0.0.1:{port}", desk.token, timeout=1, retries=0) as gk, \
+        async with AsyncGatekeeper(f"http://127.0.0.1:{port}", desk.token, timeout=1, retries=0,
+                                  reconnect_after=0) as gk, \
                 gk.session(AGENT, session_key=desk.candidate_key()) as session:
             offline = await run()
             assert session.session_id is None

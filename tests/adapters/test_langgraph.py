@@ -57,7 +57,8 @@ def _tools(ran: list[str]) -> list[BaseTool]:
     return [search_kb, refund_payment, send_email, update_ticket]
 
 
-def _graph(calls: list[tuple[str, dict[str, Any], str]], tools: list[BaseTool], guard: LangGraphGuard) -> Any:
+def _graph(calls: list[tuple[str, dict[str, Any], str]], tools: list[BaseTool], guard: LangGraphGuard,
+           **options: Any) -> Any:
     """Compile agent -> guarded tools -> agent, the model scripted to make `calls` one per turn, then answer."""
     script = [AIMessage("", tool_calls=[{"name": name, "args": args, "id": call_id}]) for name, args, call_id in calls]
     model = ToolCallingFake(messages=iter([*script, AIMessage("Done.")])).bind_tools(tools)
@@ -67,7 +68,7 @@ def _graph(calls: list[tuple[str, dict[str, Any], str]], tools: list[BaseTool], 
 
     graph = StateGraph(MessagesState)
     graph.add_node("agent", agent)
-    graph.add_node("tools", GuardedToolNode(tools, guard))  # declared once, for every conversation
+    graph.add_node("tools", GuardedToolNode(tools, guard, **options))  # declared once, for every conversation
     graph.add_edge(START, "agent")
     graph.add_conditional_edges("agent", tools_condition)
     graph.add_edge("tools", "agent")
@@ -143,3 +144,26 @@ def test_shadowed_tool_does_not_run(desk: Desk) -> None:
     assert _told(state) == {"s1": "Refunds take 5 days.", "s2": SHADOW_MESSAGE}
     assert [(r["tool"], r["verdict"]) for r in desk.decisions()] == [("search_kb", "allow"),
                                                                        ("update_ticket", "shadow")]
+
+
+def test_a_tool_that_raises_is_reported_as_an_error_and_the_model_told(desk: Desk) -> None:
+    desk.at("canary")
+
+    @tool
+    def search_kb(query: str) -> str:
+        """Search the knowledge base."""
+        raise TimeoutError("the knowledge base timed out")
+
+    guard = LangGraphGuard(TERMS)
+    app = _graph([("search_kb", {"query": "refunds"}, "e1")], [search_kb], guard, handle_tool_errors=True)
+
+    async def conversation() -> Any:
+        async with AsyncGatekeeper(desk.url, desk.token, timeout=5) as gk, \
+                gk.session(AGENT, session_key=desk.candidate_key()):
+            return await guard.run(app, {"messages": [HumanMessage("How long?")]}, {"configurable": {"thread_id": "t"}})
+
+    state = asyncio.run(conversation())
+    assert state["messages"][-1].content == "Done."  # the node turns the exception into a message: the run goes on
+    assert "the knowledge base timed out" in _told(state)["e1"]
+    assert [(r["tool"], r["verdict"], r["outcome_status"]) for r in desk.decisions()] == [
+        ("search_kb", "allow", "error")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from gatekeeper_client import AsyncGatekeeper
 from gatekeeper_client.adapters.pydantic_ai import GatekeeperCapability, GatekeeperToolset, Terms
 from pydantic_ai import Agent, DeferredToolRequests
@@ -135,3 +136,22 @@ def test_shadowed_tool_does_not_run(desk: Desk) -> None:
     assert script.told == {"s1": "Refunds take 5 days.", "s2": SHADOW_MESSAGE}
     assert [(r["tool"], r["verdict"]) for r in desk.decisions()] == [("search_kb", "allow"),
                                                                        ("update_ticket", "shadow")]
+
+
+def test_a_tool_that_raises_is_reported_as_an_error(desk: Desk) -> None:
+    desk.at("canary")
+    script = Script([("search_kb", {"query": "refunds"}, "e1")])
+    agent = Agent(FunctionModel(script), capabilities=[GatekeeperCapability(TERMS)])
+
+    @agent.tool_plain
+    def search_kb(query: str) -> str:
+        raise TimeoutError("the knowledge base timed out")
+
+    async def conversation() -> Any:
+        async with _client(desk) as gk, gk.session(AGENT, session_key=desk.candidate_key()):
+            return await agent.run("How long?")
+
+    with pytest.raises(TimeoutError):  # Pydantic AI lets a tool's exception end the run; the guard reports it
+        asyncio.run(conversation())
+    assert [(r["tool"], r["verdict"], r["outcome_status"]) for r in desk.decisions()] == [
+        ("search_kb", "allow", "error")]

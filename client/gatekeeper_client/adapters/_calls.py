@@ -121,14 +121,22 @@ class CallGuard:
             return await self.ask(call, approval_id=decision.approval_id)
         return decision
 
-    async def execute(self, call: Call, decision: Decision, invoke: Callable[[], Awaitable[Any]]) -> Any:
-        """Run an allowed call once, timed, and report its outcome and actual cost (an error when it raised)."""
+    async def execute(self, call: Call, decision: Decision, invoke: Callable[[], Awaitable[Any]], *,
+                      failed: Callable[[Any], bool] | None = None) -> Any:
+        """Run an allowed call once, timed, and report its outcome and actual cost.
+
+        The outcome is an error when the call raised, or when `failed(result)` says its result stands for one
+        (a framework that turns a tool's exception into a message).
+        """
         started = time.perf_counter()
         try:
             result = await invoke()
         except Exception:
             await self.report(call, decision, "error", None, started)
             raise
+        if failed is not None and failed(result):
+            await self.report(call, decision, "error", None, started)
+            return result
         terms = self.terms(call.tool)
         actual = terms.actual_cost(result) if terms.actual_cost else _value(terms.cost, call.arguments)
         await self.report(call, decision, "ok", actual, started)

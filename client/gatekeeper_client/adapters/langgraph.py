@@ -54,7 +54,7 @@ class LangGraphGuard(CallGuard):
         if not decision.allowed:
             return ToolMessage(refusal_message(call, decision), name=call.tool, tool_call_id=call.call_id or "",
                                status="error")
-        outcome: Outcome = await self.execute(call, decision, lambda: execute(request))
+        outcome: Outcome = await self.execute(call, decision, lambda: execute(request), failed=_failed)
         return outcome
 
     def around_sync(self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], Outcome]) -> Outcome:
@@ -87,6 +87,11 @@ class GuardedToolNode(ToolNode):
     def __init__(self, tools: Sequence[Any], guard: LangGraphGuard, **options: Any) -> None:
         super().__init__(tools, wrap_tool_call=guard.around_sync, awrap_tool_call=guard.around, **options)
         self.guard = guard
+
+
+def _failed(outcome: Any) -> bool:
+    """Return whether the node turned the tool's exception into an error message (`handle_tool_errors`)."""
+    return isinstance(outcome, ToolMessage) and outcome.status == "error"
 
 
 def _is_ours(paused: Interrupt) -> bool:
