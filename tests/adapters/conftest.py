@@ -44,6 +44,7 @@ PROMOTIONS = {"twin": 0, "shadow": 1, "canary": 2, "expansion": 3}
 DENIED_MESSAGE = "refund_payment is not allowed until lookup_customer has run in this session."
 SHADOW_MESSAGE = ("The call was recorded but not run, because this agent version runs in shadow beside the "
                   "stable version.")
+REJECTED_MESSAGE = "A person did not approve this call (the approval is rejected), so it did not run."
 
 
 @pytest.fixture
@@ -131,7 +132,16 @@ class ReleaseManager:
 @pytest.fixture
 def release_manager(desk: Desk) -> Iterator[ReleaseManager]:
     """A release manager approving every pending approval from a thread while the test runs."""
-    person = ReleaseManager(desk.url, desk.rm)
+    yield from _at_the_queue(ReleaseManager(desk.url, desk.rm))
+
+
+@pytest.fixture
+def strict_release_manager(desk: Desk) -> Iterator[ReleaseManager]:
+    """A release manager rejecting every pending approval from a thread while the test runs."""
+    yield from _at_the_queue(ReleaseManager(desk.url, desk.rm, action="reject"))
+
+
+def _at_the_queue(person: ReleaseManager) -> Iterator[ReleaseManager]:
     thread = threading.Thread(target=person.watch, name="release-manager", daemon=True)
     thread.start()
     try:

@@ -167,3 +167,22 @@ def test_a_tool_that_raises_is_reported_as_an_error_and_the_model_told(desk: Des
     assert "the knowledge base timed out" in _told(state)["e1"]
     assert [(r["tool"], r["verdict"], r["outcome_status"]) for r in desk.decisions()] == [
         ("search_kb", "allow", "error")]
+
+
+def test_rejected_mid_run_does_not_run(desk: Desk, strict_release_manager: ReleaseManager) -> None:
+    desk.at("canary")
+    ran: list[str] = []
+    guard = LangGraphGuard(TERMS)
+    app = _graph([("send_email", {"to": "ana@example.com"}, "r1")], _tools(ran), guard)
+
+    async def conversation() -> Any:
+        async with AsyncGatekeeper(desk.url, desk.token, timeout=5, approval_poll=0.05) as gk, \
+                gk.session(AGENT, session_key=desk.candidate_key()):
+            return await guard.run(app, {"messages": [HumanMessage("Tell Ana")]}, {"configurable": {"thread_id": "t"}})
+
+    state = asyncio.run(conversation())
+    assert state["messages"][-1].content == "Done."
+    assert ran == [] and len(strict_release_manager.seen) == 1
+    assert _told(state) == {"r1": "A person rejected this call, so it must not run."}  # the server's, asked again
+    assert [(r["tool"], r["verdict"], r["reason"]) for r in desk.decisions()] == [
+        ("send_email", "approval_required", "approval_required"), ("send_email", "deny", "approval_rejected")]

@@ -11,7 +11,7 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 from gatekeeper_client import AsyncGatekeeper
 from gatekeeper_client.adapters.openai_agents import AgentsGuard, Terms
 
-from tests.adapters.conftest import AGENT, DENIED_MESSAGE, SHADOW_MESSAGE, Desk, ReleaseManager
+from tests.adapters.conftest import AGENT, DENIED_MESSAGE, REJECTED_MESSAGE, SHADOW_MESSAGE, Desk, ReleaseManager
 
 
 def _tools(ran: list[str]) -> list[Any]:
@@ -141,3 +141,21 @@ def test_a_tool_that_raises_is_reported_as_an_error_and_the_model_told(desk: Des
     assert "error occurred" in _outputs(model)["e1"]  # the SDK's own failure message reaches the model
     assert [(r["tool"], r["verdict"], r["outcome_status"]) for r in desk.decisions()] == [
         ("search_kb", "allow", "error")]
+
+
+def test_rejected_mid_run_does_not_run(desk: Desk, strict_release_manager: ReleaseManager) -> None:
+    desk.at("canary")
+    ran: list[str] = []
+    model = ScriptedModel([[function_call("send_email", {"to": "ana@example.com"}, call_id="r1")],
+                           [assistant_message("I could not email Ana.")]])
+    guard = AgentsGuard(GUARD_TERMS)
+    agent = Agent(name="helpdesk", model=model, tools=guard.wrap(_tools(ran)))
+
+    async def conversation() -> Any:
+        async with AsyncGatekeeper(desk.url, desk.token, timeout=5, approval_poll=0.05) as gk, \
+                gk.session(AGENT, session_key=desk.candidate_key()):
+            return await guard.run(agent, "Tell Ana")
+
+    assert asyncio.run(conversation()).final_output == "I could not email Ana."
+    assert ran == [] and len(strict_release_manager.seen) == 1
+    assert _outputs(model) == {"r1": REJECTED_MESSAGE}

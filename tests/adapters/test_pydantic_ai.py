@@ -13,7 +13,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
 
-from tests.adapters.conftest import AGENT, DENIED_MESSAGE, SHADOW_MESSAGE, Desk, ReleaseManager
+from tests.adapters.conftest import AGENT, DENIED_MESSAGE, REJECTED_MESSAGE, SHADOW_MESSAGE, Desk, ReleaseManager
 
 TERMS = {"search_kb": Terms(0.002, read_only=True), "refund_payment": 0.05, "send_email": 0.01,
          "update_ticket": 0.01}
@@ -155,3 +155,19 @@ def test_a_tool_that_raises_is_reported_as_an_error(desk: Desk) -> None:
         asyncio.run(conversation())
     assert [(r["tool"], r["verdict"], r["outcome_status"]) for r in desk.decisions()] == [
         ("search_kb", "allow", "error")]
+
+
+def test_rejected_mid_run_does_not_run(desk: Desk, strict_release_manager: ReleaseManager) -> None:
+    desk.at("canary")
+    ran: list[str] = []
+    script = Script([("send_email", {"to": "ana@example.com"}, "r1")])
+    agent = Agent(FunctionModel(script), toolsets=[_toolset(ran)], capabilities=[GatekeeperCapability(TERMS)],
+                  output_type=[str, DeferredToolRequests])
+
+    async def conversation() -> Any:
+        async with _client(desk) as gk, gk.session(AGENT, session_key=desk.candidate_key()):
+            return (await agent.run("Tell Ana")).output
+
+    assert asyncio.run(conversation()) == "Done."
+    assert ran == [] and len(strict_release_manager.seen) == 1
+    assert script.told == {"r1": REJECTED_MESSAGE}
