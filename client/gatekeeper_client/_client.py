@@ -36,7 +36,14 @@ def current_session() -> Session | AsyncSession | None:
 
 
 class _Base:
-    """Settings and request building shared by both clients."""
+    """Settings and request handling shared by both clients.
+
+    `timeout`: seconds per request. `retries`: repeats of a request that cannot do anything twice (a
+    decision under its request id, an outcome report, a GET; anything that never reached the server).
+    `read_only_when_unreachable`: read-only tools run while the server cannot be reached. `approval_timeout`
+    and `approval_poll`: how long and how often a guard waits for a person. `on_refusal`: "raise" or
+    "return" a refused call. `reconnect_after`: seconds after a failed request before trying the server again.
+    """
 
     def __init__(self, url: str, token: str, *, timeout: float = 2.0, retries: int = 2,
                  read_only_when_unreachable: bool = True, approval_timeout: float = 60.0,
