@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from agents import Agent, function_tool, set_tracing_disabled
 from agents.testing import ScriptedModel, assistant_message, function_call
 from gatekeeper_client import AsyncGatekeeper
 from gatekeeper_client.adapters.openai_agents import AgentsGuard, Terms
+from sqlalchemy import text
 
 from tests.adapters.conftest import AGENT, DENIED_MESSAGE, REJECTED_MESSAGE, SHADOW_MESSAGE, Desk, ReleaseManager
 
@@ -159,3 +161,28 @@ def test_rejected_mid_run_does_not_run(desk: Desk, strict_release_manager: Relea
     assert asyncio.run(conversation()).final_output == "I could not email Ana."
     assert ran == [] and len(strict_release_manager.seen) == 1
     assert _outputs(model) == {"r1": REJECTED_MESSAGE}
+
+
+def test_tools_wrapped_once_serve_concurrent_conversations_each_in_its_session(desk: Desk) -> None:
+    desk.at("canary")
+    ran: list[str] = []
+    guard = AgentsGuard(GUARD_TERMS)
+    agent = Agent(name="helpdesk", tools=guard.wrap(_tools(ran)))  # one set of tool objects for every run
+
+    async def conversation(gk: AsyncGatekeeper, n: int) -> str | None:
+        model = ScriptedModel([[function_call("search_kb", {"query": f"question {n}"}, call_id="q1")],
+                               [assistant_message(f"Answer {n}.")]])
+        async with gk.session(AGENT, session_key=desk.candidate_key(start=n * 100)) as session:
+            assert (await guard.run(agent.clone(model=model), "?")).final_output == f"Answer {n}."
+            return session.session_id
+
+    async def conversations() -> list[str | None]:
+        async with AsyncGatekeeper(desk.url, desk.token, timeout=5) as gk:
+            return list(await asyncio.gather(*(conversation(gk, n) for n in range(4))))
+
+    sessions = asyncio.run(conversations())
+    assert len(set(sessions)) == 4 and sorted(ran) == [f"search_kb:question {n}" for n in range(4)]
+    with desk.app.extensions["gatekeeper"].db.engine.connect() as connection:
+        rows = connection.execute(text("SELECT session_id, arguments FROM decisions")).all()
+    assert sorted((session, json.loads(arguments)["query"]) for session, arguments in rows) == sorted(
+        (session, f"question {n}") for n, session in enumerate(sessions))
