@@ -144,17 +144,29 @@ def test_a_rejected_or_unanswered_approval_is_refused(runtime: Runtime, gk: Gate
 def test_async_tools_in_an_async_session(runtime: Runtime, token: str, live_url: str, app: Flask) -> None:
     key = _candidate_key(runtime)
 
-    async def conversation() -> tuple[list[str], str | None]:
-        async with AsyncGatekeeper(live_url, token) as agk, agk.session("bot", session_key=key) as session:
+
+    async def email(to: str) -> str:
+        await asyncio.sleep(0)
+        ran.append(f"email {to}")
+        return "sent"
+
+    async def conversation() -> tuple[list[str], str, str | None]:
+        async with AsyncGatekeeper(live_url, token, approval_poll=0.05) as agk, \
+                agk.session("bot", session_key=key) as session:
             pages = await search_kb("refunds")
             with pytest.raises(NoSession):
                 update_ticket("T-1")  # a sync tool cannot block an async session's event loop
-            return pages, session.session_id
+            approver = approve_when_asked(runtime)
+            sent = await guarded("send_email", cost=0.01)(email)("ana@example.com")  # waits on the loop
+            approver.join(timeout=10)
+            return pages, sent, session.session_id
 
-    pages, session_id = asyncio.run(conversation())
-    assert pages == ["a page about refunds"] and ran == ["search refunds"]
-    assert counts(app, "SELECT tool, outcome_status FROM decisions WHERE session_id = :id", id=session_id) == (
-        "search_kb", "ok")
+    pages, sent, session_id = asyncio.run(conversation())
+    assert pages == ["a page about refunds"] and sent == "sent"
+    assert ran == ["search refunds", "email ana@example.com"]
+    assert counts(app, "SELECT group_concat(tool || ':' || verdict || ':' || coalesce(outcome_status, '-'), ' ')"
+                       " FROM decisions WHERE session_id = :id", id=session_id) == (
+        "search_kb:allow:ok send_email:approval_required:- send_email:allow:ok",)
 
 
 def test_run_serves_the_user_from_stable_and_shadows_the_candidate(runtime: Runtime, gk: Gatekeeper,
