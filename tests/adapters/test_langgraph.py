@@ -186,3 +186,35 @@ def test_rejected_mid_run_does_not_run(desk: Desk, strict_release_manager: Relea
     assert _told(state) == {"r1": "A person rejected this call, so it must not run."}  # the server's, asked again
     assert [(r["tool"], r["verdict"], r["reason"]) for r in desk.decisions()] == [
         ("send_email", "approval_required", "approval_required"), ("send_email", "deny", "approval_rejected")]
+
+
+def test_two_approvals_in_one_turn_are_resumed_together(desk: Desk, release_manager: ReleaseManager) -> None:
+    desk.at("canary")
+    ran: list[str] = []
+    guard = LangGraphGuard(TERMS)
+    both = AIMessage("", tool_calls=[{"name": "send_email", "args": {"to": "ana@example.com"}, "id": "p1"},
+                                     {"name": "update_ticket", "args": {"ticket": "T-9"}, "id": "p2"},
+                                     {"name": "send_email", "args": {"to": "bo@example.com"}, "id": "p3"}])
+    model = ToolCallingFake(messages=iter([both, AIMessage("Done.")]))
+    graph = StateGraph(MessagesState)
+    graph.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    graph.add_node("tools", GuardedToolNode(_tools(ran), guard))
+    graph.add_edge(START, "agent")
+    graph.add_conditional_edges("agent", tools_condition)
+    graph.add_edge("tools", "agent")
+    app = graph.compile(checkpointer=InMemorySaver())
+
+    async def conversation() -> Any:
+        async with AsyncGatekeeper(desk.url, desk.token, timeout=5, approval_poll=0.05) as gk, \
+                gk.session(AGENT, session_key=desk.candidate_key()):
+            return await guard.run(app, {"messages": [HumanMessage("Tell both")]}, {"configurable": {"thread_id": "t"}})
+
+    state = asyncio.run(conversation())
+    assert state["messages"][-1].content == "Done."
+    assert sorted(ran) == ["send_email:ana@example.com", "send_email:bo@example.com", "update_ticket:T-9"]
+    assert _told(state) == {"p1": "sent", "p2": "updated", "p3": "sent"}
+    assert len(release_manager.seen) == 2
+    rows = sorted((r["tool"], r["verdict"], r["outcome_status"] or "") for r in desk.decisions())
+    assert rows == [("send_email", "allow", "ok"), ("send_email", "allow", "ok"),
+                    ("send_email", "approval_required", ""), ("send_email", "approval_required", ""),
+                    ("update_ticket", "allow", "ok")]  # the reversible call ran once, replays included

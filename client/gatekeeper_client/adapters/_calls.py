@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,8 @@ from gatekeeper_client.guard import NoSession
 from gatekeeper_client.models import Decision, offline_decision
 
 log = logging.getLogger("gatekeeper_client")
-APPROVAL_KEY = "gatekeeper_approval_id"  # how an adapter names the approval in a framework's pause
+APPROVAL_KEY = "gatekeeper_approval_id"
+RAN_LIMIT = 4096  # results kept for replayed calls  # how an adapter names the approval in a framework's pause
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,17 @@ class Resolution:
 
 
 @dataclass
+class Outcome:
+    """How one allowed call went: its result, status, actual cost and latency, and whether the server has it."""
+
+    result: Any
+    status: str
+    actual_cost: float | None
+    latency_ms: float
+    reported: bool = False
+
+
+@dataclass
 class CallGuard:
     """Ask Gatekeeper about a framework's tool calls, run the allowed ones once, report how they went.
 
@@ -87,6 +100,10 @@ class CallGuard:
     session: Session | AsyncSession | None = None
     default_cost: float = 0.0
     approval_timeout: float | None = None  # seconds to wait for a person; None: the client's setting
+    # What each allowed decision's call returned, by decision id: a framework that replays a call it already ran
+    # (LangGraph reruns a whole tool node after an interrupt) gets the same decision back for the same request
+    # id, and gets this result instead of running the tool again. Bounded; kept in this process only.
+    ran: OrderedDict[str, Outcome] = field(default_factory=OrderedDict, repr=False)
 
     def terms(self, tool: str) -> Terms:
         """Return the terms of one tool."""
@@ -126,41 +143,58 @@ class CallGuard:
         """Run an allowed call once, timed, and report its outcome and actual cost.
 
         The outcome is an error when the call raised, or when `failed(result)` says its result stands for one
-        (a framework that turns a tool's exception into a message).
+        (a framework that turns a tool's exception into a message). A call replayed under a decision that
+        already ran returns the first result without running again, and sends the report if it never arrived.
         """
+        done = self.ran.get(decision.decision_id or "")
+        if done is not None:
+            await self.settle(call, decision, done)
+            return done.result
         started = time.perf_counter()
         try:
             result = await invoke()
         except Exception:
-            await self.report(call, decision, "error", None, started)
+            await self.settle(call, decision, Outcome(None, "error", None, _since(started)))
             raise
         if failed is not None and failed(result):
-            await self.report(call, decision, "error", None, started)
-            return result
-        terms = self.terms(call.tool)
-        actual = terms.actual_cost(result) if terms.actual_cost else _value(terms.cost, call.arguments)
-        await self.report(call, decision, "ok", actual, started)
+            outcome = Outcome(result, "error", None, _since(started))
+        else:
+            terms = self.terms(call.tool)
+            actual = terms.actual_cost(result) if terms.actual_cost else _value(terms.cost, call.arguments)
+            outcome = Outcome(result, "ok", actual, _since(started))
+        if decision.decision_id is not None:
+            self.ran[decision.decision_id] = outcome
+            while len(self.ran) > RAN_LIMIT:
+                self.ran.popitem(last=False)
+        await self.settle(call, decision, outcome)
         return result
 
-    async def report(self, call: Call, decision: Decision, status: str, actual_cost: float | None,
-                     started: float) -> None:
+    async def settle(self, call: Call, decision: Decision, outcome: Outcome) -> None:
+        """Report an outcome once; the report goes on even when the framework cancels the call meanwhile
+        (LangGraph cancels a node's other calls when one of them interrupts)."""
+        if not outcome.reported:
+            await asyncio.shield(self.report(call, decision, outcome))
+
+    async def report(self, call: Call, decision: Decision, outcome: Outcome) -> None:
         """Report one outcome; a failed report is logged, never raised into the agent.
 
         A call run while the server was unreachable joins the session's backlog, which the client replays
         (decided and reported) when the server is back, as it does for its own guarded tools.
         """
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
         if decision.offline:
             terms = self.terms(call.tool)
             _flow._keep(self.current().state.backlog, {
                 "tool": call.tool, "cost": _value(terms.cost, call.arguments), "arguments": call.arguments,
                 "preview": _preview(terms, call.arguments), "request_id": uuid.uuid4().hex,
-                "status": status, "actual_cost": actual_cost, "latency_ms": latency_ms})
+                "status": outcome.status, "actual_cost": outcome.actual_cost, "latency_ms": outcome.latency_ms})
+            outcome.reported = True
             return
         if decision.decision_id is None:
             return
         try:
-            await _await(self.current().report, decision, status, actual_cost=actual_cost, latency_ms=latency_ms)
+            await _await(self.current().report, decision, outcome.status, actual_cost=outcome.actual_cost,
+                         latency_ms=outcome.latency_ms)
+            outcome.reported = True
         except GatekeeperError as exc:
             log.warning("could not report the outcome of %s: %s", call.tool, exc)
 
@@ -190,6 +224,10 @@ def _resolution_message(state: str, timeout: float) -> str:
     if state == "pending":
         return f"No one approved this call within {timeout:g} seconds, so it did not run."
     return f"A person did not approve this call (the approval is {state}), so it did not run."
+
+
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
 
 
 def _value(cost: float | Callable[..., float], arguments: dict[str, Any]) -> float:

@@ -76,7 +76,8 @@ class LangGraphGuard(CallGuard):
             ours = [paused for paused in state.get("__interrupt__", ()) if _is_ours(paused)]
             if not ours:
                 break
-            values = {paused.id: await self.resume_value(paused) for paused in ours}
+            waited = await asyncio.gather(*(self.resume_value(paused) for paused in ours))  # people decide in parallel
+            values = {paused.id: value for paused, value in zip(ours, waited, strict=True)}
             state = await graph.ainvoke(Command(resume=values), config, **options)
         return state
 

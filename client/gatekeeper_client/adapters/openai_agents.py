@@ -16,15 +16,17 @@ shadowed call does not run: the model receives the server's plain message as the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 
 from agents import Agent, FunctionTool, RunContextWrapper, Runner, RunResult, RunState
+from agents.items import ToolApprovalItem
 from agents.tool_context import ToolContext
 
-from gatekeeper_client.adapters._calls import Call, CallGuard, Terms, refusal_message
+from gatekeeper_client.adapters._calls import Call, CallGuard, Resolution, Terms, refusal_message
 
 __all__ = ["AgentsGuard", "Terms"]
 Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
@@ -62,19 +64,23 @@ class AgentsGuard(CallGuard):
     async def resolve(self, result: RunResult | RunState[Any], *, timeout: float | None = None) -> RunState[Any]:
         """Wait for a person's decision on every interruption and record it on the run state, to resume with."""
         state = result.to_state() if isinstance(result, RunResult) else result
-        for item in state.get_interruptions():
-            raw = item.raw_item
-            call = Call(item.tool_name or "", _arguments(_field(raw, "arguments")), _field(raw, "call_id"))
-            decision = await self.ask(call)
-            if decision.verdict != "approval_required" or not decision.approval_id:
-                state.approve(item)  # nothing for a person to decide: the tool answers with the verdict
-                continue
-            resolution = await self.wait(decision.approval_id, timeout=timeout)
-            if resolution.approved:
-                state.approve(item)
+        items = state.get_interruptions()
+        for item, resolution in zip(items, await asyncio.gather(*(self._decided(item, timeout) for item in items)),
+                                    strict=True):
+            if resolution is None or resolution.approved:
+                state.approve(item)  # nothing for a person to decide (the tool answers with the verdict), or approved
             else:
                 state.reject(item, rejection_message=resolution.message)
         return state
+
+    async def _decided(self, item: ToolApprovalItem, timeout: float | None) -> Resolution | None:
+        """Wait for the person who must approve one interrupted call; None when Gatekeeper asks no one."""
+        raw = item.raw_item
+        call = Call(item.tool_name or "", _arguments(_field(raw, "arguments")), _field(raw, "call_id"))
+        decision = await self.ask(call)
+        if decision.verdict != "approval_required" or not decision.approval_id:
+            return None
+        return await self.wait(decision.approval_id, timeout=timeout)
 
     async def run(self, agent: Agent[Any], input: Any, **options: Any) -> RunResult:
         """Run the agent to its end, waiting for a person wherever Gatekeeper asks for an approval."""

@@ -19,6 +19,7 @@ not run: the model receives the server's plain message as the tool's return.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,13 +54,12 @@ async def _guarded(guard: CallGuard, ctx: RunContext[Any], call: Call, invoke: C
 async def _resolve(guard: CallGuard, requests: DeferredToolRequests, *, timeout: float | None
                    ) -> DeferredToolResults | None:
     """Wait for a person's decision on each deferred call Gatekeeper asked about; None when there is none."""
-    approvals: dict[str, bool | ToolDenied] = {}
-    for part in requests.approvals:
-        approval_id = (requests.metadata.get(part.tool_call_id) or {}).get(APPROVAL_KEY)
-        if approval_id is None:
-            continue  # deferred by someone else: left to them
-        resolution = await guard.wait(approval_id, timeout=timeout)
-        approvals[part.tool_call_id] = True if resolution.approved else ToolDenied(resolution.message)
+    ours = {part.tool_call_id: approval_id for part in requests.approvals  # others' deferrals are left to them
+            if (approval_id := (requests.metadata.get(part.tool_call_id) or {}).get(APPROVAL_KEY))}
+    resolutions = await asyncio.gather(*(guard.wait(approval_id, timeout=timeout) for approval_id in ours.values()))
+    approvals: dict[str, bool | ToolDenied] = {
+        call_id: True if resolution.approved else ToolDenied(resolution.message)
+        for call_id, resolution in zip(ours, resolutions, strict=True)}
     return requests.build_results(approvals=approvals) if approvals else None
 
 
