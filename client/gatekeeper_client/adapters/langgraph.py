@@ -35,14 +35,14 @@ from gatekeeper_client.guard import NoSession
 
 __all__ = ["GuardedToolNode", "LangGraphGuard", "Terms"]
 MAX_INTERRUPTIONS = 20  # rounds of approvals one `run` waits through before it gives the state back
-Outcome = ToolMessage | Command[Any]
+NodeResult = ToolMessage | Command[Any]
 
 
 class LangGraphGuard(CallGuard):
     """Ask Gatekeeper about a tool node's calls; see the module's docstring."""
 
-    async def around(self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], Awaitable[Outcome]]
-                     ) -> Outcome:
+    async def around(self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], Awaitable[NodeResult]]
+                     ) -> NodeResult:
         """Ask about one tool call; interrupt for a person, refuse with the plain message, or run it once."""
         tool_call = request.tool_call
         call = Call(tool_call["name"], dict(tool_call["args"]), tool_call.get("id"))
@@ -54,10 +54,10 @@ class LangGraphGuard(CallGuard):
         if not decision.allowed:
             return ToolMessage(refusal_message(call, decision), name=call.tool, tool_call_id=call.call_id or "",
                                status="error")
-        outcome: Outcome = await self.execute(call, decision, lambda: execute(request), failed=_failed)
+        outcome: NodeResult = await self.execute(call, decision, lambda: execute(request), failed=_failed)
         return outcome
 
-    def around_sync(self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], Outcome]) -> Outcome:
+    def around_sync(self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], NodeResult]) -> NodeResult:
         """The same for a graph run synchronously (`invoke`), with a sync session."""
         if isinstance(self.current(), AsyncSession):
             raise NoSession("a graph run with invoke() needs a sync session (Gatekeeper); use ainvoke() with an "
