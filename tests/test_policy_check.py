@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from gatekeeper.cli.policy import policy
-from gatekeeper.core.policy import policy_revision
+from gatekeeper.policy_files import policy_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"

@@ -18,8 +18,10 @@ import click
 
 from gatekeeper.backtest import Backtest, Event, backtest
 from gatekeeper.config import Settings
-from gatekeeper.core.policy import Policy, PolicyError, check_paths, load_policy_file
+from gatekeeper.core.policy import Policy
 from gatekeeper.errors import GatekeeperError
+from gatekeeper.policy_files import check_paths, load_policy_file
+from gatekeeper.policy_problems import PolicyError
 from gatekeeper.store.db import Database
 
 

@@ -11,20 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gatekeeper.core.policy import (
-    BeforeRule,
-    MaxCallsRule,
-    Policy,
-    PolicyError,
-    PolicyProblem,
-    check_paths,
-    load_policy_file,
-    parse_duration,
-    parse_money,
-    parse_policy,
-    policy_revision,
-    validate_policy_text,
-)
+from gatekeeper.core.policy import BeforeRule, MaxCallsRule, Policy, parse_duration, parse_money
+from gatekeeper.policy_files import check_paths, load_policy_file, parse_policy, policy_revision, validate_policy_text
+from gatekeeper.policy_problems import PolicyError, PolicyProblem
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "support-default.yaml"
