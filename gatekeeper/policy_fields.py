@@ -123,23 +123,22 @@ _DURATION_SCHEMA = {
 }
 _MONEY_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\s*\d+(\.\d{1,6})?\s*$"}]}
 
-Text = Annotated[str, BeforeValidator(_text), Field(min_length=1)]
-Slug = Annotated[str, BeforeValidator(_slug), Field(pattern=f"^{SLUG_PATTERN.pattern}$")]
-Rate = Annotated[float, BeforeValidator(between(0, 1)), Field(ge=0, le=1)]
-Percent = Annotated[float, BeforeValidator(between(0, 100, low_open=True)), Field(gt=0, le=100)]
+Text = Annotated[str, Field(min_length=1), BeforeValidator(_text)]
+Slug = Annotated[str, Field(pattern=f"^{SLUG_PATTERN.pattern}$"), BeforeValidator(_slug)]
+Rate = Annotated[float, Field(ge=0, le=1), BeforeValidator(between(0, 1))]
+Percent = Annotated[float, Field(gt=0, le=100), BeforeValidator(between(0, 100, low_open=True))]
 Duration = Annotated[float, BeforeValidator(_duration(positive=False)), WithJsonSchema(_DURATION_SCHEMA)]
 PositiveDuration = Annotated[float, BeforeValidator(_duration(positive=True)), WithJsonSchema(_DURATION_SCHEMA)]
 Money = Annotated[int, BeforeValidator(parse_money), WithJsonSchema(_MONEY_SCHEMA)]
-Count0 = Annotated[int, BeforeValidator(_whole(0)), Field(ge=0)]
-Count1 = Annotated[int, BeforeValidator(_whole(1)), Field(ge=1)]
+Count0 = Annotated[int, Field(ge=0), BeforeValidator(_whole(0))]
+Count1 = Annotated[int, Field(ge=1), BeforeValidator(_whole(1))]
 ToolClassName = Annotated[ToolClass, BeforeValidator(choice(TOOL_CLASSES, "tool class"))]
-ToolClasses = Annotated[list[ToolClassName], AfterValidator(unique), Field(json_schema_extra={"uniqueItems": True})]
+ToolClasses = Annotated[list[ToolClassName], Field(json_schema_extra={"uniqueItems": True}), AfterValidator(unique)]
 AlertActionName = Annotated[AlertAction, BeforeValidator(choice(ALERT_ACTIONS, "action"))]
-Severity = Annotated[
-    str, BeforeValidator(choice(SEVERITIES, "severity")), Field(json_schema_extra={"enum": [*SEVERITIES]})
-]
-UniqueSlugs = Annotated[list[Slug], AfterValidator(unique), Field(json_schema_extra={"uniqueItems": True})]
-UniqueTexts = Annotated[list[Text], AfterValidator(unique), Field(json_schema_extra={"uniqueItems": True})]
+_SEVERITY_ENUM = Field(json_schema_extra={"enum": [*SEVERITIES]})
+Severity = Annotated[str, _SEVERITY_ENUM, BeforeValidator(choice(SEVERITIES, "severity"))]
+UniqueSlugs = Annotated[list[Slug], Field(json_schema_extra={"uniqueItems": True}), AfterValidator(unique)]
+UniqueTexts = Annotated[list[Text], Field(json_schema_extra={"uniqueItems": True}), AfterValidator(unique)]
 
 
 def _ascending(tiers: list[float]) -> list[float]:

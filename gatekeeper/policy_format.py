@@ -52,9 +52,6 @@ from gatekeeper.policy_fields import (
     raw,
 )
 
-SCHEMA_ID = "https://gatekeeper.dev/policy.schema.json"
-
-
 # -- sections --------------------------------------------------------------------------------
 
 
@@ -98,7 +95,7 @@ class QueryFormat(Section):
 
 
 class MarginFormat(Section):
-    max_increase: Annotated[float, BeforeValidator(between(0, 100)), Field(ge=0, le=100)] = Field(
+    max_increase: Annotated[float, Field(ge=0, le=100), BeforeValidator(between(0, 100))] = Field(
         description="relative margin: 0.5 = at most 50% worse than stable"
     )
 
@@ -110,7 +107,7 @@ class CompareFormat(Section):
     session_error_rate: MarginFormat | None = Field(raw(None), description="share of sessions with an error")
     p95_latency: MarginFormat | None = Field(raw(None), description="p95 tool-call latency")
     cost_per_session: MarginFormat | None = Field(raw(None), description="dollars per session")
-    confidence: Annotated[float, BeforeValidator(between(0.5, 0.9999)), Field(ge=0.5, le=0.9999)] = Field(
+    confidence: Annotated[float, Field(ge=0.5, le=0.9999), BeforeValidator(between(0.5, 0.9999))] = Field(
         raw(0.95), description="spent over every comparison of every canary and expansion tier"
     )
 
@@ -371,4 +368,4 @@ def _named_in_tools(named: list[tuple[str, str]], info: ValidationInfo) -> None:
 def policy_schema() -> dict[str, Any]:
     """Return the JSON Schema of a policy file, as `gatekeeper policy schema` prints it."""
     schema = PolicyFormat.model_json_schema(by_alias=True)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

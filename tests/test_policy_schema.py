@@ -1,0 +1,125 @@
+"""`gatekeeper policy schema`: the JSON Schema generated from the pydantic policy format, and the shipped copy."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gatekeeper.cli.policy import policy
+from gatekeeper.policy_files import load_policy_file, parse_policy, validate_policy_text
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICIES = ROOT / "policies"
+SHIPPED = POLICIES / "policy.schema.json"
+MODELINE = "# yaml-language-server: $schema=policy.schema.json\n"
+
+
+def printed_schema() -> dict[str, Any]:
+    result = CliRunner().invoke(policy, ["schema"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def validator() -> jsonschema.Draft202012Validator:
+    schema = printed_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_the_shipped_schema_is_what_the_command_prints() -> None:
+    result = CliRunner().invoke(policy, ["schema"])
+    assert result.exit_code == 0
+    assert SHIPPED.read_text(encoding="utf-8") == result.stdout, "run: gatekeeper policy schema > " + str(SHIPPED)
+
+
+@pytest.mark.parametrize("path", sorted(POLICIES.glob("*.y*ml")), ids=lambda p: p.name)
+def test_every_shipped_policy_names_the_schema_and_validates_against_it(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith(MODELINE)
+    assert list(validator().iter_errors(yaml.safe_load(text))) == []
+
+
+def support_default() -> dict[str, Any]:
+    return yaml.safe_load((POLICIES / "support-default.yaml").read_text(encoding="utf-8"))
+
+
+def changed(path: str, value: object) -> dict[str, Any]:
+    document = copy.deepcopy(support_default())
+    *parents, last = path.split(".")
+    node = document
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return document
+
+
+BROKEN = [
+    ("tols", {"a": "read_only"}),  # unknown key
+    ("gate.intervall", "30s"),
+    ("gate.window", "10 minutes"),
+    ("gate.max_error_rate", 2),
+    ("tools.send_email", "dangerous"),
+    ("tools.refund_payment", {"class": "irreversible", "price": 1}),
+    ("tools.refund_payment", {"cost": 0.02}),
+    ("stages.canary.tiers", []),
+    ("stages.canary.tiers", [0, 5]),
+    ("stages.shadow.execute", ["write"]),
+    ("stable_caps", None),  # required
+    ("name", "Support Default"),
+    ("agents", ["bot", "bot"]),
+    ("kill_switch.action", {"revert_to": "expansion"}),
+    ("alerts.by_severity", {"critcal": "kill"}),
+    ("approvals.expire_after", 900),
+    ("stages.canary.caps.spend_per_session", -1),
+    ("gate.min_sessions", 0),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), BROKEN, ids=[f"{p}={v!r}" for p, v in BROKEN])
+def test_the_schema_rejects_a_broken_policy_as_policy_check_does(path: str, value: object) -> None:
+    document = changed(path, value)
+    assert list(validator().iter_errors(document)), "the schema accepted it"
+    assert validate_policy_text(yaml.safe_dump(document)), "policy check accepted it"
+
+
+def test_the_schema_describes_fields_and_their_defaults_in_yaml_units() -> None:
+    schema = printed_schema()
+    gate = schema["$defs"]["GateFormat"]["properties"]
+    assert (gate["soak"]["default"], gate["max_cost_per_session"]["default"], gate["min_sessions"]["default"]) == (
+        "30m", 0.4, 100)
+    assert "scheduler" in gate["interval"]["description"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"name", "agents", "stages", "stable_caps"}
+    # A stage's gate inherits from the top-level gate, so the schema claims no defaults for it.
+    assert all("default" not in field for field in schema["$defs"]["StageGateFormat"]["properties"].values())
+
+
+def test_a_tool_may_give_its_cost_per_call() -> None:
+    loaded = load_policy_file(POLICIES / "support-default.yaml")
+    assert (loaded.tool_class("refund_payment"), loaded.tool_cost("refund_payment")) == ("irreversible", 20_000)
+    assert loaded.tool_cost("search_kb") is None and loaded.tool_cost("unnamed") is None
+    spelled_out = parse_policy(yaml.safe_dump(changed("tools.search_kb", {"class": "read_only"})))
+    assert spelled_out.tool_cost("search_kb") is None
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    ({"class": "risky", "cost": 1}, "tools.refund_payment.class: unknown tool class 'risky'"),
+    ({"cost": 0.02}, "tools.refund_payment.class: is required"),
+    ({"class": "irreversible", "cost": -1}, "tools.refund_payment.cost: must be a non-negative amount in dollars"),
+    ({"class": "irreversible", "costs": 1}, "tools.refund_payment.costs: unknown key 'costs' (did you mean 'cost'?)"),
+    (["irreversible"], "tools.refund_payment: unknown tool class ['irreversible']"),
+])
+def test_tool_entry_problems_name_the_field(entry: object, problem: str) -> None:
+    problems = [f"{p.path}: {p.message}" for p in validate_policy_text(yaml.safe_dump(changed("tools.refund_payment",
+                                                                                              entry)))]
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
