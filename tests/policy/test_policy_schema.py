@@ -14,9 +14,8 @@ from click.testing import CliRunner
 
 from gatekeeper.cli.policy import policy
 from gatekeeper.policy_files import load_policy_file, parse_policy, validate_policy_text
+from tests.support.policy_texts import POLICIES
 
-ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ROOT / "policies"
 SHIPPED = POLICIES / "policy.schema.json"
 MODELINE = "# yaml-language-server: $schema=policy.schema.json\n"
 

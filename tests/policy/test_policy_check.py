@@ -8,9 +8,7 @@ from click.testing import CliRunner
 
 from gatekeeper.cli.policy import policy
 from gatekeeper.policy_files import policy_revision
-
-ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ROOT / "policies"
+from tests.support.policy_texts import POLICIES
 
 
 def test_valid_directory_prints_one_summary_line_per_file_and_exits_0() -> None:
