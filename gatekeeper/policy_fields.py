@@ -141,15 +141,18 @@ UniqueSlugs = Annotated[list[Slug], Field(json_schema_extra={"uniqueItems": True
 UniqueTexts = Annotated[list[Text], Field(json_schema_extra={"uniqueItems": True}), AfterValidator(unique)]
 
 
-def _ascending(tiers: list[float]) -> list[float]:
+def _ascending(tiers: list[float], *, to_100: bool = False) -> list[float]:
     wrong = [
         (f"[{i}]", f"must be greater than the tier before it ({tiers[i - 1]:g})")
         for i in range(1, len(tiers))
         if tiers[i] <= tiers[i - 1]
     ]
+    if to_100 and tiers[-1] != 100:
+        wrong.append((f"[{len(tiers) - 1}]", "the last expansion tier must be 100"))
     if wrong:
         raise Problems(wrong)
     return tiers
 
 
 Tiers = Annotated[list[Percent], Field(min_length=1), AfterValidator(_ascending)]
+TiersTo100 = Annotated[list[Percent], Field(min_length=1), AfterValidator(lambda tiers: _ascending(tiers, to_100=True))]

@@ -41,6 +41,7 @@ from gatekeeper.policy_fields import (
     Slug,
     Text,
     Tiers,
+    TiersTo100,
     ToolClasses,
     ToolClassName,
     UniqueSlugs,
@@ -102,6 +103,14 @@ class MarginFormat(Section):
 
 class CompareFormat(Section):
     """`gate.compare`: the candidate against stable since the tier began (SPEC §10)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_means_compared(cls, value: object) -> object:
+        """`error_rate:` with nothing under it still needs its max_increase; only a missing key compares nothing."""
+        if isinstance(value, dict):
+            return {key: {} if key in COMPARE_METRICS and entry is None else entry for key, entry in value.items()}
+        return value
 
     error_rate: MarginFormat | None = Field(raw(None), description="per-call error rate")
     session_error_rate: MarginFormat | None = Field(raw(None), description="share of sessions with an error")
@@ -202,6 +211,7 @@ class ShadowFormat(Section):
 class TierStageFormat(Section):
     tiers: Tiers = Field(description="traffic percentages, ascending")
     caps: CapsFormat = Field(description="per-session caps in this stage")
+    approval_required: ToolClasses = Field(raw([]), description="tool classes that need a person in expansion")
     gate: StageGateFormat = Field(raw({}), description="keys merged over the top-level gate")
 
 
@@ -212,7 +222,7 @@ class CanaryFormat(TierStageFormat):
 
 
 class ExpansionFormat(TierStageFormat):
-    approval_required: ToolClasses = Field(raw([]), description="tool classes that need a person in expansion")
+    tiers: TiersTo100 = Field(description="traffic percentages, ascending, the last one 100")
 
 
 class StagesFormat(Section):
@@ -222,15 +232,12 @@ class StagesFormat(Section):
     expansion: ExpansionFormat
 
     @model_validator(mode="after")
-    def _tiers_in_order(self) -> StagesFormat:
-        low, high = self.canary.tiers, self.expansion.tiers
-        found = (
-            [] if high[-1] == 100 else [(f"expansion.tiers[{len(high) - 1}]", "the last expansion tier must be 100")]
-        )
-        found += [
-            (f"canary.tiers[{i}]", f"must be below the first expansion tier ({high[0]:g})")
-            for i, tier in enumerate(low)
-            if tier >= high[0]
+    def _canary_below_expansion(self) -> StagesFormat:
+        first = self.expansion.tiers[0]
+        found = [
+            (f"canary.tiers[{i}]", f"must be below the first expansion tier ({first:g})")
+            for i, tier in enumerate(self.canary.tiers)
+            if tier >= first
         ]
         if found:
             raise Problems(found)
