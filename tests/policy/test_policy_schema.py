@@ -104,9 +104,9 @@ def test_the_schema_describes_fields_and_their_defaults_in_yaml_units() -> None:
 
 
 def test_a_tool_may_give_its_cost_per_call() -> None:
-    loaded = load_policy_file(POLICIES / "support-default.yaml")
-    assert (loaded.tool_class("refund_payment"), loaded.tool_cost("refund_payment")) == ("irreversible", 20_000)
-    assert loaded.tool_cost("search_kb") is None and loaded.tool_cost("unnamed") is None
+    loaded = load_policy_file(POLICIES / "billing.yaml")
+    assert (loaded.tool_class("issue_refund"), loaded.tool_cost("issue_refund")) == ("irreversible", 20_000)
+    assert loaded.tool_cost("get_invoice") is None and loaded.tool_cost("unnamed") is None
     spelled_out = parse_policy(yaml.safe_dump(changed("tools.search_kb", {"class": "read_only"})))
     assert spelled_out.tool_cost("search_kb") is None
 
