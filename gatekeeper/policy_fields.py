@@ -21,6 +21,7 @@ from gatekeeper.core.policy import (
     SEVERITIES,
     TOOL_CLASSES,
     AlertAction,
+    Severity,
     ToolClass,
     parse_duration,
     parse_money,
@@ -135,8 +136,7 @@ Count1 = Annotated[int, Field(ge=1), BeforeValidator(_whole(1))]
 ToolClassName = Annotated[ToolClass, BeforeValidator(choice(TOOL_CLASSES, "tool class"))]
 ToolClasses = Annotated[list[ToolClassName], Field(json_schema_extra={"uniqueItems": True}), AfterValidator(unique)]
 AlertActionName = Annotated[AlertAction, BeforeValidator(choice(ALERT_ACTIONS, "action"))]
-_SEVERITY_ENUM = Field(json_schema_extra={"enum": [*SEVERITIES]})
-Severity = Annotated[str, _SEVERITY_ENUM, BeforeValidator(choice(SEVERITIES, "severity"))]
+SeverityName = Annotated[Severity, BeforeValidator(choice(SEVERITIES, "severity"))]
 UniqueSlugs = Annotated[list[Slug], Field(json_schema_extra={"uniqueItems": True}), AfterValidator(unique)]
 UniqueTexts = Annotated[list[Text], Field(json_schema_extra={"uniqueItems": True}), AfterValidator(unique)]
 

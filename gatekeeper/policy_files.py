@@ -178,7 +178,12 @@ def to_policy(doc: PolicyFormat, *, file: str, revision: str) -> Policy:
             max_error_rate=doc.kill_switch.max_error_rate,
             revert_to=doc.kill_switch.action.revert_to,
         ),
-        alerts=AlertPolicy(default=doc.alerts.default, by_severity=MappingProxyType(dict(doc.alerts.by_severity))),
+        alerts=AlertPolicy(
+            default=doc.alerts.default,
+            by_severity=MappingProxyType(
+                {str(severity): action for severity, action in doc.alerts.by_severity.items()}
+            ),
+        ),
         approvals=ApprovalPolicy(expire_after_s=doc.approvals.expire_after, redact=tuple(doc.approvals.redact)),
         file=file,
         revision=revision,

@@ -26,7 +26,13 @@ from pydantic import (
     model_validator,
 )
 
-from gatekeeper.core.policy import COMPARE_METRICS, REVERT_STAGES, MetricsErrorAction, RevertStage
+from gatekeeper.core.policy import (
+    COMPARE_METRICS,
+    METRICS_ERROR_ACTIONS,
+    REVERT_STAGES,
+    MetricsErrorAction,
+    RevertStage,
+)
 from gatekeeper.policy_fields import (
     AlertActionName,
     Count0,
@@ -37,7 +43,7 @@ from gatekeeper.policy_fields import (
     PositiveDuration,
     Problems,
     Rate,
-    Severity,
+    SeverityName,
     Slug,
     Text,
     Tiers,
@@ -141,7 +147,7 @@ class GateFormat(Section):
         raw(0.05), description="share of candidate outcomes whose actual cost exceeded the decision's reservation"
     )
     failure_limit: Count1 = Field(raw(2), description="consecutive failed evaluations before rollback")
-    on_metrics_error: Annotated[MetricsErrorAction, BeforeValidator(choice(("hold", "rollback"), "value"))] = Field(
+    on_metrics_error: Annotated[MetricsErrorAction, BeforeValidator(choice(METRICS_ERROR_ACTIONS, "value"))] = Field(
         raw("hold"), description="hold or rollback once error_limit is reached"
     )
     error_limit: Count1 = Field(raw(4), description="consecutive metrics errors before on_metrics_error acts")
@@ -302,7 +308,7 @@ class AlertsFormat(Section):
     default: AlertActionName = Field(
         raw("rollback"), description="action on a firing alert: rollback (one tier), hold or kill"
     )
-    by_severity: Annotated[dict[Severity, AlertActionName], BeforeValidator(mapping_or_empty)] = Field(
+    by_severity: Annotated[dict[SeverityName, AlertActionName], BeforeValidator(mapping_or_empty)] = Field(
         raw({}), description="severity -> action (severities matched case-insensitively)"
     )
 
