@@ -122,3 +122,32 @@ def test_tool_entry_problems_name_the_field(entry: object, problem: str) -> None
     problems = [f"{p.path}: {p.message}" for p in validate_policy_text(yaml.safe_dump(changed("tools.refund_payment",
                                                                                               entry)))]
     assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def readme_defaults() -> list[tuple[str, str]]:
+    """Return (field, default) of every row of the README's policy table."""
+    text = (POLICIES.parent / "README.md").read_text(encoding="utf-8")
+    table = text.split("| field | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:] if line.startswith("| ") and "*" not in line]
+    return [(field.strip(), default.strip()) for fields, default in rows for field in fields.split(",")]
+
+
+def schema_field(schema: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return a field's schema and the schema of the section that holds it."""
+    section, field = schema, schema
+    for part in path.split("."):
+        section = field
+        while "$ref" in section or "anyOf" in section:
+            ref = section.get("$ref") or next(m["$ref"] for m in section["anyOf"] if "$ref" in m)
+            section = schema["$defs"][ref.rsplit("/", 1)[1]]
+        field = section["properties"][part]
+    return field, section
+
+
+@pytest.mark.parametrize(("field", "default"), readme_defaults(), ids=lambda value: value)
+def test_the_readme_table_states_the_models_defaults(field: str, default: str) -> None:
+    spec, section = schema_field(printed_schema(), field)
+    if default == "required":
+        assert "default" not in spec and field.rsplit(".", 1)[-1] in section["required"]
+    else:
+        assert spec["default"] == (None if default == "none" else yaml.safe_load(default))
