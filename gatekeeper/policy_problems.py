@@ -50,7 +50,9 @@ def _path(loc: Iterable[int | str]) -> str:
 
 
 def _join(path: str, sub: str) -> str:
-    return path + sub if sub.startswith("[") or not path else f"{path}.{sub}" if sub else path
+    if not sub:
+        return path
+    return path + sub if not path or sub.startswith("[") else f"{path}.{sub}"
 
 
 def _known_keys(loc: Sequence[int | str]) -> list[str]:
@@ -86,16 +88,19 @@ def _unwrap(node: Any, part: int | str | None) -> Any:
             return node
 
 
+Found = tuple[tuple[int | str, ...], bool, PolicyProblem]  # (pydantic location, is an unknown key, problem)
+
+
 def problems_from(exc: ValidationError, file: str) -> list[PolicyProblem]:
     """Return a problem for each error pydantic found in a policy document, unknown keys first."""
-    found: list[tuple[tuple[int | str, ...], PolicyProblem]] = []
+    found: list[Found] = []
     for error in exc.errors(include_url=False):
         loc, path = error["loc"], _path(error["loc"])
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, Problems):
-            found += [(loc, PolicyProblem(file, _join(path, sub), message)) for sub, message in cause.problems]
+            found += [(loc, False, PolicyProblem(file, _join(path, sub), message)) for sub, message in cause.problems]
         else:
-            found.append((loc, PolicyProblem(file, path, _message(error))))
+            found.append((loc, error["type"] == "extra_forbidden", PolicyProblem(file, path, _message(error))))
     return _unknown_keys_first(found)
 
 
@@ -124,18 +129,11 @@ def _unknown_key(loc: Sequence[int | str]) -> str:
     )
 
 
-def _unknown_keys_first(found: list[tuple[tuple[int | str, ...], PolicyProblem]]) -> list[PolicyProblem]:
+def _unknown_keys_first(found: list[Found]) -> list[PolicyProblem]:
     """Put a section's unknown keys before its other problems, as a reader meets them (pydantic lists them last)."""
-    ordered: list[tuple[tuple[int | str, ...], PolicyProblem]] = []
-    for loc, problem in found:
-        is_unknown = problem.message.startswith("unknown key ")
-        at = next(
-            (
-                i
-                for i, (other, p) in enumerate(ordered)
-                if is_unknown and other[: len(loc) - 1] == loc[:-1] and not p.message.startswith("unknown key ")
-            ),
-            len(ordered),
-        )
-        ordered.insert(at, (loc, problem))
-    return [problem for _, problem in ordered]
+    ordered: list[Found] = []
+    for loc, unknown, problem in found:
+        parent = loc[:-1]
+        first_sibling = (i for i, (at, was_unknown, _) in enumerate(ordered) if not was_unknown and at[: len(parent)] == parent)
+        ordered.insert(next(first_sibling, len(ordered)) if unknown else len(ordered), (loc, unknown, problem))
+    return [problem for _, _, problem in ordered]
