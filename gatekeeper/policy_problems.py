@@ -134,6 +134,6 @@ def _unknown_keys_first(found: list[Found]) -> list[PolicyProblem]:
     ordered: list[Found] = []
     for loc, unknown, problem in found:
         parent = loc[:-1]
-        first_sibling = (i for i, (at, was_unknown, _) in enumerate(ordered) if not was_unknown and at[: len(parent)] == parent)
-        ordered.insert(next(first_sibling, len(ordered)) if unknown else len(ordered), (loc, unknown, problem))
+        inside = (i for i, (at, other, _) in enumerate(ordered) if not other and at[: len(parent)] == parent)
+        ordered.insert(next(inside, len(ordered)) if unknown else len(ordered), (loc, unknown, problem))
     return [problem for _, _, problem in ordered]
