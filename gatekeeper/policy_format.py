@@ -84,8 +84,8 @@ class CapsFormat(Section):
 
 class QueryFormat(Section):
     query: Text = Field(description="PromQL; {agent} {version} {window} are filled in")
-    max: float | None = Field(raw(None), description="the query's value must not exceed this")
-    min: float | None = Field(raw(None), description="the query's value must not fall below this")
+    max: float | None = Field(None, description="the query's value must not exceed this")
+    min: float | None = Field(None, description="the query's value must not fall below this")
 
     @field_validator("max", "min", mode="before")
     @classmethod
@@ -118,10 +118,10 @@ class CompareFormat(Section):
             return {key: {} if key in COMPARE_METRICS and entry is None else entry for key, entry in value.items()}
         return value
 
-    error_rate: MarginFormat | None = Field(raw(None), description="per-call error rate")
-    session_error_rate: MarginFormat | None = Field(raw(None), description="share of sessions with an error")
-    p95_latency: MarginFormat | None = Field(raw(None), description="p95 tool-call latency")
-    cost_per_session: MarginFormat | None = Field(raw(None), description="dollars per session")
+    error_rate: MarginFormat | None = Field(None, description="per-call error rate")
+    session_error_rate: MarginFormat | None = Field(None, description="share of sessions with an error")
+    p95_latency: MarginFormat | None = Field(None, description="p95 tool-call latency")
+    cost_per_session: MarginFormat | None = Field(None, description="dollars per session")
     confidence: Annotated[float, Field(ge=0.5, le=0.9999), BeforeValidator(between(0.5, 0.9999))] = Field(
         raw(0.95), description="spent over every comparison of every canary and expansion tier"
     )
@@ -155,7 +155,7 @@ class GateFormat(Section):
         raw({}),
         description="name -> {query, max and/or min}; {agent} {version} {window} are filled in (Prometheus only)",
     )
-    compare: CompareFormat | None = Field(raw(None), description="candidate vs stable since the tier began")
+    compare: CompareFormat | None = Field(None, description="candidate vs stable since the tier began")
 
 
 def _without_defaults(schema: dict[str, Any]) -> None:
@@ -252,7 +252,7 @@ class StagesFormat(Section):
 
 class ToolFormat(Section):
     tool_class: ToolClassName = Field(alias="class", description="read_only, reversible or irreversible")
-    cost: Money | None = Field(raw(None), description="estimated dollars per call (the gateway reserves it)")
+    cost: Money | None = Field(None, description="estimated dollars per call (the gateway reserves it)")
 
 
 class BeforeRuleFormat(Section):
