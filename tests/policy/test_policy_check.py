@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from gatekeeper.cli.policy import policy
+from gatekeeper.cli.policy_commands import policy
 from gatekeeper.policy_files import policy_revision
 from tests.support.policy_texts import POLICIES
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from gatekeeper.cli.policy import policy
+from gatekeeper.cli.policy_commands import policy
 from gatekeeper.policy_files import load_policy_file, parse_policy, validate_policy_text
 from tests.support.policy_texts import POLICIES
 
