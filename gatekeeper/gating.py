@@ -46,7 +46,7 @@ from gatekeeper.core.gates import (
 from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.core.trajectory import judge
 from gatekeeper.errors import GatekeeperError, IllegalTransition, NotFound
-from gatekeeper.policies import LoadedPolicy
+from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.rollouts import transition
 from gatekeeper.services import Services
 from gatekeeper.sources import MetricsSource, SignalBatch, SignalRequest

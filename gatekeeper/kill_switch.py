@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from gatekeeper import rollouts
 from gatekeeper.core.kill_switch import trips, window_start
-from gatekeeper.policies import LoadedPolicy
+from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.store import runtime as store
 from gatekeeper.store.models import Agent, Rollout
 

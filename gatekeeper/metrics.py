@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 
 from gatekeeper.core import rollout as machine
-from gatekeeper.policies import PolicyStore
+from gatekeeper.policy_store import PolicyStore
 from gatekeeper.store.db import Database
 
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)

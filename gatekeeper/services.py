@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from gatekeeper.config import Settings
-from gatekeeper.policies import PolicyStore
+from gatekeeper.policy_store import PolicyStore
 from gatekeeper.store.db import Database
 
 

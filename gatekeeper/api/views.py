@@ -17,7 +17,7 @@ from gatekeeper.core import rollout as machine
 from gatekeeper.core.budgets import to_dollars
 from gatekeeper.core.policy import Policy
 from gatekeeper.errors import NotFound
-from gatekeeper.policies import LoadedPolicy, PolicyStore
+from gatekeeper.policy_store import LoadedPolicy, PolicyStore
 from gatekeeper.rollouts import status_of
 from gatekeeper.store import reads
 from gatekeeper.store import rollouts as store

@@ -9,7 +9,7 @@ from gatekeeper.cli.console import Console
 from gatekeeper.cli.demo import demo
 from gatekeeper.cli.lifecycle import register_lifecycle
 from gatekeeper.cli.ops import register_ops
-from gatekeeper.cli.policy import policy
+from gatekeeper.cli.policy_commands import policy
 from gatekeeper.cli.scheduler import scheduler
 from gatekeeper.cli.serve import serve
 

@@ -11,7 +11,7 @@ from sqlmodel import Session
 from gatekeeper.api.schemas import HistoryEntry, RolloutView
 from gatekeeper.api.views import history_entries
 from gatekeeper.core.policy import Policy, TierGate
-from gatekeeper.policies import PolicyStore
+from gatekeeper.policy_store import PolicyStore
 from gatekeeper.store import rollouts as store
 from gatekeeper.store.models import Agent
 from gatekeeper.web import charts, queries

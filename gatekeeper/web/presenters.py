@@ -17,7 +17,7 @@ from gatekeeper.core import rollout as machine
 from gatekeeper.core.policy import Policy
 from gatekeeper.core.rollout import Position, RolloutStatus
 from gatekeeper.errors import GatekeeperError, NotFound
-from gatekeeper.policies import LoadedPolicy, PolicyStore
+from gatekeeper.policy_store import LoadedPolicy, PolicyStore
 from gatekeeper.store import reads
 from gatekeeper.store import rollouts as store
 from gatekeeper.store.models import Agent, Approval

@@ -10,8 +10,8 @@ import pytest
 
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
 from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where, evaluate_tier_gate
-from gatekeeper.core.policy import parse_policy, validate_policy_text
 from gatekeeper.gating import evaluate_all
+from gatekeeper.policy_files import parse_policy, validate_policy_text
 from gatekeeper.services import Services
 from gatekeeper.sources import BuiltinSource, InMemorySource, SignalRequest
 from tests.conftest import REPO

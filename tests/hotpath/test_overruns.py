@@ -12,7 +12,7 @@ from flask import Flask
 
 from gatekeeper import gating
 from gatekeeper.core.gates import Counters, SourceStatus, TierSignals, Where, evaluate_tier_gate
-from gatekeeper.core.policy import parse_policy
+from gatekeeper.policy_files import parse_policy
 from gatekeeper.sources import BuiltinSource, PrometheusSource, SignalRequest
 from tests.conftest import svc
 from tests.hotpath.conftest import POLICY, Runtime, Served, counts
