@@ -245,3 +245,16 @@ def test_a_token_id_is_ascii_digits_within_int_range(app: Flask, client: FlaskCl
     assert answer.status_code == 404, answer.get_json()
     assert answer.get_json()["error"]["field"] == "token_id"
     assert tuple(counts(app, "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NOT NULL")) == (0,)
+
+
+def test_arguments_of_exactly_16_kib_are_stored_and_one_byte_more_refused(app: Flask, client: FlaskClient,
+                                                                         twin_agent: dict[str, str]) -> None:
+    session = client.post("/v1/sessions", json={"agent": "support-bot", "environment": "twin"}, headers=twin_agent)
+    body = {"session_id": session.get_json()["session_id"], "tool": "search_kb", "cost": 0.01}
+    fits = {"a": "é" * 4 + "a" * (16 * 1024 - 8 - 8)}  # canonical JSON is UTF-8: each "é" is 2 bytes
+    answer = client.post("/v1/decisions", json={**body, "arguments": fits}, headers=twin_agent)
+    assert answer.status_code == 200, answer.get_json()
+    stored = counts(app, "SELECT arguments FROM decisions WHERE id = :id", id=answer.get_json()["decision_id"])
+    assert len(stored[0].encode()) == 16 * 1024
+    refused = client.post("/v1/decisions", json={**body, "arguments": {"a": fits["a"] + "a"}}, headers=twin_agent)
+    assert refused.status_code == 400 and refused.get_json()["error"]["field"] == "arguments"
