@@ -258,3 +258,11 @@ def test_arguments_of_exactly_16_kib_are_stored_and_one_byte_more_refused(app: F
     assert len(stored[0].encode()) == 16 * 1024
     refused = client.post("/v1/decisions", json={**body, "arguments": {"a": fits["a"] + "a"}}, headers=twin_agent)
     assert refused.status_code == 400 and refused.get_json()["error"]["field"] == "arguments"
+
+
+def test_a_form_whose_content_length_is_not_ascii_digits_is_refused_not_a_500(client: FlaskClient) -> None:
+    """int() reads "²" as an error and "１" as 1: the guard takes ASCII digits only, whatever the server."""
+    for length in ("²", "１", "٣"):
+        answer = client.post("/login", data="username=a&password=b", content_type="application/x-www-form-urlencoded",
+                             environ_overrides={"CONTENT_LENGTH": length})
+        assert 400 <= answer.status_code < 500, (length, answer.status_code)
