@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import pybreaker
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from sqlalchemy import case
+from sqlalchemy import and_, case, or_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, func, select
 from urllib3.util.retry import Retry
@@ -385,7 +385,10 @@ def _short(exc: BaseException) -> str:
 
 
 class BuiltinSource:
-    """Compute the tier gate's numbers from sessions and decisions: live, non-mirrored candidate traffic."""
+    """Compute the tier gate's numbers from sessions and decisions: live, non-mirrored candidate traffic.
+
+    Every window is cut at its tier's start, as Prometheus's is: an earlier tier's traffic never counts.
+    """
 
     name = "builtin"
     PROMQL_NOTE = "PromQL checks need Prometheus: set GATEKEEPER_PROMETHEUS_URL"
@@ -401,7 +404,7 @@ class BuiltinSource:
         try:
             with self.db.reading() as session:
                 for window_s, group in _by_window(requests).items():
-                    signals.update(self._window(session, group, since=now - window_s, now=now))
+                    signals.update(self._window(session, group, since=_tier_starts(group, now - window_s), now=now))
                     queries += 3
                 comparing = [r for r in requests if r.compare]
                 if comparing:
@@ -417,7 +420,7 @@ class BuiltinSource:
         self._down_since = None
         return SignalBatch(SourceStatus(self.name), signals, queries)
 
-    def _window(self, session: Session, group: Sequence[SignalRequest], *, since: float, now: float
+    def _window(self, session: Session, group: Sequence[SignalRequest], *, since: Mapping[int, float], now: float
                 ) -> dict[Key, TierSignals]:
         ids = [r.rollout_id for r in group]
         sessions = _session_counts(session, ids, since=since, now=now)
@@ -436,25 +439,36 @@ class BuiltinSource:
         return out
 
 
+def _tier_starts(group: Sequence[SignalRequest], window_start: float) -> dict[int, float]:
+    """Map each rollout to where its window begins: the window's start, or its tier's start if later."""
+    return {r.rollout_id: max(window_start, r.tier_started_at if r.tier_started_at is not None else window_start)
+            for r in group}
+
+
+def _since(since: Mapping[int, float], column: Any) -> Any:
+    """Traffic of each rollout after its own window start (a tier's first instant counts, as in arm_traffic)."""
+    return or_(*(and_(col(AgentSession.rollout_id) == rid, column >= start) for rid, start in since.items()))
+
+
 def _live_candidate(ids: Sequence[int]) -> list[Any]:
     return [col(AgentSession.rollout_id).in_(ids), AgentSession.arm == "candidate",
             AgentSession.environment == "live", col(AgentSession.mirror_of).is_(None)]
 
 
-def _session_counts(session: Session, ids: Sequence[int], *, since: float, now: float
+def _session_counts(session: Session, ids: Sequence[int], *, since: Mapping[int, float], now: float
                     ) -> dict[int, tuple[int, int]]:
     query = (select(AgentSession.rollout_id, func.count(), func.coalesce(func.sum(AgentSession.spend_micros), 0))
-             .where(*_live_candidate(ids), AgentSession.started_at > since, AgentSession.started_at <= now)
+             .where(*_live_candidate(ids), _since(since, col(AgentSession.started_at)), AgentSession.started_at <= now)
              .group_by(col(AgentSession.rollout_id)))
     return {int(rid): (int(n), int(spend)) for rid, n, spend in session.exec(query) if rid is not None}
 
 
-def _decided(ids: Sequence[int], *, since: float, now: float) -> list[Any]:
-    return [col(Decision.rollout_id).in_(ids), Decision.arm == "candidate", col(Decision.outcome_at) > since,
+def _decided(ids: Sequence[int], *, since: Mapping[int, float], now: float) -> list[Any]:
+    return [col(Decision.rollout_id).in_(ids), Decision.arm == "candidate", _since(since, col(Decision.outcome_at)),
             col(Decision.outcome_at) <= now, *_live_candidate(ids)]
 
 
-def _outcome_counts(session: Session, ids: Sequence[int], *, since: float, now: float
+def _outcome_counts(session: Session, ids: Sequence[int], *, since: Mapping[int, float], now: float
                     ) -> dict[int, tuple[int, int, int]]:
     errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
     overruns = func.sum(case((col(Decision.overrun_micros) > 0, 1), else_=0))
@@ -464,7 +478,8 @@ def _outcome_counts(session: Session, ids: Sequence[int], *, since: float, now: 
     return {int(rid): (int(n), int(e), int(o)) for rid, n, e, o in session.exec(query) if rid is not None}
 
 
-def _latencies(session: Session, ids: Sequence[int], *, since: float, now: float) -> dict[int, list[float]]:
+def _latencies(session: Session, ids: Sequence[int], *, since: Mapping[int, float], now: float
+               ) -> dict[int, list[float]]:
     query = (select(Decision.rollout_id, Decision.latency_ms)
              .join(AgentSession, col(AgentSession.id) == Decision.session_id)
              .where(*_decided(ids, since=since, now=now), col(Decision.latency_ms).is_not(None)))

@@ -60,7 +60,8 @@ def _agent(name: str) -> dict[str, Any]:
         story = timeline(session, agent, policies=svc.policies,
                          page=_page(), include_gates=include_gates)
         rollout = view.status.rollout
-        graphs = rollout_charts(session, rollout, policy=view.policy, now=g.now) if rollout else ()
+        graphs = (rollout_charts(session, rollout, policy=view.policy, now=g.now,
+                                 report=None if view.superseded else view.report) if rollout else ())
         decision_ids = reads.decisions_of_approvals(session, [a.id for a in (*view.approvals, *view.decided)])
         environments = queries.session_environments(session, [a.session_id for a in view.approvals])
     user = current_user()
