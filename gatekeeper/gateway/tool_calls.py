@@ -1,0 +1,249 @@
+"""The gateway's MCP server side: every tools/call decided in the path, tools/list passed through.
+
+One MCP session is one Gatekeeper session, opened at its first request from who is calling (the
+agent token), `Gatekeeper-Session-Key` and `Gatekeeper-Environment` (headers on HTTP, environment
+variables on stdio), and ended when the MCP session closes. A candidate that must shadow a live
+session connects with the same session key and `Gatekeeper-Version: <candidate version>`: its calls
+are decided in the mirror session, so they are recorded as shadow and never reach an upstream.
+
+Verdicts: `allow` is forwarded to the session's upstream (twin sessions reach only the twin) and its
+outcome reported; `shadow` answers that the call was recorded; `deny` is a tool error carrying the
+decision's message; `approval_required` asks through elicitation when the client offers it (and
+runs the call once a person approved), else it is a tool error naming the approval. The same call
+(tool and arguments) sent again carries that approval, so it runs once when approved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+
+from gatekeeper.gateway.deciding import Decider, GatekeeperError, Opened, Ruling
+from gatekeeper.gateway.gateway_file import GatewayFile
+from gatekeeper.gateway.gateway_metrics import GatewayMetrics
+from gatekeeper.gateway.upstreams import UpstreamLink, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+COST_META_KEYS = ("gatekeeper/actual_cost", "cost")  # where an upstream may report a call's actual cost
+APPROVAL_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who opened an MCP session, and what they asked for."""
+
+    token: str | None
+    session_key: str | None = None
+    environment: str = "live"
+    version: str | None = None
+
+
+@dataclass
+class SessionState:
+    """What the gateway keeps per MCP session: its Gatekeeper session and approvals asked in it."""
+
+    opened: Opened
+    approvals: dict[tuple[str, str], str] = field(default_factory=dict)  # (tool, arguments) -> approval id
+
+
+def _arguments_key(tool: str, arguments: Mapping[str, Any] | None) -> tuple[str, str]:
+    return tool, json.dumps(arguments or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _text_result(text: str, *, error: bool, meta: dict[str, Any]) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=error,
+                                _meta={"gatekeeper": meta})
+
+
+class ToolGate:
+    """The gateway's handlers: sessions, tools/list and tools/call, over shared upstream links."""
+
+    def __init__(self, decider: Decider, file: GatewayFile, links: Mapping[tuple[str, str], UpstreamLink], *,
+                 metrics: GatewayMetrics, caller_of: Callable[[ServerRequestContext[Any, Any]], Caller],
+                 approval_wait_s: float = 0.0) -> None:
+        self.decider = decider
+        self.file = file
+        self.links = links
+        self.metrics = metrics
+        self.caller_of = caller_of
+        self.approval_wait_s = approval_wait_s
+        self.mirrors: dict[tuple[str, str], tuple[str, str]] = {}  # (agent, session key) -> (mirror id, version)
+        self._opening = anyio.Lock()
+
+    def server(self) -> Server[Any]:
+        """Return the lowlevel MCP server answering with these handlers."""
+        return Server("gatekeeper-gateway", version="1", on_list_tools=self.list_tools, on_call_tool=self.call_tool)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    async def state(self, ctx: ServerRequestContext[Any, Any]) -> SessionState:
+        """Return the MCP session's state, opening its Gatekeeper session at the first request."""
+        connection = ctx.session._connection  # noqa: SLF001 - the SDK's per-connection scratch state
+        found: SessionState | None = connection.state.get("gatekeeper")
+        if found is not None:
+            return found
+        async with self._opening:
+            found = connection.state.get("gatekeeper")
+            if found is None:
+                found = connection.state["gatekeeper"] = SessionState(await self._open(self.caller_of(ctx)))
+                connection.exit_stack.push_async_callback(self._closed, found.opened)
+        return found
+
+    async def _open(self, caller: Caller) -> Opened:
+        if caller.token is None:
+            raise GatekeeperError("no agent token: send Authorization: Bearer <agent token>")
+        agent = await anyio.to_thread.run_sync(self.decider.agent_of, caller.token)
+        if agent not in self.file.agents:
+            raise GatekeeperError(f"agent {agent!r} has no upstreams in the gateway file")
+        joined = self.mirrors.pop((agent, caller.session_key), None) if caller.session_key else None
+        if joined is not None and caller.version == joined[1]:
+            opened = await anyio.to_thread.run_sync(self.decider.mirror, agent, joined[0], joined[1])
+        else:
+            opened = await anyio.to_thread.run_sync(lambda: self.decider.open(
+                agent, session_key=caller.session_key, environment=caller.environment))
+            if opened.mirror_id and opened.mirror_version and caller.session_key:
+                self.mirrors[(agent, caller.session_key)] = (opened.mirror_id, opened.mirror_version)
+        self.metrics.sessions.labels(agent, opened.environment).inc()
+        return opened
+
+    async def _closed(self, opened: Opened) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.decider.close, opened.session_id, opened.agent)
+
+    # -- tools/list ------------------------------------------------------------------------
+
+    async def list_tools(self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+                         ) -> types.ListToolsResult:
+        """Pass the upstream's tools through, marking those this session's stage can never allow."""
+        state = await self.state(ctx)
+        link = self._link(state.opened)
+        try:
+            tools = await link.list_tools()
+        except UpstreamUnavailable as exc:
+            raise GatekeeperError(str(exc)) from None
+        policy = await anyio.to_thread.run_sync(self.decider.policy, state.opened.agent)
+        return types.ListToolsResult(tools=[self._marked(tool, self.decider.never_allowed(policy, state.opened,
+                                                                                            tool.name))
+                                            for tool in tools])
+
+    @staticmethod
+    def _marked(tool: types.Tool, why: str | None) -> types.Tool:
+        if why is None:
+            return tool
+        meta = dict(tool.meta or {})
+        meta["gatekeeper/never_allowed"] = why
+        description = f"{tool.description or ''}\n[gatekeeper: {why}]".strip()
+        return tool.model_copy(update={"description": description, "meta": meta})
+
+    # -- tools/call ------------------------------------------------------------------------
+
+    async def call_tool(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+                        ) -> types.CallToolResult:
+        """Decide the call, then forward, record, refuse or ask for approval by its verdict."""
+        state = await self.state(ctx)
+        opened, tool, arguments = state.opened, params.name, params.arguments or {}
+        key = _arguments_key(tool, arguments)
+        ruling = await self._decide(opened, tool, arguments, approval_id=state.approvals.get(key))
+        if ruling.verdict == "approval_required":
+            state.approvals[key] = ruling.approval_id or ""
+            ruling = await self._wait_for_approval(ctx, state, ruling, tool, arguments)
+        if ruling.approval_id and ruling.verdict == "allow":
+            state.approvals.pop(key, None)  # spent: the same call again needs a new approval
+        self.metrics.calls.labels(opened.agent, opened.environment, ruling.verdict).inc()
+        if ruling.verdict == "allow":
+            return await self._forward(opened, ruling, tool, arguments)
+        meta = {"verdict": ruling.verdict, "reason": ruling.reason, "decision_id": ruling.decision_id}
+        if ruling.approval_id:
+            meta["approval_id"] = ruling.approval_id
+        if ruling.verdict == "shadow":
+            return _text_result(f"Recorded, not run: {ruling.message}", error=False, meta=meta)
+        return _text_result(ruling.message, error=True, meta=meta)
+
+    async def _decide(self, opened: Opened, tool: str, arguments: Mapping[str, Any], *,
+                      approval_id: str | None) -> Ruling:
+        try:
+            return await anyio.to_thread.run_sync(lambda: self.decider.decide(opened, tool, arguments,
+                                                                              approval_id=approval_id))
+        except GatekeeperError as exc:
+            raise GatekeeperError(f"the gatekeeper refused the call: {exc.message}") from None
+
+    async def _wait_for_approval(self, ctx: ServerRequestContext[Any, Any], state: SessionState, ruling: Ruling,
+                                 tool: str, arguments: Mapping[str, Any]) -> Ruling:
+        """Ask through elicitation (when offered) and decide again once the approval is settled."""
+        approval_id = ruling.approval_id or ""
+        if not _can_elicit(ctx):
+            return ruling
+        answer = await ctx.session.elicit_form(
+            f"{ruling.message} ({tool}; approval {approval_id}). Accept once a person has approved it in "
+            "Gatekeeper to run the call now; decline to drop it.",
+            {"type": "object", "properties": {}}, related_request_id=ctx.request_id)
+        if answer.action != "accept":
+            return ruling
+        await self._settled(approval_id)
+        return await self._decide(state.opened, tool, arguments, approval_id=approval_id)
+
+    async def _settled(self, approval_id: str) -> None:
+        deadline = time.monotonic() + self.approval_wait_s
+        while True:
+            found = await anyio.to_thread.run_sync(self.decider.approval_state, approval_id)
+            if found != "pending" or time.monotonic() >= deadline:
+                return
+            await anyio.sleep(APPROVAL_POLL_S)
+
+    async def _forward(self, opened: Opened, ruling: Ruling, tool: str, arguments: Mapping[str, Any]
+                       ) -> types.CallToolResult:
+        link = self._link(opened)
+        started = time.perf_counter()
+        try:
+            result = await link.call(tool, arguments)
+        except UpstreamUnavailable as exc:
+            await self._report(opened, ruling, status="error", started=started, actual=None, kind="unavailable")
+            return _text_result(f"The tool could not be reached: {exc}", error=True,
+                                meta={"verdict": "allow", "decision_id": ruling.decision_id, "upstream_error": True})
+        status = "error" if result.is_error else "ok"
+        await self._report(opened, ruling, status=status, started=started, actual=_actual_cost(result),
+                           kind="tool_error" if result.is_error else None)
+        return result
+
+    async def _report(self, opened: Opened, ruling: Ruling, *, status: str, started: float, actual: float | None,
+                      kind: str | None) -> None:
+        seconds = time.perf_counter() - started
+        name = f"{opened.agent}/{'twin' if opened.environment == 'twin' else 'live'}"
+        self.metrics.upstream_latency.labels(name).observe(seconds)
+        if kind is not None:
+            self.metrics.upstream_errors.labels(name, kind).inc()
+        report: Callable[[], bool] = lambda: self.decider.report(  # noqa: E731
+            ruling, opened.agent, status=status, latency_ms=seconds * 1000, actual_cost=actual)
+        try:
+            await anyio.to_thread.run_sync(report)
+        except GatekeeperError as exc:
+            log.warning("could not report the outcome of decision %s: %s", ruling.decision_id, exc.message)
+
+    def _link(self, opened: Opened) -> UpstreamLink:
+        return self.links[(opened.agent, "twin" if opened.environment == "twin" else "live")]
+
+
+def _can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
+    capabilities = ctx.session.client_capabilities
+    return capabilities is not None and capabilities.elicitation is not None
+
+
+def _actual_cost(result: types.CallToolResult) -> float | None:
+    meta = result.meta or {}
+    for key in COST_META_KEYS:
+        value = meta.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    return None
+
+
+Handler = Callable[..., Awaitable[Any]]
