@@ -35,6 +35,7 @@ from gatekeeper.gateway.upstreams import UpstreamLink, UpstreamUnavailable
 log = logging.getLogger(__name__)
 COST_META_KEYS = ("gatekeeper/actual_cost", "cost")  # where an upstream may report a call's actual cost
 APPROVAL_POLL_S = 0.2
+MAX_WAITING_MIRRORS = 10_000  # mirrors whose candidate has not connected yet; the oldest are forgotten first
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class ToolGate:
             opened = await anyio.to_thread.run_sync(lambda: self.decider.open(
                 agent, session_key=caller.session_key, environment=caller.environment))
             if opened.mirror_id and opened.mirror_version and caller.session_key:
+                if len(self.mirrors) >= MAX_WAITING_MIRRORS:
+                    self.mirrors.pop(next(iter(self.mirrors)))
                 self.mirrors[(agent, caller.session_key)] = (opened.mirror_id, opened.mirror_version)
         self.metrics.sessions.labels(agent, opened.environment).inc()
         return opened

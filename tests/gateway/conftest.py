@@ -1,7 +1,7 @@
-"""Fixtures of the gateway tests: one real database, two real upstreams and one real gateway per module.
+"""Fixtures of the gateway tests: one real database, two real upstreams and one real gateway for the run.
 
 Each test takes its own agent (`world.agent(stage)`), registered with stable v1 and a v2 rollout
-walked up to the stage it needs, and an agent token; the module's processes are shared, so the
+walked up to the stage it needs, and an agent token; the processes are shared, so the
 tests stay fast.
 """
 
@@ -85,7 +85,7 @@ class World:
         return Agent(name, rollout_id, token)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A database, a live and a twin upstream, and `gatekeeper gateway` in front of them."""
     workdir = tmp_path_factory.mktemp("gateway")
