@@ -2,15 +2,22 @@
 
 One MCP session is one Gatekeeper session, opened at its first request from who is calling (the
 agent token), `Gatekeeper-Session-Key` and `Gatekeeper-Environment` (headers on HTTP, environment
-variables on stdio), and ended when the MCP session closes. A candidate that must shadow a live
-session connects with the same session key and `Gatekeeper-Version: <candidate version>`: its calls
-are decided in the mirror session, so they are recorded as shadow and never reach an upstream.
+variables on stdio), and ended when the MCP session closes. The 2026-07-28 protocol has no MCP
+session (each request is its own exchange), so there the session key is required and names the
+Gatekeeper session: requests with the same token, key, environment and version share one.
+
+A candidate that must shadow a live session connects with the same session key and
+`Gatekeeper-Version: <candidate version>`: its calls are decided in the mirror session, so they are
+recorded as shadow and never reach an upstream.
 
 Verdicts: `allow` is forwarded to the session's upstream (twin sessions reach only the twin) and its
 outcome reported; `shadow` answers that the call was recorded; `deny` is a tool error carrying the
 decision's message; `approval_required` asks through elicitation when the client offers it (and
-runs the call once a person approved), else it is a tool error naming the approval. The same call
-(tool and arguments) sent again carries that approval, so it runs once when approved.
+runs the call once a person approved), else it is a tool error naming the approval. Elicitation
+works on both protocol versions, as the SDK's resolve/elicit pattern does: a mid-call
+`elicitation/create` request up to 2025-11-25, and on 2026-07-28 (no back-channel) an
+`InputRequiredResult` whose answer comes back with the client's retry of the same call. The same
+call (tool and arguments) sent again carries that approval, so it runs once when approved.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gatekeeper.gateway.deciding import Decider, GatekeeperError, Opened, Ruling
 from gatekeeper.gateway.gateway_file import GatewayFile
@@ -36,6 +46,8 @@ log = logging.getLogger(__name__)
 COST_META_KEYS = ("gatekeeper/actual_cost", "cost")  # where an upstream may report a call's actual cost
 APPROVAL_POLL_S = 0.2
 MAX_WAITING_MIRRORS = 10_000  # mirrors whose candidate has not connected yet; the oldest are forgotten first
+MAX_ENVELOPE_SESSIONS = 10_000  # 2026-07-28 sessions kept by key; the least recently used are forgotten first
+APPROVAL_INPUT = "gatekeeper_approval"  # the key of the approval question in an InputRequiredResult
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class ToolGate:
         self.caller_of = caller_of
         self.approval_wait_s = approval_wait_s
         self.mirrors: dict[tuple[str, str], tuple[str, str]] = {}  # (agent, session key) -> (mirror id, version)
+        self.envelopes: dict[tuple[str | None, ...], SessionState] = {}  # 2026-07-28: sessions by caller
         self._opening = anyio.Lock()
 
     def server(self) -> Server[Any]:
@@ -88,6 +101,8 @@ class ToolGate:
 
     async def state(self, ctx: ServerRequestContext[Any, Any]) -> SessionState:
         """Return the MCP session's state, opening its Gatekeeper session at the first request."""
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return await self._envelope_state(self.caller_of(ctx))
         connection = ctx.session._connection  # noqa: SLF001 - the SDK's per-connection scratch state
         found: SessionState | None = connection.state.get("gatekeeper")
         if found is not None:
@@ -99,12 +114,31 @@ class ToolGate:
                 connection.exit_stack.push_async_callback(self._closed, found.opened)
         return found
 
+    async def _envelope_state(self, caller: Caller) -> SessionState:
+        if not caller.session_key:
+            raise refused("the 2026-07-28 protocol has no MCP session: send Gatekeeper-Session-Key to name the "
+                          "Gatekeeper session these calls belong to")
+        key = (caller.token, caller.session_key, caller.environment, caller.version)
+        found = self.envelopes.pop(key, None)
+        if found is None:
+            async with self._opening:
+                found = self.envelopes.pop(key, None) or SessionState(await self._open(caller))
+        self.envelopes[key] = found  # most recently used last
+        if len(self.envelopes) > MAX_ENVELOPE_SESSIONS:
+            self.envelopes.pop(next(iter(self.envelopes)))
+        return found
+
     async def _open(self, caller: Caller) -> Opened:
         if caller.token is None:
-            raise GatekeeperError("no agent token: send Authorization: Bearer <agent token>")
-        agent = await anyio.to_thread.run_sync(self.decider.agent_of, caller.token)
+            raise refused("no agent token: send Authorization: Bearer <agent token>")
+        try:
+            return await self._open_as(await anyio.to_thread.run_sync(self.decider.agent_of, caller.token), caller)
+        except GatekeeperError as exc:
+            raise refused(f"the gatekeeper refused the session: {exc.message}") from None
+
+    async def _open_as(self, agent: str, caller: Caller) -> Opened:
         if agent not in self.file.agents:
-            raise GatekeeperError(f"agent {agent!r} has no upstreams in the gateway file")
+            raise refused(f"agent {agent!r} has no upstreams in the gateway file")
         joined = self.mirrors.pop((agent, caller.session_key), None) if caller.session_key else None
         if joined is not None and caller.version == joined[1]:
             opened = await anyio.to_thread.run_sync(self.decider.mirror, agent, joined[0], joined[1])
@@ -132,7 +166,7 @@ class ToolGate:
         try:
             tools = await link.list_tools()
         except UpstreamUnavailable as exc:
-            raise GatekeeperError(str(exc)) from None
+            raise MCPError(INTERNAL_ERROR, str(exc)) from None
         policy = await anyio.to_thread.run_sync(self.decider.policy, state.opened.agent)
         return types.ListToolsResult(tools=[self._marked(tool, self.decider.never_allowed(policy, state.opened,
                                                                                             tool.name))
@@ -150,7 +184,7 @@ class ToolGate:
     # -- tools/call ------------------------------------------------------------------------
 
     async def call_tool(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-                        ) -> types.CallToolResult:
+                        ) -> types.CallToolResult | types.InputRequiredResult:
         """Decide the call, then forward, record, refuse or ask for approval by its verdict."""
         state = await self.state(ctx)
         opened, tool, arguments = state.opened, params.name, params.arguments or {}
@@ -158,7 +192,13 @@ class ToolGate:
         ruling = await self._decide(opened, tool, arguments, approval_id=state.approvals.get(key))
         if ruling.verdict == "approval_required":
             state.approvals[key] = ruling.approval_id or ""
-            ruling = await self._wait_for_approval(ctx, state, ruling, tool, arguments)
+            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                asked = await self._input_required(ctx, params, state, ruling)
+                if isinstance(asked, types.InputRequiredResult):
+                    return asked
+                ruling = asked
+            else:
+                ruling = await self._wait_for_approval(ctx, state, ruling, tool, arguments)
         if ruling.approval_id and ruling.verdict == "allow":
             state.approvals.pop(key, None)  # spent: the same call again needs a new approval
         self.metrics.calls.labels(opened.agent, opened.environment, ruling.verdict).inc()
@@ -177,7 +217,23 @@ class ToolGate:
             return await anyio.to_thread.run_sync(lambda: self.decider.decide(opened, tool, arguments,
                                                                               approval_id=approval_id))
         except GatekeeperError as exc:
-            raise GatekeeperError(f"the gatekeeper refused the call: {exc.message}") from None
+            raise refused(f"the gatekeeper refused the call: {exc.message}") from None
+
+    async def _input_required(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams,
+                              state: SessionState, ruling: Ruling) -> Ruling | types.InputRequiredResult:
+        """2026-07-28: ask in an InputRequiredResult; on the retry carrying the answer, decide again."""
+        answer = (params.input_responses or {}).get(APPROVAL_INPUT)
+        if answer is None:
+            if not _can_elicit(ctx):
+                return ruling
+            request = types.ElicitRequest(params=types.ElicitRequestFormParams(
+                message=_approval_question(ruling, params.name), requested_schema={"type": "object", "properties": {}}))
+            return types.InputRequiredResult(input_requests={APPROVAL_INPUT: request},
+                                             request_state=json.dumps({"approval_id": ruling.approval_id}))
+        if not isinstance(answer, types.ElicitResult) or answer.action != "accept":
+            return ruling
+        await self._settled(ruling.approval_id or "")
+        return await self._decide(state.opened, params.name, params.arguments or {}, approval_id=ruling.approval_id)
 
     async def _wait_for_approval(self, ctx: ServerRequestContext[Any, Any], state: SessionState, ruling: Ruling,
                                  tool: str, arguments: Mapping[str, Any]) -> Ruling:
@@ -185,10 +241,8 @@ class ToolGate:
         approval_id = ruling.approval_id or ""
         if not _can_elicit(ctx):
             return ruling
-        answer = await ctx.session.elicit_form(
-            f"{ruling.message} ({tool}; approval {approval_id}). Accept once a person has approved it in "
-            "Gatekeeper to run the call now; decline to drop it.",
-            {"type": "object", "properties": {}}, related_request_id=ctx.request_id)
+        answer = await ctx.session.elicit_form(_approval_question(ruling, tool), {"type": "object", "properties": {}},
+                                               related_request_id=ctx.request_id)
         if answer.action != "accept":
             return ruling
         await self._settled(approval_id)
@@ -233,6 +287,16 @@ class ToolGate:
 
     def _link(self, opened: Opened) -> UpstreamLink:
         return self.links[(opened.agent, "twin" if opened.environment == "twin" else "live")]
+
+
+def refused(message: str) -> MCPError:
+    """Return the JSON-RPC error the client sees for a request the gateway cannot serve (its message kept)."""
+    return MCPError(INVALID_REQUEST, message)
+
+
+def _approval_question(ruling: Ruling, tool: str) -> str:
+    return (f"{ruling.message} ({tool}; approval {ruling.approval_id}). Accept once a person has approved it in "
+            "Gatekeeper to run the call now; decline to drop it.")
 
 
 def _can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:

@@ -8,11 +8,14 @@ from typing import Any
 import anyio
 import mcp_types as types
 import requests
+from sqlmodel import select
 
 from gatekeeper import approvals
+from gatekeeper.store.models import Agent as AgentModel
+from gatekeeper.store.models import AgentSession
 from gatekeeper.store.runtime import list_approvals
 from tests.gateway.conftest import World
-from tests.support.mcp_gateway import connect, effects
+from tests.support.mcp_gateway import connect, connect_modern, effects
 
 
 def _text(result: types.CallToolResult) -> str:
@@ -128,3 +131,42 @@ def test_elicitation_waits_for_the_approval_and_changed_arguments_need_a_new_one
                   if e["arguments"].get("agent") == agent.name]
     assert recipients == ["ana@example.com", "bob@example.com"]  # each set of arguments approved on its own
     assert declined.is_error and _verdict(declined)["verdict"] == "approval_required"
+
+
+def test_a_2026_07_28_client_gets_its_approval_through_input_required(world: World) -> None:
+    agent = world.agent("canary")
+    asked: list[str] = []
+
+    async def approve_then_accept(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        with world.svc.db.reading() as db:
+            pending = [a.id for a in list_approvals(db, state="pending") if agent.name in (a.arguments or "")]
+        for approval_id in pending:
+            await anyio.to_thread.run_sync(lambda a=approval_id: approvals.approve(
+                world.svc, a, actor="rm", reason="ok", now=time.time()))
+        return types.ElicitResult(action="accept", content={})
+
+    async def main() -> tuple[list[types.CallToolResult], str]:
+        key = agent.key(candidate=True)
+        async with connect_modern(world.gateway_url, agent.token, session_key=key,
+                                  elicitation=approve_then_accept) as client:
+            assert client.protocol_version == "2026-07-28"
+            results = [await client.call_tool("search_kb", {"agent": agent.name}),
+                       await client.call_tool("send_email", {"to": "ana@example.com", "agent": agent.name})]
+        async with connect_modern(world.gateway_url, agent.token) as client:
+            try:
+                await client.call_tool("search_kb", {"agent": agent.name})
+                refused = ""
+            except Exception as exc:  # noqa: BLE001 - the SDK's MCPError
+                refused = str(exc)
+        return results, refused
+
+    (searched, sent), refused = anyio.run(main)
+    assert not searched.is_error and not sent.is_error and len(asked) == 1
+    reached = [e["tool"] for e in effects(world.live_effects) if e["arguments"].get("agent") == agent.name]
+    assert reached == ["search_kb", "send_email"]
+    with world.svc.db.reading() as db:  # both calls were decided in one Gatekeeper session
+        calls = [row.tool_calls for row in db.exec(select(AgentSession).join(AgentModel)
+                                                   .where(AgentModel.name == agent.name))]
+    assert calls == [2]
+    assert "Gatekeeper-Session-Key" in refused

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx2
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.processes import stop_group, wait_ready
@@ -115,6 +115,19 @@ async def connect(url: str, token: str | None, *, session_key: str | None = None
                                                                 elicitation_callback=elicitation))
         await session.initialize()
         yield session
+
+
+@asynccontextmanager
+async def connect_modern(url: str, token: str, *, session_key: str | None = None, elicitation: Any = None
+                         ) -> AsyncIterator[Client]:
+    """Open a 2026-07-28 client (no MCP session: every request is its own exchange) through the gateway."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if session_key is not None:
+        headers["Gatekeeper-Session-Key"] = session_key
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(10, read=60)) as http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode="2026-07-28", elicitation_callback=elicitation) as client:
+            yield client
 
 
 def effects(path: Path) -> list[dict[str, Any]]:
