@@ -10,7 +10,6 @@ asyncio side calls it in worker threads.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from gatekeeper.store.tokens import find_token
 
 __all__ = ["ConfigError", "Decider", "GatekeeperError", "Opened", "Ruling", "Settings", "parse_duration"]
 TOKEN_CACHE_S = 5.0  # a revoked agent token is refused by new MCP sessions within this long
+BINDING_CACHE_S = 2.0  # an agent bound to another policy is decided by it within this long
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Decider:
         self.metrics = Metrics(registry or CollectorRegistry())
         self._tokens: dict[str, tuple[float, str | None]] = {}
         self._costs: dict[tuple[str, str], Mapping[str, int]] = {}
-        self._lock = threading.Lock()
+        self._bindings: dict[str, tuple[float, str]] = {}
 
     # -- who is calling --------------------------------------------------------------------
 
@@ -148,9 +148,12 @@ class Decider:
 
     def policy(self, agent: str) -> Policy:
         """Return the policy the agent is bound to, from the process's policy snapshot."""
-        with self.svc.db.reading() as db:
-            bound = get_agent(db, agent).policy
-        return self.svc.policies.get(bound).policy
+        now = time.monotonic()
+        hit = self._bindings.get(agent)
+        if hit is None or now - hit[0] >= BINDING_CACHE_S:
+            with self.svc.db.reading() as db:
+                hit = self._bindings[agent] = (now, get_agent(db, agent).policy)
+        return self.svc.policies.get(hit[1]).policy
 
     def cost_micros(self, policy: Policy, tool: str) -> int:
         """Return the policy's cost estimate per call of a tool (0 when it names none)."""
