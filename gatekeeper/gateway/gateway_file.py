@@ -142,5 +142,8 @@ def load_gateway_file(path: str | os.PathLike[str], *, environ: Mapping[str, str
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None
-    found.check_environment(os.environ if environ is None else environ)
+    try:
+        found.check_environment(os.environ if environ is None else environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from None
     return found
