@@ -111,19 +111,23 @@ async def serve_http(gate: ToolGate, *, registry: CollectorRegistry, host: str, 
     """Serve streamable HTTP until cancelled or stopped by a signal."""
     app = http_app(gate, registry=registry, host=host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
-    async with anyio.create_task_group() as tasks:
+    async with anyio.create_task_group() as tasks, anyio.create_task_group() as reports:
         for link in gate.links.values():
             tasks.start_soon(link.run)
+        gate.background = reports
         await server.serve()
         tasks.cancel_scope.cancel()
+    gate.background = None
 
 
 async def serve_stdio(gate: ToolGate) -> None:
     """Serve one MCP session on stdin/stdout until the agent closes it."""
     server = gate.server()
-    async with anyio.create_task_group() as tasks:
+    async with anyio.create_task_group() as tasks, anyio.create_task_group() as reports:
         for link in gate.links.values():
             tasks.start_soon(link.run)
+        gate.background = reports
         async with stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())
         tasks.cancel_scope.cancel()
+    gate.background = None

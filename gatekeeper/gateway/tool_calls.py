@@ -25,12 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import mcp_types as types
+from anyio.abc import TaskGroup
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
@@ -66,6 +67,13 @@ class SessionState:
 
     opened: Opened
     approvals: dict[tuple[str, str], str] = field(default_factory=dict)  # (tool, arguments) -> approval id
+    reporting: list[anyio.Event] = field(default_factory=list)  # outcomes still being written
+
+    async def reported(self) -> None:
+        """Wait until every outcome of this session's earlier calls is written."""
+        while self.reporting:
+            await self.reporting[0].wait()
+            self.reporting.pop(0)
 
 
 def _arguments_key(tool: str, arguments: Mapping[str, Any] | None) -> tuple[str, str]:
@@ -92,6 +100,7 @@ class ToolGate:
         self.mirrors: dict[tuple[str, str], tuple[str, str]] = {}  # (agent, session key) -> (mirror id, version)
         self.envelopes: dict[tuple[str | None, ...], SessionState] = {}  # 2026-07-28: sessions by caller
         self._opening = anyio.Lock()
+        self.background: TaskGroup | None = None  # set by the transport: outcomes are written after the answer
 
     def server(self) -> Server[Any]:
         """Return the lowlevel MCP server answering with these handlers."""
@@ -111,7 +120,7 @@ class ToolGate:
             found = connection.state.get("gatekeeper")
             if found is None:
                 found = connection.state["gatekeeper"] = SessionState(await self._open(self.caller_of(ctx)))
-                connection.exit_stack.push_async_callback(self._closed, found.opened)
+                connection.exit_stack.push_async_callback(self._closed, found)
         return found
 
     async def _envelope_state(self, caller: Caller) -> SessionState:
@@ -152,9 +161,10 @@ class ToolGate:
         self.metrics.sessions.labels(agent, opened.environment).inc()
         return opened
 
-    async def _closed(self, opened: Opened) -> None:
+    async def _closed(self, state: SessionState) -> None:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.decider.close, opened.session_id, opened.agent)
+            await state.reported()
+            await anyio.to_thread.run_sync(self.decider.close, state.opened.session_id, state.opened.agent)
 
     # -- tools/list ------------------------------------------------------------------------
 
@@ -187,6 +197,7 @@ class ToolGate:
                         ) -> types.CallToolResult | types.InputRequiredResult:
         """Decide the call, then forward, record, refuse or ask for approval by its verdict."""
         state = await self.state(ctx)
+        await state.reported()  # the kill switch and caps judge this call after the session's earlier outcomes
         opened, tool, arguments = state.opened, params.name, params.arguments or {}
         key = _arguments_key(tool, arguments)
         ruling = await self._decide(opened, tool, arguments, approval_id=state.approvals.get(key))
@@ -203,7 +214,7 @@ class ToolGate:
             state.approvals.pop(key, None)  # spent: the same call again needs a new approval
         self.metrics.calls.labels(opened.agent, opened.environment, ruling.verdict).inc()
         if ruling.verdict == "allow":
-            return await self._forward(opened, ruling, tool, arguments)
+            return await self._forward(state, ruling, tool, arguments)
         meta = {"verdict": ruling.verdict, "reason": ruling.reason, "decision_id": ruling.decision_id}
         if ruling.approval_id:
             meta["approval_id"] = ruling.approval_id
@@ -256,34 +267,49 @@ class ToolGate:
                 return
             await anyio.sleep(APPROVAL_POLL_S)
 
-    async def _forward(self, opened: Opened, ruling: Ruling, tool: str, arguments: Mapping[str, Any]
+    async def _forward(self, state: SessionState, ruling: Ruling, tool: str, arguments: Mapping[str, Any]
                        ) -> types.CallToolResult:
-        link = self._link(opened)
+        link = self._link(state.opened)
         started = time.perf_counter()
         try:
             result = await link.call(tool, arguments)
         except UpstreamUnavailable as exc:
-            await self._report(opened, ruling, status="error", started=started, actual=None, kind="unavailable")
+            await self._report(state, ruling, status="error", seconds=time.perf_counter() - started, actual=None,
+                               kind="unavailable")
             return _text_result(f"The tool could not be reached: {exc}", error=True,
                                 meta={"verdict": "allow", "decision_id": ruling.decision_id, "upstream_error": True})
         status = "error" if result.is_error else "ok"
-        await self._report(opened, ruling, status=status, started=started, actual=_actual_cost(result),
-                           kind="tool_error" if result.is_error else None)
+        await self._report(state, ruling, status=status, seconds=time.perf_counter() - started,
+                           actual=_actual_cost(result), kind="tool_error" if result.is_error else None)
         return result
 
-    async def _report(self, opened: Opened, ruling: Ruling, *, status: str, started: float, actual: float | None,
-                      kind: str | None) -> None:
-        seconds = time.perf_counter() - started
+    async def _report(self, state: SessionState, ruling: Ruling, *, status: str, seconds: float,
+                      actual: float | None, kind: str | None) -> None:
+        """Count the upstream's answer and write the outcome: after the answer when the transport allows."""
+        opened = state.opened
         name = f"{opened.agent}/{'twin' if opened.environment == 'twin' else 'live'}"
         self.metrics.upstream_latency.labels(name).observe(seconds)
         if kind is not None:
             self.metrics.upstream_errors.labels(name, kind).inc()
         report: Callable[[], bool] = lambda: self.decider.report(  # noqa: E731
             ruling, opened.agent, status=status, latency_ms=seconds * 1000, actual_cost=actual)
+        if self.background is None:
+            await self._write(report, ruling)
+            return
+        done = anyio.Event()
+        state.reporting.append(done)
+        self.background.start_soon(self._write, report, ruling, done)
+
+    @staticmethod
+    async def _write(report: Callable[[], bool], ruling: Ruling, done: anyio.Event | None = None) -> None:
         try:
-            await anyio.to_thread.run_sync(report)
+            with anyio.CancelScope(shield=True):  # an acknowledged call's outcome is never dropped at shutdown
+                await anyio.to_thread.run_sync(report)
         except GatekeeperError as exc:
             log.warning("could not report the outcome of decision %s: %s", ruling.decision_id, exc.message)
+        finally:
+            if done is not None:
+                done.set()
 
     def _link(self, opened: Opened) -> UpstreamLink:
         return self.links[(opened.agent, "twin" if opened.environment == "twin" else "live")]
@@ -313,4 +339,3 @@ def _actual_cost(result: types.CallToolResult) -> float | None:
     return None
 
 
-Handler = Callable[..., Awaitable[Any]]
