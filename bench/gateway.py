@@ -7,10 +7,11 @@ Starts a real upstream MCP server (streamable HTTP, `tests/support/mcp_upstream.
 is decided `allow`, forwarded and its outcome reported), and FastMCP's `create_proxy` over one
 shared, connected upstream client (the mainstream Python pass-through). Then, in alternating
 rounds, 1 and 8 concurrent `ClientSession`s call `echo` through each path and it prints p50/p99,
-calls/s, and the CPU time the gateway and proxy processes spent per call; finally it opens
-`--idle` MCP sessions through the gateway (each makes one call, so its Gatekeeper session exists)
-and prints the gateway's resident memory growth per idle session. Targets (issue 14): added p50 at
-1 client ≤ 1.5 ms, CPU per call ≤ 1.5 ms, at least 2x below the proxy; ≤ 100 KB per idle session.
+calls/s, and the CPU time the serving process spent per call (direct: the upstream's own); finally
+it opens `--idle` MCP sessions on each path (each makes one call, so through the gateway its
+Gatekeeper session exists) and prints the serving process's resident memory growth per session.
+Targets (issue 14): added p50 at 1 client ≤ 1.5 ms, CPU per call ≤ 1.5 ms, at least 2x below the
+proxy; ≤ 100 KB per idle session.
 """
 
 from __future__ import annotations
@@ -153,15 +154,15 @@ async def measure(paths: dict[str, tuple[str, str | None, int | None]], *, round
             for name, (url, token, pid) in paths.items():
                 before = _cpu(pid)
                 latencies, seconds = await _round(url, token, clients=clients, calls=per_client)
-                cpu = _cpu(pid) - before
+                cpu = _cpu(pid) - before  # direct: the upstream's own CPU, the floor every path pays
                 found.setdefault((name, clients), []).append({
                     "p50": _quantile(latencies, 0.5) * 1000, "p99": _quantile(latencies, 0.99) * 1000,
                     "rate": len(latencies) / seconds, "cpu": cpu / (len(latencies) + clients * 2) * 1000})
     return found
 
 
-async def idle_memory(url: str, token: str, pid: int, *, sessions: int) -> tuple[float, float]:
-    """Open `sessions` MCP sessions through the gateway and keep them idle; return RSS before and after (MB)."""
+async def idle_memory(url: str, token: str | None, pid: int, *, sessions: int) -> tuple[float, float]:
+    """Open `sessions` MCP sessions on a path and keep them idle; return the process's RSS before and after (MB)."""
     import psutil
 
     process = psutil.Process(pid)
@@ -221,15 +222,15 @@ def main() -> None:
             processes.append(_spawn([sys.executable, __file__, "--proxy", upstream, str(px_port)], {},
                                     workdir / "px.log"))
             _wait(f"http://127.0.0.1:{px_port}/mcp", processes[-1], workdir / "px.log")
-            paths = {"direct": (upstream, None, None),
+            paths = {"direct": (upstream, None, processes[0].pid),
                      "gateway": (f"http://127.0.0.1:{gw_port}/mcp", token, gateway_pid),
                      "proxy": (f"http://127.0.0.1:{px_port}/mcp", None, processes[-1].pid)}
             report(asyncio.run(measure(paths, rounds=args.rounds, calls=args.calls)))
-            if args.idle:
-                before, after = asyncio.run(idle_memory(paths["gateway"][0], token, gateway_pid,
-                                                        sessions=args.idle))
-                print(f"{args.idle} idle sessions: gateway RSS {before:.1f} MB -> {after:.1f} MB, "
-                      f"{(after - before) * 1000 / args.idle:.1f} KB per session (target <= 100 KB)")
+            for name, (url, auth, pid) in paths.items() if args.idle else ():
+                assert pid is not None
+                before, after = asyncio.run(idle_memory(url, auth, pid, sessions=args.idle))
+                print(f"{args.idle} idle sessions {name}: RSS {before:.1f} MB -> {after:.1f} MB, "
+                      f"{(after - before) * 1000 / args.idle:.1f} KB per session (gateway target <= 100 KB)")
         finally:
             for process in processes:
                 process.terminate()
