@@ -14,7 +14,9 @@ import click
 @click.option("--bind", default="127.0.0.1:8787", show_default=True, help="HOST:PORT for streamable HTTP (/mcp).")
 @click.option("--approval-wait", default=0.0, show_default=True, type=click.FloatRange(0, 3600),
               help="Seconds an elicited approval is polled for after the user accepts, before the call is refused.")
-def gateway(config_path: str, stdio: bool, bind: str, approval_wait: float) -> None:
+@click.option("--otel", is_flag=True,
+              help="Keep the MCP SDK's OpenTelemetry span per message (off by default: it costs CPU per call).")
+def gateway(config_path: str, stdio: bool, bind: str, approval_wait: float, otel: bool) -> None:
     """Serve MCP to agents, deciding every tools/call through this deployment's Gatekeeper."""
     import anyio
     from prometheus_client import CollectorRegistry
@@ -29,7 +31,7 @@ def gateway(config_path: str, stdio: bool, bind: str, approval_wait: float) -> N
         decider = Decider(Settings.from_env(), registry=(registry := CollectorRegistry()))
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
-    gate = build_gate(decider, file, registry=registry, stdio=stdio, approval_wait_s=approval_wait)
+    gate = build_gate(decider, file, registry=registry, stdio=stdio, approval_wait_s=approval_wait, otel=otel)
     try:
         if stdio:
             anyio.run(serve_stdio, gate)

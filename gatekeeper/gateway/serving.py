@@ -99,12 +99,13 @@ def http_app(gate: ToolGate, *, registry: CollectorRegistry, host: str) -> ASGIA
 
 
 def build_gate(decider: Decider, file: GatewayFile, *, registry: CollectorRegistry, stdio: bool,
-               environ: Mapping[str, str] | None = None, approval_wait_s: float = 0.0) -> ToolGate:
+               environ: Mapping[str, str] | None = None, approval_wait_s: float = 0.0, otel: bool = False
+               ) -> ToolGate:
     """Wire the gate: links to every upstream, metrics on the registry, how callers are identified."""
     env = os.environ if environ is None else environ
     caller_of = (lambda ctx: stdio_caller(env)) if stdio else http_caller
     return ToolGate(decider, file, build_links(file, environ=env), metrics=GatewayMetrics(registry),
-                    caller_of=caller_of, approval_wait_s=approval_wait_s)
+                    caller_of=caller_of, approval_wait_s=approval_wait_s, otel=otel)
 
 
 async def serve_http(gate: ToolGate, *, registry: CollectorRegistry, host: str, port: int) -> None:

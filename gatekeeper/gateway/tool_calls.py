@@ -90,13 +90,14 @@ class ToolGate:
 
     def __init__(self, decider: Decider, file: GatewayFile, links: Mapping[tuple[str, str], UpstreamLink], *,
                  metrics: GatewayMetrics, caller_of: Callable[[ServerRequestContext[Any, Any]], Caller],
-                 approval_wait_s: float = 0.0) -> None:
+                 approval_wait_s: float = 0.0, otel: bool = False) -> None:
         self.decider = decider
         self.file = file
         self.links = links
         self.metrics = metrics
         self.caller_of = caller_of
         self.approval_wait_s = approval_wait_s
+        self.otel = otel
         self.mirrors: dict[tuple[str, str], tuple[str, str]] = {}  # (agent, session key) -> (mirror id, version)
         self.envelopes: dict[tuple[str | None, ...], SessionState] = {}  # 2026-07-28: sessions by caller
         self._opening = anyio.Lock()
@@ -104,7 +105,11 @@ class ToolGate:
 
     def server(self) -> Server[Any]:
         """Return the lowlevel MCP server answering with these handlers."""
-        return Server("gatekeeper-gateway", version="1", on_list_tools=self.list_tools, on_call_tool=self.call_tool)
+        server: Server[Any] = Server("gatekeeper-gateway", version="1", on_list_tools=self.list_tools,
+                                     on_call_tool=self.call_tool)
+        if not self.otel:  # the SDK's OpenTelemetry span per message costs CPU on every call even unexported
+            server.middleware = []
+        return server
 
     # -- sessions --------------------------------------------------------------------------
 
