@@ -18,12 +18,14 @@ from typing import Any
 
 import yaml
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from gatekeeper import sessions
+from gatekeeper.api.runtime_schemas import DecisionCreate, SessionCreate
 from gatekeeper.config import Settings
 from gatekeeper.core.budgets import to_dollars, to_micros
 from gatekeeper.core.policy import Policy, parse_duration
-from gatekeeper.errors import ConfigError, GatekeeperError, Unauthorized
+from gatekeeper.errors import BadRequest, ConfigError, GatekeeperError, Unauthorized
 from gatekeeper.metrics import Metrics
 from gatekeeper.services import Services
 from gatekeeper.store.rollouts import get_agent
@@ -95,6 +97,7 @@ class Decider:
 
     def open(self, agent: str, *, session_key: str | None, environment: str) -> Opened:
         """Start a Gatekeeper session for a new MCP session (arm, stage and caps as in SPEC §3)."""
+        _validated(SessionCreate, agent=agent, session_key=session_key, environment=environment)
         started = sessions.start_session(self.svc, agent, session_key=session_key, environment=environment,
                                          scenario=None, twin_snapshot_at=None, now=time.time())
         for row in filter(None, (started.session, started.mirror)):
@@ -121,6 +124,9 @@ class Decider:
         """Decide one tool call with its arguments and the policy's cost; count the verdict."""
         policy = self.policy(opened.agent)
         cost = self.cost_micros(policy, tool)
+        # The HTTP API's own bounds (tool name, 16 KiB of arguments, no NUL) hold for MCP calls too.
+        _validated(DecisionCreate, session_id=opened.session_id, tool=tool, cost=to_dollars(cost),
+                   arguments=dict(arguments or {}))
         ask = sessions.Ask(opened.session_id, tool, cost, preview, approval_id, dict(arguments or {}), None)
         done = sessions.decide(self.svc, self.hot, ask, scope=opened.agent, now=time.time())
         verdict = done.verdict
@@ -176,6 +182,16 @@ class Decider:
         """Close the database connections."""
         self.hot.close()
         self.svc.db.dispose()
+
+
+def _validated(model: type[SessionCreate] | type[DecisionCreate], **values: Any) -> None:
+    """Check values against the HTTP API's input model; BadRequest names the first field at fault."""
+    try:
+        model.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BadRequest(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
+                         field=str(first["loc"][0]) if first["loc"] else None) from None
 
 
 def tool_costs(policy: Policy, cache: dict[tuple[str, str], Mapping[str, int]]) -> Mapping[str, int]:

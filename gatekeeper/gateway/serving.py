@@ -47,14 +47,14 @@ def http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
     """Read who is calling from the HTTP request that opened the MCP session."""
     request = ctx.request
     headers: Mapping[str, str] = request.headers if isinstance(request, Request) else {}
-    return Caller(_bearer(headers.get("authorization")), headers.get(SESSION_KEY),
-                  headers.get(ENVIRONMENT, "live"), headers.get(VERSION))
+    return Caller(_bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
+                  headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None)
 
 
 def stdio_caller(environ: Mapping[str, str]) -> Caller:
     """Read who is calling from the environment the agent launched the gateway with."""
-    return Caller(environ.get("GATEKEEPER_AGENT_TOKEN"), environ.get("GATEKEEPER_SESSION_KEY"),
-                  environ.get("GATEKEEPER_ENVIRONMENT", "live"), environ.get("GATEKEEPER_VERSION"))
+    return Caller(environ.get("GATEKEEPER_AGENT_TOKEN") or None, environ.get("GATEKEEPER_SESSION_KEY") or None,
+                  environ.get("GATEKEEPER_ENVIRONMENT") or "live", environ.get("GATEKEEPER_VERSION") or None)
 
 
 class BearerGuard:

@@ -170,3 +170,21 @@ def test_a_2026_07_28_client_gets_its_approval_through_input_required(world: Wor
                                                    .where(AgentModel.name == agent.name))]
     assert calls == [2]
     assert "Gatekeeper-Session-Key" in refused
+
+
+def test_bad_input_is_refused_with_the_field_and_reaches_nothing(world: World) -> None:
+    agent = world.agent(None)
+
+    async def refusal(environment: str | None, arguments: dict[str, Any]) -> str:
+        try:
+            async with connect(world.gateway_url, agent.token, environment=environment) as session:
+                await session.call_tool("update_ticket", arguments)
+        except Exception as exc:  # noqa: BLE001 - the SDK's MCPError, or a group holding it
+            return repr(exc)
+        return ""
+
+    wrong_environment = anyio.run(refusal, "prod", {"agent": agent.name})
+    too_big = anyio.run(refusal, None, {"agent": agent.name, "body": "x" * 20_000})
+    assert "environment" in wrong_environment and "refused the session" in wrong_environment
+    assert "arguments" in too_big and "refused the call" in too_big
+    assert not [e for e in effects(world.live_effects) if e["arguments"].get("agent") == agent.name]

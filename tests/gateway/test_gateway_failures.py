@@ -6,6 +6,7 @@ import time
 
 import anyio
 import mcp_types as types
+import requests
 from sqlmodel import Session
 
 from gatekeeper.store.models import Rollout
@@ -43,6 +44,9 @@ def test_upstream_errors_trip_the_kill_switch_then_candidate_calls_are_refused_a
     searched = [e["arguments"]["arm"] for e in effects(world.live_effects)
                 if e["arguments"].get("agent") == agent.name and e["tool"] == "search_kb"]
     assert searched == ["stable"]
+    exposition = requests.get(world.gateway_url.replace("/mcp", "/metrics"), timeout=5).text
+    assert f'gatekeeper_gateway_upstream_errors_total{{kind="tool_error",upstream="{agent.name}/live"}} 4.0' \
+        in exposition
 
 
 def test_a_slow_upstream_is_a_tool_error_within_the_timeout(world: World) -> None:
