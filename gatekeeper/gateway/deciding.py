@@ -32,7 +32,7 @@ from gatekeeper.store.rollouts import get_agent
 from gatekeeper.store.runtime import HotPath, get_approval, get_session
 from gatekeeper.store.tokens import find_token
 
-__all__ = ["ConfigError", "Decider", "GatekeeperError", "Opened", "Ruling", "Settings", "parse_duration"]
+__all__ = ["ConfigError", "Decider", "GatekeeperError", "Opened", "Policy", "Ruling", "Settings", "parse_duration"]
 TOKEN_CACHE_S = 5.0  # a revoked agent token is refused by new MCP sessions within this long
 BINDING_CACHE_S = 2.0  # an agent bound to another policy is decided by it within this long
 
@@ -172,6 +172,14 @@ class Decider:
                 and tool_class not in policy.shadow.execute:
             return f"shadowed in this stage: {tool_class} calls are recorded, never executed"
         return None
+
+    def needs_approval(self, policy: Policy, opened: Opened, tool: str) -> bool:
+        """Return whether a call of the tool in this session waits for a person (twin sessions as canary)."""
+        stage = "canary" if opened.environment == "twin" else opened.stage
+        if opened.arm != "candidate" or stage not in ("canary", "expansion"):
+            return False
+        tier_stage = policy.canary if stage == "canary" else policy.expansion
+        return policy.tool_class(tool) in tier_stage.approval_required
 
     def approval_state(self, approval_id: str) -> str:
         """Return an approval's state: pending, approved, rejected, expired or cancelled."""

@@ -38,7 +38,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gatekeeper.gateway.deciding import Decider, GatekeeperError, Opened, Ruling
+from gatekeeper.gateway.deciding import Decider, GatekeeperError, Opened, Policy, Ruling
 from gatekeeper.gateway.gateway_file import GatewayFile
 from gatekeeper.gateway.gateway_metrics import GatewayMetrics
 from gatekeeper.gateway.upstreams import UpstreamLink, UpstreamUnavailable
@@ -183,18 +183,19 @@ class ToolGate:
         except UpstreamUnavailable as exc:
             raise MCPError(INTERNAL_ERROR, str(exc)) from None
         policy = await anyio.to_thread.run_sync(self.decider.policy, state.opened.agent)
-        return types.ListToolsResult(tools=[self._marked(tool, self.decider.never_allowed(policy, state.opened,
-                                                                                            tool.name))
-                                            for tool in tools])
+        return types.ListToolsResult(tools=[self._marked(tool, policy, state.opened) for tool in tools])
 
-    @staticmethod
-    def _marked(tool: types.Tool, why: str | None) -> types.Tool:
-        if why is None:
+    def _marked(self, tool: types.Tool, policy: Policy, opened: Opened) -> types.Tool:
+        """Mark a tool this stage never allows, or one whose calls wait for a person's approval."""
+        never = self.decider.never_allowed(policy, opened, tool.name)
+        if never is not None:
+            key, note, value = "gatekeeper/never_allowed", never, never
+        elif self.decider.needs_approval(policy, opened, tool.name):
+            key, note, value = "gatekeeper/approval_required", "each call waits for a person's approval", "true"
+        else:
             return tool
-        meta = dict(tool.meta or {})
-        meta["gatekeeper/never_allowed"] = why
-        description = f"{tool.description or ''}\n[gatekeeper: {why}]".strip()
-        return tool.model_copy(update={"description": description, "meta": meta})
+        description = f"{tool.description or ''}\n[gatekeeper: {note}]".strip()
+        return tool.model_copy(update={"description": description, "meta": {**(tool.meta or {}), key: value}})
 
     # -- tools/call ------------------------------------------------------------------------
 

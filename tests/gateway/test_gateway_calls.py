@@ -80,6 +80,9 @@ def test_an_approval_without_elicitation_is_a_tool_error_and_the_approved_call_r
 
     async def main() -> list[types.CallToolResult]:
         async with connect(world.gateway_url, agent.token, session_key=agent.key(candidate=True)) as session:
+            marks = {t.name: (t.meta or {}).get("gatekeeper/approval_required") for t in
+                     (await session.list_tools()).tools}
+            assert (marks["send_email"], marks["search_kb"]) == ("true", None)
             first = await session.call_tool("send_email", arguments)
             approval_id = _verdict(first)["approval_id"]
             await anyio.to_thread.run_sync(lambda: approvals.approve(world.svc, approval_id, actor="rm",
