@@ -49,6 +49,8 @@ APPROVAL_POLL_S = 0.2
 MAX_WAITING_MIRRORS = 10_000  # mirrors whose candidate has not connected yet; the oldest are forgotten first
 MAX_ENVELOPE_SESSIONS = 10_000  # 2026-07-28 sessions kept by key; the least recently used are forgotten first
 APPROVAL_INPUT = "gatekeeper_approval"  # the key of the approval question in an InputRequiredResult
+# An approval that can no longer be spent: the same call asks a person again at once (a rejection stands).
+SPENT_APPROVALS = ("approval_expired", "approval_cancelled", "approval_used")
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,9 @@ class ToolGate:
         opened, tool, arguments = state.opened, params.name, params.arguments or {}
         key = _arguments_key(tool, arguments)
         ruling = await self._decide(opened, tool, arguments, approval_id=state.approvals.get(key))
+        if ruling.reason in SPENT_APPROVALS:
+            state.approvals.pop(key, None)
+            ruling = await self._decide(opened, tool, arguments, approval_id=None)
         if ruling.verdict == "approval_required":
             state.approvals[key] = ruling.approval_id or ""
             if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:

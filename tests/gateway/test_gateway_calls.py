@@ -191,3 +191,19 @@ def test_bad_input_is_refused_with_the_field_and_reaches_nothing(world: World) -
     assert "environment" in wrong_environment and "refused the session" in wrong_environment
     assert "arguments" in too_big and "refused the call" in too_big
     assert not [e for e in effects(world.live_effects) if e["arguments"].get("agent") == agent.name]
+
+
+def test_an_expired_approval_asks_a_person_again_for_the_same_call(world: World) -> None:
+    agent = world.agent("canary")
+    arguments = {"to": "ana@example.com", "agent": agent.name}
+
+    async def main() -> tuple[types.CallToolResult, types.CallToolResult]:
+        async with connect(world.gateway_url, agent.token, session_key=agent.key(candidate=True)) as session:
+            first = await session.call_tool("send_email", arguments)
+            await anyio.sleep(5.2)  # the test policy's approvals.expire_after is 5s
+            return first, await session.call_tool("send_email", arguments)
+
+    first, again = anyio.run(main)
+    assert _verdict(first)["verdict"] == _verdict(again)["verdict"] == "approval_required"
+    assert _verdict(again)["approval_id"] != _verdict(first)["approval_id"]
+    assert not [e for e in effects(world.live_effects) if e["arguments"].get("agent") == agent.name]
