@@ -78,6 +78,13 @@ class Decider:
 
     # -- who is calling --------------------------------------------------------------------
 
+    def cached_agent(self, token: str) -> tuple[bool, str | None]:
+        """Return (known, agent) from the token cache without touching the database (safe on the event loop)."""
+        hit = self._tokens.get(token)
+        if hit is None or time.monotonic() - hit[0] >= TOKEN_CACHE_S:
+            return False, None
+        return True, hit[1]
+
     def agent_of(self, token: str) -> str:
         """Return the agent an agent token belongs to, or raise Unauthorized."""
         now = time.monotonic()

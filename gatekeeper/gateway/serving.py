@@ -70,7 +70,10 @@ class BearerGuard:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             token = _bearer(headers.get("authorization"))
             problem = "send Authorization: Bearer <agent token>" if token is None else None
-            if token is not None:
+            known, agent = self.decider.cached_agent(token) if token is not None else (True, None)
+            if token is not None and known and agent is None:
+                problem = "unknown or revoked agent token"
+            elif token is not None and not known:  # the database only on a cache miss: a thread hop per call costs
                 try:
                     await anyio.to_thread.run_sync(self.decider.agent_of, token)
                 except GatekeeperError as exc:
