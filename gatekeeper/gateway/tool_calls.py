@@ -155,8 +155,9 @@ class ToolGate:
     async def _open_as(self, agent: str, caller: Caller) -> Opened:
         if agent not in self.file.agents:
             raise refused(f"agent {agent!r} has no upstreams in the gateway file")
-        joined = self.mirrors.pop((agent, caller.session_key), None) if caller.session_key else None
-        if joined is not None and caller.version == joined[1]:
+        joined = self.mirrors.get((agent, caller.session_key)) if caller.session_key else None
+        if joined is not None and caller.version == joined[1]:  # the candidate joins; anyone else leaves it waiting
+            del self.mirrors[(agent, caller.session_key or "")]
             opened = await anyio.to_thread.run_sync(self.decider.mirror, agent, joined[0], joined[1])
         else:
             opened = await anyio.to_thread.run_sync(lambda: self.decider.open(
