@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gatekeeper.errors import ConfigError
+from gatekeeper.gateway.deciding import ConfigError, parse_duration
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_NAME = re.compile(r"(authorization|token|secret|password|key|credential)", re.IGNORECASE)
@@ -100,8 +100,6 @@ class GatewayFile(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         if isinstance(value, str):
-            from gatekeeper.gateway.deciding import parse_duration
-
             return parse_duration(value)
         return value
 
