@@ -15,7 +15,7 @@ from gatekeeper.store.models import Agent as AgentModel
 from gatekeeper.store.models import AgentSession
 from gatekeeper.store.runtime import list_approvals
 from tests.gateway.conftest import World
-from tests.support.mcp_gateway import connect, connect_modern, effects
+from tests.support.mcp_gateway import connect, connect_modern, effects, run_async
 
 
 def _text(result: types.CallToolResult) -> str:
@@ -34,7 +34,7 @@ def test_stable_calls_reach_the_live_upstream_and_bad_tokens_are_refused(world: 
         async with connect(world.gateway_url, agent.token) as session:
             return await session.call_tool("update_ticket", {"ticket": 7, "agent": agent.name})
 
-    result = anyio.run(main)
+    result = run_async(main)
     assert not result.is_error and _text(result) == "live:update_ticket done"
     assert effects(world.live_effects)[before:] == [{"label": "live", "tool": "update_ticket",
                                                      "arguments": {"ticket": 7, "agent": agent.name}}]
@@ -51,7 +51,7 @@ def test_canary_caps_and_sequence_rules_never_reach_the_upstream(world: World) -
             return [await session.call_tool("refund_payment", {"order": 1, "agent": agent.name}),
                     *[await session.call_tool("search_kb", {"q": n, "agent": agent.name}) for n in range(4)]]
 
-    refund, *searches = anyio.run(main)
+    refund, *searches = run_async(main)
     assert refund.is_error and _verdict(refund)["reason"] == "sequence_before"
     assert "refund_payment is not allowed until lookup_customer has run" in _text(refund)
     assert [_verdict(r).get("reason", "") for r in searches] == ["", "", "", "cap_tool_calls"]
@@ -68,7 +68,7 @@ def test_twin_sessions_reach_only_the_twin_upstream(world: World) -> None:
         async with connect(world.gateway_url, agent.token, environment="twin") as session:
             return await session.call_tool("update_ticket", {"agent": agent.name})
 
-    result = anyio.run(main)
+    result = run_async(main)
     assert not result.is_error and _text(result) == "twin:update_ticket done"
     assert [e["label"] for e in effects(world.twin_effects) if e["arguments"].get("agent") == agent.name] == ["twin"]
     assert not [e for e in effects(world.live_effects) if e["arguments"].get("agent") == agent.name]
@@ -91,7 +91,7 @@ def test_an_approval_without_elicitation_is_a_tool_error_and_the_approved_call_r
             third = await session.call_tool("send_email", arguments)
             return [first, again, third]
 
-    first, again, third = anyio.run(main)
+    first, again, third = run_async(main)
     assert first.is_error and _verdict(first)["verdict"] == "approval_required"
     assert _verdict(first)["approval_id"] in _text(first)
     assert not again.is_error and _text(again) == "live:send_email done"
@@ -127,7 +127,7 @@ def test_elicitation_waits_for_the_approval_and_changed_arguments_need_a_new_one
             declined = await s.call_tool("send_email", {"to": "eve@example.com", "agent": agent.name})
         return [sent, changed, declined]
 
-    sent, changed, declined = anyio.run(main)
+    sent, changed, declined = run_async(main)
     assert not sent.is_error and not changed.is_error and len(asked) == 3
     assert "approval" in asked[0]
     recipients = [e["arguments"]["to"] for e in effects(world.live_effects)
@@ -164,7 +164,7 @@ def test_a_2026_07_28_client_gets_its_approval_through_input_required(world: Wor
                 refused = str(exc)
         return results, refused
 
-    (searched, sent), refused = anyio.run(main)
+    (searched, sent), refused = run_async(main)
     assert not searched.is_error and not sent.is_error and len(asked) == 1
     reached = [e["tool"] for e in effects(world.live_effects) if e["arguments"].get("agent") == agent.name]
     assert reached == ["search_kb", "send_email"]
@@ -186,8 +186,8 @@ def test_bad_input_is_refused_with_the_field_and_reaches_nothing(world: World) -
             return repr(exc)
         return ""
 
-    wrong_environment = anyio.run(refusal, "prod", {"agent": agent.name})
-    too_big = anyio.run(refusal, None, {"agent": agent.name, "body": "x" * 20_000})
+    wrong_environment = run_async(refusal, "prod", {"agent": agent.name})
+    too_big = run_async(refusal, None, {"agent": agent.name, "body": "x" * 20_000})
     assert "environment" in wrong_environment and "refused the session" in wrong_environment
     assert "arguments" in too_big and "refused the call" in too_big
     assert not [e for e in effects(world.live_effects) if e["arguments"].get("agent") == agent.name]
@@ -203,7 +203,7 @@ def test_an_expired_approval_asks_a_person_again_for_the_same_call(world: World)
             await anyio.sleep(5.2)  # the test policy's approvals.expire_after is 5s
             return first, await session.call_tool("send_email", arguments)
 
-    first, again = anyio.run(main)
+    first, again = run_async(main)
     assert _verdict(first)["verdict"] == _verdict(again)["verdict"] == "approval_required"
     assert _verdict(again)["approval_id"] != _verdict(first)["approval_id"]
     assert not [e for e in effects(world.live_effects) if e["arguments"].get("agent") == agent.name]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 
-import anyio
 import mcp_types as types
 import requests
 from sqlmodel import Session
 
 from gatekeeper.store.models import Rollout
 from tests.gateway.conftest import World
-from tests.support.mcp_gateway import connect, effects
+from tests.support.mcp_gateway import connect, effects, run_async
 
 
 def _reason(result: types.CallToolResult) -> str:
@@ -34,7 +33,7 @@ def test_upstream_errors_trip_the_kill_switch_then_candidate_calls_are_refused_a
             stable = await session.call_tool("search_kb", {"agent": agent.name, "arm": "stable"})
         return failed, refused, stable
 
-    failed, refused, stable = anyio.run(main)
+    failed, refused, stable = run_async(main)
     assert all(r.is_error for r in failed) and [_reason(r) for r in failed] == ["", "", "", ""]
     with Session(world.svc.db.engine) as db:
         rollout = db.get(Rollout, agent.rollout_id)
@@ -60,6 +59,6 @@ def test_a_slow_upstream_is_a_tool_error_within_the_timeout(world: World) -> Non
             after = await session.call_tool("search_kb", {"agent": agent.name})
         return slow, after, took
 
-    slow, after, took = anyio.run(main)
+    slow, after, took = run_async(main)
     assert slow.is_error and "did not answer within 1s" in slow.content[0].text  # type: ignore[union-attr]
     assert took < 3 and not after.is_error  # the shared upstream session still serves the next call

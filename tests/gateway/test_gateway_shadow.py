@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import anyio
 import mcp_types as types
 import requests
 from sqlmodel import Session, select
@@ -12,7 +11,7 @@ from sqlmodel import Session, select
 from gatekeeper.gating import shadow_signals
 from gatekeeper.store.models import AgentSession, Rollout
 from tests.gateway.conftest import Agent, World
-from tests.support.mcp_gateway import connect, effects
+from tests.support.mcp_gateway import connect, effects, run_async
 
 
 def _pair(world: World, agent: Agent, key: str, *, stable: list[str], candidate: list[str]
@@ -28,7 +27,7 @@ def _pair(world: World, agent: Agent, key: str, *, stable: list[str], candidate:
             results = [await session.call_tool(tool, {"agent": agent.name, "arm": "candidate"}) for tool in candidate]
         return results, tools
 
-    return anyio.run(main)
+    return run_async(main)
 
 
 def _ended(world: World, agent: Agent, count: int) -> None:

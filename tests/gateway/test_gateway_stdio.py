@@ -6,12 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-import anyio
 import mcp_types as types
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from tests.gateway.conftest import World
-from tests.support.mcp_gateway import REPO, effects
+from tests.support.mcp_gateway import REPO, effects, run_async
 
 
 def _gateway_file(world: World, path: Path, agent: str, twin_effects: Path) -> Path:
@@ -38,10 +37,10 @@ def test_a_stdio_client_gets_the_same_allow_and_deny(world: World, tmp_path: Pat
     agent = world.agent("canary")
     twin_effects = tmp_path / "twin-stdio.jsonl"
     config = _gateway_file(world, tmp_path / "gateway.yaml", agent.name, twin_effects)
-    live = anyio.run(lambda: _calls(world, config, agent.token, [
+    live = run_async(lambda: _calls(world, config, agent.token, [
         ("refund_payment", {"agent": agent.name}), ("search_kb", {"agent": agent.name})],
         session_key=agent.key(candidate=True)))
-    twin = anyio.run(lambda: _calls(world, config, agent.token, [("update_ticket", {"agent": agent.name})],
+    twin = run_async(lambda: _calls(world, config, agent.token, [("update_ticket", {"agent": agent.name})],
                                     environment="twin"))
 
     denied, allowed = live

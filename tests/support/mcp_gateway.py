@@ -14,11 +14,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
+import anyio
 import httpx2
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -27,6 +29,7 @@ from tests.support.processes import stop_group, wait_ready
 from tests.support.services import _Managed, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 class McpProcesses(_Managed):
@@ -128,6 +131,27 @@ async def connect_modern(url: str, token: str, *, session_key: str | None = None
         transport = streamable_http_client(url, http_client=http)
         async with Client(transport, mode="2026-07-28", elicitation_callback=elicitation) as client:
             yield client
+
+
+def run_async(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run an async function to completion in a thread of its own, so that an event loop another test left
+    running in this thread (Playwright's sync API keeps one for the whole run) cannot get in the way."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = anyio.run(function, *args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="mcp-test-client")
+    thread.start()
+    thread.join(timeout=120)
+    if thread.is_alive():
+        raise AssertionError("the MCP client did not finish within 120 s")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]  # type: ignore[no-any-return]
 
 
 def effects(path: Path) -> list[dict[str, Any]]:
