@@ -39,9 +39,10 @@ sys.path.insert(0, str(REPO))
 
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments  # noqa: E402
 from gatekeeper.core.gates import Counters, SourceStatus, Where  # noqa: E402
-from gatekeeper.core.policy import CompareSpec, Policy, TierGate, load_policy_file, parse_duration  # noqa: E402
+from gatekeeper.core.policy import CompareSpec, Policy, TierGate, parse_duration  # noqa: E402
 from gatekeeper.core.tier_gate import TierSignals, evaluate_tier_gate  # noqa: E402
 from gatekeeper.gate_cycle import gated_tiers  # noqa: E402
+from gatekeeper.policy_files import load_policy_file  # noqa: E402
 
 COMPARE = CompareSpec(margins=(("error_rate", 0.5), ("p95_latency", 0.2), ("cost_per_session", 0.3)),
                       confidence=0.95)

@@ -1,4 +1,8 @@
-"""The Python SDK for agent runtimes: sessions, decisions, outcomes, and a guard around tool calls.
+"""The server package's own synchronous client: sessions, decisions, outcomes, and a guard around tool calls.
+
+Agent developers use the SDK instead: `gatekeeper_client` (the `gatekeeper-client` distribution in
+client/), which installs without the server, is sync and async, and waits for approvals. This module stays
+for the demo's simulated fleet and the walkthrough's `agent.py`, which run where the server is installed.
 
     gk = Gatekeeper("http://127.0.0.1:8000", token)
     session = gk.start_session("support-bot", session_key=conversation_id)

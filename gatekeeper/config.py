@@ -56,7 +56,7 @@ def database_url(raw: str) -> str:
 
 def embedded_policy_dir() -> Path:
     """Return the folder of example policies shipped with Gatekeeper."""
-    packaged = Path(__file__).parent / "policies"
+    packaged = Path(__file__).parent / "example_policies"
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "policies"

@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gatekeeper.core import ladder
-from gatekeeper.policies import PolicyStore
+from gatekeeper.policy_store import PolicyStore
 from gatekeeper.store import scrape_records
 from gatekeeper.store.db import Database
 

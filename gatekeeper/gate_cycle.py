@@ -44,7 +44,7 @@ from gatekeeper.core.ladder import HoldOwner
 from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.core.tier_gate import evaluate_tier_gate
 from gatekeeper.errors import GatekeeperError, IllegalTransition, NotFound
-from gatekeeper.policies import LoadedPolicy
+from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.rollouts import transition
 from gatekeeper.services import Services
 from gatekeeper.stage_evidence import StageEvidence

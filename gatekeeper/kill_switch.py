@@ -16,7 +16,7 @@ from sqlmodel import Session
 from gatekeeper import rollouts
 from gatekeeper.core.kill_rule import trips, window_start
 from gatekeeper.core.ladder import LIVE_STATES
-from gatekeeper.policies import LoadedPolicy
+from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.store import rollout_records, session_records
 from gatekeeper.store.models import Agent
 

@@ -47,7 +47,10 @@ def build_source(settings: Settings, db: Database) -> MetricsSource:
 
 
 class BuiltinSource:
-    """Compute the tier gate's numbers from sessions and decisions: live, non-mirrored candidate traffic."""
+    """Compute the tier gate's numbers from sessions and decisions: live, non-mirrored candidate traffic.
+
+    Every window is cut at its tier's start, as Prometheus's is: an earlier tier's traffic never counts.
+    """
 
     name = "builtin"
     PROMQL_NOTE = "PromQL checks need Prometheus: set GATEKEEPER_PROMETHEUS_URL"
@@ -63,7 +66,7 @@ class BuiltinSource:
         try:
             with self.db.reading() as db:
                 for window_s, group in by_window(requests).items():
-                    signals.update(self._window(db, group, since=now - window_s, now=now))
+                    signals.update(self._window(db, group, since=_tier_starts(group, now - window_s), now=now))
                     queries += 3
                 comparing = [r for r in requests if r.compare]
                 if comparing:
@@ -79,7 +82,7 @@ class BuiltinSource:
         self._down_since = None
         return SignalBatch(SourceStatus(self.name), signals, queries)
 
-    def _window(self, db: Session, group: Sequence[SignalRequest], *, since: float, now: float
+    def _window(self, db: Session, group: Sequence[SignalRequest], *, since: Mapping[int, float], now: float
                 ) -> dict[Key, TierSignals]:
         ids = [r.rollout_id for r in group]
         sessions = tier_traffic.session_counts(ids, since=since, now=now, db=db)
@@ -99,6 +102,12 @@ class BuiltinSource:
 
 
 # -- the fake -------------------------------------------------------------------------------
+
+
+def _tier_starts(group: Sequence[SignalRequest], window_start: float) -> dict[int, float]:
+    """Map each rollout to where its window begins: the window's start, or its tier's start if later."""
+    return {r.rollout_id: max(window_start, r.tier_started_at if r.tier_started_at is not None else window_start)
+            for r in group}
 
 
 class InMemorySource:

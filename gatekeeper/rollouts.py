@@ -18,7 +18,7 @@ from gatekeeper import notify
 from gatekeeper.core import ladder
 from gatekeeper.core.ladder import HoldOwner, RolloutStatus
 from gatekeeper.errors import BadRequest, Conflict
-from gatekeeper.policies import LoadedPolicy
+from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.services import Services
 from gatekeeper.store import rollout_records
 from gatekeeper.store.models import Agent, Rollout, StableChange, Transition

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from gatekeeper.core.policy import PolicyProblem
-from gatekeeper.policies import PolicySnapshot
+from gatekeeper.policy_problems import PolicyProblem
+from gatekeeper.policy_store import PolicySnapshot
 from gatekeeper.scheduler_status import SchedulerHealth, read_health
 from gatekeeper.services import Services
 

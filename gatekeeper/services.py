@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from gatekeeper.config import Settings
 from gatekeeper.exported_metrics import Metrics
-from gatekeeper.policies import PolicyStore
+from gatekeeper.policy_store import PolicyStore
 from gatekeeper.store.db import Database
 from gatekeeper.store.hot_path import HotPath
 from gatekeeper.store.tokens import RevocationMark

@@ -46,7 +46,7 @@ class EdgeGuard:
         if not kind.startswith("application/x-www-form-urlencoded"):
             return None
         length = environ.get("CONTENT_LENGTH")
-        if length and (not length.isdigit() or int(length) > self.max_body_bytes):
+        if length and (not (length.isascii() and length.isdigit()) or int(length) > self.max_body_bytes):
             return None  # the app answers 413 (or 400) for it without reading it
         try:
             raw = read_stream(environ, int(length) if length else None, limit=self.max_body_bytes)

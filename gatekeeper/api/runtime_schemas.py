@@ -3,18 +3,18 @@
 Sizes are bounded here, so bad input is refused before anything is read or reserved:
 costs are finite dollars in [0, 10,000], previews at most 1,000 characters, ids at most 40,
 no string carries a NUL and none is longer than its column (gatekeeper/api/fields.py);
-arguments a JSON object of at most 16 KiB as canonical JSON, request ids at most 100 printable
-ASCII characters.
+arguments a JSON object of at most 16 KiB as canonical JSON with no NUL in any key or string,
+request ids at most 100 printable ASCII characters.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from gatekeeper.api.fields import DECISION_REASON_MAX, KEY_MAX, SafeStr, Timestamp
+from gatekeeper.api.fields import DECISION_REASON_MAX, KEY_MAX, SafeStr, Timestamp, nul_free_json
 from gatekeeper.api.schemas import SLUG, Strict
 from gatekeeper.core.arguments import check_size
 from gatekeeper.core.budgets import MAX_COST_DOLLARS
@@ -70,7 +70,7 @@ class DecisionCreate(Strict):
     cost: float = _money("estimated cost in dollars, reserved atomically")
     preview: SafeStr | None = Field(default=None, max_length=MAX_PREVIEW, description="shown to approvers")
     approval_id: str | None = ID_OR_NONE
-    arguments: dict[str, Any] | None = Field(
+    arguments: Annotated[dict[str, Any], AfterValidator(nul_free_json)] | None = Field(
         default=None, description="the JSON object the tool will be called with, at most 16 KiB as canonical JSON; "
                                   "an approval binds exactly these arguments")
     request_id: str | None = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -66,7 +67,8 @@ def create_token(*, caller: Caller, body: TokenCreate) -> TokenCreated:
 @endpoint(bp, "/v1/tokens/<token_id>/revoke", methods=["POST"], roles=ACTORS, response=TokenView)
 def revoke_token(token_id: str, *, caller: Caller) -> TokenView:
     """Revoke a token; every worker refuses it from the next request on."""
-    if not token_id.isdigit() or int(token_id) > INT_MAX:
+    # ASCII digits only: str.isdigit() and int() also take "²" (which int() refuses) and "１" or "٣" (token 1, 3).
+    if not re.fullmatch(r"[0-9]{1,10}", token_id) or int(token_id) > INT_MAX:
         raise NotFound(f"no token with id {token_id[:40]!r}", field="token_id")
     with services().db.transaction() as db:
         row = store.revoke_token(db, int(token_id), actor=caller.actor, now=services().clock())

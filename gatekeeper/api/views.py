@@ -17,7 +17,7 @@ from gatekeeper.core import ladder
 from gatekeeper.core.budgets import to_dollars
 from gatekeeper.core.policy import Policy
 from gatekeeper.errors import NotFound
-from gatekeeper.policies import LoadedPolicy, PolicyStore
+from gatekeeper.policy_store import LoadedPolicy, PolicyStore
 from gatekeeper.rollouts import status_of
 from gatekeeper.store import reads, rollout_records
 from gatekeeper.store.models import Agent, AgentSession, Decision, GateEvaluation, Rollout, Transition

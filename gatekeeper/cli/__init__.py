@@ -7,9 +7,10 @@ import click
 from gatekeeper.cli.admin import db, token, user
 from gatekeeper.cli.console import Console
 from gatekeeper.cli.demo import demo
+from gatekeeper.cli.gateway import gateway
 from gatekeeper.cli.lifecycle import register_lifecycle
 from gatekeeper.cli.ops import register_ops
-from gatekeeper.cli.policy import policy
+from gatekeeper.cli.policy_commands import policy
 from gatekeeper.cli.scheduler import scheduler
 from gatekeeper.cli.serve import serve
 
@@ -26,5 +27,6 @@ main.add_command(policy)
 main.add_command(scheduler)
 main.add_command(serve)
 main.add_command(demo)
+main.add_command(gateway)
 register_ops(main)
 register_lifecycle(main)

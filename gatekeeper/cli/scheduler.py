@@ -20,7 +20,7 @@ def duration_seconds(ctx: click.Context, param: click.Parameter, value: str | No
     if value is None:
         return None
     try:
-        seconds = float(value) if value.replace(".", "", 1).isdigit() else parse_duration(value)
+        seconds = float(value) if value.isascii() and value.replace(".", "", 1).isdigit() else parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     if seconds <= 0:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import click
+
 from gatekeeper.cli.ops import Remote
 from gatekeeper.client import Decision, Gatekeeper, Session
 from gatekeeper.core.policy import Policy
@@ -128,8 +130,11 @@ class SimulatedAgent(threading.Thread):
         decision = session.decide(tool, cost, preview=f"{tool} for a simulated customer",
                                   approval_id=approval_id)
         if decision.verdict == "approval_required" and harness_approves and decision.approval_id:
-            self.rm.call("POST", f"/v1/approvals/{decision.approval_id}/approve",
-                         {"reason": "twin run: approved by the demo's test harness"})
+            try:
+                self.rm.call("POST", f"/v1/approvals/{decision.approval_id}/approve",
+                             {"reason": "twin run: approved by the demo's test harness"})
+            except click.ClickException:  # cancelled: the rollout left twin meanwhile, so this run is moot
+                return decision
             return self.call(session, tool, error_rate=error_rate, approval_id=decision.approval_id)
         if decision.verdict == "allow":
             failed = self.rng.random() < error_rate

@@ -72,7 +72,8 @@ class Progress(threading.Thread):
 
 
 def _tier(position: dict[str, Any]) -> str:
-    return f"{position.get('stage')}/{position.get('tier')} ({position.get('state')})"
+    name = position.get("label") or f"{position.get('stage')} tier {position.get('tier')}"
+    return f"{name} ({position.get('state')})"
 
 
 def _numbers(metrics: dict[str, Any]) -> str:

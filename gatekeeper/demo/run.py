@@ -22,7 +22,7 @@ from gatekeeper.cli.ops import Remote
 from gatekeeper.client import Gatekeeper
 from gatekeeper.config import Settings, embedded_policy_dir
 from gatekeeper.demo.fleet import SimulatedAgent
-from gatekeeper.demo.policies import describe_overrides, write_demo_policies
+from gatekeeper.demo.policy_scaling import describe_overrides, write_demo_policies
 from gatekeeper.demo.progress import Progress, summary_line
 from gatekeeper.metric_sources import build_source
 from gatekeeper.scheduler import GateScheduler

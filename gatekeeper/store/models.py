@@ -201,7 +201,7 @@ class Decision(SQLModel, table=True):
     actual_cost_micros: int | None = micros(nullable=True)
     latency_ms: float | None = None
     outcome_at: float | None = None
-    overrun_micros: int | None = micros(nullable=True)  # actual cost above the reservation (SPEC §2), when there was any
+    overrun_micros: int | None = micros(nullable=True)  # actual cost above the reservation (SPEC §2), if any
 
 
 class Approval(SQLModel, table=True):

@@ -16,6 +16,7 @@ commit. Inside that one transaction:
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # pg_advisory_lock key of schema upgrades ("gk-schema"); the scheduler's leader lock uses another.
 UPGRADE_LOCK_KEY = 0x676B_2D73_6368_656D
 LOCK_TIMEOUT = "120s"  # an upgrade waiting longer than this for another one reports an outage
+SQLITE_LOCK_WAIT_S = 120.0  # the same wait on SQLite, whose write lock is the upgrade's own transaction
 
 LEGACY_TABLE = "schema_version"  # the hand-made version table Alembic replaced
 LEGACY_REVISION = "0001"  # what schema_version 2 is, exactly
@@ -71,15 +73,21 @@ def head(script_location: Path = MIGRATIONS) -> str:
 
 def upgrade(engine: Engine, *, script_location: Path = MIGRATIONS) -> str:
     """Bring the schema to head under the upgrade lock; return the head revision."""
-    try:
-        with _upgrade_lock(engine), engine.begin() as connection:
-            config = alembic_config(connection, script_location=script_location)
-            _refuse_unknown(connection, script_location=script_location)
-            _adopt_legacy(connection, config)
-            command.upgrade(config, "head")
-    except OperationalError as exc:
-        raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
-    return head(script_location)
+    deadline = time.monotonic() + SQLITE_LOCK_WAIT_S
+    while True:
+        try:
+            with _upgrade_lock(engine), engine.begin() as connection:
+                config = alembic_config(connection, script_location=script_location)
+                _refuse_unknown(connection, script_location=script_location)
+                _adopt_legacy(connection, config)
+                command.upgrade(config, "head")
+            return head(script_location)
+        except OperationalError as exc:
+            # SQLite's busy timeout (30 s) can run out behind several upgraders on a slow machine: wait on,
+            # as Postgres's lock does, up to its LOCK_TIMEOUT.
+            if "database is locked" in str(exc) and time.monotonic() < deadline:
+                continue
+            raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
 
 
 def current(connection: Connection) -> str | None:

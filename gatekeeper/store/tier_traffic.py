@@ -6,13 +6,18 @@ Three grouped queries answer for every rollout of one window at once. Nothing he
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import case
+from sqlalchemy import and_, case, or_
 from sqlmodel import Session, col, func, select
 
 from gatekeeper.store.models import AgentSession, Decision
+
+
+def _since(since: Mapping[int, float], column: Any) -> Any:
+    """Traffic of each rollout after its own window start (a tier's first instant counts, as in arm_traffic)."""
+    return or_(*(and_(col(AgentSession.rollout_id) == rid, column >= start) for rid, start in since.items()))
 
 
 def _live_candidate(ids: Sequence[int]) -> list[Any]:
@@ -20,20 +25,21 @@ def _live_candidate(ids: Sequence[int]) -> list[Any]:
             AgentSession.environment == "live", col(AgentSession.mirror_of).is_(None)]
 
 
-def session_counts(ids: Sequence[int], *, since: float, now: float, db: Session) -> dict[int, tuple[int, int]]:
+def session_counts(ids: Sequence[int], *, since: Mapping[int, float], now: float, db: Session
+                   ) -> dict[int, tuple[int, int]]:
     """Return (sessions, spend in micros) started in the window, per rollout."""
     query = (select(AgentSession.rollout_id, func.count(), func.coalesce(func.sum(AgentSession.spend_micros), 0))
-             .where(*_live_candidate(ids), AgentSession.started_at > since, AgentSession.started_at <= now)
+             .where(*_live_candidate(ids), _since(since, col(AgentSession.started_at)), AgentSession.started_at <= now)
              .group_by(col(AgentSession.rollout_id)))
     return {int(rid): (int(n), int(spend)) for rid, n, spend in db.exec(query) if rid is not None}
 
 
-def _decided(ids: Sequence[int], *, since: float, now: float) -> list[Any]:
-    return [col(Decision.rollout_id).in_(ids), Decision.arm == "candidate", col(Decision.outcome_at) > since,
+def _decided(ids: Sequence[int], *, since: Mapping[int, float], now: float) -> list[Any]:
+    return [col(Decision.rollout_id).in_(ids), Decision.arm == "candidate", _since(since, col(Decision.outcome_at)),
             col(Decision.outcome_at) <= now, *_live_candidate(ids)]
 
 
-def outcome_counts(ids: Sequence[int], *, since: float, now: float, db: Session
+def outcome_counts(ids: Sequence[int], *, since: Mapping[int, float], now: float, db: Session
                    ) -> dict[int, tuple[int, int, int]]:
     """Return (outcomes, errors, overruns) reported in the window, per rollout."""
     errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
@@ -44,7 +50,7 @@ def outcome_counts(ids: Sequence[int], *, since: float, now: float, db: Session
     return {int(rid): (int(n), int(e), int(o)) for rid, n, e, o in db.exec(query) if rid is not None}
 
 
-def latencies(ids: Sequence[int], *, since: float, now: float, db: Session) -> dict[int, list[float]]:
+def latencies(ids: Sequence[int], *, since: Mapping[int, float], now: float, db: Session) -> dict[int, list[float]]:
     """Return the latencies in seconds of the outcomes reported in the window, per rollout."""
     query = (select(Decision.rollout_id, Decision.latency_ms)
              .join(AgentSession, col(AgentSession.id) == Decision.session_id)

@@ -20,7 +20,7 @@ def register_web(app: Flask) -> None:
     from gatekeeper.web.approvals import bp as approvals_bp
     from gatekeeper.web.auth import bp as auth_bp
     from gatekeeper.web.banners import bp as banners_bp
-    from gatekeeper.web.policies import bp as policies_bp
+    from gatekeeper.web.policy_page import bp as policies_bp
     from gatekeeper.web.traces import bp as traces_bp
 
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",

@@ -57,7 +57,8 @@ def _agent(name: str) -> dict[str, Any]:
         story = timeline(db, agent, policies=svc.policies,
                          page=_page(), include_gates=include_gates)
         rollout = view.status.rollout
-        graphs = rollout_charts(db, rollout, policy=view.policy, now=g.now) if rollout else ()
+        graphs = (rollout_charts(db, rollout, policy=view.policy, now=g.now,
+                                 report=None if view.superseded else view.report) if rollout else ())
         decision_ids = reads.decisions_of_approvals(db, [a.id for a in (*view.approvals, *view.decided)])
         environments = dashboard_records.session_environments(db, [a.session_id for a in view.approvals])
     user = current_user()

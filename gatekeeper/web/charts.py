@@ -3,7 +3,9 @@
 A chart plots one value of the gate reports over the rollout (one point per evaluation),
 draws the policy's threshold as a dashed line and marks every transition with a vertical
 rule, so a release manager sees which numbers drove which step. Missing values (no data)
-break the line instead of being drawn as zero.
+break the line instead of being drawn as zero. Beside the candidate's gate values, a chart may
+draw the stable arm's series over the same span (dotted, named in the legend, never by colour
+alone) and state the current comparison with stable.
 
 The time axis steps by a round interval (5 s … 7 d) chosen for the span, so its labels are
 distinct and carry seconds only when the step needs them. Transition labels are stacked in
@@ -68,6 +70,11 @@ class Chart:
     y_ticks: tuple[Tick, ...]
     x_ticks: tuple[Tick, ...]
     latest: str
+    baseline_path: str = ""  # the stable arm over the same span, drawn dotted beside the candidate's line
+    baseline_points: tuple[Point, ...] = ()
+    baseline_label: str = ""
+    baseline_latest: str = ""
+    comparison: str = ""  # the current gate report's comparison with stable, as a sentence
     width: int = WIDTH
     height: int = HEIGHT
     left: int = LEFT
@@ -77,8 +84,8 @@ class Chart:
 
     @property
     def empty(self) -> bool:
-        """Return whether no evaluation carried this value."""
-        return not self.points
+        """Return whether neither the evaluations nor the stable arm carried this value."""
+        return not self.points and not self.baseline_points
 
 
 @dataclass(frozen=True)
@@ -93,22 +100,24 @@ class Transition:
 def line_chart(key: str, samples: Sequence[tuple[float, float | None]], *, title: str,
                span: tuple[float, float], transitions: Sequence[Transition] = (),
                threshold: float | None = None, fmt: Callable[[float], str] | None = None,
-               ceiling: float | None = None) -> Chart:
+               ceiling: float | None = None, baseline: Sequence[tuple[float, float | None]] = (),
+               baseline_label: str = "", comparison: str = "") -> Chart:
     """Return the chart of `samples` (time, value or None) over `span` (start, end epoch seconds).
 
     `ceiling` caps the axis for shares (1.0 for a rate, 100 for a percentage) unless a value exceeds it.
+    `baseline` is the stable arm's series over the same span, named by `baseline_label`.
     """
     fmt = fmt or _plain
     start, end = span[0], max(span[1], span[0] + 1.0)
     finite = [v for _, v in samples if v is not None and math.isfinite(v)]
-    highest = max([*finite, threshold or 0.0, 0.0])
+    stable = [v for _, v in baseline if v is not None and math.isfinite(v)]
+    highest = max([*finite, *stable, threshold or 0.0, 0.0])
     top = _nice_top(highest)
     if ceiling is not None and highest <= ceiling:
         top = min(top, ceiling)
     x = _scale((start, end), (LEFT, LEFT + PLOT_W))
     y = _scale((0.0, top), (TOP + PLOT_H, TOP))
-    points = tuple(Point(round(x(t), 1), round(y(v), 1), f"{_clock(t, step=1)}  {fmt(v)}")
-                   for t, v in samples if v is not None and math.isfinite(v))
+    points = _points(samples, x, y=y, fmt=fmt)
     step = time_step(start, end)
     return Chart(
         key=key, title=title, path=_path(samples, x, y=y), points=points,
@@ -118,7 +127,10 @@ def line_chart(key: str, samples: Sequence[tuple[float, float | None]], *, title
         y_ticks=tuple(Tick(round(y(top * i / 4), 1), fmt(top * i / 4)) for i in range(5)),
         x_ticks=tuple(Tick(round(x(t), 1), _clock(t, step=step, dated=end - start > 86400))
                       for t in time_ticks(start, end, step=step)),
-        latest=fmt(finite[-1]) if finite else "no data")
+        latest=fmt(finite[-1]) if finite else "no data",
+        baseline_path=_path(baseline, x, y=y), baseline_points=_points(baseline, x, y=y, fmt=fmt, arm="stable"),
+        baseline_label=baseline_label if baseline else "", baseline_latest=fmt(stable[-1]) if stable else "no data",
+        comparison=comparison)
 
 
 def time_step(start: float, end: float, *, most: int = 6) -> int:
@@ -148,6 +160,13 @@ def markers(transitions: Sequence[Transition], x: Callable[[float], float]) -> t
         placed.append(Marker(at, text if lane is not None else "", move.title, _kind(move.action),
                              label_y=TOP + 10 + 11 * (lane or 0), anchor=anchor))
     return tuple(placed)
+
+
+def _points(samples: Sequence[tuple[float, float | None]], x: Callable[[float], float], *,
+            y: Callable[[float], float], fmt: Callable[[float], str], arm: str = "") -> tuple[Point, ...]:
+    prefix = f"{arm} " if arm else ""
+    return tuple(Point(round(x(t), 1), round(y(v), 1), f"{prefix}{_clock(t, step=1)}  {fmt(v)}")
+                 for t, v in samples if v is not None and math.isfinite(v))
 
 
 def _plain(value: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -11,15 +13,20 @@ from sqlmodel import Session
 from gatekeeper.api.schemas import HistoryEntry, RolloutView
 from gatekeeper.api.views import history_entries
 from gatekeeper.core.policy import Policy, TierGate
-from gatekeeper.policies import PolicyStore
-from gatekeeper.store import dashboard_records, rollout_records
+from gatekeeper.policy_store import PolicyStore
+from gatekeeper.store import arm_series, dashboard_records, rollout_records
 from gatekeeper.store.models import Agent
 from gatekeeper.web import charts
 from gatekeeper.web.filters import figure, label, utc
+from gatekeeper.web.presenters import compare_row
 
 PER_PAGE = 25
 CEILINGS = {"error_rate": 1.0, "traffic_percent": 100.0}  # shares: the axis never runs past 100%
 PEOPLE = ("user:", "release_manager:")
+BASELINE_KEYS = ("error_rate", "p95_latency_s", "cost_per_session")
+MAX_BUCKETS = 48
+COMPARED = {"error_rate vs stable": "error_rate", "p95_latency vs stable": "p95_latency_s",
+            "cost_per_session vs stable": "cost_per_session"}
 SERIES = (("error_rate", "Error rate"), ("p95_latency_s", "p95 latency"),
           ("cost_per_session", "Cost per session"), ("traffic_percent", "Traffic share"))
 
@@ -87,19 +94,80 @@ def numbers(metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(shown)
 
 
-def rollout_charts(db: Session, rollout: RolloutView, *, policy: Policy | None, now: float
-                   ) -> tuple[charts.Chart, ...]:
-    """Return the charts of the rollout's gate values, with its transitions marked."""
+def rollout_charts(db: Session, rollout: RolloutView, *, policy: Policy | None, now: float,
+                   report: dict[str, Any] | None = None) -> tuple[charts.Chart, ...]:
+    """Return the charts of the rollout's gate values beside stable's, with transitions and comparisons."""
     samples = dashboard_records.evaluation_values(db, rollout.id)
     moves = [charts.Transition(t.at, t.action, f"{utc(t.at)} · {t.action} by {t.actor}: {t.reason}")
              for t in dashboard_records.rollout_transitions(db, rollout.id) if t.action != "start"]
-    end = rollout.ended_at.timestamp() if rollout.ended_at else now
-    limits = _limits(policy, rollout.stage)
+    span = (rollout.started_at.timestamp(), rollout.ended_at.timestamp() if rollout.ended_at else now)
+    width = bucket_width(span)
+    stable = stable_series(arm_series.arm_buckets(db, rollout.id, arm="stable", span=span, width_s=width),
+                           span=span, width_s=width)
+    limits, compared = _limits(policy, rollout.stage), comparisons(report or {})
     return tuple(
         charts.line_chart(key, [(at, _number(values.get(key))) for at, values in samples], title=title,
-                          span=(rollout.started_at.timestamp(), end), transitions=moves,
-                          threshold=limits.get(key), fmt=partial(figure, name=key), ceiling=CEILINGS.get(key))
+                          span=span, transitions=moves, threshold=limits.get(key), fmt=partial(figure, name=key),
+                          ceiling=CEILINGS.get(key), baseline=stable.get(key, ()),
+                          baseline_label=f"stable, per {step_text(width)}" if key in stable else "",
+                          comparison=compared.get(key, ""))
         for key, title in SERIES)
+
+
+def bucket_width(span: tuple[float, float]) -> float:
+    """Return the stable series' bucket: a round step of at least a minute, at most MAX_BUCKETS over the span."""
+    wanted = max(span[1] - span[0], 0.0) / MAX_BUCKETS
+    return float(next((s for s in charts.TIME_STEPS if s >= max(wanted, 60)), charts.TIME_STEPS[-1]))
+
+
+def step_text(seconds: float) -> str:
+    """Render a bucket's width in its largest whole unit: `30 s`, `5 min`, `2 h`, `1 d`."""
+    whole = int(seconds)
+    unit = next(((size, name) for size, name in ((86400, "d"), (3600, "h"), (60, "min")) if whole % size == 0),
+                (1, "s"))
+    return f"{whole // unit[0]} {unit[1]}"
+
+
+def stable_series(buckets: Mapping[int, arm_series.Bucket], *, span: tuple[float, float], width_s: float
+                  ) -> dict[str, list[tuple[float, float | None]]]:
+    """Return stable's error rate, p95 latency and cost per session per bucket, drawn at each bucket's end.
+
+    A bucket without traffic is a gap (None), never a zero.
+    """
+    first, last = int(span[0] // width_s), int(span[1] // width_s)
+    out: dict[str, list[tuple[float, float | None]]] = {key: [] for key in BASELINE_KEYS}
+    for index in range(first, last + 1):
+        at, bucket = min((index + 1) * width_s, span[1]), buckets.get(index, arm_series.Bucket())
+        out["error_rate"].append((at, bucket.errors / bucket.calls if bucket.calls else None))
+        out["p95_latency_s"].append((at, _p95_ms(bucket.latencies_ms) / 1000 if bucket.latencies_ms else None))
+        out["cost_per_session"].append((at, bucket.spend_micros / 1_000_000 / bucket.sessions
+                                        if bucket.sessions else None))
+    return out
+
+
+def _p95_ms(bins: Sequence[tuple[int, int]]) -> float:
+    """Return the nearest-rank 95th percentile of a (value, count) histogram, as the built-in gate computes it."""
+    ordered = sorted(bins)
+    rank, seen = math.ceil(0.95 * sum(n for _, n in ordered)), 0
+    for value, n in ordered:
+        seen += n
+        if seen >= rank:
+            return float(value)
+    return float(ordered[-1][0])
+
+
+def comparisons(report: dict[str, Any]) -> dict[str, str]:
+    """Return, per chart, the current gate report's comparison with stable as one sentence."""
+    out = {}
+    for check in report.get("checks") or []:
+        raw = check.get("compare") if isinstance(check, dict) else None
+        key = COMPARED.get(str(check.get("name"))) if isinstance(raw, dict) else None
+        if key is not None and isinstance(raw, dict) and raw.get("estimate") is not None:
+            row, level = compare_row(raw), raw.get("confidence")
+            confidence = f"{level:.0%} " if isinstance(level, int | float) else ""
+            out[key] = (f"Candidate vs stable: {row.estimate}, {confidence}interval {row.interval}, "
+                        f"margin ≤ {row.margin} ({str(check.get('result')).replace('_', ' ')})")
+    return out
 
 
 def _limits(policy: Policy | None, stage: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ from gatekeeper.core import ladder
 from gatekeeper.core.ladder import Position, RolloutStatus
 from gatekeeper.core.policy import Policy
 from gatekeeper.errors import GatekeeperError, NotFound
-from gatekeeper.policies import LoadedPolicy, PolicyStore
+from gatekeeper.policy_store import LoadedPolicy, PolicyStore
 from gatekeeper.store import reads, rollout_records
 from gatekeeper.store.models import Agent, Approval
 from gatekeeper.web.filters import figure

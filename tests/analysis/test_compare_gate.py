@@ -10,10 +10,10 @@ import pytest
 
 from gatekeeper.core.comparison import ArmEvidence, ArmSample, Distribution, Moments
 from gatekeeper.core.gates import Counters, SourceStatus, Where
-from gatekeeper.core.policy import parse_policy, validate_policy_text
 from gatekeeper.core.tier_gate import TierSignals, evaluate_tier_gate
 from gatekeeper.gate_cycle import evaluate_all
 from gatekeeper.metric_sources import BuiltinSource, InMemorySource
+from gatekeeper.policy_files import parse_policy, validate_policy_text
 from gatekeeper.services import Services
 from gatekeeper.tier_signals import SignalRequest
 from tests.support.app import REPO

@@ -69,7 +69,7 @@ def test_both_arms_come_from_three_range_queries_whatever_the_number_of_agents(
                 for i, agent in enumerate(AGENTS)]
     batch = source.tier_signals(requests, now=now)
     assert batch.status.available, batch.status
-    assert batch.queries == 5 + 3  # the five window metrics, and three range queries for every comparison
+    assert batch.queries == 6 + 3  # the six window metrics, and three range queries for every comparison
     for request in requests:
         found = batch.for_request(request)
         assert found is not None and found.arms is not None
@@ -84,7 +84,7 @@ def test_both_arms_come_from_three_range_queries_whatever_the_number_of_agents(
         assert found.arms.note("cost_per_session") and found.arms.note("session_error_rate")
         assert found.arms.note("error_rate") is None
     fewer = source.tier_signals(requests[:1], now=now)
-    assert fewer.queries == 5 + 3
+    assert fewer.queries == 6 + 3
 
 
 def test_the_window_is_cut_at_the_tier_start(prometheus: tuple[PrometheusServer, float]) -> None:
@@ -101,4 +101,4 @@ def test_the_window_is_cut_at_the_tier_start(prometheus: tuple[PrometheusServer,
     assert full.tool_calls is not None and cut.tool_calls is not None
     assert cut.tool_calls < full.tool_calls / 2
     assert none.sessions is None and none.tool_calls is None  # nothing from before the tier counts
-    assert batch.queries == 5 + 5  # one batch per distinct cut window, never one per agent
+    assert batch.queries == 6 + 6  # one batch per distinct cut window, never one per agent

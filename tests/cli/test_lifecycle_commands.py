@@ -31,7 +31,7 @@ def test_register_set_stable_list_start_and_abort(live_url: str, rm: dict[str, s
     out = ok(cli(live_url, rm, "agent", "set-stable", "support-bot", "v1", "--reason", "in production since May"))
     assert out.strip() == "support-bot: stable - -> v1 by release_manager:alice: in production since May"
     out = ok(cli(live_url, rm, "rollout", "start", "support-bot", "v2", "--reason", "new prompt"))
-    assert out.startswith("support-bot: start -> twin tier 0 (progressing) by release_manager:alice: new prompt")
+    assert out.startswith("support-bot: start -> twin (progressing) by release_manager:alice: new prompt")
     table = ok(cli(live_url, rm, "agent", "list")).splitlines()
     assert table[0].split() == ["AGENT", "POLICY", "REVISION", "STABLE", "CANDIDATE", "POSITION", "STATE"]
     assert table[2].split()[:1] + table[2].split()[3:] == ["support-bot", "v1", "v2", "twin", "progressing"]

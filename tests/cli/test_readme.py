@@ -106,7 +106,7 @@ def test_your_first_agent_runs_as_written(tmp_path: Path) -> None:
         assert "created release_manager ana" in output
         assert "registered my-agent: policy first@" in output
         assert "my-agent: stable - -> v1 by release_manager:ana: what runs in production today" in output
-        assert "my-agent: start -> twin tier 0 (progressing) by release_manager:ana" in output
+        assert "my-agent: start -> twin (progressing) by release_manager:ana" in output
         assert re.search(r"^\d+\s+my-agent-runtime\s+agent\s+my-agent\s", output, re.MULTILINE), output
         # The candidate's irreversible call waited for a person in canary, who approved it; then it ran.
         waited = re.search(r"^send_reply waits for a person: approval (\w+)$", output, re.MULTILINE)

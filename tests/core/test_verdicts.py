@@ -7,9 +7,10 @@ import pytest
 from gatekeeper.core.bucketing import BUCKETS, RolloutFacts, assign, bucket, within
 from gatekeeper.core.budgets import cap_reason, caps_for, remaining, to_micros
 from gatekeeper.core.kill_rule import trips
-from gatekeeper.core.policy import Caps, KillSwitch, parse_policy
+from gatekeeper.core.policy import Caps, KillSwitch
 from gatekeeper.core.sequence import relevant_tools, sequence_reason
 from gatekeeper.core.verdicts import Call, Verdict, after_reservation, judge
+from gatekeeper.policy_files import parse_policy
 from tests.support.runtime import POLICY
 
 P = parse_policy(POLICY)

@@ -27,6 +27,9 @@ def _world(app: Flask) -> dict[str, str]:
                      arguments={"customer": "C-1042"}, outcome=("ok", 0.01, 140.0))
     seed.approval_for(services, live, tool="refund_payment", tool_class="irreversible", cost=0.35, at=now - 90,
                       arguments={"amount": 120, "card_number": CARD}, preview="Refund $120.00 to C-1042")
+    steady = seed.live_session(services, "support-bot", at=now - 400, arm="stable", status="ok")
+    seed.record_call(services, steady, tool="search_kb", tool_class="read_only", verdict="allow", at=now - 390,
+                     outcome=("ok", 0.01, 900.0))
     other = seed.live_session(services, "support-bot", at=now - 60)
     seed.approval_for(services, other, tool="update_ticket", tool_class="reversible", cost=0.01, at=now - 50,
                       arguments={"ticket": 88121, "status": "solved"})

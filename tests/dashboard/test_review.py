@@ -94,7 +94,7 @@ def test_after_a_kill_the_agent_page_refreshes_to_no_stale_canary_report(
     page.add_init_script(FAST_REFRESH)
     browser_sign_in(page, live_server.url, "alice")
     page.goto(f"{live_server.url}/agents/support-bot")
-    assert page.locator("[data-testid=gate-report] tr[data-check]").count() == 4
+    assert page.locator("[data-testid=gate-report] tr[data-check]").count() == 5  # sessions and 4 limits
     assert page.locator("[data-testid=tier-label]").inner_text() == "canary 5%"
 
     rollouts.act(services, "support-bot", "kill", actor="kill_switch", reason="error spike", now=time.time())

@@ -30,7 +30,11 @@ COUNTERS = {
 GAUGES = {"gatekeeper_rollout_info", "gatekeeper_rollout_traffic_percent", "gatekeeper_kill_switch_open"}
 HISTOGRAMS = {"gatekeeper_tool_call_latency_seconds", "gatekeeper_decision_duration_seconds"}
 SPEC_METRICS = COUNTERS | GAUGES | HISTOGRAMS
-ALLOWED_NAMES = COUNTERS | GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+# The MCP gateway's own metrics (issue 14), on `gatekeeper gateway`'s /metrics.
+GATEWAY_METRICS = {"gatekeeper_gateway_calls_total", "gatekeeper_gateway_upstream_errors_total",
+                   "gatekeeper_gateway_upstream_latency_seconds_bucket"}
+ALLOWED_NAMES = COUNTERS | GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")} \
+    | GATEWAY_METRICS
 GRAFANA_VARIABLES = {"agent": "support-bot", "__rate_interval": "1m", "__interval": "1m", "__range": "1h"}
 PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "group_left", "group_right", "inf", "nan"}
 
@@ -114,7 +118,18 @@ def exposition(scrape: int) -> str:
         labels = f"{agent},{arms[arm]}"
         lines += arm_lines(labels, scrape, errors=errors, slow=slow, spend=spend)
     lines += histogram("gatekeeper_decision_duration_seconds", "", {"0.0005": 1.0, "0.001": 1.0}, 50 * scrape)
+    lines += gateway_lines(scrape)
     return "\n".join(lines) + "\n"
+
+
+def gateway_lines(scrape: int) -> list[str]:
+    """Render the MCP gateway's metrics: 10 calls per scrape, one of them an upstream error."""
+    upstream = 'upstream="support-bot/live"'
+    return [f'gatekeeper_gateway_calls_total{{agent="support-bot",environment="live",verdict="allow"}} {9 * scrape}',
+            f'gatekeeper_gateway_calls_total{{agent="support-bot",environment="live",verdict="deny"}} {scrape}',
+            f'gatekeeper_gateway_upstream_errors_total{{{upstream},kind="tool_error"}} {scrape}',
+            *histogram("gatekeeper_gateway_upstream_latency_seconds", upstream, {"0.01": 0.5, "0.1": 1.0},
+                       9 * scrape)]
 
 
 def arm_lines(labels: str, scrape: int, *, errors: int, slow: bool, spend: float) -> list[str]:

@@ -127,7 +127,7 @@ def test_demo_walks_a_rollout_trips_the_kill_switch_and_waits_on_an_approval(tmp
     assert demo.process.returncode == 0, output[-3000:]
     assert f"dashboard: http://127.0.0.1:{port}/   sign in as admin / demo-password" in output
     assert "scaled for the demo" in output
-    assert "support-bot" in output and "-> expansion/2 (completed) by scheduler" in output
+    assert "support-bot" in output and "-> expansion 100% (completed) by scheduler" in output
     assert "code-assistant  kill" in output and "by kill_switch: kill switch: candidate error rate" in output
     assert "billing-agent: issue_refund waits for a person" in output
     assert "Ctrl-C: stopping" in output and "stopping the server" in output

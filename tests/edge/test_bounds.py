@@ -23,10 +23,21 @@ from gatekeeper.api.auth import bearer_token
 from gatekeeper.api.fields import INT_MAX, nul_free_json
 from gatekeeper.api.guard import refusal
 from gatekeeper.api.runtime_schemas import ApprovalAction, DecisionCreate, SessionCreate
-from gatekeeper.api.schemas import ActionBody, AgentCreate, PromoteBody, RollbackBody, RolloutCreate
+from gatekeeper.api.schemas import ActionBody, AgentCreate, PromoteBody, RollbackBody, RolloutCreate, StableBody
+from gatekeeper.api.tokens import TokenCreate
 from gatekeeper.core.budgets import MAX_COST_DOLLARS
 from gatekeeper.errors import Unauthorized
-from gatekeeper.store.models import Agent, AgentSession, AlertReceipt, Approval, Decision, Rollout, Transition
+from gatekeeper.store.models import (
+    Agent,
+    AgentSession,
+    AlertReceipt,
+    ApiToken,
+    Approval,
+    Decision,
+    Rollout,
+    StableChange,
+    Transition,
+)
 from tests.support.runtime import counts
 from tests.support.services import PostgresServer
 
@@ -43,6 +54,9 @@ LANDS_IN: list[tuple[type[BaseModel], str, list[tuple[type[SQLModel], str]], boo
     (DecisionCreate, "preview", [(Decision, "preview"), (Approval, "preview")], False),
     (DecisionCreate, "session_id", [(AgentSession, "id")], True),
     (DecisionCreate, "approval_id", [(Decision, "approval_id")], True),
+    (StableBody, "reason", [(StableChange, "reason")], True),
+    (TokenCreate, "name", [(ApiToken, "name")], True),
+    (DecisionCreate, "request_id", [(Decision, "request_id")], True),
     (AlertmanagerAlert, "fingerprint", [(AlertReceipt, "fingerprint")], True),
     (AlertmanagerAlert, "startsAt", [(AlertReceipt, "starts_at")], True),
 ]
@@ -205,3 +219,50 @@ def test_a_nul_in_an_alert_label_name_is_refused_without_echoing_it(client: Flas
     error = answer.get_json()["error"]
     assert "\x00" not in error["field"] and "\x00" not in error["message"]
     assert error["field"].startswith("alerts.0.labels.")
+
+
+@pytest.mark.parametrize("arguments", [{"a\x00": 1}, {"a": "b\x00"}, {"a": [{"b": {"c": ["ok", "\x00"]}}]}])
+def test_a_nul_anywhere_in_arguments_is_a_400_and_reserves_nothing(app: Flask, client: FlaskClient,
+                                                                  twin_agent: dict[str, str],
+                                                                  arguments: dict[str, Any]) -> None:
+    session = client.post("/v1/sessions", json={"agent": "support-bot", "environment": "twin"}, headers=twin_agent)
+    session_id = session.get_json()["session_id"]
+    answer = client.post("/v1/decisions", json={"session_id": session_id, "tool": "search_kb", "cost": 0.01,
+                                                "arguments": arguments}, headers=twin_agent)
+    assert answer.status_code == 400
+    error = answer.get_json()["error"]
+    assert error["field"] == "arguments" and "NUL" in error["message"] and "\x00" not in error["message"], error
+    assert tuple(counts(app, "SELECT COUNT(*) FROM decisions WHERE session_id = :id", id=session_id)) == (0,)
+
+
+@pytest.mark.parametrize("token_id", ["²", "１", "٣", " 1", "1 ", "+1", "0x1", "1_0", str(INT_MAX + 1), "9" * 4000])
+def test_a_token_id_is_ascii_digits_within_int_range(app: Flask, client: FlaskClient, rm: dict[str, str],
+                                                     make_token: Callable[..., dict[str, str]], token_id: str) -> None:
+    """`str.isdigit` takes "²" (int() refuses it: a 500) and "１" or "٣" (int() reads 1 and 3: the wrong token)."""
+    for role in ("viewer", "alertmanager"):
+        make_token(role)
+    answer = client.post(f"/v1/tokens/{token_id}/revoke", headers=rm)
+    assert answer.status_code == 404, answer.get_json()
+    assert answer.get_json()["error"]["field"] == "token_id"
+    assert tuple(counts(app, "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NOT NULL")) == (0,)
+
+
+def test_arguments_of_exactly_16_kib_are_stored_and_one_byte_more_refused(app: Flask, client: FlaskClient,
+                                                                         twin_agent: dict[str, str]) -> None:
+    session = client.post("/v1/sessions", json={"agent": "support-bot", "environment": "twin"}, headers=twin_agent)
+    body = {"session_id": session.get_json()["session_id"], "tool": "search_kb", "cost": 0.01}
+    fits = {"a": "é" * 4 + "a" * (16 * 1024 - 8 - 8)}  # canonical JSON is UTF-8: each "é" is 2 bytes
+    answer = client.post("/v1/decisions", json={**body, "arguments": fits}, headers=twin_agent)
+    assert answer.status_code == 200, answer.get_json()
+    stored = counts(app, "SELECT arguments FROM decisions WHERE id = :id", id=answer.get_json()["decision_id"])
+    assert len(stored[0].encode()) == 16 * 1024
+    refused = client.post("/v1/decisions", json={**body, "arguments": {"a": fits["a"] + "a"}}, headers=twin_agent)
+    assert refused.status_code == 400 and refused.get_json()["error"]["field"] == "arguments"
+
+
+def test_a_form_whose_content_length_is_not_ascii_digits_is_refused_not_a_500(client: FlaskClient) -> None:
+    """int() reads "²" as an error and "１" as 1: the guard takes ASCII digits only, whatever the server."""
+    for length in ("²", "１", "٣"):
+        answer = client.post("/login", data="username=a&password=b", content_type="application/x-www-form-urlencoded",
+                             environ_overrides={"CONTENT_LENGTH": length})
+        assert 400 <= answer.status_code < 500, (length, answer.status_code)

@@ -52,8 +52,12 @@ BODIES: dict[str, tuple[str, dict[str, Any], set[str]]] = {
     "/v1/approvals/{approval}/reject": ("release_manager", {"reason": "r"}, set()),
     "/v1/sessions": ("agent", {"agent": AGENT, "session_key": "k", "environment": "twin", "scenario": "s",
                                "twin_snapshot_at": "2026-01-01T00:00:00Z"}, {"agent"}),
+    f"/v1/agents/{AGENT}/stable": ("release_manager", {"version": "v9", "reason": "r"}, {"version", "reason"}),
+    "/v1/tokens": ("release_manager", {"name": "n", "role": "agent", "agent": AGENT}, {"name", "role"}),
     "/v1/decisions": ("agent", {"session_id": "{session}", "tool": "search_kb", "cost": 0.01, "preview": "p",
-                                "approval_id": "{approval}"}, {"session_id", "tool", "cost"}),
+                                "approval_id": "{approval}", "request_id": "req-1",
+                                "arguments": {"q": "x", "to": {"list": [{"deep": "v"}]}}},
+                      {"session_id", "tool", "cost"}),
     "/v1/decisions/{decision}/outcome": ("agent", {"status": "ok", "actual_cost": 0.01, "latency_ms": 5},
                                          {"status"}),
     "/v1/sessions/{session}/end": ("agent", {"status": "ok", "passed": True}, set()),
@@ -61,13 +65,16 @@ BODIES: dict[str, tuple[str, dict[str, Any], set[str]]] = {
         "status": "firing", "labels": {"agent": AGENT, "alertname": "x", "severity": "critical"},
         "annotations": {"a": "b"}, "startsAt": "2026-01-01T00:00:00Z", "fingerprint": "f"}]}, {"version", "alerts"}),
 }
+# Free-form objects: any value is valid inside them, so their leaves get the NUL case only (see arguments_cases).
+FREE_FORM = {"arguments"}
 # Routes that ignore unknown fields on purpose: Alertmanager adds fields in new releases.
 IGNORES_UNKNOWN = {"/v1/alerts"}
 # One character over each field's bound (the column it lands in); alert labels and annotations by their map.
 LONG = {"name": 64, "policy": 201, "stable_version": 101, "version": 101, "reason": 501, "session_key": 201,
         "scenario": 201, "session_id": 41, "tool": 201, "preview": 1001, "approval_id": 41, "fingerprint": 101,
-        "startsAt": 61, "agent": 64, "labels": 1001, "annotations": 10_001}
-LONG_BY_ROUTE = {"/v1/approvals/{approval}/approve": {"reason": 1001},
+        "startsAt": 61, "agent": 64, "labels": 1001, "annotations": 10_001, "request_id": 101}
+LONG_BY_ROUTE = {f"/v1/agents/{AGENT}/stable": {"reason": 1001}, "/v1/tokens": {"name": 201},
+                 "/v1/approvals/{approval}/approve": {"reason": 1001},
                  "/v1/approvals/{approval}/reject": {"reason": 1001}}
 EXTREME_NUMBERS = [HUGE_INT, -1, 1e309, "NaN", 2**63, -(2**63) - 1]
 
@@ -94,6 +101,9 @@ def generic_cases(route: str, role: str, valid: dict[str, Any], required: set[st
 
 def _field_cases(route: str, role: str, valid: dict[str, Any], path: tuple[str, ...], value: Any) -> list[Case]:
     name = path[-1]
+    if set(path) & FREE_FORM:
+        return [Case(f"{route} NUL in {'.'.join(map(str, path))}", "POST", route, 400, role,
+                     _json(_set(valid, path, value + "\x00")))] if isinstance(value, str) else []
     cases = [Case(f"{route} {name} as a list", "POST", route, 400, role, _json(_set(valid, path, [value])))]
     if isinstance(value, str):
         cases.append(Case(f"{route} NUL in {name}", "POST", route, 400, role, _json(_set(valid, path, value + "\x00"))))
@@ -113,12 +123,14 @@ def special_cases(target: Target) -> list[Case]:
     session, decision, approval = target.ids["session"], target.ids["decision"], target.ids["approval"]
     paths = [f"/v1/agents/{AGENT}", f"/v1/agents/{AGENT}/history", f"/v1/approvals/{approval}",
              f"/v1/decisions/{decision}/outcome", f"/v1/sessions/{session}/end", f"/agents/{AGENT}",
-             f"/v1/approvals/{approval}/approve", f"/v1/agents/{AGENT}/pause"]
+             f"/v1/approvals/{approval}/approve", f"/v1/agents/{AGENT}/pause", f"/v1/agents/{AGENT}/stable",
+             "/v1/tokens", f"/v1/tokens/{target.ids['token']}/revoke", "/v1/scheduler", f"/v1/sessions/{session}",
+             f"/sessions/{session}"]
     cases = []
     for path in paths:
-        method = "POST" if path.endswith(("/outcome", "/end", "/approve", "/pause")) else "GET"
+        method = "POST" if path.endswith(("/outcome", "/end", "/approve", "/pause", "/stable", "/revoke")) else "GET"
         role = "agent" if path.endswith(("/outcome", "/end")) else "release_manager"
-        web = path.startswith("/agents/")
+        web = path.startswith(("/agents/", "/sessions/"))
         cases += [Case(f"NUL in {path}", method, path + "%00", 400, role, dashboard=web),
                   Case(f"raw NUL in {path}", method, path.encode() + b"\x00x", 400, role, dashboard=web),
                   Case(f"non-UTF-8 in {path}", method, path + "%ff%fe", 400, role, dashboard=web),
@@ -130,7 +142,10 @@ def special_cases(target: Target) -> list[Case]:
         cases.append(Case(f"history ?{query}", "GET", f"{history}?{query}", 400))
     for query in ("state=bogus", "state=%00", "surprise=1", "state=" + "p" * 3000):
         cases.append(Case(f"approvals ?{query[:30]}", "GET", f"/v1/approvals?{query}", 400))
-    cases += _timestamp_cases() + _auth_cases(target) + _framing_cases() + _dashboard_cases(target, approval)
+    for query in ("state=bogus", "state=%00", "surprise=1", "state=%ff", "state=" + "a" * 3000):
+        cases.append(Case(f"tokens ?{query[:30]}", "GET", f"/v1/tokens?{query}", 400))
+    cases += _new_route_cases(target) + _arguments_cases(session) + _timestamp_cases() + _auth_cases(target)
+    cases += _framing_cases() + _dashboard_cases(target, approval)
     cases += [Case("400-digit cost", "POST", "/v1/decisions", 400, "agent",
                    b'{"session_id": "%s", "tool": "t", "cost": %s}' % (session.encode(), b"9" * 400)),
               Case("4000-digit offset", "GET", f"{history}?offset={'9' * 4000}", 400),
@@ -143,6 +158,69 @@ def special_cases(target: Target) -> list[Case]:
                                                                     f"/v1/agents/{AGENT}", 405),
               Case("GET on a POST route", "GET", "/v1/decisions", 405, "agent"),
               Case("unknown route", "GET", "/v1/nothing", 404)]
+    return cases
+
+
+def _new_route_cases(target: Target) -> list[Case]:
+    """Token ids, the trace and scheduler routes, and a revoked token (routes added after the battery)."""
+    revoked = target.ids["token"]
+    cases = [Case(f"revoke token {token_id!r}", "POST", f"/v1/tokens/{token_id}/revoke", 404)
+             for token_id in (str(HUGE_INT), str(2**63), str(2**31), "9" * 4000, "-1", "0", "abc", "1e3", "%201",
+                              "%C2%B2", "%D9%A3", "%EF%BC%91", "0x1")]
+    cases += [Case("revoke a revoked token", "POST", f"/v1/tokens/{revoked}/revoke", 409),
+              Case("revoked token reads", "GET", "/v1/agents", 401, None,
+                   headers={"Authorization": f"Bearer {target.tokens['revoked']}"}),
+              Case("revoked token makes a token", "POST", "/v1/tokens", 401, None,
+                   _json({"name": "n", "role": "release_manager"}),
+                   headers={"Authorization": f"Bearer {target.tokens['revoked']}"}),
+              Case("agent token lists tokens", "GET", "/v1/tokens", 403, "agent"),
+              Case("viewer makes a token", "POST", "/v1/tokens", 403, "viewer", _json({"name": "n", "role": "viewer"})),
+              Case("viewer revokes a token", "POST", f"/v1/tokens/{revoked}/revoke", 403, "viewer"),
+              Case("token for an unknown role", "POST", "/v1/tokens", 400, body=_json({"name": "n", "role": "root"})),
+              Case("agent token without an agent", "POST", "/v1/tokens", 400,
+                   body=_json({"name": "n", "role": "agent"})),
+              Case("viewer token with an agent", "POST", "/v1/tokens", 400,
+                   body=_json({"name": "n", "role": "viewer", "agent": AGENT})),
+              Case("agent token without its agent slug", "POST", "/v1/tokens", 400,
+                   body=_json({"name": "n", "role": "agent", "agent": "Not A Slug"})),
+              Case("agent reads the scheduler", "GET", "/v1/scheduler", 403, "agent"),
+              Case("POST on the scheduler", "POST", "/v1/scheduler", 405, body=b"{}"),
+              Case("stable for an unknown agent", "POST", "/v1/agents/no-such-agent/stable", 404,
+                   body=_json({"version": "v9", "reason": "r"})),
+              Case("stable for a bad slug", "POST", "/v1/agents/Bad_Slug/stable", 404,
+                   body=_json({"version": "v9", "reason": "r"})),
+              Case("stable with an empty reason", "POST", f"/v1/agents/{AGENT}/stable", 400,
+                   body=_json({"version": "v9", "reason": ""}))]
+    for session_id in ("no-such-session", "a" * 41, str(HUGE_INT), "%C3%A9"):
+        cases += [Case(f"trace of {session_id[:20]!r}", "GET", f"/v1/sessions/{session_id}", 404),
+                  Case(f"trace page of {session_id[:20]!r}", "GET", f"/sessions/{session_id}", 404, None,
+                       dashboard=True)]
+    return cases
+
+
+def _arguments_cases(session: str) -> list[Case]:
+    """A decision's `arguments` (an object of at most 16 KiB) and `request_id` (1 to 100 printable ASCII)."""
+    base = {"session_id": session, "tool": "search_kb", "cost": 0.01}
+    nested: dict[str, Any] = {"v": "a\x00b"}
+    for _ in range(30):
+        nested = {"n": [nested]}
+    bad_arguments: dict[str, Any] = {
+        "a list": [1], "a string": "x", "a number": 1, "true": True, "NUL in a key": {"a\x00": 1},
+        "NUL 31 levels down": nested, "NUL in a nested key": {"a": [{"b": {"\x00": "c"}}]},
+        "NUL in a list": {"a": ["ok", "\x00"]}, "16 KiB + 1": {"a": "a" * (16 * 1024 - 7)},
+    }
+    cases = [Case(f"arguments {name}", "POST", "/v1/decisions", 400, "agent", _json({**base, "arguments": value}))
+             for name, value in bad_arguments.items()]
+    raw = {"NaN": b"NaN", "Infinity": b"Infinity", "-Infinity": b"-Infinity", "1e309": b"1e309",
+           "5000 digits": b"9" * 5000, "5000 deep": b"[" * 5000 + b"]" * 5000, "lone surrogate": b'"\\ud800"',
+           "surrogate key": b'{"\\udfff": 1}', "non-UTF-8": b'"\xff"', "duplicate keys": b'{"a": 1, "a": "\\u0000"}'}
+    prefix = _json(base)[:-1] + b', "arguments": {"x": '
+    cases += [Case(f"arguments holding {name}", "POST", "/v1/decisions", 400, "agent", prefix + value + b"}}")
+              for name, value in raw.items()]
+    for name, value in {"empty": "", "101 characters": "r" * 101, "a tab": "a\tb", "a newline": "a\nb", "DEL": "a\x7f",
+                        "non-ASCII": "r\u00e9", "a number": 7, "null byte only": "\x00", "an object": {"a": 1}}.items():
+        cases.append(Case(f"request_id {name}", "POST", "/v1/decisions", 400, "agent",
+                          _json({**base, "request_id": value})))
     return cases
 
 
@@ -185,6 +263,8 @@ def _framing_cases() -> list[Case]:
              headers={"Content-Length": "2", "Transfer-Encoding": "chunked"}, framing="none"),
         Case("negative Content-Length", "POST", "/v1/agents", 400, headers={"Content-Length": "-1"}, framing="none"),
         Case("non-numeric Content-Length", "POST", "/v1/agents", 400, headers={"Content-Length": "abc"},
+             framing="none"),
+        Case("superscript Content-Length", "POST", "/v1/agents", 400, headers={"Content-Length": b"\xb2"},
              framing="none"),
         Case("huge Content-Length", "POST", "/v1/agents", 413, headers={"Content-Length": str(HUGE_INT)},
              framing="none"),

@@ -15,7 +15,7 @@ from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.gate_cycle import due_rollouts, evaluate_all, evaluate_one, gather
 from gatekeeper.metric_sources import BuiltinSource, InMemorySource
 from gatekeeper.services import Services
-from gatekeeper.store.models import GateEvaluation, Transition
+from gatekeeper.store.models import GateEvaluation, Rollout, Transition
 from gatekeeper.tier_signals import MetricsSource, SignalBatch
 from tests.support.gates import T0, add_session, place, rollout_of, rows
 
@@ -255,13 +255,42 @@ def test_concurrent_cycles_act_once_per_window(services: Services) -> None:
 def test_on_postgres_the_builtin_source_gates_and_concurrent_cycles_act_once(postgres_services: Services) -> None:
     rollout = place(postgres_services)
     for _ in range(3):
-        add_session(postgres_services, rollout, calls=[("search_kb", "allow", "ok", 30.0)], started_at=T0 - 5)
+        add_session(postgres_services, rollout, calls=[("search_kb", "allow", "ok", 30.0)], started_at=T0 + 0.5)
     source = BuiltinSource(postgres_services.db)
     outcomes = evaluate_concurrently(postgres_services, source, now=T0 + 1)
     assert [(o.result, o.transition) for o in outcomes] == [("promote", "promote")]
     assert outcomes[0].report["values"]["sessions"] == 3 and outcomes[0].report["metrics_source"]["name"] == "builtin"
     assert ladder_position(postgres_services) == ("canary", 1, "progressing")
     assert len(evaluations(postgres_services)) == 1
+
+
+def seed_across_the_tier_start(services: Services) -> Rollout:
+    """Place bot at canary 1% at T0 with three healthy sessions inside the tier and five failing ones before it."""
+    rollout = place(services)
+    for _ in range(3):
+        add_session(services, rollout, calls=[("search_kb", "allow", "ok", 30.0)], started_at=T0 + 0.2)
+    for _ in range(5):  # the previous tier's traffic, inside the 30 s window but before this tier began
+        add_session(services, rollout, calls=[("search_kb", "allow", "error", 9_000.0)], started_at=T0 - 5)
+    return rollout
+
+
+def assert_only_the_tier_counts(services: Services) -> None:
+    outcomes = evaluate_all(services, BuiltinSource(services.db), now=T0 + 1)
+    values = outcomes[0].report["values"]
+    assert (values["sessions"], values["tool_calls"], values["error_rate"]) == (3, 3, 0.0)
+    assert values["p95_latency_s"] == pytest.approx(0.03)
+    assert [o.transition for o in outcomes] == ["promote"]
+
+
+def test_the_builtin_source_never_counts_traffic_from_before_the_tier(services: Services) -> None:
+    seed_across_the_tier_start(services)
+    assert_only_the_tier_counts(services)
+
+
+def test_on_postgres_the_builtin_source_never_counts_traffic_from_before_the_tier(
+        postgres_services: Services) -> None:
+    seed_across_the_tier_start(postgres_services)
+    assert_only_the_tier_counts(postgres_services)
 
 
 def test_a_tier_gets_one_interval_before_its_first_evaluation(services: Services) -> None:

@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from gatekeeper.core.policy import Caps, parse_policy
+from gatekeeper.core.policy import Caps
 from gatekeeper.core.verdicts import MESSAGES, REASONS, message
+from gatekeeper.policy_files import parse_policy
 from tests.support.runtime import POLICY
 
 P = parse_policy(POLICY)

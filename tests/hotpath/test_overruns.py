@@ -12,9 +12,9 @@ from flask import Flask
 
 from gatekeeper import gate_cycle
 from gatekeeper.core.gates import Counters, SourceStatus, Where
-from gatekeeper.core.policy import parse_policy
 from gatekeeper.core.tier_gate import TierSignals, evaluate_tier_gate
 from gatekeeper.metric_sources import BuiltinSource
+from gatekeeper.policy_files import parse_policy
 from gatekeeper.prometheus_source import PrometheusSource
 from gatekeeper.tier_signals import SignalRequest
 from tests.support.app import svc

@@ -128,7 +128,10 @@ def test_a_lost_connection_is_a_503_and_the_next_decision_reconnects(runtime: Ru
 def test_arguments_and_approval_cleanup_on_postgres(runtime: Runtime, app: Flask) -> None:
     runtime.setup("canary", 1)
     session = runtime.session(candidate=True, percent=5.0)["session_id"]
-    odd = {"note\x00key": "a\x00b", "password": "p", "city": "東京"}  # NUL and non-ASCII reach the text column
+    refused = runtime.client.post("/v1/decisions", headers=runtime.agent, json={
+        "session_id": session, "tool": "close_account", "cost": 0.05, "arguments": {"note\x00key": "a\x00b"}})
+    assert refused.status_code == 400 and refused.get_json()["error"]["field"] == "arguments"  # a NUL never gets in
+    odd = {"note\\key": "a\tb\u2028", "password": "p", "city": "東京"}  # escapes and non-ASCII reach the text column
     found = runtime.decide(session, "close_account", 0.05, arguments=odd)
     approval = runtime.ok(runtime.client.get(f"/v1/approvals/{found['approval_id']}", headers=runtime.agent))
     assert approval["arguments"] == {**odd, "password": "[redacted]"} and approval["stage"] == "canary"

@@ -1,8 +1,8 @@
 """A real `gatekeeper serve` (gunicorn, 2 workers) on SQLite or Postgres, seeded with one of everything.
 
-`target` holds the server's URL and port, a token of every role, the ids of a live agent, rollout,
-session, decision and approval, a signed-in dashboard session, and `snapshot()`: every row of every
-table, to prove that refused requests change nothing.
+`target` holds the server's URL and port, a token of every role (and one revoked token), the ids of a
+live agent, rollout, session, decision, approval and of the revoked token, a signed-in dashboard
+session, and `snapshot()`: every row of every table, to prove that refused requests change nothing.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Target:
 
 
 def seed(target: Target) -> None:
-    """Create tokens and a user, then register an agent, start a rollout, a session, a decision, an approval."""
+    """Create tokens and a user; register an agent; start a rollout, session, decision, approval; revoke a token."""
     database = Database(target.database_url)
     try:
         with database.transaction() as session:
@@ -89,6 +89,10 @@ def seed(target: Target) -> None:
                               headers=agent, timeout=10))
     assert asked["verdict"] == "approval_required", asked
     target.ids["approval"] = asked["approval_id"]
+    made = _ok(requests.post(f"{target.url}/v1/tokens", json={"name": "edge-revoked", "role": "viewer"}, headers=rm,
+                             timeout=10))
+    _ok(requests.post(f"{target.url}/v1/tokens/{made['id']}/revoke", headers=rm, timeout=10))
+    target.tokens["revoked"], target.ids["token"] = made["token"], str(made["id"])
     _sign_in(target)
 
 

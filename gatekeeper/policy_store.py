@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from gatekeeper.core.policy import Policy, PolicyError, PolicyProblem, parse_policy, policy_revision
+from gatekeeper.core.policy import Policy
 from gatekeeper.errors import NotFound
+from gatekeeper.policy_files import parse_policy, policy_revision
+from gatekeeper.policy_problems import PolicyError, PolicyProblem
 
 log = logging.getLogger(__name__)
 

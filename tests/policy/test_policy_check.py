@@ -6,11 +6,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from gatekeeper.cli.policy import policy
-from gatekeeper.core.policy import policy_revision
-
-ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ROOT / "policies"
+from gatekeeper.cli.policy_commands import policy
+from gatekeeper.policy_files import policy_revision
+from tests.support.policy_texts import POLICIES
 
 
 def test_valid_directory_prints_one_summary_line_per_file_and_exits_0() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatekeeper.core.policy import parse_policy, validate_policy_text
+from gatekeeper.policy_files import parse_policy, validate_policy_text
 
 BASE = """
 name: tiny

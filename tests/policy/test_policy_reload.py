@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gatekeeper.core.policy import policy_revision
-from gatekeeper.policies import PolicyStore
+from gatekeeper.policy_files import policy_revision
+from gatekeeper.policy_store import PolicyStore
 from tests.support.app import POLICIES, svc
 
 

@@ -1,8 +1,12 @@
-"""`gatekeeper policy check PATH...` and `gatekeeper policy backtest POLICY --agent A`.
+"""`gatekeeper policy check PATH...`, `gatekeeper policy schema` and `gatekeeper policy backtest POLICY --agent A`.
 
 `check`: each valid file gets one summary line (name@revision, agents, tiers); each problem gets
 one line `file: path: message`. Exit status: 0 when everything is valid, 1 when any problem was
 found, 2 when a PATH does not exist (click's usage error).
+
+`schema`: prints the JSON Schema of policy files, generated from the pydantic models in
+gatekeeper/policy_format.py; policies/policy.schema.json is this output, and the example policies
+name it in their first line so editors validate them as they are typed.
 
 `backtest`: replays a recorded rollout from the database through a policy file's gates (see
 gatekeeper/backtest.py) and prints what the policy would have done and when, beside what happened.
@@ -18,8 +22,11 @@ import click
 
 from gatekeeper.backtest import Backtest, Event, backtest
 from gatekeeper.config import Settings
-from gatekeeper.core.policy import Policy, PolicyError, check_paths, load_policy_file
+from gatekeeper.core.policy import Policy
 from gatekeeper.errors import GatekeeperError
+from gatekeeper.policy_files import check_paths, load_policy_file
+from gatekeeper.policy_format import policy_schema
+from gatekeeper.policy_problems import PolicyError
 from gatekeeper.store.db import Database
 
 
@@ -49,6 +56,12 @@ def check(paths: tuple[str, ...]) -> None:
         files = len({problem.file for problem in problems})
         click.echo(f"{len(problems)} problem(s) in {files} file(s)", err=True)
         raise SystemExit(1)
+
+
+@policy.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of policy files (shipped as policies/policy.schema.json)."""
+    click.echo(json.dumps(policy_schema(), indent=2))
 
 
 @policy.command("backtest")

@@ -1,0 +1,137 @@
+"""The gateway's transports: streamable HTTP for remote agents, stdio for an agent that launches it.
+
+On HTTP every request to `/mcp` must carry `Authorization: Bearer <agent token>` (refused with 401
+before MCP sees it), and `/metrics` exposes the gateway's metrics; on stdio the token comes from
+`GATEKEEPER_AGENT_TOKEN`. Both run the upstream links in the same task group as the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import uvicorn
+from mcp.server.context import ServerRequestContext
+from mcp.server.stdio import stdio_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gatekeeper.gateway.deciding import Decider, GatekeeperError
+from gatekeeper.gateway.gateway_file import GatewayFile
+from gatekeeper.gateway.gateway_metrics import GatewayMetrics
+from gatekeeper.gateway.tool_calls import Caller, ToolGate
+from gatekeeper.gateway.upstreams import UpstreamLink
+
+SESSION_KEY, ENVIRONMENT, VERSION = "gatekeeper-session-key", "gatekeeper-environment", "gatekeeper-version"
+
+
+def build_links(file: GatewayFile, *, environ: Mapping[str, str] | None = None) -> dict[tuple[str, str], UpstreamLink]:
+    """Return one link per agent and environment named in the gateway file."""
+    return {(agent, env): UpstreamLink(f"{agent}/{env}", getattr(upstreams, env), timeout=file.timeout,
+                                       environ=environ)
+            for agent, upstreams in file.agents.items() for env in ("live", "twin")}
+
+
+def _bearer(header: str | None) -> str | None:
+    scheme, _, token = (header or "").strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
+    """Read who is calling from the HTTP request that opened the MCP session."""
+    request = ctx.request
+    headers: Mapping[str, str] = request.headers if isinstance(request, Request) else {}
+    return Caller(_bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
+                  headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None)
+
+
+def stdio_caller(environ: Mapping[str, str]) -> Caller:
+    """Read who is calling from the environment the agent launched the gateway with."""
+    return Caller(environ.get("GATEKEEPER_AGENT_TOKEN") or None, environ.get("GATEKEEPER_SESSION_KEY") or None,
+                  environ.get("GATEKEEPER_ENVIRONMENT") or "live", environ.get("GATEKEEPER_VERSION") or None)
+
+
+class BearerGuard:
+    """Refuse MCP requests without a valid agent token (401) before the MCP layer sees them."""
+
+    def __init__(self, app: ASGIApp, decider: Decider, *, path: str = "/mcp") -> None:
+        self.app = app
+        self.decider = decider
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") == self.path:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            token = _bearer(headers.get("authorization"))
+            problem = "send Authorization: Bearer <agent token>" if token is None else None
+            known, agent = self.decider.cached_agent(token) if token is not None else (True, None)
+            if token is not None and known and agent is None:
+                problem = "unknown or revoked agent token"
+            elif token is not None and not known:  # the database only on a cache miss: a thread hop per call costs
+                try:
+                    await anyio.to_thread.run_sync(self.decider.agent_of, token)
+                except GatekeeperError as exc:
+                    problem = exc.message
+            if problem is not None:
+                body = {"error": {"code": "unauthorized", "message": problem, "field": "authorization"}}
+                await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive,
+                                                                                                   send)
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(gate: ToolGate, *, registry: CollectorRegistry, host: str) -> ASGIApp:
+    """Return the ASGI app: MCP at /mcp behind the bearer guard, /metrics and /healthz beside it."""
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request) -> Response:
+        links = {link.name: link.session is not None for link in gate.links.values()}
+        return Response(json.dumps({"ok": True, "upstreams": links}), media_type="application/json")
+
+    app = gate.server().streamable_http_app(host=host, custom_starlette_routes=[
+        Route("/metrics", metrics), Route("/healthz", healthz)])
+    return BearerGuard(app, gate.decider)
+
+
+def build_gate(decider: Decider, file: GatewayFile, *, registry: CollectorRegistry, stdio: bool,
+               environ: Mapping[str, str] | None = None, approval_wait_s: float = 0.0, otel: bool = False
+               ) -> ToolGate:
+    """Wire the gate: links to every upstream, metrics on the registry, how callers are identified."""
+    env = os.environ if environ is None else environ
+    caller_of = (lambda ctx: stdio_caller(env)) if stdio else http_caller
+    return ToolGate(decider, file, build_links(file, environ=env), metrics=GatewayMetrics(registry),
+                    caller_of=caller_of, approval_wait_s=approval_wait_s, otel=otel)
+
+
+async def serve_http(gate: ToolGate, *, registry: CollectorRegistry, host: str, port: int) -> None:
+    """Serve streamable HTTP until cancelled or stopped by a signal."""
+    app = http_app(gate, registry=registry, host=host)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    async with anyio.create_task_group() as tasks, anyio.create_task_group() as reports:
+        for link in gate.links.values():
+            tasks.start_soon(link.run)
+        gate.background = reports
+        await server.serve()
+        tasks.cancel_scope.cancel()
+    gate.background = None
+
+
+async def serve_stdio(gate: ToolGate) -> None:
+    """Serve one MCP session on stdin/stdout until the agent closes it."""
+    server = gate.server()
+    async with anyio.create_task_group() as tasks, anyio.create_task_group() as reports:
+        for link in gate.links.values():
+            tasks.start_soon(link.run)
+        gate.background = reports
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+        tasks.cancel_scope.cancel()
+    gate.background = None
