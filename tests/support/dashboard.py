@@ -72,9 +72,13 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
         yield LiveServer(url, app)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """One headless Debian Chromium for the whole run (launching costs about a second)."""
+    """One headless Debian Chromium per test package (launching costs about a second).
+
+    Not one per session: Playwright's sync API keeps its event loop set on the main thread until it
+    stops, and every later test calling asyncio.run() (the async SDK's) would fail.
+    """
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} (apt-get install chromium)")
     try:
