@@ -13,8 +13,9 @@ from typing import Any
 import requests
 from flask import Flask
 
-from tests.support.runtime import Runtime, Served, assert_exact, hammer, open_sessions
+from tests.support.runtime import Runtime, assert_exact, hammer, open_sessions
 from tests.support.scrape import Samples, parse, total
+from tests.support.servers import Server
 
 
 def scrape(url: str) -> Samples:
@@ -22,13 +23,13 @@ def scrape(url: str) -> Samples:
     return parse(requests.get(f"{url}/metrics", timeout=10).text)
 
 
-def workers_that_counted(served: Served) -> set[str]:
+def workers_that_counted(served: Server) -> set[str]:
     """Return the pids whose metric files exist: the workers that served requests."""
     return {m.group(1) for p in Path(served.metrics_dir).glob("*.db") if (m := re.search(r"_(\d+)\.db$", p.name))}
 
 
 def test_caps_are_exact_under_64_clients_on_two_workers(runtime: Runtime, app: Flask, db_url: str,
-                                                        policy_dir: Path, served: Callable[..., Served]) -> None:
+                                                        policy_dir: Path, served: Callable[..., Server]) -> None:
     plan = open_sessions(runtime)
     server = served(database_url=db_url, policy_dir=policy_dir, workers=2)
     verdicts = hammer([server.url], runtime.agent["Authorization"].removeprefix("Bearer "), plan)
@@ -37,7 +38,7 @@ def test_caps_are_exact_under_64_clients_on_two_workers(runtime: Runtime, app: F
 
 
 def test_metrics_totals_are_correct_across_workers(runtime: Runtime, db_url: str, policy_dir: Path,
-                                                   served: Callable[..., Served]) -> None:
+                                                   served: Callable[..., Server]) -> None:
     runtime.setup("canary", 0)
     stable = runtime.session(candidate=False)["session_id"]
     server = served(database_url=db_url, policy_dir=policy_dir, workers=2)

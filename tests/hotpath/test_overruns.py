@@ -18,8 +18,9 @@ from gatekeeper.policy_files import parse_policy
 from gatekeeper.prometheus_source import PrometheusSource
 from gatekeeper.tier_signals import SignalRequest
 from tests.support.app import svc
-from tests.support.runtime import POLICY, Runtime, Served, counts
+from tests.support.runtime import POLICY, Runtime, counts
 from tests.support.scrape import parse
+from tests.support.servers import Server
 from tests.support.services import PrometheusServer, require_binary
 
 GATE = parse_policy(POLICY).canary.gate  # max_overrun_rate: the default 0.05
@@ -89,7 +90,7 @@ def _wait_for(prometheus: PrometheusServer, expr: str, value: float) -> None:
 
 @pytest.mark.slow  # ~20 s: Prometheus takes ~5 s to find its target, then two scrapes of real traffic
 def test_the_prometheus_source_gates_on_the_overrun_rate(runtime: Runtime, db_url: str, policy_dir: Path,
-                                                         tmp_path: Path, served: Callable[..., Served]) -> None:
+                                                         tmp_path: Path, served: Callable[..., Server]) -> None:
     require_binary("prometheus")
     runtime.setup("canary", 0)
     server = served(database_url=db_url, policy_dir=policy_dir, workers=2)

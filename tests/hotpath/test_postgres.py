@@ -14,13 +14,13 @@ from sqlalchemy import text
 from gatekeeper.store.db import Database
 from tests.support.runtime import (
     Runtime,
-    Served,
     assert_exact,
     assert_one_reservation_for_64_retries,
     counts,
     hammer,
     open_sessions,
 )
+from tests.support.servers import Server
 from tests.support.services import PostgresServer
 
 
@@ -35,7 +35,7 @@ def db_url(postgres: PostgresServer) -> str:
 
 
 def test_caps_are_exact_across_two_replicas_on_postgres(runtime: Runtime, app: Flask, db_url: str,
-                                                        policy_dir: Path, served: Callable[..., Served]) -> None:
+                                                        policy_dir: Path, served: Callable[..., Server]) -> None:
     plan = open_sessions(runtime)
     replicas = [served(database_url=db_url, policy_dir=policy_dir, workers=2, name=f"replica{n}", upgrade=False)
                 for n in range(2)]
@@ -44,7 +44,7 @@ def test_caps_are_exact_across_two_replicas_on_postgres(runtime: Runtime, app: F
 
 
 def test_64_concurrent_retries_reserve_once_across_two_replicas_on_postgres(
-        runtime: Runtime, app: Flask, db_url: str, policy_dir: Path, served: Callable[..., Served]) -> None:
+        runtime: Runtime, app: Flask, db_url: str, policy_dir: Path, served: Callable[..., Server]) -> None:
     runtime.setup("canary", 0)
     replicas = [served(database_url=db_url, policy_dir=policy_dir, workers=2, name=f"replica{n}", upgrade=False)
                 for n in range(2)]

@@ -8,8 +8,9 @@ from typing import Any
 
 from flask import Flask
 
-from tests.support.runtime import Runtime, Served, assert_one_reservation_for_64_retries, counts
+from tests.support.runtime import Runtime, assert_one_reservation_for_64_retries, counts
 from tests.support.scrape import parse, total
+from tests.support.servers import Server
 
 ANSWER = ("decision_id", "verdict", "reason", "message", "remaining", "approval_id")
 
@@ -93,7 +94,7 @@ def test_request_ids_are_bounded(runtime: Runtime) -> None:
 
 def test_64_concurrent_retries_reserve_once_on_gunicorn_and_sqlite(runtime: Runtime, app: Flask, db_url: str,
                                                                    policy_dir: Path,
-                                                                   served: Callable[..., Served]) -> None:
+                                                                   served: Callable[..., Server]) -> None:
     runtime.setup("canary", 0)
     server = served(database_url=db_url, policy_dir=policy_dir, workers=2)
     assert_one_reservation_for_64_retries(runtime, app, [server.url])

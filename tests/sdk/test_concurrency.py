@@ -12,12 +12,13 @@ import pytest
 from flask import Flask
 from gatekeeper_client import AsyncGatekeeper, Refusal, guarded
 
-from tests.support.runtime import Runtime, Served, counts, key_for
+from tests.support.runtime import Runtime, counts, key_for
+from tests.support.servers import Server
 
 
 @pytest.mark.slow  # gunicorn start and 64 concurrent calls: about 12-20 s on 2 shared cores
 def test_64_async_tasks_keep_the_caps_exact(runtime: Runtime, app: Flask, db_url: str, policy_dir: Path,
-                                            token: str, served: Callable[..., Served]) -> None:
+                                            token: str, served: Callable[..., Server]) -> None:
     runtime.setup("canary", 0)  # candidate caps: 20 tool calls, $0.50 per session
     keys = [key_for("bot", runtime.rollout_id, 1.0, inside=True, start=n) for n in (0, 5000)]
     server = served(database_url=db_url, policy_dir=policy_dir, workers=2)

@@ -23,7 +23,8 @@ from sqlmodel import SQLModel
 from gatekeeper.store.db import Database
 from gatekeeper.store.tokens import create_token, create_user
 from tests.support.app import POLICIES
-from tests.support.runtime import Served, serve
+from tests.support.runtime import serve
+from tests.support.servers import Server
 from tests.support.services import PostgresServer
 
 AGENT = "support-bot"
@@ -124,7 +125,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         database_url = postgres.create_database("gk_edge")
     else:
         database_url = f"sqlite:///{tmp_path / 'edge.db'}"
-    server: Served = serve(tmp_path, database_url=database_url, policy_dir=POLICIES, workers=2)
+    server: Server = serve(tmp_path, database_url=database_url, policy_dir=POLICIES, workers=2)
     try:
         found = Target(server.url, database_url)
         seed(found)

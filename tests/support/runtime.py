@@ -5,12 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import multiprocessing
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from gatekeeper.core.bucketing import bucket, within
-from tests.support.services import free_port
+from tests.support.servers import Server, server_env, start_serve
 
 POLICY = """\
 name: hotpath
@@ -195,60 +190,20 @@ def _send_once(url: str, token: str, body: dict[str, Any], barrier: Any, answers
 # -- real gunicorn servers -------------------------------------------------------------------
 
 
-@dataclass
-class Served:
-    """A `gatekeeper serve` process tree (gunicorn master and workers) on a loopback port."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    metrics_dir: Path
-    log: Path
-
-    def stop(self) -> None:
-        """Stop gracefully; kill the whole process group if it does not stop within 15 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-
-
 def serve(tmp_path: Path, *, database_url: str, policy_dir: Path, workers: int = 2, name: str = "serve",
-          upgrade: bool = True) -> Served:
-    """Start `gatekeeper serve` and wait until /readyz answers 200 (at most 30 s)."""
-    port = free_port()
-    folder, log = tmp_path / f"{name}-metrics", tmp_path / f"{name}.log"
-    env = {**os.environ, "GATEKEEPER_DATABASE_URL": database_url, "GATEKEEPER_POLICY_DIR": str(policy_dir),
-           "GATEKEEPER_SECRET_KEY": "test-secret"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    command = [sys.executable, "-c", "from gatekeeper.cli import main; main()", "serve", "--bind",
-               f"127.0.0.1:{port}", "--workers", str(workers), "--metrics-dir", str(folder),
-               "--upgrade" if upgrade else "--no-upgrade"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    served = Served(process, f"http://127.0.0.1:{port}", folder, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if requests.get(f"{served.url}/readyz", timeout=1).status_code == 200:
-                return served
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    served.stop()
-    raise AssertionError(f"gatekeeper serve did not become ready:\n{log.read_text()[-3000:]}")
+          upgrade: bool = True) -> Server:
+    """Start `gatekeeper serve` with a fixed signing key and wait until /readyz answers 200."""
+    return start_serve(tmp_path, database_url=database_url, policy_dir=policy_dir, workers=workers, name=name,
+                       args=["--upgrade" if upgrade else "--no-upgrade"],
+                       env=server_env(database_url, policy_dir, GATEKEEPER_SECRET_KEY="test-secret"))
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+def served(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start `gatekeeper serve` processes; every one is stopped when the test ends."""
-    started: list[Served] = []
+    started: list[Server] = []
 
-    def start(**kwargs: Any) -> Served:
+    def start(**kwargs: Any) -> Server:
         started.append(serve(tmp_path, **kwargs))
         return started[-1]
 

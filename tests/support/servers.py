@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from gatekeeper.store.db import Database
 from gatekeeper.store.tokens import create_token, create_user
+from tests.support.processes import wait_ready
 from tests.support.services import free_port
 
-READY_TIMEOUT_S = 30.0
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
@@ -30,9 +28,10 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    metrics_dir: Path
 
     def stop(self) -> None:
-        """Stop it as an operator would (SIGTERM), killing the group if it lingers past 20 s."""
+        """Stop it as an operator would (SIGTERM to the master only), killing the group if it lingers past 20 s."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -54,24 +53,19 @@ def start_serve(tmp_path: Path, *, database_url: str, policy_dir: Path = POLICIE
                 name: str = "serve", args: Sequence[str] = (), env: dict[str, str] | None = None) -> Server:
     """Start `gatekeeper serve` and wait until /readyz answers 200."""
     port = free_port()
-    log = tmp_path / f"{name}.log"
+    log, metrics_dir = tmp_path / f"{name}.log", tmp_path / f"{name}-metrics"
     command = [sys.executable, "-c", "from gatekeeper.cli import main; main()", "serve", "--bind",
-               f"127.0.0.1:{port}", "--workers", str(workers), "--metrics-dir", str(tmp_path / f"{name}-metrics"),
-               *args]
+               f"127.0.0.1:{port}", "--workers", str(workers), "--metrics-dir", str(metrics_dir), *args]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=env or server_env(database_url, policy_dir), stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if requests.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return server
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise AssertionError(f"gatekeeper serve did not become ready:\n{log.read_text()[-3000:]}")
+    server = Server(process, f"http://127.0.0.1:{port}", log, metrics_dir)
+    try:
+        wait_ready(f"{server.url}/readyz", process, log)
+    except AssertionError:
+        server.stop()
+        raise
+    return server
 
 
 @contextmanager
