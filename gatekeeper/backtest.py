@@ -76,19 +76,19 @@ class Backtest:
                 "would": [asdict(e) for e in self.would], "actual": [asdict(e) for e in self.actual]}
 
 
-def backtest(db: Database, policy: Policy, *, agent: str, rollout_id: int | None, now: float) -> Backtest:
+def backtest(database: Database, policy: Policy, *, agent: str, rollout_id: int | None, now: float) -> Backtest:
     """Replay one recorded rollout of `agent` through `policy` and return both sets of moves."""
-    with db.reading() as session:
-        row = rollout_records.get_agent(session, agent)
-        rollout = recorded.recorded_rollout(session, row, rollout_id=rollout_id)
+    with database.reading() as db:
+        row = rollout_records.get_agent(db, agent)
+        rollout = recorded.recorded_rollout(row, rollout_id=rollout_id, db=db)
         rid, candidate = rollout.id or 0, rollout.candidate_version
-        transitions = recorded.transitions_of(session, rid)
-        last = recorded.last_outcome_at(session, rid)
+        transitions = recorded.transitions_of(rid, db=db)
+        last = recorded.last_outcome_at(rid, db=db)
         end = rollout.ended_at or max(last or 0.0, rollout.updated_at) or now
         tier_steps = tier_steps_of(transitions, end=min(end, now))
         actual = tuple(Event(t.at, _label(policy, t.to_stage, t.to_tier), t.action, t.reason, t.to_state)
                        for t in transitions)
-    would, evaluations = replay(db, policy, rollout=(rid, candidate), tier_steps=tier_steps)
+    would, evaluations = replay(database, policy, rollout=(rid, candidate), tier_steps=tier_steps)
     return Backtest(agent, rid, candidate, policy.name, policy.revision, evaluations, tuple(would), actual)
 
 
@@ -105,10 +105,10 @@ def tier_steps_of(transitions: list[Transition], *, end: float) -> list[TierStep
 KILL_STATES = LIVE_STATES  # the kill switch watches these, in shadow too
 
 
-def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], tier_steps: list[TierStep]
+def replay(database: Database, policy: Policy, *, rollout: tuple[int, str], tier_steps: list[TierStep]
            ) -> tuple[list[Event], int]:
     """Judge every interval of the recorded tier visits; stop at the first rollback or kill."""
-    source = BuiltinSource(db)
+    source = BuiltinSource(database)
     events: list[Event] = []
     evaluations, counters, last = 0, Counters(), ("", -1, 0.0)
     for step in tier_steps:
@@ -123,7 +123,7 @@ def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], tier_steps
         at, promoted = step.start + interval, False
         while at <= step.end and evaluations < MAX_EVALUATIONS:
             evaluations += 1
-            if _killed(db, policy, rollout[0], step, events, at=at):
+            if _killed(database, policy, rollout[0], step, events, at=at):
                 return events, evaluations
             if gated:
                 stop, counters, promoted = _judge(source, policy, rollout, step, events, at=at, start=start,
@@ -134,12 +134,13 @@ def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], tier_steps
     return events, evaluations
 
 
-def _killed(db: Database, policy: Policy, rollout_id: int, step: TierStep, events: list[Event], *, at: float) -> bool:
+def _killed(database: Database, policy: Policy, rollout_id: int, step: TierStep, events: list[Event], *,
+            at: float) -> bool:
     """Check the kill switch as the hot path does, over the outcomes reported in its window before `at`."""
     switch = policy.kill_switch
-    with db.reading() as session:
-        calls, errors = recorded.candidate_outcomes_between(session, rollout_id, since=at - switch.window_s,
-                                                            until=at)
+    with database.reading() as db:
+        calls, errors = recorded.candidate_outcomes_between(rollout_id, since=at - switch.window_s, until=at,
+                                                            db=db)
     if not trips(switch, calls=calls, errors=errors):
         return False
     events.append(Event(at, _label(policy, step.stage, step.tier), "kill",

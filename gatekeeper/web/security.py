@@ -83,20 +83,20 @@ class CookieSessionsOnDemand(SecureCookieSessionInterface):
         return super().get_signing_serializer(app)
 
 
-def shared_signing_key(db: Database, *, name: str = COOKIE_KEY, attempts: int = 3) -> str:
+def shared_signing_key(database: Database, *, name: str = COOKIE_KEY, attempts: int = 3) -> str:
     """Return the key stored as `name`, making it first if no process has (race-safe)."""
     for _ in range(attempts):
-        with db.reading() as session:
-            found = get_signing_key(session, name)
+        with database.reading() as db:
+            found = get_signing_key(name, db=db)
         if found:
             return found
         try:
-            with db.transaction() as session:  # BEGIN IMMEDIATE on SQLite; the primary key on Postgres
-                found = get_signing_key(session, name)
+            with database.transaction() as db:  # BEGIN IMMEDIATE on SQLite; the primary key on Postgres
+                found = get_signing_key(name, db=db)
                 if found:
                     return found
                 made = secrets.token_hex(32)
-                add_signing_key(session, name, value=made, now=time.time())
+                add_signing_key(name, value=made, now=time.time(), db=db)
             return made
         except IntegrityError:  # another process stored its key first: read that one
             continue
@@ -159,7 +159,7 @@ def _load_user() -> None:
     if user_id is None:
         return
     with services().db.reading() as db:
-        row = get_user(db, user_id)
+        row = get_user(user_id, db=db)
         found = WebUser(id=row.id or 0, username=row.username, role=row.role) if row else None
     if found is None:
         session.clear()

@@ -53,5 +53,5 @@ def test_a_configured_key_wins_over_the_stored_one(tmp_path: Path) -> None:
     client = app.test_client()
     assert client.get("/login").status_code == 200
     assert app.secret_key == "configured"
-    with app.extensions["gatekeeper"].db.reading() as session:
-        assert get_signing_key(session, COOKIE_KEY) is None
+    with app.extensions["gatekeeper"].db.reading() as db:
+        assert get_signing_key(COOKIE_KEY, db=db) is None
