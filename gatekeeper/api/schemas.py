@@ -99,11 +99,13 @@ class AgentStatus(BaseModel):
 StableChangeView.model_rebuild()
 
 
-class Position(BaseModel):
+class TierView(BaseModel):
+    """Where a rollout stood: a stage, its tier and the rollout's state there."""
+
     stage: str | None
     tier: int | None
     state: str | None
-    label: str | None = Field(default=None, description="the position as every view names it: canary 25%")
+    label: str | None = Field(default=None, description="the tier as every view names it: canary 25%")
 
 
 class HistoryEntry(BaseModel):
@@ -114,8 +116,8 @@ class HistoryEntry(BaseModel):
     actor: str
     action: str
     reason: str
-    from_: Position | None = Field(alias="from", serialization_alias="from")
-    to: Position
+    from_: TierView | None = Field(alias="from", serialization_alias="from")
+    to: TierView
     traffic_percent: float | None = None
     policy_revision: str
     metrics: dict[str, Any]

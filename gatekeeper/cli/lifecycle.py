@@ -53,13 +53,13 @@ def set_stable(name: str, version: str, reason: str, url: str, token: str | None
                f"by {payload['actor']}: {payload['reason']}")
 
 
-AGENT_HEADERS = ("AGENT", "POLICY", "REVISION", "STABLE", "CANDIDATE", "POSITION", "STATE")
+AGENT_HEADERS = ("AGENT", "POLICY", "REVISION", "STABLE", "CANDIDATE", "TIER", "STATE")
 
 
 @agent.command("list")
 @remote_options
 def list_agents(url: str, token: str | None, as_json: bool) -> None:
-    """List every agent with its policy, versions and rollout position."""
+    """List every agent with its policy, versions and rollout tier."""
     payload = Remote(url, token).call("GET", "/v1/agents")
     if as_json:
         click.echo(json.dumps(payload, indent=2))

@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from gatekeeper.core.budgets import to_dollars
-from gatekeeper.core.ladder import LIVE_STATES
 from gatekeeper.core.policy import BeforeRule, Caps, MaxCallsRule, Policy
 from gatekeeper.core.sequence import sequence_reason
+from gatekeeper.core.vocabulary import LIVE_STATES
 
 # What an approval sent with a repeated call can be: its stored state, `used` once spent, and
 # `changed` when the call's arguments are not the ones it was asked (and approved) for.

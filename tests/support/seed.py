@@ -16,7 +16,7 @@ from typing import Any
 from gatekeeper import rollouts
 from gatekeeper.core import tier_gate
 from gatekeeper.core.gates import Counters, SourceStatus, Where
-from gatekeeper.core.ladder import Position, position_label, traffic_percent
+from gatekeeper.core.ladder import Tier, tier_label, traffic_percent
 from gatekeeper.core.policy import Policy
 from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.services import Services
@@ -36,8 +36,8 @@ def start(svc: Services, agent: str, *, policy: str, stable: str, candidate: str
 def tier_report(policy: Policy, *, stage: str, tier: int, at: float, tier_started_at: float,
                 signals: TierSignals | None, source: SourceStatus | None = None) -> dict[str, Any]:
     """Return the gate report the tier gate gives for these signals."""
-    position = Position(stage, tier)
-    where = Where(stage, tier, position_label(policy, position), traffic_percent(policy, position))
+    here = Tier(stage, tier)
+    where = Where(stage, tier, tier_label(policy, here), traffic_percent(policy, here))
     report = tier_gate.evaluate_tier_gate(policy.canary.gate if stage == "canary" else policy.expansion.gate,
                                       signals, where=where, tier_started_at=tier_started_at,
                                       counters=Counters(), source=source or SourceStatus("prometheus"), now=at)
