@@ -8,10 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatekeeper.api.fields import INT_MAX, KEY_MAX, REASON_MAX, SafeStr
+from gatekeeper.core.vocabulary import Stage
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$"
-Stage = Literal["twin", "shadow", "canary", "expansion"]
 
 
 class Strict(BaseModel):

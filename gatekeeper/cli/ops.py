@@ -11,6 +11,8 @@ from typing import Any
 import click
 import requests
 
+from gatekeeper.core.vocabulary import STAGES
+
 TIMEOUT_S = 10.0
 
 
@@ -176,8 +178,7 @@ def register_ops(main: click.Group) -> None:
     promote = _action_command("promote", "Advance one tier (--full completes the rollout).")
     promote.params.append(click.Option(["--full"], is_flag=True, help="Go to 100% and complete."))
     rollback = _action_command("rollback", "Roll back one tier, or to the start of --to-stage; then pause.")
-    rollback.params.append(click.Option(["--to-stage"], type=click.Choice(["twin", "shadow", "canary",
-                                                                          "expansion"])))
+    rollback.params.append(click.Option(["--to-stage"], type=click.Choice(STAGES)))
     for command in (status, history, promote, rollback,
                     _action_command("pause", "Pause the rollout."),
                     _action_command("resume", "Resume a paused, held or killed rollout."),
