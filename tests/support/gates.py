@@ -144,9 +144,9 @@ def add_session(services: Services, rollout: Rollout, *, arm: str = "candidate",
         db.add(row)
         for index, (tool, verdict, outcome, latency_ms, *extra) in enumerate(calls):
             db.add(Decision(id=f"{session_id}-d{index}", session_id=session_id, agent_id=rollout.agent_id,
-                                 rollout_id=rollout.id, version=row.version, arm=arm, tool=tool,
-                                 tool_class=TOOLS.get(tool, "irreversible"), cost_micros=10_000, verdict=verdict,
-                                 at=started_at + index * 0.01, outcome_status=outcome,
-                                 outcome_at=None if outcome is None else started_at + index * 0.01 + 0.005,
-                                 latency_ms=latency_ms, **(extra[0] if extra else {})))
+                            rollout_id=rollout.id, version=row.version, arm=arm, tool=tool,
+                            tool_class=TOOLS.get(tool, "irreversible"), cost_micros=10_000, verdict=verdict,
+                            at=started_at + index * 0.01, outcome_status=outcome,
+                            outcome_at=None if outcome is None else started_at + index * 0.01 + 0.005,
+                            latency_ms=latency_ms, **(extra[0] if extra else {})))
     return session_id

@@ -51,9 +51,9 @@ def store_report(svc: Services, agent: str, *, report: dict[str, Any]) -> None:
         rollout = rollout_records.current_rollout(db, row)
         assert rollout is not None and rollout.id is not None
         db.add(GateEvaluation(rollout_id=rollout.id, agent_id=row.id or 0, at=report["evaluated_at"],
-                                   stage=report["stage"], tier=report["tier"], window_key=str(uuid.uuid4()),
-                                   result=report["result"], report=json.dumps(report),
-                                   policy_revision=rollout.policy_revision))
+                              stage=report["stage"], tier=report["tier"], window_key=str(uuid.uuid4()),
+                              result=report["result"], report=json.dumps(report),
+                              policy_revision=rollout.policy_revision))
 
 
 def healthy_signals(minute: float, *, scale: float) -> TierSignals:
@@ -167,13 +167,13 @@ def approval_for(svc: Services, session_id: str, *, tool: str, tool_class: str, 
         live = db.get(AgentSession, session_id)
         assert live is not None
         db.add(Approval(id=approval_id, agent_id=live.agent_id, session_id=session_id,
-                             rollout_id=live.rollout_id, version=live.version, tool=tool, tool_class=tool_class,
-                             cost_micros=round(cost * 1_000_000), preview=preview, stage=live.stage,
-                             arguments=json.dumps(arguments, sort_keys=True) if arguments is not None else None,
-                             state=state, created_at=at, expires_at=at + expire_after,
-                             decided_by="gatekeeper" if state == "cancelled" else None,
-                             decided_at=at + 30 if state == "cancelled" else None,
-                             decision_reason="its session ended" if state == "cancelled" else None))
+                        rollout_id=live.rollout_id, version=live.version, tool=tool, tool_class=tool_class,
+                        cost_micros=round(cost * 1_000_000), preview=preview, stage=live.stage,
+                        arguments=json.dumps(arguments, sort_keys=True) if arguments is not None else None,
+                        state=state, created_at=at, expires_at=at + expire_after,
+                        decided_by="gatekeeper" if state == "cancelled" else None,
+                        decided_at=at + 30 if state == "cancelled" else None,
+                        decision_reason="its session ended" if state == "cancelled" else None))
     record_call(svc, session_id, tool=tool, tool_class=tool_class, verdict="approval_required", at=at, cost=cost,
                 arguments=arguments, approval_id=approval_id)
     return approval_id
