@@ -65,8 +65,8 @@ def _prepare(folder: Path, sessions_needed: int) -> tuple[str, str, list[str]]:
     svc.db.upgrade()
     now = time.time()
     rollouts.register_agent(svc, "support-bot", policy="support-default", stable_version="v1", now=now)
-    with svc.db.transaction() as session:
-        token, _ = create_token(session, "bench", role="agent", agent="support-bot", now=now)
+    with svc.db.transaction() as db:
+        token, _ = create_token("bench", role="agent", agent="support-bot", now=now, db=db)
     ids = [sessions.start_session(svc, "support-bot", session_key=f"k{n}", environment="live", scenario=None,
                                   twin_snapshot_at=None, now=now).session.id for n in range(sessions_needed)]
     svc.db.dispose()

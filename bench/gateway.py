@@ -84,7 +84,7 @@ def _setup_database(workdir: Path) -> tuple[dict[str, str], str]:
     svc.db.upgrade()
     rollouts.register_agent(svc, "bench-bot", policy="bench", stable_version="v1", now=time.time())
     with svc.db.transaction() as db:
-        token, _ = create_token(db, "bench", role="agent", agent="bench-bot", now=time.time())
+        token, _ = create_token("bench", role="agent", agent="bench-bot", now=time.time(), db=db)
     svc.db.dispose()
     return env, token
 

@@ -131,7 +131,7 @@ def _serve(folder: Path, *, workers: int, threads: int) -> tuple[subprocess.Pope
     svc.db.upgrade()
     rollouts.register_agent(svc, "support-bot", policy="support-default", stable_version="v1", now=time.time())
     with svc.db.transaction() as db:
-        token, _ = create_token(db, "bench", role="agent", agent="support-bot", now=time.time())
+        token, _ = create_token("bench", role="agent", agent="support-bot", now=time.time(), db=db)
     svc.db.dispose()
     port = 18000 + os.getpid() % 1000
     env = {**os.environ, "GATEKEEPER_DATABASE_URL": url_db, "GATEKEEPER_POLICY_DIR": str(REPO / "policies"),

@@ -100,7 +100,7 @@ def receive_one(svc: Services, alert: Alert, *, actor: str, now: float) -> Alert
 
 def _fire(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: float) -> AlertOutcome:
     with svc.db.transaction() as db:
-        seen = alert_receipts.find_receipt(db, fingerprint=alert.key, starts_at=alert.starts_at)
+        seen = alert_receipts.find_receipt(fingerprint=alert.key, starts_at=alert.starts_at, db=db)
         if seen is not None:
             return _outcome(alert, "duplicate", detail=f"already handled: {seen.action}")
         receipt = AlertReceipt(fingerprint=alert.key, starts_at=alert.starts_at, agent=agent_name[:63],

@@ -1,14 +1,14 @@
 """Policy backtest: replay a recorded rollout's traffic through a policy's gates, interval by interval.
 
-The recorded rollout moved through positions (stage, tier) at the times its transitions say. For
-every canary and expansion position it really held, the replay asks the policy's tier gate, every
+The recorded rollout moved through tiers (stage, tier) at the times its transitions say. For
+every canary and expansion tier it really held, the replay asks the policy's tier gate, every
 `gate.interval` from the moment the tier began, what it would have decided on the traffic recorded
 up to then (the built-in source's numbers, `gate.compare` included), carrying its own consecutive
 failure counters, and checks the policy's kill switch on the candidate's outcomes in its window.
 
 What the policy would have done is known exactly up to its first different move: a rollback or a
 kill ends the replay (the traffic after it was never served that way); a promotion earlier than
-the real one is noted and the replay goes on at the real position, since later traffic only exists
+the real one is noted and the replay goes on at the real tier, since later traffic only exists
 for the path really taken. The kill switch is replayed in shadow too, on the outcomes the hot path
 counts; the twin and shadow gates are not (they count runs and mirrored sessions, not a window).
 """
@@ -21,10 +21,10 @@ from typing import Any
 from gatekeeper.core import ladder
 from gatekeeper.core.gates import Counters, Where
 from gatekeeper.core.kill_rule import trips
-from gatekeeper.core.ladder import LIVE_STATES
 from gatekeeper.core.policy import Policy
 from gatekeeper.core.tier_gate import evaluate_tier_gate
-from gatekeeper.gate_cycle import GATED_STATES, gate_for, gated_tiers
+from gatekeeper.core.vocabulary import GATED_STATES, LIVE_STATES, TRAFFIC_STAGES
+from gatekeeper.gate_cycle import gate_for, gated_tiers
 from gatekeeper.metric_sources import BuiltinSource
 from gatekeeper.store import recorded, rollout_records
 from gatekeeper.store.db import Database
@@ -36,7 +36,7 @@ MAX_EVALUATIONS = 100_000  # a bound on one replay, whatever the recorded rollou
 
 @dataclass(frozen=True)
 class TierStep:
-    """A stretch of time the recorded rollout spent at one position in one state."""
+    """A stretch of time the recorded rollout spent at one tier in one state."""
 
     stage: str
     tier: int
@@ -50,7 +50,7 @@ class Event:
     """One thing that happened, or would have: when, where, what and why."""
 
     at: float
-    position: str
+    tier_label: str  # `canary 25%`, as every view names the tier
     action: str
     reason: str
     state: str = ""  # the rollout's state after a recorded transition
@@ -76,24 +76,24 @@ class Backtest:
                 "would": [asdict(e) for e in self.would], "actual": [asdict(e) for e in self.actual]}
 
 
-def backtest(db: Database, policy: Policy, *, agent: str, rollout_id: int | None, now: float) -> Backtest:
+def backtest(database: Database, policy: Policy, *, agent: str, rollout_id: int | None, now: float) -> Backtest:
     """Replay one recorded rollout of `agent` through `policy` and return both sets of moves."""
-    with db.reading() as session:
-        row = rollout_records.get_agent(session, agent)
-        rollout = recorded.recorded_rollout(session, row, rollout_id=rollout_id)
+    with database.reading() as db:
+        row = rollout_records.get_agent(db, agent)
+        rollout = recorded.recorded_rollout(row, rollout_id=rollout_id, db=db)
         rid, candidate = rollout.id or 0, rollout.candidate_version
-        transitions = recorded.transitions_of(session, rid)
-        last = recorded.last_outcome_at(session, rid)
+        transitions = recorded.transitions_of(rid, db=db)
+        last = recorded.last_outcome_at(rid, db=db)
         end = rollout.ended_at or max(last or 0.0, rollout.updated_at) or now
         tier_steps = tier_steps_of(transitions, end=min(end, now))
         actual = tuple(Event(t.at, _label(policy, t.to_stage, t.to_tier), t.action, t.reason, t.to_state)
                        for t in transitions)
-    would, evaluations = replay(db, policy, rollout=(rid, candidate), tier_steps=tier_steps)
+    would, evaluations = replay(database, policy, rollout=(rid, candidate), tier_steps=tier_steps)
     return Backtest(agent, rid, candidate, policy.name, policy.revision, evaluations, tuple(would), actual)
 
 
 def tier_steps_of(transitions: list[Transition], *, end: float) -> list[TierStep]:
-    """Cut the recorded rollout into stretches at one position and state, from its transitions."""
+    """Cut the recorded rollout into stretches at one tier and state, from its transitions."""
     tier_steps = []
     for index, entry in enumerate(transitions):
         stop = transitions[index + 1].at if index + 1 < len(transitions) else end
@@ -102,18 +102,15 @@ def tier_steps_of(transitions: list[Transition], *, end: float) -> list[TierStep
     return tier_steps
 
 
-KILL_STATES = LIVE_STATES  # the kill switch watches these, in shadow too
-
-
-def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], tier_steps: list[TierStep]
+def replay(database: Database, policy: Policy, *, rollout: tuple[int, str], tier_steps: list[TierStep]
            ) -> tuple[list[Event], int]:
     """Judge every interval of the recorded tier visits; stop at the first rollback or kill."""
-    source = BuiltinSource(db)
+    source = BuiltinSource(database)
     events: list[Event] = []
     evaluations, counters, last = 0, Counters(), ("", -1, 0.0)
     for step in tier_steps:
-        gated = step.stage in ("canary", "expansion") and step.state in GATED_STATES
-        if not gated and not (step.stage != "twin" and step.state in KILL_STATES):
+        gated = step.stage in TRAFFIC_STAGES and step.state in GATED_STATES
+        if not gated and not (step.stage != "twin" and step.state in LIVE_STATES):  # the kill switch watches shadow too
             continue
         start = last[2] if (step.stage, step.tier) == last[:2] else step.start  # a hold keeps the tier's start
         if (step.stage, step.tier) != last[:2]:
@@ -123,7 +120,7 @@ def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], tier_steps
         at, promoted = step.start + interval, False
         while at <= step.end and evaluations < MAX_EVALUATIONS:
             evaluations += 1
-            if _killed(db, policy, rollout[0], step, events, at=at):
+            if _killed(database, policy, rollout[0], step, events, at=at):
                 return events, evaluations
             if gated:
                 stop, counters, promoted = _judge(source, policy, rollout, step, events, at=at, start=start,
@@ -134,12 +131,13 @@ def replay(db: Database, policy: Policy, *, rollout: tuple[int, str], tier_steps
     return events, evaluations
 
 
-def _killed(db: Database, policy: Policy, rollout_id: int, step: TierStep, events: list[Event], *, at: float) -> bool:
+def _killed(database: Database, policy: Policy, rollout_id: int, step: TierStep, events: list[Event], *,
+            at: float) -> bool:
     """Check the kill switch as the hot path does, over the outcomes reported in its window before `at`."""
     switch = policy.kill_switch
-    with db.reading() as session:
-        calls, errors = recorded.candidate_outcomes_between(session, rollout_id, since=at - switch.window_s,
-                                                            until=at)
+    with database.reading() as db:
+        calls, errors = recorded.candidate_outcomes_between(rollout_id, since=at - switch.window_s, until=at,
+                                                            db=db)
     if not trips(switch, calls=calls, errors=errors):
         return False
     events.append(Event(at, _label(policy, step.stage, step.tier), "kill",
@@ -151,9 +149,9 @@ def _killed(db: Database, policy: Policy, rollout_id: int, step: TierStep, event
 def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], step: TierStep, events: list[Event], *,
            at: float, start: float, counters: Counters, promoted: bool) -> tuple[bool, Counters, bool]:
     gate = gate_for(policy, step.stage)
-    position = ladder.Position(step.stage, step.tier)
-    label = ladder.position_label(policy, position)
-    percent = ladder.traffic_percent(policy, position)
+    tier = ladder.Tier(step.stage, step.tier)
+    label = ladder.tier_label(policy, tier)
+    percent = ladder.traffic_percent(policy, tier)
     rid, candidate = rollout
     request = SignalRequest("", candidate, rid, gate.window_s, (), tier_started_at=start,
                             compare=gate.compare is not None)
@@ -168,7 +166,7 @@ def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], step
     if report.action == "promote" and not promoted:
         events.append(Event(at, label, "promote", reason))
         promoted = True
-    holding = bool(events) and events[-1].action == "hold" and events[-1].position == label
+    holding = bool(events) and events[-1].action == "hold" and events[-1].tier_label == label
     if report.action == "hold" and not holding:
         events.append(Event(at, label, "hold", reason))
     elif report.action in ("wait", "promote") and holding:
@@ -178,6 +176,6 @@ def _judge(source: BuiltinSource, policy: Policy, rollout: tuple[int, str], step
 
 def _label(policy: Policy, stage: str, tier: int) -> str:
     try:
-        return ladder.position_label(policy, ladder.Position(stage, tier))
+        return ladder.tier_label(policy, ladder.Tier(stage, tier))
     except (IndexError, ValueError):
         return f"{stage} tier {tier}"

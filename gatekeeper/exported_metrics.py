@@ -112,4 +112,4 @@ class RolloutCollector(Collector):
         loaded = self.policies.snapshot().by_name.get(policy)
         if stage is None or tier is None or loaded is None:
             return 0.0
-        return ladder.traffic_percent(loaded.policy, ladder.Position(stage, tier))
+        return ladder.traffic_percent(loaded.policy, ladder.Tier(stage, tier))

@@ -40,9 +40,9 @@ from gatekeeper.core.gates import (
     evaluate_twin_gate,
     next_transition,
 )
-from gatekeeper.core.ladder import HoldOwner
 from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.core.tier_gate import evaluate_tier_gate
+from gatekeeper.core.vocabulary import HoldOwner
 from gatekeeper.errors import GatekeeperError, IllegalTransition, NotFound
 from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.rollouts import transition
@@ -195,9 +195,9 @@ def build_report(item: Due, rollout: Rollout, batch: SignalBatch, evidence: Stag
                  ) -> GateReport:
     """Ask the stage's gate for a report on the gathered evidence."""
     policy = item.loaded.policy
-    position = ladder.Position(rollout.stage, rollout.tier)
-    where = Where(rollout.stage, rollout.tier, ladder.position_label(policy, position),
-                  ladder.traffic_percent(policy, position))
+    tier = ladder.Tier(rollout.stage, rollout.tier)
+    where = Where(rollout.stage, rollout.tier, ladder.tier_label(policy, tier),
+                  ladder.traffic_percent(policy, tier))
     counters = Counters(rollout.consecutive_failures, rollout.consecutive_errors)
     if rollout.stage == "twin":
         return evaluate_twin_gate(policy.twin.gate, list(evidence.twin_runs),

@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from gatekeeper import rollouts
 from gatekeeper.core.kill_rule import trips, window_start
-from gatekeeper.core.ladder import LIVE_STATES
+from gatekeeper.core.vocabulary import LIVE_STATES
 from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.store import rollout_records, session_records
 from gatekeeper.store.models import Agent

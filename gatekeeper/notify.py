@@ -49,12 +49,12 @@ class DeliveryError(Exception):
     """A webhook did not take the notification."""
 
 
-def enqueue(session: Session, entry: Transition, *, agent: Agent, rollout: Rollout) -> Notification:
+def enqueue(db: Session, entry: Transition, *, agent: Agent, rollout: Rollout) -> Notification:
     """Add the transition's notification to the outbox, in the caller's transaction."""
     payload = {"event": event_body(entry, agent=agent, rollout=rollout), "pending": None}
     row = Notification(transition_id=entry.id or 0, payload=json.dumps(payload, sort_keys=True),
                        next_attempt_at=entry.at)
-    session.add(row)
+    db.add(row)
     return row
 
 
@@ -143,21 +143,21 @@ class DeliveryStats:
     failed: int = 0
 
 
-def deliver_due(db: Database, sender: WebhookSender, *, now: float, limit: int = 100) -> DeliveryStats:
+def deliver_due(database: Database, sender: WebhookSender, *, now: float, limit: int = 100) -> DeliveryStats:
     """Send every notification that is due; record success, or the error and the next try."""
     delivered = failed = 0
-    for row in _due(db, now=now, limit=limit):
+    for row in _due(database, now=now, limit=limit):
         payload = json.loads(row.payload)
         errors = _send_all(sender, payload["event"], payload.get("pending"))
-        _record_attempt(db, row.id or 0, payload, errors, now=now)
+        _record_attempt(database, row.id or 0, payload, errors, now=now)
         delivered, failed = delivered + (not errors), failed + bool(errors)
     return DeliveryStats(delivered, failed)
 
 
-def _due(db: Database, *, now: float, limit: int) -> list[Notification]:
-    with db.reading() as session:
-        found = outbox.due_notifications(session, now=now, max_attempts=MAX_ATTEMPTS, limit=limit)
-        session.expunge_all()
+def _due(database: Database, *, now: float, limit: int) -> list[Notification]:
+    with database.reading() as db:
+        found = outbox.due_notifications(now=now, max_attempts=MAX_ATTEMPTS, limit=limit, db=db)
+        db.expunge_all()
         return found
 
 
@@ -174,10 +174,10 @@ def _send_all(sender: WebhookSender, event: Mapping[str, Any], pending: Sequence
     return errors
 
 
-def _record_attempt(db: Database, row_id: int, payload: dict[str, Any], errors: Mapping[str, str], *,
+def _record_attempt(database: Database, row_id: int, payload: dict[str, Any], errors: Mapping[str, str], *,
                     now: float) -> None:
-    with db.transaction() as session:
-        row = outbox.notification(session, row_id)
+    with database.transaction() as db:
+        row = outbox.notification(row_id, db=db)
         if row is None:
             return
         if not errors:
@@ -187,4 +187,4 @@ def _record_attempt(db: Database, row_id: int, payload: dict[str, Any], errors: 
             row.next_attempt_at = now + backoff_s(row.attempts)
             row.last_error = "; ".join(f"{url_label(url)}: {error}" for url, error in errors.items())[:1000]
             row.payload = json.dumps({**payload, "pending": [url_id(url) for url in errors]}, sort_keys=True)
-        session.add(row)
+        db.add(row)

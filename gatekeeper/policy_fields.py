@@ -19,13 +19,12 @@ from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from gatekeeper.core.policy import (
     ALERT_ACTIONS,
     SEVERITIES,
-    TOOL_CLASSES,
     AlertAction,
     Severity,
-    ToolClass,
     parse_duration,
     parse_money,
 )
+from gatekeeper.core.vocabulary import TOOL_CLASSES, ToolClass
 
 SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 

@@ -29,10 +29,9 @@ from pydantic import (
 from gatekeeper.core.policy import (
     COMPARE_METRICS,
     METRICS_ERROR_ACTIONS,
-    REVERT_STAGES,
     MetricsErrorAction,
-    RevertStage,
 )
+from gatekeeper.core.vocabulary import REVERT_STAGES, RevertStage
 from gatekeeper.policy_fields import (
     AlertActionName,
     Count0,

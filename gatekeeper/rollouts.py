@@ -1,7 +1,7 @@
 """Release-manager use cases: register agents, start rollouts and move them. One commit each.
 
 `transition()` is the single place a rollout moves: it asks the pure state machine for the
-new status, writes it with an audit entry naming actor, reason, positions, policy revision
+new status, writes it with an audit entry naming actor, reason, tiers before and after, policy revision
 and the numbers that drove it, and never commits, so the kill switch, the scheduler and the
 alert intake can move a rollout inside their own transaction.
 """
@@ -16,7 +16,8 @@ from sqlmodel import Session
 
 from gatekeeper import notify
 from gatekeeper.core import ladder
-from gatekeeper.core.ladder import HoldOwner, RolloutStatus
+from gatekeeper.core.ladder import RolloutStatus
+from gatekeeper.core.vocabulary import TERMINAL_STATES, HoldOwner
 from gatekeeper.errors import BadRequest, Conflict
 from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.services import Services
@@ -114,9 +115,9 @@ def transition(db: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout
     if action == "hold" or after.state != "held":
         held = after.state == "held"
         rollout.held_by, rollout.held_by_alert = (held_by, held_by_alert) if held else (None, None)
-    if after.position != before.position:
+    if after.current_tier != before.current_tier:
         rollout.consecutive_failures = rollout.consecutive_errors = 0
-    if after.state in ladder.TERMINAL_STATES:
+    if after.state in TERMINAL_STATES:
         _finish(agent, rollout, now=now)
     _cancel_approvals(db, rollout, before, after, action=action, now=now)
     db.add(rollout)
@@ -137,7 +138,7 @@ def _cancel_approvals(db: Session, rollout: Rollout, before: RolloutStatus, afte
     Approvals asked in a stage the rollout leaves are cancelled; a kill, an abort or the completion
     cancels every pending approval of the rollout, whatever stage it lands in.
     """
-    ends = action == "kill" or after.state in ladder.TERMINAL_STATES
+    ends = action == "kill" or after.state in TERMINAL_STATES
     if not ends and after.stage == before.stage:
         return
     reason = f"the rollout was {after.state}" if ends else f"the rollout left {before.stage}"
@@ -163,7 +164,7 @@ def _record(db: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
         reason=after.reason,
         from_stage=before.stage if before else None, from_tier=before.tier if before else None,
         from_state=before.state if before else None, to_stage=after.stage, to_tier=after.tier,
-        to_state=after.state, traffic_percent=ladder.traffic_percent(loaded.policy, after.position),
+        to_state=after.state, traffic_percent=ladder.traffic_percent(loaded.policy, after.current_tier),
         policy_revision=loaded.revision, metrics=json.dumps(dict(metrics or {}), sort_keys=True))
     db.add(entry)
     db.add(agent)

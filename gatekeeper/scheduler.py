@@ -67,10 +67,10 @@ class SchedulerLease:
         if not self.db.is_sqlite and not self.lock.try_acquire():
             return False
         try:
-            with self.db.transaction() as session:
-                leading = take_lease(session, self.name, holder=self.holder, expires_at=now + self.ttl_s, now=now)
+            with self.db.transaction() as db:
+                leading = take_lease(self.name, holder=self.holder, expires_at=now + self.ttl_s, now=now, db=db)
                 if leading:
-                    record_tick(session, self.name, holder=self.holder, now=now, interval_s=self.interval_s)
+                    record_tick(self.name, holder=self.holder, now=now, interval_s=self.interval_s, db=db)
                 return leading
         except IntegrityError:  # another process inserted the first lease row at the same moment
             return False
@@ -78,8 +78,8 @@ class SchedulerLease:
     def release(self) -> None:
         """Give the lease up at once, so a standby takes over on its next tick."""
         try:
-            with self.db.transaction() as session:
-                give_up_lease(session, self.name, holder=self.holder)
+            with self.db.transaction() as db:
+                give_up_lease(self.name, holder=self.holder, db=db)
         finally:
             self.lock.release()
 

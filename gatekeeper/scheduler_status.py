@@ -63,11 +63,11 @@ def judge(*, leader: str | None, last_holder: str | None, last_tick_at: float | 
     return SchedulerHealth(leader, last_holder, last_tick_at, leading_since, interval, lag, healthy)
 
 
-def read_health(db: Database, *, now: float) -> SchedulerHealth | None:
+def read_health(database: Database, *, now: float) -> SchedulerHealth | None:
     """Read the heartbeat and lease and judge them; None when the database does not answer."""
     try:
-        with db.reading() as session:
-            beat, lease = last_tick(session, LEASE_NAME), lease_of(session, LEASE_NAME)
+        with database.reading() as db:
+            beat, lease = last_tick(LEASE_NAME, db=db), lease_of(LEASE_NAME, db=db)
             leader = lease.holder if lease is not None and lease.expires_at > now else None
             return judge(leader=leader, last_holder=beat.holder if beat else None,
                          last_tick_at=beat.ticked_at if beat else None,

@@ -93,7 +93,7 @@ def _check_scenario(policy: Policy, *, environment: str, scenario: str | None) -
 def _rollout_facts(policy: Policy, rollout: Rollout | None) -> RolloutFacts | None:
     if rollout is None or rollout.id is None:
         return None
-    percent = ladder.traffic_percent(policy, ladder.Position(rollout.stage, rollout.tier))
+    percent = ladder.traffic_percent(policy, ladder.Tier(rollout.stage, rollout.tier))
     return RolloutFacts(rollout.id, rollout.stage, rollout.state, percent, policy.shadow.traffic_percent)
 
 

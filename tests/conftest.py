@@ -66,8 +66,8 @@ def make_token(app: Flask) -> Callable[..., dict[str, str]]:
     """Create a token of a role and return its Authorization header."""
 
     def make(role: str, *, agent: str | None = None, name: str | None = None) -> dict[str, str]:
-        with svc(app).db.transaction() as session:
-            token, _ = create_token(session, name or role, role=role, agent=agent, now=time.time())
+        with svc(app).db.transaction() as db:
+            token, _ = create_token(name or role, role=role, agent=agent, now=time.time(), db=db)
         return {"Authorization": f"Bearer {token}"}
 
     return make

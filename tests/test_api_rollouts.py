@@ -103,10 +103,10 @@ def test_a_new_app_on_the_same_file_sees_the_same_rollouts(app_overrides: dict[s
 
 def snapshot(app: Flask) -> dict[str, list[Any]]:
     """Every row of every table, to show a refused request changed nothing."""
-    db = svc(app).db
-    with db.reading() as session:
-        return {t: [tuple(r) for r in session.exec(text(f"SELECT * FROM {t}"))]  # type: ignore[call-overload]
-                for t in db.table_names()}
+    database = svc(app).db
+    with database.reading() as db:
+        return {t: [tuple(r) for r in db.exec(text(f"SELECT * FROM {t}"))]  # type: ignore[call-overload]
+                for t in database.table_names()}
 
 
 @ON_BOTH

@@ -37,7 +37,7 @@ def test_status_promote_rollback_history(live_url: str, rm: dict[str, str], clie
     assert any(line.split()[2:3] == ["v2"] and "shadow" in line for line in out.splitlines())  # the candidate
 
 
-def test_cli_names_positions_as_the_dashboard_does(live_url: str, rm: dict[str, str], client: FlaskClient) -> None:
+def test_cli_names_tiers_as_the_dashboard_does(live_url: str, rm: dict[str, str], client: FlaskClient) -> None:
     client.post("/v1/agents", json={"name": "support-bot", "policy": "support-default",
                                     "stable_version": "v1"}, headers=rm)
     client.post("/v1/agents/support-bot/rollouts", json={"version": "v2"}, headers=rm)

@@ -34,7 +34,7 @@ def list_agents(*, caller: Caller) -> list[AgentStatus]:
     """List every agent with its rollout and gate report."""
     svc = services()
     with svc.db.reading() as db:
-        return [describe_agent(db, svc.policies, a) for a in rollout_records.list_agents(db)]
+        return [describe_agent(db, svc.policies, a, now=svc.clock()) for a in rollout_records.list_agents(db)]
 
 
 @endpoint(bp, "/v1/agents", methods=["POST"], roles=ACTORS, body=AgentCreate, response=AgentStatus, status=201)
@@ -131,7 +131,7 @@ def _exists(agent: str) -> None:
 def _status(agent: str) -> AgentStatus:
     svc = services()
     with svc.db.reading() as db:
-        return describe_agent(db, svc.policies, agent_or_404(db, agent))
+        return describe_agent(db, svc.policies, agent_or_404(db, agent), now=svc.clock())
 
 
 def _transition_view(agent: str, entry: Transition) -> TransitionView:

@@ -73,7 +73,7 @@ def _lookup(token: str) -> Caller | None:
     if found:
         return cached if isinstance(cached, Caller) else None
     with svc.db.reading() as db:
-        row = find_token(db, token)
+        row = find_token(token, db=db)
         caller = None if row is None else Caller(name=row.name, role=row.role, agent=row.agent)
     cache.put(token, caller, now)
     return caller

@@ -8,10 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatekeeper.api.fields import INT_MAX, KEY_MAX, REASON_MAX, SafeStr
+from gatekeeper.core.vocabulary import Stage
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$"
-Stage = Literal["twin", "shadow", "canary", "expansion"]
 
 
 class Strict(BaseModel):
@@ -99,11 +99,13 @@ class AgentStatus(BaseModel):
 StableChangeView.model_rebuild()
 
 
-class Position(BaseModel):
+class TierView(BaseModel):
+    """Where a rollout stood: a stage, its tier and the rollout's state there."""
+
     stage: str | None
     tier: int | None
     state: str | None
-    label: str | None = Field(default=None, description="the position as every view names it: canary 25%")
+    label: str | None = Field(default=None, description="the tier as every view names it: canary 25%")
 
 
 class HistoryEntry(BaseModel):
@@ -114,8 +116,8 @@ class HistoryEntry(BaseModel):
     actor: str
     action: str
     reason: str
-    from_: Position | None = Field(alias="from", serialization_alias="from")
-    to: Position
+    from_: TierView | None = Field(alias="from", serialization_alias="from")
+    to: TierView
     traffic_percent: float | None = None
     policy_revision: str
     metrics: dict[str, Any]

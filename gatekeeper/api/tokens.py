@@ -52,7 +52,7 @@ def list_tokens(*, caller: Caller, query: TokenQuery) -> list[TokenView]:
     """List tokens, oldest first; secrets and hashes are never shown."""
     wanted = {"all": (True, False), "active": (False,), "revoked": (True,)}[query.state]
     with services().db.reading() as db:
-        return [_view(row) for row in store.list_tokens(db) if (row.revoked_at is not None) in wanted]
+        return [_view(row) for row in store.list_tokens(db=db) if (row.revoked_at is not None) in wanted]
 
 
 @endpoint(bp, "/v1/tokens", methods=["POST"], roles=ACTORS, body=TokenCreate, response=TokenCreated, status=201)
@@ -60,7 +60,7 @@ def create_token(*, caller: Caller, body: TokenCreate) -> TokenCreated:
     """Create a token and return its secret, once."""
     svc = services()
     with svc.db.transaction() as db:
-        plaintext, row = store.create_token(db, body.name, role=body.role, agent=body.agent, now=svc.clock())
+        plaintext, row = store.create_token(body.name, role=body.role, agent=body.agent, now=svc.clock(), db=db)
     return TokenCreated(**_view(row).model_dump(), token=plaintext)
 
 
@@ -71,7 +71,7 @@ def revoke_token(token_id: str, *, caller: Caller) -> TokenView:
     if not re.fullmatch(r"[0-9]{1,10}", token_id) or int(token_id) > INT_MAX:
         raise NotFound(f"no token with id {token_id[:40]!r}", field="token_id")
     with services().db.transaction() as db:
-        row = store.revoke_token(db, int(token_id), actor=caller.actor, now=services().clock())
+        row = store.revoke_token(int(token_id), actor=caller.actor, now=services().clock(), db=db)
     return _view(row)
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session
 
-from gatekeeper.api.schemas import AgentStatus, HistoryEntry, Position, RolloutView, timestamp, utc
+from gatekeeper.api.schemas import AgentStatus, HistoryEntry, RolloutView, TierView, timestamp, utc
 from gatekeeper.api.trace_schemas import MirroredTraces, SessionTrace, Trace, TraceDecision, TraceOutcome, TraceSession
 from gatekeeper.core import ladder
 from gatekeeper.core.budgets import to_dollars
 from gatekeeper.core.policy import Policy
+from gatekeeper.core.vocabulary import PREVIEW_STAGES
 from gatekeeper.errors import NotFound
 from gatekeeper.policy_store import LoadedPolicy, PolicyStore
 from gatekeeper.rollouts import status_of
@@ -25,19 +25,19 @@ from gatekeeper.store.models import Agent, AgentSession, Decision, GateEvaluatio
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
-def describe_agent(db: Session, policies: PolicyStore, agent: Agent) -> AgentStatus:
+def describe_agent(db: Session, policies: PolicyStore, agent: Agent, *, now: float) -> AgentStatus:
     """Return an agent's status: rollout, ladder, allowed actions, current gate report."""
     loaded = _policy_or_none(policies, agent.policy)
     rollout = rollout_records.current_rollout(db, agent) or rollout_records.latest_rollout(db, agent)
     active = rollout is not None and rollout.id == agent.rollout_id
     reported = gate_report(db, rollout) if rollout and active else None
     # Not yet marked expired is not waiting either: the count agrees with the lists the pages show.
-    pending = reads.pending_count(db, agent.id or 0, now=time.time())
+    pending = reads.pending_count(db, agent.id or 0, now=now)
     return AgentStatus(
         name=agent.name, policy=agent.policy, stable_version=agent.stable_version,
         policy_revision=loaded.revision if loaded else None, policy_file=loaded.path if loaded else None,
         rollout=rollout_view(rollout, loaded) if rollout else None,
-        ladder=[ladder.position_label(loaded.policy, p) for p in ladder.ladder(loaded.policy)] if loaded else [],
+        ladder=[ladder.tier_label(loaded.policy, t) for t in ladder.ladder(loaded.policy)] if loaded else [],
         allowed_actions=list(ladder.allowed_actions(status_of(rollout))) if rollout and active else [],
         gate_report=reported.current if reported else None,
         pending_approvals=int(pending))
@@ -69,27 +69,27 @@ def gate_report(db: Session, rollout: Rollout) -> ReportState:
     return ReportState(report, later, later is not None or moved)
 
 
-def position_name(policy: Policy | None, stage: str | None, *, tier: int | None) -> str:
-    """Return a position as every view names it (`canary 25%`); the raw stage and tier if the policy changed."""
+def tier_name(policy: Policy | None, stage: str | None, *, tier: int | None) -> str:
+    """Return a tier as every view names it (`canary 25%`); the raw stage and tier if the policy changed."""
     if stage is None:
         return "—"
     if policy is None:
-        return stage if stage in ("twin", "shadow") else f"{stage} tier {tier}"
+        return stage if stage in PREVIEW_STAGES else f"{stage} tier {tier}"
     try:
-        return ladder.position_label(policy, ladder.Position(stage, tier or 0))
+        return ladder.tier_label(policy, ladder.Tier(stage, tier or 0))
     except (IndexError, ValueError):
         return f"{stage} tier {tier}"
 
 
 def rollout_view(rollout: Rollout, loaded: LoadedPolicy | None) -> RolloutView:
     """Return the API view of a rollout row."""
-    position = status_of(rollout).position
+    here = status_of(rollout).current_tier
     policy = loaded.policy if loaded else None
     return RolloutView(
         id=rollout.id or 0, candidate_version=rollout.candidate_version, stable_version=rollout.stable_version,
         stage=rollout.stage, tier=rollout.tier, state=rollout.state, state_reason=rollout.state_reason,
-        tier_label=ladder.position_label(policy, position) if policy else rollout.stage,
-        traffic_percent=ladder.traffic_percent(policy, position) if policy else 0.0,
+        tier_label=ladder.tier_label(policy, here) if policy else rollout.stage,
+        traffic_percent=ladder.traffic_percent(policy, here) if policy else 0.0,
         tier_started_at=utc(rollout.tier_started_at), started_at=utc(rollout.started_at),
         updated_at=utc(rollout.updated_at), ended_at=timestamp(rollout.ended_at),
         kill_switch_open=rollout.kill_switch_open, policy_revision=rollout.policy_revision)
@@ -97,7 +97,7 @@ def rollout_view(rollout: Rollout, loaded: LoadedPolicy | None) -> RolloutView:
 
 def history_entries(db: Session, policies: PolicyStore, agent: Agent,
                     rows: Sequence[Transition | GateEvaluation]) -> list[HistoryEntry]:
-    """Return the API view of history rows, positions named by the agent's policy, with their candidate."""
+    """Return the API view of history rows, tiers named by the agent's policy, with their candidate."""
     loaded = _policy_or_none(policies, agent.policy)
     versions = reads.candidate_versions(db, [row.rollout_id for row in rows])
     return [history_entry(row, policy=loaded.policy if loaded else None,
@@ -107,8 +107,8 @@ def history_entries(db: Session, policies: PolicyStore, agent: Agent,
 def history_entry(entry: Transition | GateEvaluation, *, policy: Policy | None = None,
                   candidate_version: str | None = None) -> HistoryEntry:
     """Return the API view of a transition or a gate evaluation."""
-    def where(stage: str | None, tier: int | None, state: str | None) -> Position:
-        return Position(stage=stage, tier=tier, state=state, label=position_name(policy, stage, tier=tier))
+    def where(stage: str | None, tier: int | None, state: str | None) -> TierView:
+        return TierView(stage=stage, tier=tier, state=state, label=tier_name(policy, stage, tier=tier))
 
     if isinstance(entry, Transition):
         return HistoryEntry.model_validate({

@@ -99,8 +99,8 @@ def token_create(role: str, name: str, agent: str | None, as_json: bool, url: st
         database = _database(db_url)
         database.upgrade()
         try:
-            with database.transaction() as session:
-                plaintext, row = create_token(session, name, role=role, agent=agent, now=time.time())
+            with database.transaction() as db:
+                plaintext, row = create_token(name, role=role, agent=agent, now=time.time(), db=db)
         except GatekeeperError as exc:
             raise click.UsageError(exc.message) from None
         finally:
@@ -124,8 +124,8 @@ def token_list(state: str, as_json: bool, url: str, token: str | None, db_url: s
     else:
         database = _database(db_url)
         try:
-            with database.reading() as session:
-                found = [_token_dict(row) for row in list_tokens(session)]
+            with database.reading() as db:
+                found = [_token_dict(row) for row in list_tokens(db=db)]
         finally:
             database.dispose()
         found = [t for t in found if state == "all" or (t["revoked_at"] is None) == (state == "active")]
@@ -149,9 +149,9 @@ def token_revoke(token_id: int, as_json: bool, url: str, token: str | None, db_u
     else:
         database = _database(db_url)
         try:
-            with database.transaction() as session:
-                revoked = _token_dict(revoke_token(session, token_id, actor=f"cli:{getpass.getuser()}",
-                                                   now=time.time()))
+            with database.transaction() as db:
+                revoked = _token_dict(revoke_token(token_id, actor=f"cli:{getpass.getuser()}", now=time.time(),
+                                                   db=db))
         except GatekeeperError as exc:
             raise click.ClickException(exc.message) from None
         finally:
@@ -187,8 +187,8 @@ def user_create(username: str, role: str, password: str | None, db_url: str | No
     database = _database(db_url)
     database.upgrade()
     try:
-        with database.transaction() as session:
-            create_user(session, username, password=password, role=role, now=time.time())
+        with database.transaction() as db:
+            create_user(username, password=password, role=role, now=time.time(), db=db)
     except GatekeeperError as exc:
         raise click.UsageError(exc.message) from None
     click.echo(f"created {role} {username}")

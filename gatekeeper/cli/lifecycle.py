@@ -11,8 +11,9 @@ from urllib.parse import quote
 import click
 
 from gatekeeper.cli.ops import Remote, print_transition, remote_options, table
+from gatekeeper.core.vocabulary import APPROVAL_STATES
 
-APPROVAL_STATES = ("pending", "approved", "rejected", "expired", "cancelled", "all")
+APPROVAL_FILTERS = (*APPROVAL_STATES, "all")
 
 
 @click.group()
@@ -53,13 +54,13 @@ def set_stable(name: str, version: str, reason: str, url: str, token: str | None
                f"by {payload['actor']}: {payload['reason']}")
 
 
-AGENT_HEADERS = ("AGENT", "POLICY", "REVISION", "STABLE", "CANDIDATE", "POSITION", "STATE")
+AGENT_HEADERS = ("AGENT", "POLICY", "REVISION", "STABLE", "CANDIDATE", "TIER", "STATE")
 
 
 @agent.command("list")
 @remote_options
 def list_agents(url: str, token: str | None, as_json: bool) -> None:
-    """List every agent with its policy, versions and rollout position."""
+    """List every agent with its policy, versions and rollout tier."""
     payload = Remote(url, token).call("GET", "/v1/agents")
     if as_json:
         click.echo(json.dumps(payload, indent=2))
@@ -94,7 +95,7 @@ APPROVAL_HEADERS = ("ID", "AGENT", "VERSION", "STAGE", "TOOL", "CLASS", "COST", 
 
 
 @click.command()
-@click.option("--state", type=click.Choice(APPROVAL_STATES), default="pending", show_default=True)
+@click.option("--state", type=click.Choice(APPROVAL_FILTERS), default="pending", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the approval ids, one a line.")
 @remote_options
 def approvals(state: str, quiet: bool, url: str, token: str | None, as_json: bool) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 import click
 import requests
 
+from gatekeeper.core.vocabulary import STAGES
+
 TIMEOUT_S = 10.0
 
 
@@ -68,8 +70,8 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
-def position(where: dict[str, Any] | None) -> str:
-    """Name a position as the server, the dashboard and the history do (`canary 25%`)."""
+def tier_name(where: dict[str, Any] | None) -> str:
+    """Name a tier as the server, the dashboard and the history do (`canary 25%`)."""
     if not where:
         return "-"
     return str(where.get("label") or where.get("stage") or "-")
@@ -147,7 +149,7 @@ def print_transition(payload: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(payload, indent=2))
         return
     entry = payload["transition"]
-    click.echo(f"{payload['agent']}: {entry['action']} -> {position(entry['to'])} "
+    click.echo(f"{payload['agent']}: {entry['action']} -> {tier_name(entry['to'])} "
                f"({entry['to']['state']}) by {entry['actor']}: {entry['reason']}")
     click.echo(table([_status_row(payload["status"])], STATUS_HEADERS))
 
@@ -165,7 +167,7 @@ def history(agent: str, limit: int, offset: int, kind: str, url: str, token: str
         click.echo(json.dumps(page, indent=2))
         return
     rows = [[e["at"][:19].replace("T", " "), e.get("candidate_version") or "-", e["actor"], e["action"],
-             position(e.get("from")), position(e["to"]), e["policy_revision"][:12], e["reason"]]
+             tier_name(e.get("from")), tier_name(e["to"]), e["policy_revision"][:12], e["reason"]]
             for e in page["items"]]
     click.echo(table(rows, ("AT", "VERSION", "ACTOR", "ACTION", "FROM", "TO", "POLICY", "REASON")))
     click.echo(f"{offset + len(rows)} of {page['total']}")
@@ -176,8 +178,7 @@ def register_ops(main: click.Group) -> None:
     promote = _action_command("promote", "Advance one tier (--full completes the rollout).")
     promote.params.append(click.Option(["--full"], is_flag=True, help="Go to 100% and complete."))
     rollback = _action_command("rollback", "Roll back one tier, or to the start of --to-stage; then pause.")
-    rollback.params.append(click.Option(["--to-stage"], type=click.Choice(["twin", "shadow", "canary",
-                                                                          "expansion"])))
+    rollback.params.append(click.Option(["--to-stage"], type=click.Choice(STAGES)))
     for command in (status, history, promote, rollback,
                     _action_command("pause", "Pause the rollout."),
                     _action_command("resume", "Resume a paused, held or killed rollout."),

@@ -95,10 +95,10 @@ def backtest_text(result: Backtest) -> str:
                   key=lambda pair: (pair[0].at, pair[1] == "would"))
     lines = [f"{result.agent} rollout #{result.rollout_id} ({result.candidate}) replayed through "
              f"{result.policy}@{result.revision}: {result.evaluations} gate evaluations", "",
-             f"{'AT (UTC)':<20} {'+TIME':>8}  {'WHO':<7} {'POSITION':<16} {'ACTION':<9} REASON"]
+             f"{'AT (UTC)':<20} {'+TIME':>8}  {'WHO':<7} {'TIER':<16} {'ACTION':<9} REASON"]
     for event, who in rows:
         state = f" ({event.state})" if event.state and event.state != "progressing" else ""
-        lines.append(f"{_utc(event.at):<20} {_elapsed(event.at - start):>8}  {who:<7} {event.position:<16} "
+        lines.append(f"{_utc(event.at):<20} {_elapsed(event.at - start):>8}  {who:<7} {event.tier_label:<16} "
                      f"{event.action:<9} {event.reason[:140]}{state}")
     lines += ["", "would: " + _ending(result.would, start), "actual: " + _ending(result.actual, start)]
     return "\n".join(lines)
@@ -109,7 +109,7 @@ def _ending(events: tuple[Event, ...], start: float) -> str:
     if final is None:
         return "nothing (no canary or expansion evaluation)"
     what = final.state if final.state in ("completed", "aborted", "killed", "paused") else final.action
-    return f"{what} at {final.position}, {_elapsed(final.at - start)} after the rollout began"
+    return f"{what} at {final.tier_label}, {_elapsed(final.at - start)} after the rollout began"
 
 
 def _utc(epoch: float) -> str:

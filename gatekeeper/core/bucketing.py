@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from gatekeeper.core.ladder import LIVE_STATES
+from gatekeeper.core.vocabulary import LIVE_STATES
 
 BUCKETS = 10_000
-ACTIVE_STATES = LIVE_STATES  # states in which the candidate serves
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def within(bucket_: int, percent: float) -> bool:
 
 def assign(rollout: RolloutFacts | None, *, environment: str, bucket_: int) -> Assignment:
     """Choose the arm of a new session from the rollout's current stage and tier."""
-    if rollout is None or rollout.state not in ACTIVE_STATES:
+    if rollout is None or rollout.state not in LIVE_STATES:
         return Assignment("stable", rollout.stage if rollout else None)
     if environment == "twin":
         return Assignment("candidate", "twin")

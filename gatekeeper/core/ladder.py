@@ -1,6 +1,6 @@
 """The rollout state machine: where a candidate stands on the ladder, and how it may move.
 
-A rollout climbs a ladder of positions: twin, shadow, then each canary tier, then each
+A rollout climbs a ladder of tiers: twin, shadow, then each canary tier, then each
 expansion tier. Passing the last expansion tier completes it: the candidate becomes stable.
 
 States:
@@ -16,18 +16,11 @@ Every function here takes the status and returns a new one, or raises IllegalTra
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
+from gatekeeper.core.vocabulary import GATED_STATES, LIVE_STATES, PREVIEW_STAGES, STAGES, TERMINAL_STATES
 from gatekeeper.errors import IllegalTransition
 
-STAGES = ("twin", "shadow", "canary", "expansion")
-STATES = ("progressing", "held", "paused", "killed", "completed", "aborted")
-TERMINAL_STATES = frozenset({"completed", "aborted"})
-LIVE_STATES = frozenset({"progressing", "held", "paused"})  # the candidate serves; the kill switch watches
-# Who holds a held rollout, kept in `rollouts.held_by`: the gate (failing or unproven checks), an
-# outage of the metrics source, or an alert (only that alert's resolution lifts its hold).
-HoldOwner = Literal["gate", "outage", "alert"]
-HOLD_OWNERS: tuple[HoldOwner, ...] = ("gate", "outage", "alert")
 ACTIONS = ("start", "promote", "promote_full", "rollback", "pause", "resume", "kill", "abort",
            "hold", "release")
 
@@ -39,11 +32,11 @@ class LadderPolicy(Protocol):
 
 
 @dataclass(frozen=True)
-class Position:
-    """A tier of the ladder: a stage and an index into its tiers."""
+class Tier:
+    """A tier of the ladder: a stage and an index into its tiers (twin and shadow have one tier each)."""
 
     stage: str
-    tier: int
+    index: int
 
 
 @dataclass(frozen=True)
@@ -57,8 +50,9 @@ class RolloutStatus:
     tier_started_at: float
 
     @property
-    def position(self) -> Position:
-        return Position(self.stage, self.tier)
+    def current_tier(self) -> Tier:
+        """Return the tier the rollout stands at."""
+        return Tier(self.stage, self.tier)
 
 
 class _Move(Protocol):
@@ -66,23 +60,23 @@ class _Move(Protocol):
                  to_stage: str | None, revert_to: str) -> RolloutStatus: ...
 
 
-def ladder(policy: LadderPolicy) -> tuple[Position, ...]:
-    """Return every position of the policy's ladder, in order."""
-    return tuple(Position(stage, index) for stage in STAGES for index in range(len(policy.tiers(stage))))
+def ladder(policy: LadderPolicy) -> tuple[Tier, ...]:
+    """Return every tier of the policy's ladder, in order."""
+    return tuple(Tier(stage, index) for stage in STAGES for index in range(len(policy.tiers(stage))))
 
 
-def traffic_percent(policy: LadderPolicy, position: Position) -> float:
-    """Return the share of live sessions the candidate serves at a position (shadow serves none)."""
-    if position.stage in ("twin", "shadow"):
+def traffic_percent(policy: LadderPolicy, tier: Tier) -> float:
+    """Return the share of live sessions the candidate serves at a tier (shadow serves none)."""
+    if tier.stage in PREVIEW_STAGES:
         return 0.0
-    return policy.tiers(position.stage)[position.tier]
+    return policy.tiers(tier.stage)[tier.index]
 
 
-def position_label(policy: LadderPolicy, position: Position) -> str:
+def tier_label(policy: LadderPolicy, tier: Tier) -> str:
     """Return a short human label such as `canary 5%`."""
-    if position.stage in ("twin", "shadow"):
-        return position.stage
-    return f"{position.stage} {policy.tiers(position.stage)[position.tier]:g}%"
+    if tier.stage in PREVIEW_STAGES:
+        return tier.stage
+    return f"{tier.stage} {policy.tiers(tier.stage)[tier.index]:g}%"
 
 
 def start(*, now: float, reason: str = "rollout started") -> RolloutStatus:
@@ -110,21 +104,21 @@ def allowed_actions(status: RolloutStatus) -> tuple[str, ...]:
         return ()
     people = ("promote", "promote_full", "rollback", "pause", "resume", "kill", "abort")
     return tuple(a for a in people if status.state in _HANDLERS[a].allowed_from
-                 and not (a == "rollback" and status.position == Position("twin", 0)))
+                 and not (a == "rollback" and status.current_tier == Tier("twin", 0)))
 
 
-def _at(status: RolloutStatus, position: Position, state: str, reason: str, now: float) -> RolloutStatus:
-    moved = position != status.position
-    return replace(status, stage=position.stage, tier=position.tier, state=state, reason=reason,
+def _at(status: RolloutStatus, tier: Tier, state: str, reason: str, now: float) -> RolloutStatus:
+    moved = tier != status.current_tier
+    return replace(status, stage=tier.stage, tier=tier.index, state=state, reason=reason,
                    tier_started_at=now if moved else status.tier_started_at)
 
 
 def _promote(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
              to_stage: str | None, revert_to: str) -> RolloutStatus:
     tier_steps = ladder(policy)
-    index = tier_steps.index(status.position) if status.position in tier_steps else len(tier_steps) - 1
+    index = tier_steps.index(status.current_tier) if status.current_tier in tier_steps else len(tier_steps) - 1
     if index + 1 >= len(tier_steps):
-        return _at(status, status.position, "completed", reason, now)
+        return _at(status, status.current_tier, "completed", reason, now)
     return _at(status, tier_steps[index + 1], "progressing", reason, now)
 
 
@@ -135,12 +129,12 @@ def _promote_full(status: RolloutStatus, policy: LadderPolicy, *, now: float, re
 
 def _rollback(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
               to_stage: str | None, revert_to: str) -> RolloutStatus:
-    target = _rollback_target(status.position, policy, to_stage)
+    target = _rollback_target(status.current_tier, policy, to_stage)
     state = "killed" if status.state == "killed" else "paused"
     return _at(status, target, state, reason, now)
 
 
-def _rollback_target(current: Position, policy: LadderPolicy, to_stage: str | None) -> Position:
+def _rollback_target(current: Tier, policy: LadderPolicy, to_stage: str | None) -> Tier:
     tier_steps = ladder(policy)
     index = tier_steps.index(current) if current in tier_steps else len(tier_steps) - 1
     if to_stage is None:
@@ -149,25 +143,25 @@ def _rollback_target(current: Position, policy: LadderPolicy, to_stage: str | No
         return tier_steps[index - 1]
     if to_stage not in STAGES:
         raise IllegalTransition(f"unknown stage {to_stage!r}", field="to_stage")
-    target = Position(to_stage, 0)
+    target = Tier(to_stage, 0)
     if tier_steps.index(target) >= index:
-        raise IllegalTransition(f"{to_stage} is not behind the rollout's current position", field="to_stage")
+        raise IllegalTransition(f"{to_stage} is not behind the rollout's current tier", field="to_stage")
     return target
 
 
 def _set_state(state: str) -> _Move:
     def move(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
              to_stage: str | None, revert_to: str) -> RolloutStatus:
-        return _at(status, status.position, state, reason, now)
+        return _at(status, status.current_tier, state, reason, now)
     return move
 
 
 def _kill(status: RolloutStatus, policy: LadderPolicy, *, now: float, reason: str,
           to_stage: str | None, revert_to: str) -> RolloutStatus:
     tier_steps = ladder(policy)
-    target = Position(revert_to, 0)
-    position = target if tier_steps.index(target) < tier_steps.index(status.position) else status.position
-    return _at(status, position, "killed", reason, now)
+    target = Tier(revert_to, 0)
+    here = status.current_tier
+    return _at(status, target if tier_steps.index(target) < tier_steps.index(here) else here, "killed", reason, now)
 
 
 @dataclass(frozen=True)
@@ -180,11 +174,11 @@ _HANDLERS: dict[str, _Handler] = {
     "promote": _Handler(LIVE_STATES, _promote),
     "promote_full": _Handler(LIVE_STATES, _promote_full),
     "rollback": _Handler(LIVE_STATES | {"killed"}, _rollback),
-    "pause": _Handler(frozenset({"progressing", "held"}), _set_state("paused")),
+    "pause": _Handler(GATED_STATES, _set_state("paused")),
     "resume": _Handler(frozenset({"paused", "held", "killed"}), _set_state("progressing")),
     "kill": _Handler(LIVE_STATES, _kill),
     "abort": _Handler(LIVE_STATES | {"killed"}, _set_state("aborted")),
     # A held rollout may be held again, by a new cause (an alert on a gate's hold): one more audit entry.
-    "hold": _Handler(frozenset({"progressing", "held"}), _set_state("held")),
+    "hold": _Handler(GATED_STATES, _set_state("held")),
     "release": _Handler(frozenset({"held"}), _set_state("progressing")),
 }

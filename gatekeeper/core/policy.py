@@ -18,17 +18,16 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Literal, cast, get_args
 
+from gatekeeper.core.vocabulary import ToolClass
+
 # Each set of names is written once, as a Literal; the tuples are read from it for messages and loops.
-ToolClass = Literal["read_only", "reversible", "irreversible"]
+# Stages, states, verdicts and tool classes live in core/vocabulary.py; these sets are the policy's own.
 AlertAction = Literal["rollback", "hold", "kill"]
 MetricsErrorAction = Literal["hold", "rollback"]
-RevertStage = Literal["twin", "shadow", "canary"]
 CompareMetric = Literal["error_rate", "session_error_rate", "p95_latency", "cost_per_session"]
 Severity = Literal["critical", "high", "error", "warning", "medium", "low", "info", "page"]
-TOOL_CLASSES: tuple[str, ...] = get_args(ToolClass)
 ALERT_ACTIONS: tuple[str, ...] = get_args(AlertAction)
 METRICS_ERROR_ACTIONS: tuple[str, ...] = get_args(MetricsErrorAction)
-REVERT_STAGES: tuple[str, ...] = get_args(RevertStage)
 COMPARE_METRICS: tuple[str, ...] = get_args(CompareMetric)
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 MICROS_PER_DOLLAR = 1_000_000

@@ -23,28 +23,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from gatekeeper.core.budgets import to_dollars
-from gatekeeper.core.ladder import LIVE_STATES
 from gatekeeper.core.policy import BeforeRule, Caps, MaxCallsRule, Policy
 from gatekeeper.core.sequence import sequence_reason
+from gatekeeper.core.vocabulary import APPROVAL_STATES, LIVE_STATES, ToolClass
 
 # What an approval sent with a repeated call can be: its stored state, `used` once spent, and
 # `changed` when the call's arguments are not the ones it was asked (and approved) for.
-APPROVAL_STATES = ("pending", "approved", "rejected", "expired", "cancelled", "used", "changed")
+CALL_APPROVAL_STATES = (*APPROVAL_STATES, "used", "changed")
 
 
 @dataclass(frozen=True)
 class Call:
     """The facts one verdict depends on, gathered by the adapter."""
 
-    arm: str  # candidate | stable
-    environment: str  # live | twin
+    arm: str  # an Arm: candidate | stable (read from the session's row)
+    environment: str  # an Environment: live | twin
     mirror: bool  # a shadow mirror of a stable session
     rollout_stage: str | None  # the rollout's current stage
     rollout_state: str | None
     tool: str
-    tool_class: str
+    tool_class: ToolClass
     ran: Mapping[str, int]  # past calls that ran, for the sequence rules' tools
-    approval: str | None = None  # state of the approval sent with the call, if any (APPROVAL_STATES)
+    approval: str | None = None  # state of the approval sent with the call, if any (CALL_APPROVAL_STATES)
     cap_reason: str = ""  # the cap the counters read so far say this call would break, if any
 
 
@@ -52,7 +52,7 @@ class Call:
 class Verdict:
     """A verdict, its reason code, and what the adapter must still do."""
 
-    verdict: str
+    verdict: str  # a VerdictName (core/vocabulary.py); replays read it back from the stored decision
     reason: str = ""
     reserve: bool = False  # take one call and the cost from the caps, atomically
     consume_approval: bool = False

@@ -27,11 +27,11 @@ import click
 from gatekeeper.cli.ops import Remote
 from gatekeeper.client import Decision, Gatekeeper, Session
 from gatekeeper.core.policy import Policy
+from gatekeeper.core.vocabulary import TRAFFIC_STAGES
 from gatekeeper.errors import GatekeeperError
 
 log = logging.getLogger(__name__)
 COST = {"read_only": 0.004, "reversible": 0.02, "irreversible": 0.05}
-LATE_STAGES = ("canary", "expansion")
 
 
 @dataclass(frozen=True)
@@ -171,11 +171,11 @@ class SimulatedAgent(threading.Thread):
 
     def _should_ask_approval(self, session: Session, stage: str | None) -> bool:
         return (bool(self.behaviour.approval_flow) and not self.approval_asked and session.arm == "candidate"
-                and stage in LATE_STAGES)
+                and stage in TRAFFIC_STAGES)
 
     def _error_rate(self, arm: str, stage: str | None) -> float:
         if arm == "candidate":
-            return self.behaviour.spike_error_rate if stage in LATE_STAGES else 0.0
+            return self.behaviour.spike_error_rate if stage in TRAFFIC_STAGES else 0.0
         return 0.002
 
     def _latency_ms(self, tool: str) -> float:

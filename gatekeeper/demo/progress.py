@@ -71,9 +71,9 @@ class Progress(threading.Thread):
             self.echo(summary_line(agent))
 
 
-def _tier(position: dict[str, Any]) -> str:
-    name = position.get("label") or f"{position.get('stage')} tier {position.get('tier')}"
-    return f"{name} ({position.get('state')})"
+def _tier(where: dict[str, Any]) -> str:
+    name = where.get("label") or f"{where.get('stage')} tier {where.get('tier')}"
+    return f"{name} ({where.get('state')})"
 
 
 def _numbers(metrics: dict[str, Any]) -> str:

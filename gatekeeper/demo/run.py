@@ -97,10 +97,10 @@ def _settings(options: DemoOptions, workdir: Path, db_path: Path, echo: Echo) ->
 def _credentials(svc: Services, password: str) -> tuple[str, dict[str, str]]:
     now = time.time()
     agents = [a for loaded in svc.policies.snapshot().by_name.values() for a in loaded.policy.agents]
-    with svc.db.transaction() as session:
-        create_user(session, "admin", password=password, role="release_manager", now=now)
-        rm_token, _ = create_token(session, "demo", role="release_manager", agent=None, now=now)
-        tokens = {a: create_token(session, f"{a}-runtime", role="agent", agent=a, now=now)[0] for a in agents}
+    with svc.db.transaction() as db:
+        create_user("admin", password=password, role="release_manager", now=now, db=db)
+        rm_token, _ = create_token("demo", role="release_manager", agent=None, now=now, db=db)
+        tokens = {a: create_token(f"{a}-runtime", role="agent", agent=a, now=now, db=db)[0] for a in agents}
     return rm_token, tokens
 
 

@@ -92,7 +92,7 @@ class Decider:
         hit = self._tokens.get(token)
         if hit is None or now - hit[0] >= TOKEN_CACHE_S:
             with self.svc.db.reading() as db:
-                row = find_token(db, token)
+                row = find_token(token, db=db)
                 agent = row.agent if row is not None and row.role == "agent" else None
             if len(self._tokens) > 10_000:
                 self._tokens.clear()

@@ -39,14 +39,14 @@ def _index(column: Any, width_s: float) -> Any:
     return cast(column * 1000, BigInteger) // max(1, round(width_s * 1000))
 
 
-def arm_buckets(session: Session, rollout_id: int, *, arm: str, span: tuple[float, float], width_s: float
+def arm_buckets(db: Session, rollout_id: int, *, arm: str, span: tuple[float, float], width_s: float
                 ) -> dict[int, Bucket]:
     """Return an arm's live traffic over `span` per bucket number (time // width_s): three queries."""
     out: dict[int, Bucket] = defaultdict(Bucket)
-    _calls(session, out, _decided(rollout_id, arm, span), width_s=width_s)
-    _sessions(session, out, [*_live(rollout_id, arm), AgentSession.started_at >= span[0],
+    _calls(db, out, _decided(rollout_id, arm, span), width_s=width_s)
+    _sessions(db, out, [*_live(rollout_id, arm), AgentSession.started_at >= span[0],
                              AgentSession.started_at <= span[1]], width_s=width_s)
-    _latencies(session, out, _decided(rollout_id, arm, span), width_s=width_s)
+    _latencies(db, out, _decided(rollout_id, arm, span), width_s=width_s)
     return dict(out)
 
 
@@ -55,26 +55,26 @@ def _decided(rollout_id: int, arm: str, span: tuple[float, float]) -> list[Any]:
             col(Decision.outcome_at) <= span[1]]
 
 
-def _calls(session: Session, out: dict[int, Bucket], where: list[Any], *, width_s: float) -> None:
+def _calls(db: Session, out: dict[int, Bucket], where: list[Any], *, width_s: float) -> None:
     at = _index(col(Decision.outcome_at), width_s)
     errors = func.coalesce(func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0)), 0)
     query = (select(at, func.count(), errors).join(AgentSession, col(AgentSession.id) == Decision.session_id)
              .where(*where).group_by(at))
-    for index, n, e in session.exec(query):
+    for index, n, e in db.exec(query):
         out[int(index)].calls, out[int(index)].errors = int(n), int(e)
 
 
-def _sessions(session: Session, out: dict[int, Bucket], where: list[Any], *, width_s: float) -> None:
+def _sessions(db: Session, out: dict[int, Bucket], where: list[Any], *, width_s: float) -> None:
     began = _index(col(AgentSession.started_at), width_s)
     query = (select(began, func.count(), func.coalesce(func.sum(AgentSession.spend_micros), 0))
              .where(*where).group_by(began))
-    for index, n, spend in session.exec(query):
+    for index, n, spend in db.exec(query):
         out[int(index)].sessions, out[int(index)].spend_micros = int(n), int(spend)
 
 
-def _latencies(session: Session, out: dict[int, Bucket], where: list[Any], *, width_s: float) -> None:
+def _latencies(db: Session, out: dict[int, Bucket], where: list[Any], *, width_s: float) -> None:
     at, ms = _index(col(Decision.outcome_at), width_s), cast(col(Decision.latency_ms), Integer)
     query = (select(at, ms, func.count()).join(AgentSession, col(AgentSession.id) == Decision.session_id)
              .where(*where, col(Decision.latency_ms).is_not(None)).group_by(at, ms))
-    for index, bin_ms, n in session.exec(query):
+    for index, bin_ms, n in db.exec(query):
         out[int(index)].latencies_ms.append((int(bin_ms or 0), int(n)))

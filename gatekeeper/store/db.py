@@ -1,4 +1,4 @@
-"""The one home of database sessions: the engine, the unit of work, and schema upgrades (store/schema.py).
+"""The one home of the database: the engine, the unit of work (`db`, an ORM Session), schema upgrades.
 
 SQLite runs in WAL mode and every write transaction starts with `BEGIN IMMEDIATE`, so two
 processes never interleave a read and a write of the same counters; `synchronous=NORMAL`
@@ -37,24 +37,24 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """Yield a session in one transaction; commit on success, roll back on error."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        """Yield a unit of work (an ORM Session) in one transaction; commit on success, roll back on error."""
+        with Session(self.engine, expire_on_commit=False) as db:
             try:
-                yield session
-                session.commit()
+                yield db
+                db.commit()
             except BaseException:
-                session.rollback()
+                db.rollback()
                 raise
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """Yield a session for reads only (no write lock on SQLite); never commits."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            session.connection(execution_options={"gatekeeper_read_only": True})
+        """Yield a unit of work for reads only (no write lock on SQLite); never commits."""
+        with Session(self.engine, expire_on_commit=False) as db:
+            db.connection(execution_options={"gatekeeper_read_only": True})
             try:
-                yield session
+                yield db
             finally:
-                session.rollback()
+                db.rollback()
 
     def upgrade(self) -> str:
         """Create or upgrade the schema under a lock (store/schema.py), safe to run at once; return its revision."""
@@ -63,8 +63,8 @@ class Database:
     def is_ready(self) -> bool:
         """Return whether the database answers and has this Gatekeeper's schema."""
         try:
-            with self.reading() as session:
-                return schema.current(session.connection()) == schema.head()
+            with self.reading() as db:
+                return schema.current(db.connection()) == schema.head()
         except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
             return False
 

@@ -7,7 +7,7 @@ from sqlmodel import Session
 from gatekeeper.store.models import Lease, SchedulerHeartbeat
 
 
-def record_tick(db: Session, name: str, *, holder: str, now: float, interval_s: float) -> None:
+def record_tick(name: str, *, holder: str, now: float, interval_s: float, db: Session) -> None:
     """Note that `holder` leads and ticked at `now` (kept since when it leads)."""
     row = db.get(SchedulerHeartbeat, name, with_for_update=True)
     if row is None:
@@ -20,11 +20,11 @@ def record_tick(db: Session, name: str, *, holder: str, now: float, interval_s: 
     db.add(row)
 
 
-def last_tick(db: Session, name: str) -> SchedulerHeartbeat | None:
+def last_tick(name: str, *, db: Session) -> SchedulerHeartbeat | None:
     """Return the heartbeat of the scheduler that led last, if any ever did."""
     return db.get(SchedulerHeartbeat, name)
 
 
-def lease_of(db: Session, name: str) -> Lease | None:
+def lease_of(name: str, *, db: Session) -> Lease | None:
     """Return the lease row, if any scheduler ever took it."""
     return db.get(Lease, name)

@@ -20,26 +20,26 @@ from gatekeeper.store.models import Lease
 log = logging.getLogger(__name__)
 
 
-def take_lease(session: Session, name: str, *, holder: str, expires_at: float, now: float) -> bool:
+def take_lease(name: str, *, holder: str, expires_at: float, now: float, db: Session) -> bool:
     """Take or renew the lease `name` for `holder` when it is free, expired or already theirs."""
-    row = session.exec(select(Lease).where(Lease.name == name).with_for_update()).first()
+    row = db.exec(select(Lease).where(Lease.name == name).with_for_update()).first()
     if row is None:
-        session.add(Lease(name=name, holder=holder, expires_at=expires_at))
-        session.flush()
+        db.add(Lease(name=name, holder=holder, expires_at=expires_at))
+        db.flush()
         return True
     if row.holder != holder and row.expires_at > now:
         return False
     row.holder, row.expires_at = holder, expires_at
-    session.add(row)
+    db.add(row)
     return True
 
 
-def give_up_lease(session: Session, name: str, *, holder: str) -> None:
+def give_up_lease(name: str, *, holder: str, db: Session) -> None:
     """Expire the lease at once if `holder` has it, so that a standby takes over on its next tick."""
-    row = session.exec(select(Lease).where(Lease.name == name).with_for_update()).first()
+    row = db.exec(select(Lease).where(Lease.name == name).with_for_update()).first()
     if row is not None and row.holder == holder:
         row.expires_at = 0.0
-        session.add(row)
+        db.add(row)
 
 
 class AdvisoryLock:

@@ -7,7 +7,7 @@ from sqlmodel import Session, col, select
 from gatekeeper.store.models import Notification
 
 
-def due_notifications(db: Session, *, now: float, max_attempts: int, limit: int) -> list[Notification]:
+def due_notifications(*, now: float, max_attempts: int, limit: int, db: Session) -> list[Notification]:
     """Return undelivered notifications whose next attempt is due, oldest first."""
     query = (select(Notification).where(col(Notification.delivered_at).is_(None),
                                         Notification.next_attempt_at <= now,
@@ -16,6 +16,6 @@ def due_notifications(db: Session, *, now: float, max_attempts: int, limit: int)
     return list(db.exec(query))
 
 
-def notification(db: Session, row_id: int) -> Notification | None:
+def notification(row_id: int, *, db: Session) -> Notification | None:
     """Return one notification, or None when it is gone."""
     return db.get(Notification, row_id)

@@ -34,7 +34,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, name: str, *, role: str, agent: str | None, now: float
+def create_token(name: str, *, role: str, agent: str | None, now: float, db: Session
                  ) -> tuple[str, ApiToken]:
     """Add a token and return its plaintext (shown once) with the row."""
     if role not in ROLES:
@@ -43,40 +43,40 @@ def create_token(session: Session, name: str, *, role: str, agent: str | None, n
         raise BadRequest("an agent token needs --agent, and only an agent token takes one", field="agent")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(name=name, token_hash=hash_token(plaintext), role=role, agent=agent, created_at=now)
-    session.add(row)
-    session.flush()
+    db.add(row)
+    db.flush()
     return plaintext, row
 
 
-def find_token(session: Session, plaintext: str) -> ApiToken | None:
+def find_token(plaintext: str, *, db: Session) -> ApiToken | None:
     """Return the live token row for a plaintext token, if any."""
-    row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(plaintext))).first()
+    row = db.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(plaintext))).first()
     return row if row is not None and row.revoked_at is None else None
 
 
-def list_tokens(session: Session, *, include_revoked: bool = True) -> list[ApiToken]:
+def list_tokens(*, include_revoked: bool = True, db: Session) -> list[ApiToken]:
     """Return every token row, oldest first (callers must never show the hash)."""
     query = select(ApiToken).order_by(col(ApiToken.id))
     if not include_revoked:
         query = query.where(col(ApiToken.revoked_at).is_(None))
-    return list(session.exec(query))
+    return list(db.exec(query))
 
 
-def revoke_token(session: Session, token_id: int, *, actor: str, now: float) -> ApiToken:
+def revoke_token(token_id: int, *, actor: str, now: float, db: Session) -> ApiToken:
     """Revoke a token and move the revocation mark; revoking twice is refused with 409."""
-    row = session.get(ApiToken, token_id, with_for_update=True)
+    row = db.get(ApiToken, token_id, with_for_update=True)
     if row is None:
         raise NotFound(f"no token with id {token_id}", field="token_id")
     if row.revoked_at is not None:
         raise Conflict(f"token {token_id} ({row.name}) is already revoked", field="token_id")
-    if session.get_bind().dialect.name == "postgresql":
+    if db.get_bind().dialect.name == "postgresql":
         # Revocations commit one at a time, so their ids rise in commit order and no reader sees a
         # newer mark before an older revocation is visible (SQLite's BEGIN IMMEDIATE does the same).
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REVOCATION_LOCK})
+        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REVOCATION_LOCK})
     row.revoked_at = now
-    session.add(row)
-    session.add(TokenRevocation(token_id=token_id, at=now, actor=actor))
-    session.flush()
+    db.add(row)
+    db.add(TokenRevocation(token_id=token_id, at=now, actor=actor))
+    db.flush()
     return row
 
 
@@ -126,28 +126,28 @@ class RevocationMark:
         return connection, connection.cursor()
 
 
-def create_user(session: Session, username: str, *, password: str, role: str, now: float) -> User:
+def create_user(username: str, *, password: str, role: str, now: float, db: Session) -> User:
     """Add a dashboard user with a salted password hash."""
     if role not in USER_ROLES:
         raise BadRequest(f"role must be one of {', '.join(USER_ROLES)}", field="role")
     if len(password) < 8:
         raise BadRequest("the password must have at least 8 characters", field="password")
-    if session.exec(select(User).where(User.username == username)).first() is not None:
+    if db.exec(select(User).where(User.username == username)).first() is not None:
         raise Conflict(f"user {username!r} exists", field="username")
     user = User(username=username, password_hash=generate_password_hash(password), role=role, created_at=now)
-    session.add(user)
-    session.flush()
+    db.add(user)
+    db.flush()
     return user
 
 
-def get_user(session: Session, user_id: int) -> User | None:
+def get_user(user_id: int, *, db: Session) -> User | None:
     """Return a dashboard user by id, or None when it is gone."""
-    return session.get(User, user_id)
+    return db.get(User, user_id)
 
 
-def check_user(session: Session, username: str, password: str) -> User | None:
+def check_user(username: str, password: str, *, db: Session) -> User | None:
     """Return the user when the password matches, else None."""
-    user = session.exec(select(User).where(User.username == username)).first()
+    user = db.exec(select(User).where(User.username == username)).first()
     # Hash even for an unknown name, so the answer's timing does not tell which names exist.
     matches = check_password_hash(user.password_hash if user else _dummy_hash(), password)
     return user if user is not None and matches else None

@@ -9,14 +9,14 @@ from flask.typing import ResponseReturnValue
 
 from gatekeeper import rollouts
 from gatekeeper.api.fields import REASON_MAX
-from gatekeeper.api.views import agent_or_404
-from gatekeeper.core.ladder import STAGES
+from gatekeeper.api.views import agent_or_404, tier_name
+from gatekeeper.core.vocabulary import STAGES
 from gatekeeper.errors import BadRequest, NotFound
 from gatekeeper.services import services
 from gatekeeper.store import dashboard_records, reads, rollout_records
 from gatekeeper.store.models import Transition
 from gatekeeper.web.history import rollout_charts, timeline
-from gatekeeper.web.presenters import ACTIONS, AgentView, actions, agent_view, loaded_or_none, position_label
+from gatekeeper.web.presenters import ACTIONS, AgentView, actions, agent_view, loaded_or_none
 from gatekeeper.web.security import current_user, release_manager_required
 
 bp = Blueprint("agents", __name__)
@@ -116,4 +116,4 @@ def _where(name: str, entry: Transition) -> str:
     svc = services()
     with svc.db.reading() as db:
         loaded = loaded_or_none(svc.policies, agent_or_404(db, name).policy)
-    return position_label(loaded.policy if loaded else None, entry.to_stage, tier=entry.to_tier)
+    return tier_name(loaded.policy if loaded else None, entry.to_stage, tier=entry.to_tier)

@@ -38,16 +38,16 @@ def login() -> ResponseReturnValue:
                    f"minute{'s' if minutes != 1 else ''} and try again.")
         page = render_template("web/login.html", next=_next_page(), error=message, username=username)
         return page, 429, {"Retry-After": str(math.ceil(svc.settings.signin_window_s))}
-    with svc.db.reading() as session:
-        user = check_user(session, username, password) if username and password else None
+    with svc.db.reading() as db:
+        user = check_user(username, password, db=db) if username and password else None
         if user is not None:
             sign_in(user)  # inside the block: the read's rollback expires the row
-    with svc.db.transaction() as session:
+    with svc.db.transaction() as db:
         if user is None:
-            record_failure(session, username=username, address=address, now=now,
-                           forget_before=now - svc.settings.signin_window_s)
+            record_failure(username=username, address=address, now=now,
+                           forget_before=now - svc.settings.signin_window_s, db=db)
         else:
-            clear_failures(session, username=username)
+            clear_failures(username=username, db=db)
     if user is None:
         return render_template("web/login.html", next=_next_page(), error="Wrong username or password.",
                                username=username), 401
@@ -55,9 +55,9 @@ def login() -> ResponseReturnValue:
 
 
 def _throttled(svc: Services, *, username: str, address: str, now: float) -> bool:
-    with svc.db.reading() as session:
-        by_user, by_address = recent_failures(session, username=username, address=address,
-                                              since=now - svc.settings.signin_window_s)
+    with svc.db.reading() as db:
+        by_user, by_address = recent_failures(username=username, address=address,
+                                              since=now - svc.settings.signin_window_s, db=db)
     return max(by_user, by_address) >= svc.settings.signin_max_failures
 
 

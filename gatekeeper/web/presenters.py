@@ -12,10 +12,11 @@ from typing import Any
 from sqlmodel import Session
 
 from gatekeeper.api.schemas import AgentStatus, RolloutView
-from gatekeeper.api.views import ReportState, describe_agent, gate_report, position_name
+from gatekeeper.api.views import ReportState, describe_agent, gate_report, tier_name
 from gatekeeper.core import ladder
-from gatekeeper.core.ladder import Position, RolloutStatus
+from gatekeeper.core.ladder import RolloutStatus, Tier
 from gatekeeper.core.policy import Policy
+from gatekeeper.core.vocabulary import STAGES
 from gatekeeper.errors import GatekeeperError, NotFound
 from gatekeeper.policy_store import LoadedPolicy, PolicyStore
 from gatekeeper.store import reads, rollout_records
@@ -132,7 +133,7 @@ class AgentView:
 def agent_view(db: Session, agent: Agent, *, policies: PolicyStore, now: float,
                with_approvals: bool = False) -> AgentView:
     """Describe one agent for the pages."""
-    status = describe_agent(db, policies, agent)
+    status = describe_agent(db, policies, agent, now=now)
     policy = loaded_or_none(policies, agent.policy)
     rollout = status.rollout
     active = agent.rollout_id is not None and rollout is not None and rollout.id == agent.rollout_id
@@ -159,13 +160,13 @@ def superseded(state: ReportState, policy: Policy | None) -> Superseded | None:
         return None
     report, step = state.newest, state.superseded_by
     stage, tier = report.get("stage"), report.get("tier")
-    label = str(report.get("tier_label") or position_name(policy, str(stage) if stage else None,
-                                                          tier=tier if isinstance(tier, int) else 0))
+    label = str(report.get("tier_label") or tier_name(policy, str(stage) if stage else None,
+                                                      tier=tier if isinstance(tier, int) else 0))
     at = report.get("evaluated_at")
     if step is None:
         return Superseded(label, at if isinstance(at, int | float) else None, "move", None, "", "")
     return Superseded(label, at if isinstance(at, int | float) else None, step.action, step.at, step.actor,
-                      position_name(policy, step.to_stage, tier=step.to_tier))
+                      tier_name(policy, step.to_stage, tier=step.to_tier))
 
 
 EVIDENCE_CHECKS = frozenset({"sessions", "runs"})
@@ -191,22 +192,22 @@ def loaded_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
 
 def tier_steps(policy: Policy, rollout: RolloutView | None) -> tuple[TierStep, ...]:
     """Return the ladder with the rollout's tier marked (all done once completed)."""
-    positions = ladder.ladder(policy)
-    here = Position(rollout.stage, rollout.tier) if rollout else None
-    current = positions.index(here) if here in positions else -1
+    tiers = ladder.ladder(policy)
+    here = Tier(rollout.stage, rollout.tier) if rollout else None
+    current = tiers.index(here) if here in tiers else -1
     if rollout is not None and rollout.state == "completed":
-        current = len(positions)
+        current = len(tiers)
     if rollout is not None and rollout.state == "aborted":
         current = -1
-    return tuple(TierStep(_tier_step_label(policy, p), "done" if i < current else "current" if i == current else "todo",
-                      ladder.position_label(policy, p))
-                 for i, p in enumerate(positions))
+    return tuple(TierStep(_tier_step_label(policy, t), "done" if i < current else "current" if i == current else "todo",
+                      ladder.tier_label(policy, t))
+                 for i, t in enumerate(tiers))
 
 
-def _tier_step_label(policy: Policy, position: Position) -> str:
-    if position.tier == 0:
-        return ladder.position_label(policy, position)
-    return f"{ladder.traffic_percent(policy, position):g}%"
+def _tier_step_label(policy: Policy, tier: Tier) -> str:
+    if tier.index == 0:
+        return ladder.tier_label(policy, tier)
+    return f"{ladder.traffic_percent(policy, tier):g}%"
 
 
 def checks(report: dict[str, Any]) -> tuple[Check, ...]:
@@ -308,15 +309,11 @@ def _target(policy: Policy, status: RolloutStatus, *, action: str, now: float, t
                               revert_to=policy.kill_switch.revert_to)
     except GatekeeperError:
         return ""
-    return f"{position_label(policy, after.stage, tier=after.tier)}, {after.state}"
+    return f"{tier_name(policy, after.stage, tier=after.tier)}, {after.state}"
 
 
 def _rollback_stages(policy: Policy, status: RolloutStatus, *, now: float) -> tuple[tuple[str, str], ...]:
     options = ((stage, _target(policy, status, action="rollback", now=now, to_stage=stage))
-               for stage in ladder.STAGES)
+               for stage in STAGES)
     return tuple((stage, target) for stage, target in options if target)
 
-
-def position_label(policy: Policy | None, stage: str | None, *, tier: int | None) -> str:
-    """Return `canary 5%` for a stage and tier (the one naming the API, CLI and pages share)."""
-    return position_name(policy, stage, tier=tier)

@@ -1,10 +1,10 @@
 """Who is signed in, CSRF tokens, role checks, HTML error pages and security headers.
 
-The signed-in user's id lives in Flask's signed session cookie (HttpOnly, SameSite=Lax), signed
+The signed-in user's id lives in Flask's signed cookie (HttpOnly, SameSite=Lax), signed
 with one key for every worker and replica: GATEKEEPER_SECRET_KEY, else a key made once and kept
 in the database (the first process to need it makes it; concurrent first starts agree on one).
 the user row is read again on every request so a deleted user or a changed role takes
-effect at once. Every POST must carry the session's CSRF token (a form field or the
+effect at once. Every POST must carry the cookie's CSRF token (a form field or the
 X-CSRF-Token header): SameSite alone leaves same-site subdomains and old browsers open.
 """
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, Flask, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, g, redirect, render_template, request, url_for
+from flask import session as cookie  # Flask's signed cookie: not an agent's session, not a unit of work
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.wrappers import Request
 from itsdangerous import URLSafeTimedSerializer
@@ -79,24 +79,25 @@ class CookieSessionsOnDemand(SecureCookieSessionInterface):
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         # Resolved on first use, not in create_app: the schema may not exist yet when the app is built.
         if not app.secret_key:
-            app.secret_key = shared_signing_key(app.extensions["gatekeeper"].db)
+            svc = app.extensions["gatekeeper"]
+            app.secret_key = shared_signing_key(svc.db, now=svc.clock())
         return super().get_signing_serializer(app)
 
 
-def shared_signing_key(db: Database, *, name: str = COOKIE_KEY, attempts: int = 3) -> str:
+def shared_signing_key(database: Database, *, now: float, name: str = COOKIE_KEY, attempts: int = 3) -> str:
     """Return the key stored as `name`, making it first if no process has (race-safe)."""
     for _ in range(attempts):
-        with db.reading() as session:
-            found = get_signing_key(session, name)
+        with database.reading() as db:
+            found = get_signing_key(name, db=db)
         if found:
             return found
         try:
-            with db.transaction() as session:  # BEGIN IMMEDIATE on SQLite; the primary key on Postgres
-                found = get_signing_key(session, name)
+            with database.transaction() as db:  # BEGIN IMMEDIATE on SQLite; the primary key on Postgres
+                found = get_signing_key(name, db=db)
                 if found:
                     return found
                 made = secrets.token_hex(32)
-                add_signing_key(session, name, value=made, now=time.time())
+                add_signing_key(name, value=made, now=now, db=db)
             return made
         except IntegrityError:  # another process stored its key first: read that one
             continue
@@ -122,23 +123,23 @@ def current_user() -> WebUser | None:
 
 
 def sign_in(user: User) -> None:
-    """Start a fresh session for `user` (a new CSRF token too, against session fixation)."""
-    session.clear()
-    session.permanent = True
-    session["user_id"] = user.id
-    session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    """Sign `user` in with a fresh cookie (a new CSRF token too, against session fixation)."""
+    cookie.clear()
+    cookie.permanent = True
+    cookie["user_id"] = user.id
+    cookie[CSRF_FIELD] = secrets.token_urlsafe(32)
 
 
 def sign_out() -> None:
     """Forget the signed-in user."""
-    session.clear()
+    cookie.clear()
 
 
 def csrf_token() -> str:
-    """Return this session's CSRF token, creating it on first use."""
-    token = session.get(CSRF_FIELD)
+    """Return this cookie's CSRF token, creating it on first use."""
+    token = cookie.get(CSRF_FIELD)
     if not token:
-        token = session[CSRF_FIELD] = secrets.token_urlsafe(32)
+        token = cookie[CSRF_FIELD] = secrets.token_urlsafe(32)
     return str(token)
 
 
@@ -155,14 +156,14 @@ def release_manager_required(view: F) -> F:
 
 def _load_user() -> None:
     g.now = services().clock()
-    user_id = session.get("user_id")
+    user_id = cookie.get("user_id")
     if user_id is None:
         return
     with services().db.reading() as db:
-        row = get_user(db, user_id)
+        row = get_user(user_id, db=db)
         found = WebUser(id=row.id or 0, username=row.username, role=row.role) if row else None
     if found is None:
-        session.clear()
+        cookie.clear()
         return
     g.web_user = found
 
@@ -171,7 +172,7 @@ def _check_csrf() -> None:
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
     sent = request.form.get(CSRF_FIELD) or request.headers.get("X-CSRF-Token") or ""
-    expected = session.get(CSRF_FIELD) or ""
+    expected = cookie.get(CSRF_FIELD) or ""
     if not expected or not hmac.compare_digest(str(sent), str(expected)):
         raise BadRequest("the form's CSRF token is missing or stale; reload the page and try again",
                          field=CSRF_FIELD)

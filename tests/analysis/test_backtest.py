@@ -88,9 +88,9 @@ def test_a_stricter_policy_would_have_rolled_back_earlier(client: FlaskClient, s
     replayed = json.loads(result.output)
     assert replayed["actual"][-1]["state"] == "completed"
     rollback = replayed["would"][-1]
-    assert (rollback["action"], rollback["position"]) == ("rollback", "canary 50%")
+    assert (rollback["action"], rollback["tier_label"]) == ("rollback", "canary 50%")
     assert "error_rate failed" in rollback["reason"] and "failure_limit 2" in rollback["reason"]
-    real_promotion = [e for e in replayed["actual"] if e["action"] == "promote" and e["position"] == "expansion 100%"]
+    real_promotion = [e for e in replayed["actual"] if e["action"] == "promote" and e["tier_label"] == "expansion 100%"]
     assert real_promotion and rollback["at"] < real_promotion[0]["at"]
 
     lenient = runner.invoke(main, ["policy", "backtest", str(Path(services.settings.policy_dir) / "lenient.yaml"),
@@ -103,13 +103,13 @@ def test_a_stricter_policy_would_have_rolled_back_earlier(client: FlaskClient, s
     twitchy.write_text(yaml.safe_dump(TWITCHY, sort_keys=False))
     tripped = json.loads(runner.invoke(main, ["policy", "backtest", str(twitchy), "--agent", "bot", "--json",
                                               "--db", db_url]).output)["would"][-1]
-    assert (tripped["action"], tripped["position"]) == ("kill", "canary 50%") and "kill switch" in tripped["reason"]
+    assert (tripped["action"], tripped["tier_label"]) == ("kill", "canary 50%") and "kill switch" in tripped["reason"]
     assert tripped["at"] <= rollback["at"]  # the kill switch looks at the same calls, on its own limit
     comparing = tmp_path / "comparing.yaml"
     comparing.write_text(yaml.safe_dump(COMPARING, sort_keys=False))
     compared = json.loads(runner.invoke(main, ["policy", "backtest", str(comparing), "--agent", "bot", "--json",
                                                "--db", db_url]).output)["would"][-1]
-    assert (compared["action"], compared["position"]) == ("rollback", "canary 50%")
+    assert (compared["action"], compared["tier_label"]) == ("rollback", "canary 50%")
     assert "error_rate vs stable failed" in compared["reason"]  # 25% of calls against stable's none
     assert "would: rollback at canary 50%" in text and "actual: completed at expansion 100%" in text
 

@@ -33,7 +33,7 @@ def test_register_set_stable_list_start_and_abort(live_url: str, rm: dict[str, s
     out = ok(cli(live_url, rm, "rollout", "start", "support-bot", "v2", "--reason", "new prompt"))
     assert out.startswith("support-bot: start -> twin (progressing) by release_manager:alice: new prompt")
     table = ok(cli(live_url, rm, "agent", "list")).splitlines()
-    assert table[0].split() == ["AGENT", "POLICY", "REVISION", "STABLE", "CANDIDATE", "POSITION", "STATE"]
+    assert table[0].split() == ["AGENT", "POLICY", "REVISION", "STABLE", "CANDIDATE", "TIER", "STATE"]
     assert table[2].split()[:1] + table[2].split()[3:] == ["support-bot", "v1", "v2", "twin", "progressing"]
 
     refused = cli(live_url, rm, "agent", "set-stable", "support-bot", "v3", "--reason", "sneaky")

@@ -23,9 +23,9 @@ def test_set_stable_bootstraps_an_agent_registered_without_one(app: Flask, clien
     assert answer.json["status"]["stable_version"] == "v1"
     again = client.post("/v1/agents/support-bot/stable", json={"version": "v1.1", "reason": "hotfix"}, headers=rm)
     assert again.json["from_version"] == "v1"
-    with svc(app).db.reading() as session:
-        changes = [(c.from_version, c.to_version, c.actor, c.reason) for c in session.exec(select(StableChange))]
-        labels = {v.label for v in session.exec(select(Version))}
+    with svc(app).db.reading() as db:
+        changes = [(c.from_version, c.to_version, c.actor, c.reason) for c in db.exec(select(StableChange))]
+        labels = {v.label for v in db.exec(select(Version))}
     assert changes == [(None, "v1", "release_manager:alice", "live since May"),
                        ("v1", "v1.1", "release_manager:alice", "hotfix")]
     assert labels == {"v1", "v1.1"}
@@ -47,6 +47,6 @@ def test_set_stable_is_refused_during_a_rollout_and_changes_nothing(app: Flask, 
     assert client.post("/v1/agents/ghost/stable", json={"version": "v3", "reason": "x"}, headers=rm).status_code == 404
     assert client.post("/v1/agents/support-bot/stable", json={"version": "v3", "reason": "x"},
                        headers=viewer).status_code == 403
-    with svc(app).db.reading() as session:
-        assert session.exec(select(Agent)).one().stable_version == "v1"
-        assert session.exec(select(StableChange)).all() == []
+    with svc(app).db.reading() as db:
+        assert db.exec(select(Agent)).one().stable_version == "v1"
+        assert db.exec(select(StableChange)).all() == []

@@ -136,8 +136,8 @@ def test_the_revocation_mark_reconnects_unseen_after_postgres_drops_its_connecti
     services = app.extensions["gatekeeper"]
     services.db.upgrade()
     try:
-        with services.db.transaction() as session:
-            token, _ = create_token(session, "victor", role="viewer", agent=None, now=time.time())
+        with services.db.transaction() as db:
+            token, _ = create_token("victor", role="viewer", agent=None, now=time.time(), db=db)
         client, headers = app.test_client(), {"Authorization": f"Bearer {token}"}
         assert client.get("/v1/agents", headers=headers).status_code == 200  # the mark's connection is open
         with services.db.engine.begin() as connection:  # what a Postgres restart or failover does to it

@@ -20,9 +20,9 @@ def _rollout_at_twin(app: Flask) -> None:
     seed.start(svc(app), "support-bot", policy="support-default", stable="v6", candidate="v7", at=time.time() - 60)
 
 
-def _position(app: Flask, agent: str) -> tuple[str, int, str]:
-    with svc(app).db.reading() as session:
-        rollout = rollout_records.current_rollout(session, rollout_records.get_agent(session, agent))
+def _tier_and_state(app: Flask, agent: str) -> tuple[str, int, str]:
+    with svc(app).db.reading() as db:
+        rollout = rollout_records.current_rollout(db, rollout_records.get_agent(db, agent))
         assert rollout is not None
         return rollout.stage, rollout.tier, rollout.state
 
@@ -47,7 +47,7 @@ def test_release_manager_signs_in_sees_the_agent_promotes_it_and_sees_the_new_ti
     assert page.locator("[data-testid=current-tier]").inner_text() == "shadow"
     entry = page.locator(".timeline .entry").first
     assert "user:alice" in entry.inner_text() and "twin runs look clean" in entry.inner_text()
-    assert _position(live_server.app, "support-bot") == ("shadow", 0, "progressing")
+    assert _tier_and_state(live_server.app, "support-bot") == ("shadow", 0, "progressing")
 
 
 def test_confirmation_can_be_cancelled_and_a_reason_is_required(
@@ -60,7 +60,7 @@ def test_confirmation_can_be_cancelled_and_a_reason_is_required(
     assert page.locator("#dialog-kill").is_visible()
     page.locator("#dialog-kill button[data-close]").click()
     assert not page.locator("#dialog-kill").is_visible()
-    assert _position(live_server.app, "support-bot") == ("twin", 0, "progressing")
+    assert _tier_and_state(live_server.app, "support-bot") == ("twin", 0, "progressing")
 
 
 def test_viewer_finds_actions_disabled_and_a_forged_post_refused(
@@ -78,7 +78,7 @@ def test_viewer_finds_actions_disabled_and_a_forged_post_refused(
                                form={"csrf_token": token, "reason": "I am only a viewer"}, max_redirects=0)
     assert forged.status == 403
     assert "act on nothing" in forged.text()
-    assert _position(live_server.app, "support-bot") == ("twin", 0, "progressing")
+    assert _tier_and_state(live_server.app, "support-bot") == ("twin", 0, "progressing")
 
 
 def test_a_post_without_the_csrf_token_is_refused(live_server: LiveServer, users: dict[str, str], page: Any) -> None:
@@ -89,7 +89,7 @@ def test_a_post_without_the_csrf_token_is_refused(live_server: LiveServer, users
     wrong = page.request.post(url, form={"reason": "bad token", "csrf_token": "forged"}, max_redirects=0)
     assert (missing.status, wrong.status) == (400, 400)
     assert "CSRF" in missing.text()
-    assert _position(live_server.app, "support-bot") == ("twin", 0, "progressing")
+    assert _tier_and_state(live_server.app, "support-bot") == ("twin", 0, "progressing")
 
 
 def test_overview_refreshes_by_itself(live_server: LiveServer, users: dict[str, str], page: Any) -> None:

@@ -1,4 +1,4 @@
-"""One truth in every view (issue 11 §5): superseded reports, position names, versions in the history,
+"""One truth in every view (issue 11 §5): superseded reports, tier names, versions in the history,
 and thin evidence shown as progress, through the real app's API and pages."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_a_report_superseded_by_a_promotion_is_no_longer_the_current_one(
     assert 'data-check="' not in page
 
 
-def test_positions_are_named_alike_and_history_carries_the_candidate(
+def test_tiers_are_named_alike_and_history_carries_the_candidate(
         app: Flask, client: FlaskClient, make_token: Callable[..., dict[str, str]], users: dict[str, str]) -> None:
     now = time.time()
     _at_canary(app, now=now)

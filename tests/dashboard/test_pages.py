@@ -30,8 +30,8 @@ def _support_bot(app: Flask, *, at: float | None = None) -> None:
 
 
 def _state(app: Flask, agent: str = "support-bot") -> tuple[str, int, str]:
-    with svc(app).db.reading() as session:
-        rollout = rollout_records.current_rollout(session, rollout_records.get_agent(session, agent))
+    with svc(app).db.reading() as db:
+        rollout = rollout_records.current_rollout(db, rollout_records.get_agent(db, agent))
         assert rollout is not None
         return rollout.stage, rollout.tier, rollout.state
 
@@ -93,8 +93,8 @@ def test_sign_out_is_a_post_with_the_csrf_token(client: FlaskClient, users: dict
 
 def test_a_deleted_user_is_signed_out_at_once(app: Flask, client: FlaskClient, users: dict[str, str]) -> None:
     signed_in(client, "alice")
-    with svc(app).db.transaction() as session:
-        session.delete(session.exec(select(User).where(User.username == "alice")).one())
+    with svc(app).db.transaction() as db:
+        db.delete(db.exec(select(User).where(User.username == "alice")).one())
     assert client.get("/").status_code == 302
 
 
@@ -202,8 +202,8 @@ def test_approve_and_reject_with_a_reason(app: Flask, client: FlaskClient, users
     assert client.post(f"/approvals/{second}/reject", data={"csrf_token": token, "reason": "no"}).status_code == 303
     again = client.post(f"/approvals/{first}/reject", data={"csrf_token": token, "reason": "changed my mind"})
     assert again.status_code == 409
-    with svc(app).db.reading() as session:
-        rows = {a.id: a for a in session.exec(select(Approval))}
+    with svc(app).db.reading() as db:
+        rows = {a.id: a for a in db.exec(select(Approval))}
         assert (rows[first].state, rows[first].decided_by) == ("approved", "user:alice")
         assert (rows[second].state, rows[second].decision_reason) == ("rejected", "no")
     assert "No tool call is waiting" in client.get("/partials/approvals").get_data(as_text=True)
@@ -253,15 +253,15 @@ def test_metrics_outage_is_shown_on_every_page_not_a_server_error(
 def test_odd_gate_reports_and_a_vanished_policy_still_render(
         app: Flask, client: FlaskClient, users: dict[str, str]) -> None:
     _support_bot(app)
-    with svc(app).db.transaction() as session:
-        agent = rollout_records.get_agent(session, "support-bot")
+    with svc(app).db.transaction() as db:
+        agent = rollout_records.get_agent(db, "support-bot")
         for at, report in ((1.0, {"checks": "nope", "values": [1]}), (2.0, {"checks": [{"value": "x"}, 3],
                            "metrics_source": {"available": False}, "values": {"error_rate": "NaN"}}),
                            (3.0, {"soak": {"required_s": "long"}, "values": {"error_rate": float("nan")}})):
-            session.add(GateEvaluation(rollout_id=agent.rollout_id or 0, agent_id=agent.id or 0, at=time.time() + at,
-                                       stage="twin", tier=0, window_key=uuid.uuid4().hex, result="odd",
-                                       report=json.dumps(report), policy_revision="r"))
-        session.add(Agent(name="orphan", policy="deleted-policy", created_at=time.time()))
+            db.add(GateEvaluation(rollout_id=agent.rollout_id or 0, agent_id=agent.id or 0, at=time.time() + at,
+                                  stage="twin", tier=0, window_key=uuid.uuid4().hex, result="odd",
+                                  report=json.dumps(report), policy_revision="r"))
+        db.add(Agent(name="orphan", policy="deleted-policy", created_at=time.time()))
     signed_in(client, "alice")
     for path in ("/", "/agents/support-bot", "/agents/support-bot?events=all", "/agents/orphan", "/policies"):
         assert client.get(path).status_code == 200, path

@@ -25,8 +25,8 @@ def _support_bot(app: Flask, *, at: float) -> None:
 
 
 def _approval_state(app: Flask, approval_id: str) -> str:
-    with svc(app).db.reading() as session:
-        return session.exec(select(Approval.state).where(Approval.id == approval_id)).one()
+    with svc(app).db.reading() as db:
+        return db.exec(select(Approval.state).where(Approval.id == approval_id)).one()
 
 
 def test_an_approval_shows_masked_arguments_and_links_to_the_session_trace(
@@ -168,8 +168,8 @@ def test_keyboard_only_approves_a_call_and_promotes_while_the_page_refreshes_and
     _tab_to(page, "el.matches('[data-confirm]')", limit=5)
     page.keyboard.press("Enter")
     page.wait_for_selector(".flash-ok")
-    with svc(app).db.reading() as session:
-        rollout = rollout_records.current_rollout(session, rollout_records.get_agent(session, "support-bot"))
+    with svc(app).db.reading() as db:
+        rollout = rollout_records.current_rollout(db, rollout_records.get_agent(db, "support-bot"))
         assert rollout is not None and (rollout.stage, rollout.state) == ("shadow", "progressing")
 
 

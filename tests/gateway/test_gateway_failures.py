@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import mcp_types as types
-import requests
 from sqlmodel import Session
 
 from gatekeeper.store.models import Rollout
+from tests.support import scrape
 from tests.support.gateway_world import World
 from tests.support.mcp_gateway import connect, effects, run_async
 
@@ -43,9 +43,9 @@ def test_upstream_errors_trip_the_kill_switch_then_candidate_calls_are_refused_a
     searched = [e["arguments"]["arm"] for e in effects(world.live_effects)
                 if e["arguments"].get("agent") == agent.name and e["tool"] == "search_kb"]
     assert searched == ["stable"]
-    exposition = requests.get(world.gateway_url.replace("/mcp", "/metrics"), timeout=5).text
-    assert f'gatekeeper_gateway_upstream_errors_total{{kind="tool_error",upstream="{agent.name}/live"}} 4.0' \
-        in exposition
+    samples = scrape.fetch(world.gateway_url.replace("/mcp", "/metrics"))
+    assert scrape.value(samples, "gatekeeper_gateway_upstream_errors_total", kind="tool_error",
+                        upstream=f"{agent.name}/live") == 4.0
 
 
 def test_a_slow_upstream_is_a_tool_error_within_the_timeout(world: World) -> None:

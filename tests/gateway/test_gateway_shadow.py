@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import mcp_types as types
-import requests
 from sqlmodel import Session, select
 
 from gatekeeper.stage_evidence import shadow_signals
 from gatekeeper.store.models import AgentSession, Rollout
+from tests.support import scrape
 from tests.support.gateway_world import Agent, World
 from tests.support.mcp_gateway import connect, effects, run_async
 
@@ -64,8 +64,8 @@ def test_shadowed_calls_stay_off_the_upstream_and_feed_the_shadow_gate(world: Wo
     assert (signals.sessions, signals.pairs, signals.agreeing_pairs) == (2, 2, 1)
     assert (signals.calls, signals.violations) == (3, 1)
 
-    exposition = requests.get(world.gateway_url.replace("/mcp", "/metrics"), timeout=5).text
-    assert f'gatekeeper_gateway_calls_total{{agent="{agent.name}",environment="live",verdict="shadow"}} 3.0' \
-        in exposition
-    assert f'gatekeeper_decisions_total{{agent="{agent.name}",arm="candidate",reason="shadow",stage="shadow",' \
-        f'verdict="shadow",version="v2"}} 3.0' in exposition
+    samples = scrape.fetch(world.gateway_url.replace("/mcp", "/metrics"))
+    assert scrape.value(samples, "gatekeeper_gateway_calls_total", agent=agent.name, environment="live",
+                        verdict="shadow") == 3.0
+    assert scrape.value(samples, "gatekeeper_decisions_total", agent=agent.name, arm="candidate", reason="shadow",
+                        stage="shadow", verdict="shadow", version="v2") == 3.0

@@ -37,9 +37,9 @@ def attempt(client: FlaskClient, username: str, password: str, *, address: str =
 
 
 def add_users(app: Flask, *names: str) -> None:
-    with svc(app).db.transaction() as session:
+    with svc(app).db.transaction() as db:
         for name in names:
-            create_user(session, name, password=PASSWORD, role="viewer", now=time.time())
+            create_user(name, password=PASSWORD, role="viewer", now=time.time(), db=db)
 
 
 def test_five_failures_for_a_user_refuse_even_the_right_password_until_the_window_passes(

@@ -4,6 +4,7 @@ tests/dashboard/test_works_as_started.py."""
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,11 @@ from tests.support.services import PostgresServer
 
 
 def _key_of(url: str) -> str:
-    db = Database(url)
+    database = Database(url)
     try:
-        return shared_signing_key(db)
+        return shared_signing_key(database, now=time.time())
     finally:
-        db.dispose()
+        database.dispose()
 
 
 def _concurrent_first_keys(url: str, processes: int = 6) -> set[str]:
@@ -53,5 +54,5 @@ def test_a_configured_key_wins_over_the_stored_one(tmp_path: Path) -> None:
     client = app.test_client()
     assert client.get("/login").status_code == 200
     assert app.secret_key == "configured"
-    with app.extensions["gatekeeper"].db.reading() as session:
-        assert get_signing_key(session, COOKIE_KEY) is None
+    with app.extensions["gatekeeper"].db.reading() as db:
+        assert get_signing_key(COOKIE_KEY, db=db) is None

@@ -42,8 +42,8 @@ def app_overrides(db_url: str, policy_folder: Path) -> dict[str, Any]:
 @pytest.fixture
 def dashboard(app: Flask) -> FlaskClient:
     """A test client signed in to the dashboard as a release manager."""
-    with svc(app).db.transaction() as session:
-        create_user(session, "alice", password=PASSWORD, role="release_manager", now=time.time())
+    with svc(app).db.transaction() as db:
+        create_user("alice", password=PASSWORD, role="release_manager", now=time.time(), db=db)
     client = app.test_client()
     client.get("/login")
     with client.session_transaction() as cookie:

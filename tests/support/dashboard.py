@@ -37,9 +37,9 @@ def missing(what: str) -> None:
 @pytest.fixture
 def users(app: Flask) -> dict[str, str]:
     """Create alice (release manager) and victor (viewer); return their passwords."""
-    with svc(app).db.transaction() as session:
-        create_user(session, "alice", password=PASSWORDS["alice"], role="release_manager", now=time.time())
-        create_user(session, "victor", password=PASSWORDS["victor"], role="viewer", now=time.time())
+    with svc(app).db.transaction() as db:
+        create_user("alice", password=PASSWORDS["alice"], role="release_manager", now=time.time(), db=db)
+        create_user("victor", password=PASSWORDS["victor"], role="viewer", now=time.time(), db=db)
     return PASSWORDS
 
 

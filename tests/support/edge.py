@@ -66,12 +66,12 @@ def seed(target: Target) -> None:
     """Create tokens and a user; register an agent; start a rollout, session, decision, approval; revoke a token."""
     database = Database(target.database_url)
     try:
-        with database.transaction() as session:
+        with database.transaction() as db:
             for role in ("release_manager", "viewer", "alertmanager"):
-                target.tokens[role] = create_token(session, f"edge-{role}", role=role, agent=None, now=time.time())[0]
-            target.tokens["agent"] = create_token(session, "edge-agent", role="agent", agent=AGENT,
-                                                  now=time.time())[0]
-            create_user(session, "edge-rm", password=PASSWORD, role="release_manager", now=time.time())
+                target.tokens[role] = create_token(f"edge-{role}", role=role, agent=None, now=time.time(), db=db)[0]
+            target.tokens["agent"] = create_token("edge-agent", role="agent", agent=AGENT,
+                                                  now=time.time(), db=db)[0]
+            create_user("edge-rm", password=PASSWORD, role="release_manager", now=time.time(), db=db)
     finally:
         database.dispose()
     rm, agent = target.auth("release_manager"), target.auth("agent")

@@ -112,18 +112,18 @@ def place(services: Services, agent: str = "bot", *, stage: str = "canary", tier
 
 def rows(services: Services, table: type[T]) -> list[T]:
     """Return every row of a table, in id order, detached so they stay readable."""
-    with services.db.reading() as session:
-        found = list(session.exec(select(table).order_by(table.id)))  # type: ignore[attr-defined]
-        session.expunge_all()  # reading() ends in a rollback, which would expire them
+    with services.db.reading() as db:
+        found = list(db.exec(select(table).order_by(table.id)))  # type: ignore[attr-defined]
+        db.expunge_all()  # reading() ends in a rollback, which would expire them
         return found
 
 
 def rollout_of(services: Services, agent: str = "bot") -> Rollout:
     """Return the agent's newest rollout."""
-    with services.db.reading() as session:
-        found = rollout_records.latest_rollout(session, rollout_records.get_agent(session, agent))
+    with services.db.reading() as db:
+        found = rollout_records.latest_rollout(db, rollout_records.get_agent(db, agent))
         assert found is not None
-        session.expunge(found)  # reading() ends in a rollback, which would expire it
+        db.expunge(found)  # reading() ends in a rollback, which would expire it
         return found
 
 
@@ -135,18 +135,18 @@ def add_session(services: Services, rollout: Rollout, *, arm: str = "candidate",
                 **fields: Any) -> str:
     """Seed one session with its decisions: calls are (tool, verdict, outcome, latency_ms, extra fields)."""
     session_id = fields.pop("id", f"s{next(_ids)}")
-    with services.db.transaction() as session:
+    with services.db.transaction() as db:
         row = AgentSession(id=session_id, agent_id=rollout.agent_id, rollout_id=rollout.id, arm=arm,
                            version="v2" if arm == "candidate" else "v1", environment=environment,
                            session_key=session_id, cap_tool_calls=100, cap_spend_micros=10_000_000,
                            started_at=started_at, ended_at=started_at + 1 if ended else None,
                            status=fields.pop("status", "ok" if ended else "open"), **fields)
-        session.add(row)
+        db.add(row)
         for index, (tool, verdict, outcome, latency_ms, *extra) in enumerate(calls):
-            session.add(Decision(id=f"{session_id}-d{index}", session_id=session_id, agent_id=rollout.agent_id,
-                                 rollout_id=rollout.id, version=row.version, arm=arm, tool=tool,
-                                 tool_class=TOOLS.get(tool, "irreversible"), cost_micros=10_000, verdict=verdict,
-                                 at=started_at + index * 0.01, outcome_status=outcome,
-                                 outcome_at=None if outcome is None else started_at + index * 0.01 + 0.005,
-                                 latency_ms=latency_ms, **(extra[0] if extra else {})))
+            db.add(Decision(id=f"{session_id}-d{index}", session_id=session_id, agent_id=rollout.agent_id,
+                            rollout_id=rollout.id, version=row.version, arm=arm, tool=tool,
+                            tool_class=TOOLS.get(tool, "irreversible"), cost_micros=10_000, verdict=verdict,
+                            at=started_at + index * 0.01, outcome_status=outcome,
+                            outcome_at=None if outcome is None else started_at + index * 0.01 + 0.005,
+                            latency_ms=latency_ms, **(extra[0] if extra else {})))
     return session_id

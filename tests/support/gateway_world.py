@@ -81,8 +81,8 @@ class World:
                                                 now=now).rollout_id
             for _ in range(LADDER.index(stage)):
                 rollouts.act(self.svc, name, "promote", actor="test", reason="t", now=time.time())
-        with self.svc.db.transaction() as session:
-            token, _ = create_token(session, name, role="agent", agent=name, now=now)
+        with self.svc.db.transaction() as db:
+            token, _ = create_token(name, role="agent", agent=name, now=now, db=db)
         return Agent(name, rollout_id, token)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from gatekeeper import rollouts
 from gatekeeper.core import tier_gate
 from gatekeeper.core.gates import Counters, SourceStatus, Where
-from gatekeeper.core.ladder import Position, position_label, traffic_percent
+from gatekeeper.core.ladder import Tier, tier_label, traffic_percent
 from gatekeeper.core.policy import Policy
 from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.services import Services
@@ -36,8 +36,8 @@ def start(svc: Services, agent: str, *, policy: str, stable: str, candidate: str
 def tier_report(policy: Policy, *, stage: str, tier: int, at: float, tier_started_at: float,
                 signals: TierSignals | None, source: SourceStatus | None = None) -> dict[str, Any]:
     """Return the gate report the tier gate gives for these signals."""
-    position = Position(stage, tier)
-    where = Where(stage, tier, position_label(policy, position), traffic_percent(policy, position))
+    here = Tier(stage, tier)
+    where = Where(stage, tier, tier_label(policy, here), traffic_percent(policy, here))
     report = tier_gate.evaluate_tier_gate(policy.canary.gate if stage == "canary" else policy.expansion.gate,
                                       signals, where=where, tier_started_at=tier_started_at,
                                       counters=Counters(), source=source or SourceStatus("prometheus"), now=at)
@@ -46,14 +46,14 @@ def tier_report(policy: Policy, *, stage: str, tier: int, at: float, tier_starte
 
 def store_report(svc: Services, agent: str, *, report: dict[str, Any]) -> None:
     """Store a gate report as the scheduler does."""
-    with svc.db.transaction() as session:
-        row = rollout_records.get_agent(session, agent)
-        rollout = rollout_records.current_rollout(session, row)
+    with svc.db.transaction() as db:
+        row = rollout_records.get_agent(db, agent)
+        rollout = rollout_records.current_rollout(db, row)
         assert rollout is not None and rollout.id is not None
-        session.add(GateEvaluation(rollout_id=rollout.id, agent_id=row.id or 0, at=report["evaluated_at"],
-                                   stage=report["stage"], tier=report["tier"], window_key=str(uuid.uuid4()),
-                                   result=report["result"], report=json.dumps(report),
-                                   policy_revision=rollout.policy_revision))
+        db.add(GateEvaluation(rollout_id=rollout.id, agent_id=row.id or 0, at=report["evaluated_at"],
+                              stage=report["stage"], tier=report["tier"], window_key=str(uuid.uuid4()),
+                              result=report["result"], report=json.dumps(report),
+                              policy_revision=rollout.policy_revision))
 
 
 def healthy_signals(minute: float, *, scale: float) -> TierSignals:
@@ -95,31 +95,31 @@ def _tier_reports(svc: Services, agent: str, *, policy: Policy, tier: int, start
 def open_approval(svc: Services, agent: str, *, tool: str, tool_class: str, cost: float, preview: str,
                   at: float, expire_after: float = 15 * MINUTE, arguments: dict[str, Any] | None = None) -> str:
     """Open a pending approval on a fresh candidate session of `agent`, as the hot path does."""
-    with svc.db.transaction() as session:
-        row = rollout_records.get_agent(session, agent)
-        rollout = rollout_records.current_rollout(session, row)
+    with svc.db.transaction() as db:
+        row = rollout_records.get_agent(db, agent)
+        rollout = rollout_records.current_rollout(db, row)
         assert rollout is not None
         live = AgentSession(id=uuid.uuid4().hex, agent_id=row.id or 0, rollout_id=rollout.id,
                             version=rollout.candidate_version, arm="candidate", stage=rollout.stage,
                             environment="live", session_key=uuid.uuid4().hex, cap_tool_calls=20,
                             cap_spend_micros=500_000, started_at=at - 40)
-        session.add(live)
-        session.flush()
+        db.add(live)
+        db.flush()
         approval = Approval(id=uuid.uuid4().hex, agent_id=row.id or 0, session_id=live.id, rollout_id=rollout.id,
                             version=rollout.candidate_version, tool=tool, tool_class=tool_class,
                             cost_micros=round(cost * 1_000_000), preview=preview, created_at=at,
                             expires_at=at + expire_after, stage=rollout.stage,
                             arguments=json.dumps(arguments, sort_keys=True) if arguments is not None else None)
-        session.add(approval)
+        db.add(approval)
         return approval.id
 
 
 def live_session(svc: Services, agent: str, *, at: float, arm: str = "candidate", mirror_of: str | None = None,
                  stage: str | None = None, status: str = "open") -> str:
     """Open a live session of `agent` on its current rollout, as the hot path does; return its id."""
-    with svc.db.transaction() as session:
-        row = rollout_records.get_agent(session, agent)
-        rollout = rollout_records.current_rollout(session, row)
+    with svc.db.transaction() as db:
+        row = rollout_records.get_agent(db, agent)
+        rollout = rollout_records.current_rollout(db, row)
         assert rollout is not None
         version = rollout.candidate_version if arm == "candidate" else (row.stable_version or "")
         live = AgentSession(id=uuid.uuid4().hex, agent_id=row.id or 0, rollout_id=rollout.id, version=version,
@@ -127,7 +127,7 @@ def live_session(svc: Services, agent: str, *, at: float, arm: str = "candidate"
                             session_key=uuid.uuid4().hex, cap_tool_calls=20, cap_spend_micros=500_000,
                             mirror_of=mirror_of, status=status, started_at=at,
                             ended_at=at + 60 if status != "open" else None)
-        session.add(live)
+        db.add(live)
         return live.id
 
 
@@ -138,8 +138,8 @@ def record_call(svc: Services, session_id: str, *, tool: str, tool_class: str, v
 
     `outcome` is (status, actual cost in dollars, latency in ms); an actual cost above `cost` is an overrun.
     """
-    with svc.db.transaction() as session:
-        live = session.get(AgentSession, session_id)
+    with svc.db.transaction() as db:
+        live = db.get(AgentSession, session_id)
         assert live is not None
         cost_micros = round(cost * 1_000_000)
         row = Decision(id=uuid.uuid4().hex, session_id=session_id, agent_id=live.agent_id,
@@ -154,7 +154,7 @@ def record_call(svc: Services, session_id: str, *, tool: str, tool_class: str, v
             row.outcome_status, row.actual_cost_micros, row.latency_ms = status, actual_micros, latency
             row.outcome_at = at + latency / 1000
             row.overrun_micros = actual_micros - cost_micros if actual_micros > cost_micros else None
-        session.add(row)
+        db.add(row)
         return row.id
 
 
@@ -163,17 +163,17 @@ def approval_for(svc: Services, session_id: str, *, tool: str, tool_class: str, 
                  expire_after: float = 15 * MINUTE) -> str:
     """Open an approval for a call of an existing session, with the decision that asked for it."""
     approval_id = uuid.uuid4().hex
-    with svc.db.transaction() as session:
-        live = session.get(AgentSession, session_id)
+    with svc.db.transaction() as db:
+        live = db.get(AgentSession, session_id)
         assert live is not None
-        session.add(Approval(id=approval_id, agent_id=live.agent_id, session_id=session_id,
-                             rollout_id=live.rollout_id, version=live.version, tool=tool, tool_class=tool_class,
-                             cost_micros=round(cost * 1_000_000), preview=preview, stage=live.stage,
-                             arguments=json.dumps(arguments, sort_keys=True) if arguments is not None else None,
-                             state=state, created_at=at, expires_at=at + expire_after,
-                             decided_by="gatekeeper" if state == "cancelled" else None,
-                             decided_at=at + 30 if state == "cancelled" else None,
-                             decision_reason="its session ended" if state == "cancelled" else None))
+        db.add(Approval(id=approval_id, agent_id=live.agent_id, session_id=session_id,
+                        rollout_id=live.rollout_id, version=live.version, tool=tool, tool_class=tool_class,
+                        cost_micros=round(cost * 1_000_000), preview=preview, stage=live.stage,
+                        arguments=json.dumps(arguments, sort_keys=True) if arguments is not None else None,
+                        state=state, created_at=at, expires_at=at + expire_after,
+                        decided_by="gatekeeper" if state == "cancelled" else None,
+                        decided_at=at + 30 if state == "cancelled" else None,
+                        decision_reason="its session ended" if state == "cancelled" else None))
     record_call(svc, session_id, tool=tool, tool_class=tool_class, verdict="approval_required", at=at, cost=cost,
                 arguments=arguments, approval_id=approval_id)
     return approval_id

@@ -87,13 +87,13 @@ def server_pool(tmp_path: Path) -> Iterator[Any]:
 def prepare_database(url: str, *, users: dict[str, str] | None = None, tokens: Sequence[str] = ()
                      ) -> dict[str, str]:
     """Create the schema, dashboard users (release managers) and tokens by role; return the tokens."""
-    db = Database(url)
+    database = Database(url)
     try:
-        db.upgrade()
-        with db.transaction() as session:
+        database.upgrade()
+        with database.transaction() as db:
             for username, password in (users or {}).items():
-                create_user(session, username, password=password, role="release_manager", now=time.time())
-            return {role: create_token(session, role, role=role, agent=None, now=time.time())[0] for role in tokens}
+                create_user(username, password=password, role="release_manager", now=time.time(), db=db)
+            return {role: create_token(role, role=role, agent=None, now=time.time(), db=db)[0] for role in tokens}
     finally:
-        db.dispose()
+        database.dispose()
 
