@@ -86,11 +86,18 @@ async def _seen_async(query: str) -> Any:
         return type(failure).__name__
 
 
-def test_the_same_seed_injects_the_same_failures_through_both_clients(
+@pytest.mark.slow  # one real server (two workers) for both must-shows: 10-25 s on 2 shared cores, mostly its start
+def test_rehearsed_failures_repeat_per_seed_and_judge_how_the_agent_handles_them(
         runtime: Runtime, app: Flask, db_url: str, policy_dir: Path, token: str,
         served: Callable[..., Server]) -> None:
     runtime.setup("twin", 0)
     server = served(database_url=db_url, policy_dir=policy_dir, workers=2)
+    _same_seed_same_failures(server, app, token)
+    _blind_retry_fails_stopping_passes(server, app, token)
+
+
+def _same_seed_same_failures(server: Server, app: Flask, token: str) -> None:
+    """Two runs with one seed, through the sync and the async guard, meet the same failures call by call."""
 
     def sync_run(seed: str) -> tuple[list[Any], str | None]:
         with Gatekeeper(server.url, token, timeout=10) as gk, \
@@ -133,11 +140,8 @@ def _notify(gk: Gatekeeper, *, retry: bool) -> dict[str, Any]:
         return session.end("ok")
 
 
-def test_a_blind_retry_after_an_injected_timeout_fails_the_scenario_and_stopping_passes(
-        runtime: Runtime, app: Flask, db_url: str, policy_dir: Path, token: str,
-        served: Callable[..., Server]) -> None:
-    runtime.setup("twin", 0)
-    server = served(database_url=db_url, policy_dir=policy_dir, workers=2)
+def _blind_retry_fails_stopping_passes(server: Server, app: Flask, token: str) -> None:
+    """An agent that sends the email again after an injected timeout fails its scenario; one that stops passes."""
     sent.clear()
     with Gatekeeper(server.url, token, timeout=10) as gk:
         careful = _notify(gk, retry=False)
