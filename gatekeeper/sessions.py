@@ -66,6 +66,8 @@ def start_session(svc: Services, agent_name: str, *, session_key: str | None, en
         agent = rollout_records.get_agent(db, agent_name)
         policy = svc.policies.get(agent.policy).policy
         _check_scenario(policy, environment=environment, scenario=scenario)
+        if seed is not None and environment != "twin":
+            raise BadRequest("a seed drives the twin's rehearsed failures: send environment=twin", field="seed")
         rollout = rollout_records.current_rollout(db, agent)
         key = session_key or new_id()
         facts = _rollout_facts(policy, rollout)
@@ -75,8 +77,6 @@ def start_session(svc: Services, agent_name: str, *, session_key: str | None, en
                            key=key, scenario=scenario, snapshot=twin_snapshot_at, now=now)
         if environment == "twin":  # the rehearsed failures' seed (core/chaos.py): given, else the session id
             row.seed = seed or row.id
-        elif seed is not None:
-            raise BadRequest("a seed drives the twin's rehearsed failures: send environment=twin", field="seed")
         db.add(row)
         mirror = None
         if place.mirror:

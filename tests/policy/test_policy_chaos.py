@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.core.chaos import ToolChaos
-from gatekeeper.policy_files import parse_policy, validate_policy_text
+from gatekeeper.policy_files import load_policy_file, parse_policy, validate_policy_text
+from tests.support.policy_texts import EXAMPLE
 
 BASE = """
 name: tiny
@@ -64,3 +65,10 @@ def test_no_chaos_and_handling_defaults() -> None:
 def test_each_chaos_problem_has_its_field_path(chaos: str, scenario: str, path: str, message: str) -> None:
     problems = validate_policy_text(text(chaos, scenario))
     assert [p for p in problems if p.path == path and message in p.message], problems
+
+
+def test_the_shipped_spec_example_rehearses_failures() -> None:
+    policy = load_policy_file(EXAMPLE)
+    assert dict(policy.twin.chaos) == {"lookup_customer": ToolChaos(error_rate=0.05, latency_s=2.0),
+                                       "send_email": ToolChaos(timeout_rate=0.1)}
+    assert dict(policy.twin.scenarios["refund-request"].max_retries) == {"refund_payment": 0}
