@@ -97,14 +97,16 @@ def inject(settings: ToolChaos | None, *, seed: str, tool: str, index: int) -> I
 
 
 def truncate(result: Any) -> Any:
-    """Return a partial result: the first half of a text, list or mapping; a scalar becomes None."""
+    """Return a partial result: the first half of a text, list or mapping (of a one-field mapping's value);
+    a scalar becomes None."""
     if isinstance(result, (str, bytes)):
         return result[: len(result) // 2]
     if isinstance(result, (list, tuple)):
         return type(result)(result[: len(result) // 2])
     if isinstance(result, Mapping):
-        keys = list(result)[: len(result) // 2]
-        return {key: result[key] for key in keys}
+        if len(result) == 1:  # one field: its value cut short
+            return {key: truncate(value) for key, value in result.items()}
+        return {key: result[key] for key in list(result)[: len(result) // 2]}
     return None
 
 

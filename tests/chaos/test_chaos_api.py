@@ -3,29 +3,10 @@ reserved call, the same for a retry; the session's seed; graceful handling judge
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from flask import Flask
 
 from gatekeeper.api.runtime_schemas import DecisionView
-from tests.support.runtime import POLICY, Runtime, counts
-
-CHAOS = """    chaos:
-      search_kb: {error_rate: 0.3, timeout_rate: 0.2, partial_rate: 0.1, malformed_rate: 0.1, latency: 40ms,
-                  latency_rate: 0.5}
-      irreversible: {timeout_rate: 1}
-"""
-
-
-@pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "policies"
-    folder.mkdir()
-    text = POLICY.replace("  shadow: {traffic_percent", CHAOS + "  shadow: {traffic_percent")
-    text = text.replace("forbid: [update_ticket]}", "forbid: [update_ticket], max_retries: {lookup_customer: 1}}")
-    (folder / "hotpath.yaml").write_text(text)
-    return folder
+from tests.support.runtime import Runtime, counts
 
 
 def _chaos_of(runtime: Runtime, session_id: str, calls: int, tool: str = "search_kb") -> list[object]:

@@ -59,6 +59,7 @@ def test_a_tools_own_entry_wins_over_its_class() -> None:
 
 @pytest.mark.parametrize(("result", "partial"), [
     ("abcdef", "abc"), (b"abcd", b"ab"), ([1, 2, 3], [1]), ((1, 2), (1,)), ({"a": 1, "b": 2}, {"a": 1}), (7, None),
+    ({"pages": ["a", "b", "c", "d"]}, {"pages": ["a", "b"]}),
 ])
 def test_truncate_keeps_the_first_half(result: object, partial: object) -> None:
     assert truncate(result) == partial
