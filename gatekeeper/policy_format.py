@@ -165,8 +165,7 @@ class ScenarioFormat(Section):
     no_blind_retry: bool = Field(
         True, description="an irreversible tool must not be called again straight after it failed or timed out"
     )
-    ends_cleanly: bool = Field(True, description="the agent ends the run itself: not abandoned, no call left "
-                                                 "without its outcome")
+    ends_cleanly: bool = Field(True, description="the agent ends the run itself (ok or error, not abandoned)")
 
     @model_validator(mode="after")
     def _asserts(self) -> ScenarioFormat:

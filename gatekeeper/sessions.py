@@ -146,8 +146,7 @@ def _trajectory(svc: Services, agent: Agent, row: AgentSession, decisions: list[
         return {"passed": False, "problems": [f"scenario {row.scenario} is no longer in the policy"]}
     found = judge_trajectory([d.tool for d in decisions], expect=scenario.expect, forbid=scenario.forbid,
                              harness_passed=passed)
-    steps = [Step(d.tool, d.tool_class, d.verdict, d.outcome_status == "error",
-                  d.verdict != "allow" or d.outcome_status is not None) for d in decisions]
+    steps = [Step(d.tool, d.tool_class, d.verdict, d.outcome_status == "error") for d in decisions]
     handling = handling_problems(steps, max_retries=scenario.max_retries, no_blind_retry=scenario.no_blind_retry,
                                  ends_cleanly=scenario.ends_cleanly, status=status)
     problems = [*found.problems, *handling]

@@ -53,7 +53,6 @@ class Step:
     tool_class: str
     verdict: str
     failed: bool  # its outcome was an error: an injected error or timeout included
-    settled: bool  # an allowed call whose outcome was reported (True for a call that was not allowed)
 
 
 def handling_problems(steps: Sequence[Step], *, max_retries: Mapping[str, int], no_blind_retry: bool,
@@ -63,7 +62,7 @@ def handling_problems(steps: Sequence[Step], *, max_retries: Mapping[str, int], 
     - `max_retries`: a tool's calls made while its last call failed (other tools may interleave; a call that
       succeeds resets the count; a call waiting for a person is not a retry) stay within the tool's limit;
     - `no_blind_retry`: an irreversible tool is not called again as the very next call after it failed;
-    - `ends_cleanly`: the agent ended the run itself (not `abandoned`), with every allowed call's outcome reported.
+    - `ends_cleanly`: the agent ended the run itself (`ok` or `error`, not `abandoned`).
     """
     problems = [f"max_retries: {tool} was retried {count} times after failing (at most {max_retries[tool]})"
                 for tool, count in _most_retries(steps).items() if tool in max_retries and count > max_retries[tool]]
@@ -71,13 +70,8 @@ def handling_problems(steps: Sequence[Step], *, max_retries: Mapping[str, int], 
         problems += [f"no_blind_retry: {step.tool} (irreversible) was called again straight after it failed "
                      f"(call {i + 2})" for i, (step, after) in enumerate(zip(steps, steps[1:], strict=False))
                      if step.failed and step.tool_class == "irreversible" and after.tool == step.tool]
-    if ends_cleanly:
-        if status == "abandoned":
-            problems.append("ends_cleanly: the run was abandoned, not ended by the agent")
-        dangling = [step.tool for step in steps if not step.settled]
-        if dangling:
-            problems.append(f"ends_cleanly: {len(dangling)} allowed call(s) have no outcome reported "
-                            f"({', '.join(dict.fromkeys(dangling))})")
+    if ends_cleanly and status == "abandoned":
+        problems.append("ends_cleanly: the run was abandoned, not ended by the agent")
     return problems
 
 

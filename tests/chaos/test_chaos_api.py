@@ -65,12 +65,10 @@ def test_the_end_of_a_scenario_run_judges_retries_and_a_clean_end(runtime: Runti
     session = runtime.session(environment="twin", scenario="refund-request")["session_id"]
     for status in ("error", "error", "error"):
         runtime.report(runtime.decide(session, "lookup_customer", 0.001)["decision_id"], status)
-    runtime.decide(session, "search_kb", 0.001)  # allowed, never reported
     summary = runtime.ok(runtime.client.post(f"/v1/sessions/{session}/end", json={"status": "abandoned"},
                                              headers=runtime.agent))
     assert summary["passed"] is False
     assert summary["trajectory"]["problems"] == [
         "expected refund_payment in order ['lookup_customer', 'refund_payment', 'send_email']",
         "max_retries: lookup_customer was retried 2 times after failing (at most 1)",
-        "ends_cleanly: the run was abandoned, not ended by the agent",
-        "ends_cleanly: 1 allowed call(s) have no outcome reported (search_kb)"]
+        "ends_cleanly: the run was abandoned, not ended by the agent"]

@@ -30,8 +30,8 @@ def test_judge(calls: list[str], harness: bool | None, passed: bool, problem: st
 R, IRR = "read_only", "irreversible"
 
 
-def _step(tool: str, kind: str = IRR, *, verdict: str = "allow", failed: bool = False, settled: bool = True) -> Step:
-    return Step(tool, kind, verdict, failed, settled)
+def _step(tool: str, kind: str = IRR, *, verdict: str = "allow", failed: bool = False) -> Step:
+    return Step(tool, kind, verdict, failed)
 
 
 @pytest.mark.parametrize(("steps", "limits", "status", "problems"), [
@@ -53,10 +53,9 @@ def _step(tool: str, kind: str = IRR, *, verdict: str = "allow", failed: bool = 
      {"search": 1}, "ok", []),
     ([_step("pay", failed=True), _step("lookup", R), _step("pay", verdict="approval_required"), _step("pay")],
      {"pay": 1}, "ok", []),
-    # the end: abandoned, or an allowed call never reported
+    # the end: abandoned is not clean; an agent that ends its run with an error does end it
     ([_step("lookup", R)], {}, "abandoned", ["ends_cleanly: the run was abandoned, not ended by the agent"]),
-    ([_step("lookup", R, settled=False), _step("send_email", settled=False)], {}, "error",
-     ["ends_cleanly: 2 allowed call(s) have no outcome reported (lookup, send_email)"]),
+    ([_step("lookup", R, failed=True)], {}, "error", []),
 ])
 def test_handling(steps: list[Step], limits: dict[str, int], status: str, problems: list[str]) -> None:
     assert handling_problems(steps, max_retries=limits, no_blind_retry=True, ends_cleanly=True,
@@ -64,5 +63,5 @@ def test_handling(steps: list[Step], limits: dict[str, int], status: str, proble
 
 
 def test_handling_assertions_can_be_turned_off() -> None:
-    steps = [_step("send_email", failed=True), _step("send_email", settled=False)]
+    steps = [_step("send_email", failed=True), _step("send_email")]
     assert handling_problems(steps, max_retries={}, no_blind_retry=False, ends_cleanly=False, status="abandoned") == []
