@@ -15,8 +15,10 @@ from typing import Any, NamedTuple
 from sqlmodel import Session
 
 from gatekeeper import kill_switch
+from gatekeeper.core import chaos
 from gatekeeper.core.arguments import Bound, bind, digest
 from gatekeeper.core.budgets import cap_reason, remaining, to_dollars
+from gatekeeper.core.chaos import Injection
 from gatekeeper.core.policy import Caps, Policy
 from gatekeeper.core.sequence import relevant_tools
 from gatekeeper.core.verdicts import Call, Verdict, after_reservation, effective_stage, judge, message
@@ -59,6 +61,7 @@ class Decided(NamedTuple):
     labels: Labels
     message: str = ""
     replayed: bool = False
+    chaos: Injection | None = None  # a candidate's twin session's allowed call: what to inject (core/chaos.py)
 
 
 def decide(svc: Services, ask: Ask, *, scope: str | None, now: float) -> Decided:
@@ -71,13 +74,14 @@ def decide(svc: Services, ask: Ask, *, scope: str | None, now: float) -> Decided
             first = (decision_statements.first_answer(tx, facts.id, ask.request_id)
                      if ask.request_id is not None else None)
             if first is not None:
-                return _replay(policy, facts, ask, first)
+                return _with_chaos(policy, facts, ask.tool, _replay(policy, facts, ask, first))
             if facts.status != "open":
                 raise Conflict(f"session {ask.session_id} has ended ({facts.status})", field="session_id")
             bound = bind(ask.arguments, redact_fields=policy.approvals.redact) if ask.arguments is not None else None
             call = _call(tx, policy, facts, ask, bound, now=now)
             verdict, used = _reserve(tx, facts, ask, judge(policy, call))
-            return _record(tx, policy, facts, ask, call, verdict, bound, used=used, now=now)
+            done = _record(tx, policy, facts, ask, call, verdict, bound, used=used, now=now)
+            return _with_chaos(policy, facts, ask.tool, done)
     except Exception as exc:
         if ask.request_id is None or not decision_statements.is_duplicate(exc):
             raise
@@ -93,7 +97,17 @@ def _replay_committed(svc: Services, ask: Ask, *, scope: str | None, error: Exce
         first = decision_statements.first_answer(tx, facts.id, ask.request_id)
         if first is None:
             raise error
-        return _replay(svc.policies.get(facts.policy).policy, facts, ask, first)
+        policy = svc.policies.get(facts.policy).policy
+        return _with_chaos(policy, facts, ask.tool, _replay(policy, facts, ask, first))
+
+
+def _with_chaos(policy: Policy, facts: SessionFacts, tool: str, done: Decided) -> Decided:
+    """Add what to inject into an allowed call of a candidate's twin session, drawn from its seed and call index."""
+    if done.verdict.verdict != "allow" or facts.environment != "twin" or facts.arm != "candidate":
+        return done
+    settings = chaos.settings_for(policy.twin.chaos, tool=tool, tool_class=policy.tool_class(tool))
+    index = facts.cap_tool_calls - done.remaining_calls  # the reserved call count: this call's place in the session
+    return done._replace(chaos=chaos.inject(settings, seed=facts.seed, tool=tool, index=index))
 
 
 def _replay(policy: Policy, facts: SessionFacts, ask: Ask, first: FirstAnswer) -> Decided:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from gatekeeper.core.policy import (
     ALERT_ACTIONS,
@@ -155,3 +155,18 @@ def _ascending(tiers: list[float], *, to_100: bool = False) -> list[float]:
 
 Tiers = Annotated[list[Percent], Field(min_length=1), AfterValidator(_ascending)]
 TiersTo100 = Annotated[list[Percent], Field(min_length=1), AfterValidator(lambda tiers: _ascending(tiers, to_100=True))]
+
+
+class Section(BaseModel):
+    """A mapping of the policy file: unknown keys are refused, an empty section means all defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, value: object) -> object:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a mapping, not {kind(value)}")
+        return value

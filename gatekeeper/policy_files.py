@@ -146,7 +146,10 @@ def to_policy(doc: PolicyFormat, *, file: str, revision: str) -> Policy:
     """Build the frozen policy model from a validated policy document."""
     twin, shadow = doc.stages.twin, doc.stages.shadow
     scenarios = {
-        name: Scenario(name=name, expect=tuple(s.expect), forbid=tuple(s.forbid)) for name, s in twin.scenarios.items()
+        name: Scenario(name=name, expect=tuple(s.expect), forbid=tuple(s.forbid),
+                       max_retries=MappingProxyType(dict(s.max_retries)), no_blind_retry=s.no_blind_retry,
+                       ends_cleanly=s.ends_cleanly)
+        for name, s in twin.scenarios.items()
     }
     return Policy(
         name=doc.name,
@@ -162,6 +165,7 @@ def to_policy(doc: PolicyFormat, *, file: str, revision: str) -> Policy:
                 max_twin_age_s=twin.gate.max_twin_age,
             ),
             scenarios=MappingProxyType(scenarios),
+            chaos=MappingProxyType({key: settings.to_chaos() for key, settings in twin.chaos.items()}),
         ),
         shadow=ShadowStage(
             traffic_percent=shadow.traffic_percent,

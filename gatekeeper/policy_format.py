@@ -15,7 +15,6 @@ import math
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
@@ -31,7 +30,8 @@ from gatekeeper.core.policy import (
     METRICS_ERROR_ACTIONS,
     MetricsErrorAction,
 )
-from gatekeeper.core.vocabulary import REVERT_STAGES, RevertStage
+from gatekeeper.core.vocabulary import REVERT_STAGES, TOOL_CLASSES, RevertStage
+from gatekeeper.policy_chaos import ChaosMap, MaxRetries
 from gatekeeper.policy_fields import (
     AlertActionName,
     Count0,
@@ -42,6 +42,7 @@ from gatekeeper.policy_fields import (
     PositiveDuration,
     Problems,
     Rate,
+    Section,
     SeverityName,
     Slug,
     Text,
@@ -59,21 +60,6 @@ from gatekeeper.policy_fields import (
 )
 
 # -- sections --------------------------------------------------------------------------------
-
-
-class Section(BaseModel):
-    """A mapping of the policy file: unknown keys are refused, an empty section means all defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _a_mapping(cls, value: object) -> object:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ValueError(f"must be a mapping, not {kind(value)}")
-        return value
 
 
 class CapsFormat(Section):
@@ -171,14 +157,21 @@ class StageGateFormat(GateFormat):
 class ScenarioFormat(Section):
     expect: list[Text] = Field(raw([]), description="tools in this order; others may interleave")
     forbid: UniqueTexts = Field(raw([]), description="tools the scenario must never call")
+    max_retries: MaxRetries = Field(
+        raw({}), description="tool -> retries allowed after a failed call of it (graceful handling of failures)"
+    )
+    no_blind_retry: bool = Field(
+        True, description="an irreversible tool must not be called again straight after it failed or timed out"
+    )
+    ends_cleanly: bool = Field(True, description="the agent ends the run itself (ok or error, not abandoned)")
 
     @model_validator(mode="after")
     def _asserts(self) -> ScenarioFormat:
         both = sorted(set(self.expect) & set(self.forbid))
         if both:
             raise Problems([("forbid", f"'{tool}' is both expected and forbidden") for tool in both])
-        if not self.expect and not self.forbid:
-            raise ValueError("asserts nothing: give expect, forbid or both")
+        if not self.expect and not self.forbid and not self.max_retries:
+            raise ValueError("asserts nothing: give expect, forbid, max_retries or several")
         return self
 
 
@@ -192,6 +185,10 @@ class TwinFormat(Section):
     gate: TwinGateFormat = Field(raw({}), description="the twin gate")
     scenarios: Annotated[dict[Text, ScenarioFormat], BeforeValidator(mapping_or_empty)] = Field(
         raw({}), description="name -> {expect, forbid}: golden paths with trajectory assertions"
+    )
+    chaos: ChaosMap = Field(
+        raw({}), description="tool or tool class -> failures rehearsed in twin sessions, deterministic per session "
+                             "seed and call (a tool's own entry wins over its class's)"
     )
 
 
@@ -360,6 +357,9 @@ class PolicyFormat(Section):
             for key in ("expect", "forbid")
             for i, tool in enumerate(getattr(scenario, key))
         ]
+        named += [(f"twin.scenarios.{name}.max_retries.{tool}", tool)
+                  for name, scenario in stages.twin.scenarios.items() for tool in scenario.max_retries]
+        named += [(f"twin.chaos.{key}", key) for key in stages.twin.chaos if key not in TOOL_CLASSES]
         _named_in_tools(named, info)
         return stages
 

@@ -16,6 +16,7 @@ from gatekeeper.core import ladder
 from gatekeeper.core.bucketing import RolloutFacts, assign, bucket
 from gatekeeper.core.budgets import caps_for, to_dollars
 from gatekeeper.core.policy import Policy
+from gatekeeper.core.trajectory import Step, handling_problems
 from gatekeeper.core.trajectory import judge as judge_trajectory
 from gatekeeper.errors import BadRequest, Conflict, Forbidden
 from gatekeeper.services import Services
@@ -58,12 +59,15 @@ class Started:
 
 
 def start_session(svc: Services, agent_name: str, *, session_key: str | None, environment: str,
-                  scenario: str | None, twin_snapshot_at: float | None, now: float) -> Started:
-    """Assign a new session to an arm, fix its caps, and open a mirror in shadow."""
+                  scenario: str | None, twin_snapshot_at: float | None, now: float,
+                  seed: str | None = None) -> Started:
+    """Assign a new session to an arm, fix its caps, and open a mirror in shadow; a twin session gets its seed."""
     with svc.db.transaction() as db:
         agent = rollout_records.get_agent(db, agent_name)
         policy = svc.policies.get(agent.policy).policy
         _check_scenario(policy, environment=environment, scenario=scenario)
+        if seed is not None and environment != "twin":
+            raise BadRequest("a seed drives the twin's rehearsed failures: send environment=twin", field="seed")
         rollout = rollout_records.current_rollout(db, agent)
         key = session_key or new_id()
         facts = _rollout_facts(policy, rollout)
@@ -71,6 +75,8 @@ def start_session(svc: Services, agent_name: str, *, session_key: str | None, en
                        bucket_=bucket(agent_name, facts.id, key) if facts else 0)
         row = _new_session(agent, rollout, policy, arm=place.arm, stage=place.stage, environment=environment,
                            key=key, scenario=scenario, snapshot=twin_snapshot_at, now=now)
+        if environment == "twin":  # the rehearsed failures' seed (core/chaos.py): given, else the session id
+            row.seed = seed or row.id
         db.add(row)
         mirror = None
         if place.mirror:
@@ -120,7 +126,7 @@ def end_session(svc: Services, session_id: str, *, scope: str | None, status: st
         agent = rollout_records.agent_by_id(db, row.agent_id)
         check_scope(agent.name, scope)
         decisions = session_records.decisions_of(db, session_id)
-        trajectory = _trajectory(svc, agent, row, decisions, passed=passed)
+        trajectory = _trajectory(svc, agent, row, decisions, passed=passed, status=status)
         verdict_passed = trajectory["passed"] if trajectory else passed
         if row.status == "open":
             session_records.end_session(db, session_id, status=status, passed=verdict_passed, now=now)
@@ -132,7 +138,7 @@ def end_session(svc: Services, session_id: str, *, scope: str | None, status: st
 
 
 def _trajectory(svc: Services, agent: Agent, row: AgentSession, decisions: list[Decision], *,
-                passed: bool | None) -> dict[str, Any] | None:
+                passed: bool | None, status: str) -> dict[str, Any] | None:
     if row.scenario is None:
         return None
     scenario = svc.policies.get(agent.policy).policy.twin.scenarios.get(row.scenario)
@@ -140,7 +146,11 @@ def _trajectory(svc: Services, agent: Agent, row: AgentSession, decisions: list[
         return {"passed": False, "problems": [f"scenario {row.scenario} is no longer in the policy"]}
     found = judge_trajectory([d.tool for d in decisions], expect=scenario.expect, forbid=scenario.forbid,
                              harness_passed=passed)
-    return {"passed": found.passed, "problems": list(found.problems)}
+    steps = [Step(d.tool, d.tool_class, d.verdict, d.outcome_status == "error") for d in decisions]
+    handling = handling_problems(steps, max_retries=scenario.max_retries, no_blind_retry=scenario.no_blind_retry,
+                                 ends_cleanly=scenario.ends_cleanly, status=status)
+    problems = [*found.problems, *handling]
+    return {"passed": not problems, "problems": problems}
 
 
 def summary(agent: Agent, row: AgentSession, decisions: list[Decision], trajectory: dict[str, Any] | None

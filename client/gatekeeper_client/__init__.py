@@ -25,16 +25,19 @@ from gatekeeper_client.errors import (
     NotFound,
     PayloadTooLarge,
     Shadowed,
+    ToolError,
+    ToolFailure,
+    ToolTimeout,
     Unauthorized,
     Unavailable,
     Unreachable,
 )
 from gatekeeper_client.guard import GuardedTool, NoSession, guarded
-from gatekeeper_client.models import Decision, Mirror, Refusal
+from gatekeeper_client.models import Chaos, Decision, Mirror, Refusal
 
 __all__ = [
-    "AsyncGatekeeper", "AsyncSession", "BadRequest", "Conflict", "Decision", "Denied", "Forbidden", "Gatekeeper",
-    "GatekeeperError", "GuardedTool", "Mirror", "NoSession", "NotApproved", "NotExecuted", "NotFound",
-    "PayloadTooLarge", "Refusal", "Session", "Shadowed", "Unauthorized", "Unavailable", "Unreachable",
-    "current_session", "guarded",
+    "AsyncGatekeeper", "AsyncSession", "BadRequest", "Chaos", "Conflict", "Decision", "Denied", "Forbidden",
+    "Gatekeeper", "GatekeeperError", "GuardedTool", "Mirror", "NoSession", "NotApproved", "NotExecuted", "NotFound",
+    "PayloadTooLarge", "Refusal", "Session", "Shadowed", "ToolError", "ToolFailure", "ToolTimeout", "Unauthorized",
+    "Unavailable", "Unreachable", "current_session", "guarded",
 ]

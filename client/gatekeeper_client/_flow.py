@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from gatekeeper_client.errors import GatekeeperError, Unavailable, Unreachable
+from gatekeeper_client import _chaos
+from gatekeeper_client.errors import GatekeeperError, ToolError, ToolTimeout, Unavailable, Unreachable
 from gatekeeper_client.models import Decision, Mirror, OnRefusal, offline_decision
 
 log = logging.getLogger("gatekeeper_client")
@@ -85,6 +86,7 @@ class SessionState:
     environment: str = "live"
     caps: dict[str, Any] = field(default_factory=dict)
     mirror: Mirror | None = None
+    seed: str | None = None  # a twin session's chaos seed, as the server fixed it
     on_refusal: OnRefusal | None = None
     ended: bool = False
     catching_up: bool = False
@@ -106,11 +108,11 @@ class ToolSpec:
 
 
 def session_body(agent: str, *, session_key: str | None, environment: str, scenario: str | None,
-                 twin_snapshot_at: datetime | str | None) -> dict[str, Any]:
+                 twin_snapshot_at: datetime | str | None, seed: str | int | None = None) -> dict[str, Any]:
     """Return the body of POST /v1/sessions."""
     snapshot = twin_snapshot_at.isoformat() if isinstance(twin_snapshot_at, datetime) else twin_snapshot_at
     body = {"agent": agent, "session_key": session_key, "environment": environment, "scenario": scenario,
-            "twin_snapshot_at": snapshot}
+            "twin_snapshot_at": snapshot, "seed": None if seed is None else str(seed)}
     return {k: v for k, v in body.items() if v is not None}
 
 
@@ -121,6 +123,7 @@ def start(state: SessionState) -> Flow[None]:
     state.stage, state.environment, state.caps = answer.get("stage"), answer["environment"], answer.get("caps", {})
     mirror = answer.get("mirror")
     state.mirror = Mirror(mirror["session_id"], mirror["version"]) if mirror else None
+    state.seed = answer.get("seed")
     yield from catch_up(state)
 
 
@@ -246,14 +249,23 @@ def guarded_call(state: SessionState, spec: ToolSpec, fn: Callable[..., Any], ar
     if not decision.allowed:
         return refuse(state, spec, decision)
     started = time.perf_counter()
+    fault = decision.chaos.fault if decision.chaos is not None else None
+    if decision.chaos is not None and decision.chaos.delay_ms > 0:  # a rehearsed latency: part of the call's
+        yield Sleep(decision.chaos.delay_ms / 1000)
+    if fault == "error":  # a rehearsed tool error: the tool is not called
+        yield from _settle(state, spec, decision, cost, arguments, preview, "error", 0.0, started)
+        raise ToolError(_chaos.failure_message(spec.tool, fault), tool=spec.tool, decision=decision, injected=True)
     try:
         result = yield Invoke(fn, args, kwargs)
     except Exception:
         yield from _settle(state, spec, decision, cost, arguments, preview, "error", None, started)
         raise
     actual = spec.actual_cost(result) if spec.actual_cost is not None else cost
+    if fault == "timeout":  # a rehearsed timeout: the call ran (its effect happened), the agent never hears back
+        yield from _settle(state, spec, decision, cost, arguments, preview, "error", actual, started)
+        raise ToolTimeout(_chaos.failure_message(spec.tool, fault), tool=spec.tool, decision=decision, injected=True)
     yield from _settle(state, spec, decision, cost, arguments, preview, "ok", actual, started)
-    return result
+    return _chaos.damaged(result, fault)
 
 
 def _settle(state: SessionState, spec: ToolSpec, decision: Decision, cost: float, arguments: dict[str, Any],

@@ -10,6 +10,9 @@
     ├── Shadowed                    verdict shadow: recorded as what the agent would have done
     ├── Denied                      verdict deny (also: no server, or a 503, for a tool that is not read-only)
     └── NotApproved                 a person rejected the call, or no one approved it in time
+    ToolFailure                     a guarded tool call failed for the agent; `.injected` for a rehearsed failure
+    ├── ToolError                   the tool returned an error (rehearsed: it was not called)
+    └── ToolTimeout                 the tool timed out (also a TimeoutError; rehearsed: it ran, its effect happened)
 
 The codes and statuses are the server's (SPEC §5); this module has no server import, so the SDK installs alone.
 """
@@ -105,3 +108,22 @@ class NotApproved(NotExecuted):
     def approval_id(self) -> str | None:
         """Return the approval that was rejected, expired, cancelled or not decided in time."""
         return self.decision.approval_id
+
+
+class ToolFailure(Exception):
+    """A guarded tool call failed as the agent sees it; in a twin session the server may inject this (chaos).
+
+    `.injected` is True for a rehearsed failure (stages.twin.chaos); `.decision` is the call's decision.
+    """
+
+    def __init__(self, message: str, *, tool: str, decision: Decision | None = None, injected: bool = False) -> None:
+        super().__init__(message)
+        self.message, self.tool, self.decision, self.injected = message, tool, decision, injected
+
+
+class ToolError(ToolFailure):
+    """The tool returned an error."""
+
+
+class ToolTimeout(ToolFailure, TimeoutError):
+    """No answer in time: the call may or may not have taken effect (ambiguous success)."""

@@ -11,6 +11,25 @@ APPROVAL_STATES = ("pending", "approved", "rejected", "expired", "cancelled")
 
 
 @dataclass(frozen=True)
+class Chaos:
+    """A failure to rehearse on an allowed call of a twin session: wait `delay_ms`, then apply `fault`.
+
+    `fault`: None (only the delay), "error" (the tool is not called: ToolError), "timeout" (the tool is called,
+    then ToolTimeout: its effect happened), "partial" or "malformed" (the tool is called, its result damaged).
+    """
+
+    fault: str | None
+    delay_ms: int = 0
+
+    @classmethod
+    def from_answer(cls, found: dict[str, Any] | None) -> Chaos | None:
+        """Build it from a decision answer's `chaos` (null or absent: nothing to rehearse)."""
+        if not found:
+            return None
+        return cls(found.get("fault"), int(found.get("delay_ms") or 0))
+
+
+@dataclass(frozen=True)
 class Decision:
     """The server's verdict on one tool call; `offline` when the SDK decided alone (server unreachable)."""
 
@@ -23,6 +42,7 @@ class Decision:
     approval_id: str | None = None
     request_id: str | None = None
     offline: bool = False
+    chaos: Chaos | None = None  # twin sessions: the failure to rehearse on this call
 
     @property
     def allowed(self) -> bool:
@@ -34,7 +54,8 @@ class Decision:
         """Build a decision from the answer of POST /v1/decisions."""
         remaining = answer.get("remaining") or {}
         return cls(answer["decision_id"], answer["verdict"], answer.get("reason", ""), answer.get("message", ""),
-                   remaining.get("tool_calls"), remaining.get("spend"), answer.get("approval_id"), request_id)
+                   remaining.get("tool_calls"), remaining.get("spend"), answer.get("approval_id"), request_id,
+                   chaos=Chaos.from_answer(answer.get("chaos")))
 
 
 UNREACHABLE_MESSAGE = ("Gatekeeper cannot be reached, so only read-only tools may run now; "

@@ -56,19 +56,21 @@ def start_session(*, caller: Caller, body: SessionCreate) -> dict[str, Any]:
     snapshot = body.twin_snapshot_at.timestamp() if body.twin_snapshot_at else None
     started = sessions.start_session(services(), body.agent, session_key=body.session_key,
                                      environment=body.environment, scenario=body.scenario,
-                                     twin_snapshot_at=snapshot, now=services().clock())
+                                     twin_snapshot_at=snapshot, seed=body.seed, now=services().clock())
     for row in filter(None, (started.session, started.mirror)):
         metrics().sessions.labels(started.agent, row.version, row.arm).inc()
     mirror = started.mirror
     view = _session_view(started.agent, started.session)
     view.mirror = MirrorView(session_id=mirror.id, version=mirror.version) if mirror else None
-    return view.model_dump(mode="json", exclude=set() if mirror else {"mirror"})
+    absent = ({"mirror"} if mirror is None else set()) | ({"seed"} if view.seed is None else set())
+    return view.model_dump(mode="json", exclude=absent)
 
 
 def _session_view(agent: str, row: AgentSession) -> SessionView:
     return SessionView(session_id=row.id, agent=agent, version=row.version, arm=row.arm,  # type: ignore[arg-type]
                        stage=row.stage, environment=row.environment,  # type: ignore[arg-type]
-                       caps=CapsView(tool_calls=row.cap_tool_calls, spend=to_dollars(row.cap_spend_micros)))
+                       caps=CapsView(tool_calls=row.cap_tool_calls, spend=to_dollars(row.cap_spend_micros)),
+                       seed=row.seed)
 
 
 def _observe_decision(seconds: float) -> None:
@@ -92,6 +94,8 @@ def decide(*, caller: Caller, body: DecisionCreate) -> dict[str, Any]:
                                           "spend": to_dollars(done.remaining_micros)}}
     if done.approval_id is not None:
         view["approval_id"] = done.approval_id
+    if done.chaos is not None:  # an allowed call of a candidate's twin session: null, or the failure to rehearse
+        view["chaos"] = done.chaos.as_json()
     return view
 
 

@@ -25,6 +25,7 @@ TOOL = r"^[A-Za-z0-9_.:/-]{1,200}$"
 MAX_PREVIEW = 1000
 MAX_REQUEST_ID = 100
 MAX_LATENCY_MS = 86_400_000.0  # a day: anything longer is a unit mistake
+MAX_SEED = 100  # sessions.seed
 
 
 def _money(description: str, **default: Any) -> Any:
@@ -40,6 +41,9 @@ class SessionCreate(Strict):
                                  description="twin scenario whose trajectory assertions this run checks")
     twin_snapshot_at: Timestamp | None = Field(default=None, description="when the twin's data snapshot was taken; "
                                                                           "naive means UTC, years 1 to 9999")
+    seed: SafeStr | None = Field(default=None, min_length=1, max_length=MAX_SEED,
+                                 description="twin sessions: the seed of the rehearsed failures (stages.twin.chaos); "
+                                             "the same seed injects the same failures; default: the session id")
 
 
 class CapsView(BaseModel):
@@ -62,6 +66,8 @@ class SessionView(BaseModel):
     caps: CapsView
     mirror: MirrorView | None = Field(default=None, description="present when the candidate must shadow this "
                                                                 "session: run it with this session id")
+    seed: str | None = Field(default=None, description="twin sessions: the seed of the rehearsed failures; start "
+                                                       "another session with it to meet the same failures")
 
 
 class DecisionCreate(Strict):
@@ -92,6 +98,18 @@ class Remaining(BaseModel):
     spend: float = Field(description="dollars")
 
 
+class ChaosView(BaseModel):
+    """A rehearsed failure (stages.twin.chaos): wait `delay_ms`, then apply `fault`.
+
+    error: do not call the tool; hand the agent a tool error (report the outcome as an error).
+    timeout: call the tool (its side effect happens), then hand the agent a timeout (report an error outcome).
+    partial / malformed: call the tool; hand the agent its result truncated / garbled (report the outcome ok).
+    """
+
+    fault: Literal["error", "timeout", "partial", "malformed"] | None
+    delay_ms: int = Field(ge=0, description="milliseconds to wait before the call")
+
+
 class DecisionView(BaseModel):
     decision_id: str
     verdict: Literal["allow", "shadow", "deny", "approval_required"]
@@ -99,6 +117,9 @@ class DecisionView(BaseModel):
     message: str = Field(description="one plain sentence an agent can hand back to its model")
     remaining: Remaining
     approval_id: str | None = None
+    chaos: ChaosView | None = Field(
+        default=None, description="present on an allowed call of a candidate's twin session: the failure to "
+                                  "rehearse (null: none); absent otherwise")
 
 
 class OutcomeCreate(Strict):

@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Literal, cast, get_args
 
+from gatekeeper.core.chaos import ToolChaos
 from gatekeeper.core.vocabulary import ToolClass
 
 # Each set of names is written once, as a Literal; the tuples are read from it for messages and loops.
@@ -86,6 +87,13 @@ class Scenario:
     name: str
     expect: tuple[str, ...]
     forbid: tuple[str, ...]
+    # Graceful handling of failures (core/trajectory.py `handling_problems`): retries allowed per tool after a
+    # failed call, no irreversible call straight after the same tool failed, the agent ends the run itself.
+    max_retries: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    no_blind_retry: bool = True
+    ends_cleanly: bool = True
+
+    __hash__ = _hash_fields
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ class TwinGate:
 class TwinStage:
     gate: TwinGate
     scenarios: Mapping[str, Scenario]
+    chaos: Mapping[str, ToolChaos] = field(default_factory=lambda: MappingProxyType({}))  # tool or class -> chaos
 
     __hash__ = _hash_fields
 

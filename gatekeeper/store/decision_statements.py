@@ -32,10 +32,12 @@ class SessionFacts(NamedTuple):
     spend_micros: int
     rollout_stage: str | None
     rollout_state: str | None
+    seed: str  # the chaos seed of a twin session (core/chaos.py); the session id when none was given
 
 
 _LOAD = """SELECT :id, s.agent_id, a.name, a.policy, s.rollout_id, s.version, s.arm, s.environment,
- s.mirror_of IS NOT NULL, s.status, s.cap_tool_calls, s.cap_spend_micros, s.tool_calls, s.spend_micros, r.stage, r.state
+ s.mirror_of IS NOT NULL, s.status, s.cap_tool_calls, s.cap_spend_micros, s.tool_calls, s.spend_micros,
+ r.stage, r.state, COALESCE(s.seed, s.id)
  FROM sessions s JOIN agents a ON a.id = s.agent_id LEFT JOIN rollouts r ON r.id = s.rollout_id
  WHERE s.id = :id"""
 

@@ -155,6 +155,7 @@ class AgentSession(SQLModel, table=True):
     status: str = Field(default="open", max_length=20)  # open | ok | error | abandoned
     passed: bool | None = None
     twin_snapshot_at: float | None = None
+    seed: str | None = Field(default=None, max_length=100)  # chaos seed of a twin session (core/chaos.py)
     started_at: float
     ended_at: float | None = None
 

@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper_client import _flow
+from gatekeeper_client import _chaos, _flow
 from gatekeeper_client._client import AsyncSession, Session, current_session
-from gatekeeper_client.errors import GatekeeperError, Unreachable
+from gatekeeper_client.errors import GatekeeperError, ToolError, ToolFailure, ToolTimeout, Unreachable
 from gatekeeper_client.guard import NoSession
 from gatekeeper_client.models import Decision, offline_decision
 
@@ -86,6 +86,7 @@ class Outcome:
     actual_cost: float | None
     latency_ms: float
     reported: bool = False
+    raised: ToolFailure | None = None  # a rehearsed failure the agent got instead of the result
 
 
 @dataclass
@@ -139,35 +140,68 @@ class CallGuard:
         return decision
 
     async def execute(self, call: Call, decision: Decision, invoke: Callable[[], Awaitable[Any]], *,
-                      failed: Callable[[Any], bool] | None = None) -> Any:
+                      failed: Callable[[Any], bool] | None = None,
+                      failure: Callable[[ToolFailure], Any] | None = None,
+                      damage: Callable[[Any, str | None], Any] = _chaos.damaged) -> Any:
         """Run an allowed call once, timed, and report its outcome and actual cost.
 
         The outcome is an error when the call raised, or when `failed(result)` says its result stands for one
         (a framework that turns a tool's exception into a message). A call replayed under a decision that
         already ran returns the first result without running again, and sends the report if it never arrived.
+        A twin session's rehearsed failure (`decision.chaos`) is applied as the guard applies it: the delay,
+        then ToolError (the tool not called) or ToolTimeout (called) raised, or `failure(exc)` returned as the
+        framework's error result; a partial or malformed result is `damage(result, fault)`.
         """
         done = self.ran.get(decision.decision_id or "")
         if done is not None:
             await self.settle(call, decision, done)
+            if done.raised is not None:
+                raise done.raised
             return done.result
         started = time.perf_counter()
+        fault = decision.chaos.fault if decision.chaos is not None else None
+        if decision.chaos is not None and decision.chaos.delay_ms > 0:
+            await asyncio.sleep(decision.chaos.delay_ms / 1000)
+        if fault == "error":  # rehearsed: the tool is not called
+            return await self._injected(call, decision, Outcome(None, "error", 0.0, _since(started)), fault, failure)
         try:
             result = await invoke()
         except Exception:
             await self.settle(call, decision, Outcome(None, "error", None, _since(started)))
             raise
+        terms = self.terms(call.tool)
+        actual = terms.actual_cost(result) if terms.actual_cost else _value(terms.cost, call.arguments)
+        if fault == "timeout":  # rehearsed: the call ran, its effect happened, the agent never hears back
+            return await self._injected(call, decision, Outcome(None, "error", actual, _since(started)), fault,
+                                        failure)
         if failed is not None and failed(result):
             outcome = Outcome(result, "error", None, _since(started))
         else:
-            terms = self.terms(call.tool)
-            actual = terms.actual_cost(result) if terms.actual_cost else _value(terms.cost, call.arguments)
-            outcome = Outcome(result, "ok", actual, _since(started))
+            outcome = Outcome(damage(result, fault) if fault else result, "ok", actual, _since(started))
+        self._remember(decision, outcome)
+        await self.settle(call, decision, outcome)
+        return outcome.result
+
+    async def _injected(self, call: Call, decision: Decision, outcome: Outcome, fault: str,
+                        failure: Callable[[ToolFailure], Any] | None) -> Any:
+        """Report a rehearsed error or timeout, then raise it (or return the framework's error result for it)."""
+        kind = ToolError if fault == "error" else ToolTimeout
+        exc = kind(_chaos.failure_message(call.tool, fault), tool=call.tool, decision=decision, injected=True)
+        if failure is None:
+            outcome.raised = exc
+        else:
+            outcome.result = failure(exc)
+        self._remember(decision, outcome)
+        await self.settle(call, decision, outcome)
+        if outcome.raised is not None:
+            raise exc
+        return outcome.result
+
+    def _remember(self, decision: Decision, outcome: Outcome) -> None:
         if decision.decision_id is not None:
             self.ran[decision.decision_id] = outcome
             while len(self.ran) > RAN_LIMIT:
                 self.ran.popitem(last=False)
-        await self.settle(call, decision, outcome)
-        return result
 
     async def settle(self, call: Call, decision: Decision, outcome: Outcome) -> None:
         """Report an outcome once; the report goes on even when the framework cancels the call meanwhile

@@ -29,6 +29,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, Interrupt, interrupt
 
+from gatekeeper_client._chaos import damaged
 from gatekeeper_client._client import AsyncSession
 from gatekeeper_client.adapters._calls import APPROVAL_KEY, Call, CallGuard, Terms, refusal_message
 from gatekeeper_client.guard import NoSession
@@ -54,7 +55,9 @@ class LangGraphGuard(CallGuard):
         if not decision.allowed:
             return ToolMessage(refusal_message(call, decision), name=call.tool, tool_call_id=call.call_id or "",
                                status="error")
-        outcome: NodeResult = await self.execute(call, decision, lambda: execute(request), failed=_failed)
+        outcome: NodeResult = await self.execute(
+            call, decision, lambda: execute(request), failed=_failed, damage=_damaged,
+            failure=lambda exc: ToolMessage(str(exc), name=call.tool, tool_call_id=call.call_id or "", status="error"))
         return outcome
 
     def around_sync(self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], NodeResult]) -> NodeResult:
@@ -88,6 +91,13 @@ class GuardedToolNode(ToolNode):
     def __init__(self, tools: Sequence[Any], guard: LangGraphGuard, **options: Any) -> None:
         super().__init__(tools, wrap_tool_call=guard.around_sync, awrap_tool_call=guard.around, **options)
         self.guard = guard
+
+
+def _damaged(outcome: Any, fault: str | None) -> Any:
+    """A rehearsed partial or malformed result: the tool message's text truncated or garbled."""
+    if isinstance(outcome, ToolMessage) and isinstance(outcome.content, str):
+        return outcome.model_copy(update={"content": damaged(outcome.content, fault)})
+    return outcome
 
 
 def _failed(outcome: Any) -> bool:
