@@ -58,6 +58,7 @@ from gatekeeper.policy_fields import (
     mapping_or_empty,
     raw,
 )
+from gatekeeper.scenario_fields import UniqueScenarioFiles
 
 # -- sections --------------------------------------------------------------------------------
 
@@ -172,10 +173,14 @@ class StageGateFormat(GateFormat):
 class ScenarioFormat(Section):
     expect: list[Text] = Field(raw([]), description="tools in this order; others may interleave")
     forbid: UniqueTexts = Field(raw([]), description="tools the scenario must never call")
+    arguments: list[dict[Text, str | int | float | bool]] = Field(
+        raw([]), description="per expect step, the argument values its call must carry ([] or one per step)")
 
     @model_validator(mode="after")
     def _asserts(self) -> ScenarioFormat:
         both = sorted(set(self.expect) & set(self.forbid))
+        if self.arguments and len(self.arguments) != len(self.expect):
+            raise Problems([("arguments", f"needs one mapping per expect step ({len(self.expect)})")])
         if both:
             raise Problems([("forbid", f"'{tool}' is both expected and forbidden") for tool in both])
         if not self.expect and not self.forbid:
@@ -187,6 +192,8 @@ class TwinGateFormat(Section):
     min_runs: Count1 = Field(raw(50), description="twin scenario runs needed to leave twin")
     min_pass_rate: Rate = Field(raw(0.98), description="share of twin runs whose assertions passed")
     max_twin_age: PositiveDuration = Field(raw("24h"), description="oldest acceptable twin snapshot")
+    min_fidelity: Rate | None = Field(None, description="share of the stable version's replays that are faithful")
+    min_replays: Count1 = Field(raw(5), description="stable replays needed before min_fidelity is judged")
 
 
 class TwinFormat(Section):
@@ -194,6 +201,8 @@ class TwinFormat(Section):
     scenarios: Annotated[dict[Text, ScenarioFormat], BeforeValidator(mapping_or_empty)] = Field(
         raw({}), description="name -> {expect, forbid}: golden paths with trajectory assertions"
     )
+    scenario_files: UniqueScenarioFiles = Field(raw([]), description="machine-made scenario files beside the policy")
+    differences: UniqueTexts = Field(raw([]), description="known differences between the twin and production")
 
 
 class ShadowGateFormat(Section):

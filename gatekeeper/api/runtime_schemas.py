@@ -40,6 +40,9 @@ class SessionCreate(Strict):
                                  description="twin scenario whose trajectory assertions this run checks")
     twin_snapshot_at: Timestamp | None = Field(default=None, description="when the twin's data snapshot was taken; "
                                                                           "naive means UTC, years 1 to 9999")
+    arm: Literal["candidate", "stable"] | None = Field(
+        default=None, description="twin only: 'stable' runs the stable version in the twin, to measure the twin's "
+                                  "fidelity against scenarios recorded in production; default the candidate")
 
 
 class CapsView(BaseModel):

@@ -83,10 +83,33 @@ class TierGate:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """The session a machine-made scenario was recorded from."""
+
+    session: str
+    version: str
+    arm: str
+    environment: str
+    at: float
+    incident: str | None = None
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the stable version's twin runs of it measure fidelity: recorded live, from stable."""
+        return self.arm == "stable" and self.environment == "live"
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     expect: tuple[str, ...]
     forbid: tuple[str, ...]
+    arguments: tuple[Mapping[str, Any], ...] = ()  # per expect step, or empty
+    recorded: Recording | None = None
+    file: str | None = None  # the scenario file it came from; None: the policy itself
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.expect, self.forbid, self.recorded, self.file))
 
 
 @dataclass(frozen=True)
@@ -94,12 +117,16 @@ class TwinGate:
     min_runs: int
     min_pass_rate: float
     max_twin_age_s: float
+    min_fidelity: float | None = None
+    min_replays: int = 5
 
 
 @dataclass(frozen=True)
 class TwinStage:
     gate: TwinGate
     scenarios: Mapping[str, Scenario]
+    scenario_files: tuple[str, ...] = ()
+    differences: tuple[str, ...] = ()
 
     __hash__ = _hash_fields
 
