@@ -50,14 +50,16 @@ def from_session(svc: Services, session_id: str, *, name: str, forbid: Sequence[
     """Make a twin scenario from a recorded session and add it to the policy's scenario file."""
     with svc.db.reading() as db:
         row = reads.traced_session(db, session_id)
-        agent = rollout_records.agent_by_id(db, row.agent_id)
-        decisions = reads.session_decisions(db, session_id)
+        policy_name = rollout_records.agent_by_id(db, row.agent_id).policy
+        rows = [(d.tool, d.tool_class, d.arguments) for d in reads.session_decisions(db, session_id)]
         incident = _incident_of(row, db=db)
-    loaded = svc.policies.get(agent.policy)
+        recorded = {"session": row.id, "version": row.version, "arm": row.arm, "environment": row.environment,
+                    "at": row.started_at, "incident": incident}
+    loaded = svc.policies.get(policy_name)
     policy = loaded.policy
     if name in policy.twin.scenarios:
         raise Conflict(f"policy {policy.name} already has a scenario {name!r}", field="name")
-    steps, kept = draft(to_calls([(d.tool, d.tool_class, d.arguments) for d in decisions]), keep=arguments)
+    steps, kept = draft(to_calls(rows), keep=arguments)
     unknown = sorted({tool for tool in (*steps, *forbid) if tool not in policy.tools})
     if unknown:
         raise BadRequest(f"the policy does not name {', '.join(unknown)} in tools; name them there first",
@@ -68,8 +70,6 @@ def from_session(svc: Services, session_id: str, *, name: str, forbid: Sequence[
     scenario: dict[str, Any] = {"expect": steps, "forbid": list(forbid)}
     if any(kept):
         scenario["arguments"] = kept
-    recorded = {"session": row.id, "version": row.version, "arm": row.arm, "environment": row.environment,
-                "at": row.started_at, "incident": incident}
     file_name = policy.twin.scenario_files[0] if policy.twin.scenario_files else default_file_name(loaded.path)
     path = Path(loaded.path).parent / file_name
     if not add_scenario(path, name, scenario, recorded):

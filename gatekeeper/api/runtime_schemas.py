@@ -124,9 +124,17 @@ class SessionEnd(Strict):
     passed: bool | None = Field(default=None, description="the test harness's own verdict (twin scenarios)")
 
 
+class ReplayView(BaseModel):
+    faithful: bool = Field(description="the stable version's twin run reproduced the recorded production trajectory")
+    divergence: int | None = Field(description="the first divergent step, 0-based")
+    detail: str
+
+
 class Trajectory(BaseModel):
     passed: bool
     problems: list[str]
+    replay: ReplayView | None = Field(default=None, description="stable twin runs of a scenario recorded live "
+                                                                "from stable: whether the twin is faithful")
 
 
 class SessionSummary(BaseModel):
