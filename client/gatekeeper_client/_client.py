@@ -54,9 +54,9 @@ class _Base:
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def _state(self, agent: str, *, session_key: str | None, environment: str, scenario: str | None,
-               twin_snapshot_at: datetime | str | None) -> SessionState:
+               twin_snapshot_at: datetime | str | None, arm: str | None = None) -> SessionState:
         body = _flow.session_body(agent, session_key=session_key, environment=environment, scenario=scenario,
-                                  twin_snapshot_at=twin_snapshot_at)
+                                  twin_snapshot_at=twin_snapshot_at, arm=arm)
         return SessionState(self.settings, agent, body, environment=environment)
 
     def _attempts(self, send: _flow.Send) -> int:
@@ -98,10 +98,11 @@ class Gatekeeper(_Base):
                                  timeout=self.settings.timeout, transport=transport)
 
     def session(self, agent: str, *, session_key: str | None = None, environment: str = "live",
-                scenario: str | None = None, twin_snapshot_at: datetime | str | None = None) -> Session:
+                scenario: str | None = None, twin_snapshot_at: datetime | str | None = None,
+                arm: str | None = None) -> Session:
         """Return a session, started when first used (`with` binds it for guarded tools and ends it)."""
         return Session(self, self._state(agent, session_key=session_key, environment=environment,
-                                         scenario=scenario, twin_snapshot_at=twin_snapshot_at))
+                                         scenario=scenario, twin_snapshot_at=twin_snapshot_at, arm=arm))
 
     def start_session(self, agent: str, **options: Any) -> Session:
         """Start a session now; raise Unreachable when the server cannot be reached."""
@@ -196,10 +197,11 @@ class AsyncGatekeeper(_Base):
                                       limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
 
     def session(self, agent: str, *, session_key: str | None = None, environment: str = "live",
-                scenario: str | None = None, twin_snapshot_at: datetime | str | None = None) -> AsyncSession:
+                scenario: str | None = None, twin_snapshot_at: datetime | str | None = None,
+                arm: str | None = None) -> AsyncSession:
         """Return a session, started when first used (`async with` binds it for guarded tools and ends it)."""
         return AsyncSession(self, self._state(agent, session_key=session_key, environment=environment,
-                                              scenario=scenario, twin_snapshot_at=twin_snapshot_at))
+                                              scenario=scenario, twin_snapshot_at=twin_snapshot_at, arm=arm))
 
     async def start_session(self, agent: str, **options: Any) -> AsyncSession:
         """Start a session now; raise Unreachable when the server cannot be reached."""

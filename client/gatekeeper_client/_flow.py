@@ -106,11 +106,11 @@ class ToolSpec:
 
 
 def session_body(agent: str, *, session_key: str | None, environment: str, scenario: str | None,
-                 twin_snapshot_at: datetime | str | None) -> dict[str, Any]:
+                 twin_snapshot_at: datetime | str | None, arm: str | None = None) -> dict[str, Any]:
     """Return the body of POST /v1/sessions."""
     snapshot = twin_snapshot_at.isoformat() if isinstance(twin_snapshot_at, datetime) else twin_snapshot_at
     body = {"agent": agent, "session_key": session_key, "environment": environment, "scenario": scenario,
-            "twin_snapshot_at": snapshot}
+            "twin_snapshot_at": snapshot, "arm": arm}
     return {k: v for k, v in body.items() if v is not None}
 
 

@@ -93,9 +93,9 @@ def test_a_broken_or_clashing_scenario_file_is_a_policy_problem_and_a_missing_on
     (tmp_path / FILE).write_text("scenarios:\n  refund-request: {expect: [send_email]}\n  odd: {expect: [teleport]}\n")
     with pytest.raises(PolicyError) as clashing:
         load_policy_file(policy)
-    assert sorted(str(p) for p in clashing.value.problems) == [f"{tmp_path / FILE}: scenarios.odd: tool 'teleport' is not in the policy's tools",
-                        f"{tmp_path / FILE}: scenarios.refund-request: is already a scenario of the policy or an "
-                        "earlier scenario file"]
+    assert sorted(str(p) for p in clashing.value.problems) == [
+        f"{tmp_path / FILE}: scenarios.odd: tool 'teleport' is not in the policy's tools",
+        f"{tmp_path / FILE}: scenarios.refund-request: is already a scenario of the policy or an earlier scenario file"]
     wrong_name = POLICY.replace("  twin:\n", "  twin:\n    scenario_files: [../elsewhere.yaml]\n")
     policy.write_text(wrong_name)
     with pytest.raises(PolicyError) as elsewhere:
@@ -122,3 +122,26 @@ def test_the_trace_page_makes_a_scenario_for_a_release_manager_only(runtime: Run
     assert "from-page" in yaml.safe_load((policy_dir / FILE).read_text())["scenarios"]
     forged = viewer.post(f"/sessions/{session}/scenario", data={"name": "nope", "csrf_token": csrf})
     assert forged.status_code in (400, 403)
+
+
+def test_the_sdk_runs_the_stable_version_in_the_twin_and_its_replay_is_judged(
+        runtime: Runtime, policy_dir: Path, live_url: str) -> None:
+    from gatekeeper_client import Gatekeeper
+
+    (policy_dir / "hotpath.yaml").write_text(POLICY.replace("  twin:\n", f"  twin:\n    scenario_files: [{FILE}]\n"))
+    runtime.setup(stage="twin")
+    runtime.ok(make(runtime, recorded_session(runtime), name="refund-a1"))  # a live stable session at twin
+    token = runtime.agent["Authorization"].removeprefix("Bearer ")
+    with Gatekeeper(live_url, token, timeout=5) as gk:
+        replays = []
+        for follow_up in ("send_email", "update_ticket"):
+            session = gk.start_session("bot", environment="twin", scenario="refund-a1", arm="stable")
+            assert (session.arm, session.version) == ("stable", "v1")
+            for tool, arguments in (("lookup_customer", {}), ("refund_payment", {"order": "A-1", "amount": 20}),
+                                    (follow_up, {"to": "c@x"})):
+                session.report(session.decide(tool, 0.01, arguments=arguments), "ok")
+            replays.append(session.end("ok")["trajectory"]["replay"])
+    assert replays == [{"faithful": True, "divergence": None, "detail": ""},
+                       {"faithful": False, "divergence": 1, "detail": "step 2: expected send_email, got update_ticket"}]
+    refused = runtime.client.post("/v1/sessions", json={"agent": "bot", "arm": "stable"}, headers=runtime.agent)
+    assert refused.status_code == 400 and refused.get_json()["error"]["field"] == "arm"
