@@ -331,10 +331,13 @@ def evaluate_twin_gate(gate: TwinGate, runs: Sequence[TwinRun], *, scenarios: Se
         checks += _fidelity_checks(gate, fidelity)
     decision = decide(checks, evidence="runs", soak=None, counters=Counters(),
                       limits=Limits(None, 1), source=source)
+    # Too few replays is evidence still coming, said once: not "no data" for fidelity too.
+    reasons = [r.replace("no data for replays: ", "too few replays: ", 1) for r in decision.reasons
+               if not r.startswith("no data for fidelity")]
     if any(c.name == "fidelity" and c.result == "fail" for c in checks):
         reasons = [unfaithful_reason(fidelity, threshold=gate.min_fidelity or 0.0) if r.startswith("fidelity ")
-                   else r for r in decision.reasons]
-        decision = replace(decision, reasons=tuple(reasons))
+                   else r for r in reasons]
+    decision = replace(decision, reasons=tuple(reasons))
     extra = {"fidelity": {"value": fidelity.value, "replays": fidelity.replays, "faithful": fidelity.faithful,
                           "diverging": [{"scenario": n, "detail": d} for n, d in fidelity.diverging]},
              "differences": [dict(d) for d in differences]}

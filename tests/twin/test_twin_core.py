@@ -90,7 +90,7 @@ def test_the_twin_gate_holds_with_twin_unfaithful_below_min_fidelity() -> None:
 def test_too_few_replays_only_hold_and_a_faithful_twin_promotes() -> None:
     result, reasons, _ = gate(Fidelity(2, 0))
     assert result == "hold" and not any("twin_unfaithful" in r for r in reasons)
-    assert any(r.startswith("no data for replays: 2 of 3 stable replays") for r in reasons), reasons
+    assert reasons == ("too few replays: 2 of 3 stable replays of recorded scenarios",)
     assert gate(Fidelity(10, 9))[0] == "promote"
     without = dataclasses.replace(GATE, min_fidelity=None)
     result, _, shown = gate(Fidelity(0, 0), without)  # not required: reported, never judged
