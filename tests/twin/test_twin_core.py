@@ -111,3 +111,17 @@ def test_computed_differences_name_parity_chaos_coverage_fidelity_and_snapshot_a
     object.__setattr__(chaotic.twin, "chaos", {"send_email": {"timeout_rate": 0.1}})  # the chaos field, as read
     chaos = next(d["text"] for d in differences(chaotic, fidelity=None, snapshot_age_s=None) if d["kind"] == "chaos")
     assert "irreversible 1 of 2 (send_email)" in chaos and "read_only 0 of 2" in chaos
+
+
+def test_an_incident_is_the_kill_switch_or_the_alert_that_moved_the_rollout() -> None:
+    from gatekeeper.scenarios import incident_label, incident_window
+    from gatekeeper.store.models import Transition
+
+    def moved(actor: str, metrics: str) -> Transition:
+        return Transition(rollout_id=1, agent_id=1, at=NOW, actor=actor, action="kill", to_stage="shadow", to_tier=0,
+                          to_state="killed", policy_revision="r", metrics=metrics)
+
+    killed = moved("kill_switch", '{"window_s": 60, "error_rate": 0.4}')
+    alert = moved("alertmanager", '{"alert": {"status": "firing", "labels": {"alertname": "HighErrors"}}}')
+    assert (incident_label(killed), incident_window(killed)) == ("kill switch", (NOW - 60, NOW))
+    assert (incident_label(alert), incident_window(alert)) == ("alert HighErrors", (NOW - 600, NOW))
