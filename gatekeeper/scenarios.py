@@ -17,7 +17,7 @@ from typing import Any
 from sqlmodel import Session
 
 from gatekeeper.core.trajectory import draft
-from gatekeeper.errors import BadRequest, Conflict
+from gatekeeper.errors import BadRequest, ConfigError, Conflict
 from gatekeeper.scenario_files import add_scenario, default_file_name
 from gatekeeper.services import Services
 from gatekeeper.store import reads, rollout_records, scenario_records
@@ -46,7 +46,7 @@ class Made:
 
 
 def from_session(svc: Services, session_id: str, *, name: str, forbid: Sequence[str] = (),
-                 arguments: Sequence[str] | None = None, now: float) -> Made:
+                 arguments: Sequence[str] | None = None) -> Made:
     """Make a twin scenario from a recorded session and add it to the policy's scenario file."""
     with svc.db.reading() as db:
         row = reads.traced_session(db, session_id)
@@ -72,7 +72,11 @@ def from_session(svc: Services, session_id: str, *, name: str, forbid: Sequence[
         scenario["arguments"] = kept
     file_name = policy.twin.scenario_files[0] if policy.twin.scenario_files else default_file_name(loaded.path)
     path = Path(loaded.path).parent / file_name
-    if not add_scenario(path, name, scenario, recorded):
+    try:
+        added = add_scenario(path, name, scenario, recorded)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the scenario file {path}: {exc.strerror or exc}") from None
+    if not added:
         raise Conflict(f"{path} already has a scenario {name!r}", field="name")
     svc.policies.reload()  # a problem keeps the previous revision in force and is in the logs
     return Made(name, str(path), file_name in policy.twin.scenario_files, scenario, recorded)

@@ -52,5 +52,5 @@ class ScenarioMade(BaseModel):
 def make_scenario(session_id: str, *, caller: Caller, body: ScenarioCreate) -> dict[str, Any]:
     """Make a twin scenario from a recorded session, in the scenario file beside its agent's policy."""
     made = scenarios.from_session(services(), session_id, name=body.name, forbid=body.forbid,
-                                  arguments=body.arguments, now=services().clock())
+                                  arguments=body.arguments)
     return made.as_dict()

@@ -35,8 +35,7 @@ def make_scenario(session_id: str) -> ResponseReturnValue:
         body = ScenarioCreate(name=request.form.get("name", "").strip(), forbid=forbid)
     except ValueError:
         raise BadRequest("a scenario name is letters, digits, '.', '_' or '-' (at most 100)", field="name") from None
-    made = scenarios.from_session(services(), session_id, name=body.name, forbid=body.forbid,
-                                  now=services().clock())
+    made = scenarios.from_session(services(), session_id, name=body.name, forbid=body.forbid)
     note = f" {made.as_dict()['note']}." if not made.listed else ""
     flash(f"Scenario {made.name} added to {made.file}: expect {', '.join(made.scenario['expect']) or '-'}.{note}",
           "ok")
