@@ -100,13 +100,20 @@ def _read(path: Path) -> tuple[ScenarioFileFormat | None, list[PolicyProblem]]:
 
 
 def add_scenario(path: Path, name: str, scenario: Mapping[str, Any], recorded: Mapping[str, Any]) -> bool:
-    """Add one scenario to a scenario file under a lock, atomically; False when the name is taken."""
+    """Add one scenario to a scenario file under a lock, atomically; False when the name is taken.
+
+    Raise ValueError when the file as it stands is not a valid scenario file (it is left as it is).
+    """
     ScenarioFormat.model_validate(scenario)
     RecordedFormat.model_validate(recorded)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"is not valid YAML: {exc}") from None
         document = document if isinstance(document, dict) else {}
+        ScenarioFileFormat.model_validate(document)  # the file as it stands: a ValidationError is a ValueError
         scenarios, recordings = document.setdefault("scenarios", {}), document.setdefault("recorded", {})
         if name in scenarios:
             return False

@@ -76,6 +76,9 @@ def from_session(svc: Services, session_id: str, *, name: str, forbid: Sequence[
         added = add_scenario(path, name, scenario, recorded)
     except OSError as exc:
         raise ConfigError(f"cannot write the scenario file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise Conflict(f"the scenario file {path} has problems; fix it first ({str(exc)[:300]})",
+                       field="name") from None
     if not added:
         raise Conflict(f"{path} already has a scenario {name!r}", field="name")
     svc.policies.reload()  # a problem keeps the previous revision in force and is in the logs

@@ -145,3 +145,12 @@ def test_the_sdk_runs_the_stable_version_in_the_twin_and_its_replay_is_judged(
                        {"faithful": False, "divergence": 1, "detail": "step 2: expected send_email, got update_ticket"}]
     refused = runtime.client.post("/v1/sessions", json={"agent": "bot", "arm": "stable"}, headers=runtime.agent)
     assert refused.status_code == 400 and refused.get_json()["error"]["field"] == "arm"
+
+
+def test_a_scenario_file_broken_by_hand_is_left_alone_and_named(runtime: Runtime, policy_dir: Path) -> None:
+    runtime.setup(stage=None)
+    (policy_dir / FILE).write_text("scenarios: [not, a, mapping]\n")
+    refused = make(runtime, recorded_session(runtime), name="x")
+    assert refused.status_code == 409 and f"the scenario file {policy_dir / FILE} has problems" in (
+        refused.get_json()["error"]["message"])
+    assert (policy_dir / FILE).read_text() == "scenarios: [not, a, mapping]\n"
