@@ -114,11 +114,12 @@ class Gatekeeper:
         self.http.headers["Authorization"] = f"Bearer {token}"
 
     def start_session(self, agent: str, *, session_key: str | None = None, environment: str = "live",
-                      scenario: str | None = None, twin_snapshot_at: datetime | str | None = None) -> Session:
+                      scenario: str | None = None, twin_snapshot_at: datetime | str | None = None,
+                      arm: str | None = None) -> Session:
         """Start a session; the server assigns the arm and fixes the caps."""
         snapshot = twin_snapshot_at.isoformat() if isinstance(twin_snapshot_at, datetime) else twin_snapshot_at
         body = {"agent": agent, "session_key": session_key, "environment": environment, "scenario": scenario,
-                "twin_snapshot_at": snapshot}
+                "twin_snapshot_at": snapshot, "arm": arm}
         return Session.from_answer(self, self.post("/v1/sessions", {k: v for k, v in body.items() if v is not None}))
 
     def session(self, session_id: str, *, agent: str = "", environment: str = "live") -> Session:

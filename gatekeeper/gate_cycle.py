@@ -51,6 +51,7 @@ from gatekeeper.stage_evidence import StageEvidence
 from gatekeeper.store import evidence_records, rollout_records
 from gatekeeper.store.models import Agent, GateEvaluation, Rollout
 from gatekeeper.tier_signals import MetricsSource, SignalBatch, SignalRequest
+from gatekeeper.twin_fidelity import twin_extras
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,10 @@ def build_report(item: Due, rollout: Rollout, batch: SignalBatch, evidence: Stag
                   ladder.traffic_percent(policy, tier))
     counters = Counters(rollout.consecutive_failures, rollout.consecutive_errors)
     if rollout.stage == "twin":
+        fidelity, differences = twin_extras(policy, evidence.twin_runs, evidence.replays, now=now)
         return evaluate_twin_gate(policy.twin.gate, list(evidence.twin_runs),
-                                  scenarios=list(policy.twin.scenarios), where=where, source=BUILTIN, now=now)
+                                  scenarios=list(policy.twin.scenarios), where=where, source=BUILTIN, now=now,
+                                  fidelity=fidelity, differences=differences)
     if rollout.stage == "shadow":
         limits = Limits(policy.gate.failure_limit, policy.gate.error_limit, policy.gate.on_metrics_error)
         return evaluate_shadow_gate(policy.shadow.gate, evidence.shadow or ShadowSignals(), where=where,

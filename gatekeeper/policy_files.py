@@ -30,7 +30,6 @@ from gatekeeper.core.policy import (
     KillSwitch,
     MaxCallsRule,
     Policy,
-    Scenario,
     SequenceRule,
     ShadowGate,
     ShadowStage,
@@ -50,6 +49,7 @@ from gatekeeper.policy_format import (
     kind,
 )
 from gatekeeper.policy_problems import PolicyError, PolicyProblem, problems_from
+from gatekeeper.scenario_files import is_scenario_file, to_scenario, with_scenario_files
 
 MAX_POLICY_BYTES = 1_000_000  # a policy is hand-written; anything bigger is a mistake or an attack
 
@@ -145,12 +145,7 @@ def _rule(rule: Any) -> SequenceRule:
 def to_policy(doc: PolicyFormat, *, file: str, revision: str) -> Policy:
     """Build the frozen policy model from a validated policy document."""
     twin, shadow = doc.stages.twin, doc.stages.shadow
-    scenarios = {
-        name: Scenario(name=name, expect=tuple(s.expect), forbid=tuple(s.forbid),
-                       max_retries=MappingProxyType(dict(s.max_retries)), no_blind_retry=s.no_blind_retry,
-                       ends_cleanly=s.ends_cleanly)
-        for name, s in twin.scenarios.items()
-    }
+    scenarios = {name: to_scenario(name, s, None, file=None) for name, s in twin.scenarios.items()}
     return Policy(
         name=doc.name,
         agents=tuple(doc.agents),
@@ -163,9 +158,13 @@ def to_policy(doc: PolicyFormat, *, file: str, revision: str) -> Policy:
                 min_runs=twin.gate.min_runs,
                 min_pass_rate=twin.gate.min_pass_rate,
                 max_twin_age_s=twin.gate.max_twin_age,
+                min_fidelity=twin.gate.min_fidelity,
+                min_replays=twin.gate.min_replays,
             ),
             scenarios=MappingProxyType(scenarios),
             chaos=MappingProxyType({key: settings.to_chaos() for key, settings in twin.chaos.items()}),
+            scenario_files=tuple(twin.scenario_files),
+            differences=tuple(twin.differences),
         ),
         shadow=ShadowStage(
             traffic_percent=shadow.traffic_percent,
@@ -207,7 +206,11 @@ def _read(text: str, file: str) -> tuple[Policy | None, list[PolicyProblem]]:
         return None, problems_from(exc, file)
     except ValueError as exc:
         return None, [PolicyProblem(file, "", str(exc))]
-    return to_policy(doc, file=file, revision=policy_revision(text)), []
+    policy = to_policy(doc, file=file, revision=policy_revision(text))
+    if not policy.twin.scenario_files or file == "<string>":
+        return policy, []
+    policy, problems = with_scenario_files(policy, folder=Path(file).parent)
+    return (None, problems) if problems else (policy, [])
 
 
 def validate_policy_text(text: str, *, file: str = "<string>") -> list[PolicyProblem]:
@@ -237,7 +240,8 @@ def _expand(paths: Sequence[str], problems: list[PolicyProblem]) -> list[str]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            found = sorted(p for p in path.iterdir()
+                           if p.suffix in (".yaml", ".yml") and p.is_file() and not is_scenario_file(p))
             if not found:
                 problems.append(PolicyProblem(str(given), "", "holds no *.yaml or *.yml policy files"))
             files.update((p.resolve(), str(p)) for p in found if p.resolve() not in files)

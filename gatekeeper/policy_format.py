@@ -58,6 +58,7 @@ from gatekeeper.policy_fields import (
     mapping_or_empty,
     raw,
 )
+from gatekeeper.scenario_fields import UniqueScenarioFiles
 
 # -- sections --------------------------------------------------------------------------------
 
@@ -164,10 +165,14 @@ class ScenarioFormat(Section):
         True, description="an irreversible tool must not be called again straight after it failed or timed out"
     )
     ends_cleanly: bool = Field(True, description="the agent ends the run itself (ok or error, not abandoned)")
+    arguments: list[dict[Text, str | int | float | bool]] = Field(
+        raw([]), description="per expect step, the argument values its call must carry ([] or one per step)")
 
     @model_validator(mode="after")
     def _asserts(self) -> ScenarioFormat:
         both = sorted(set(self.expect) & set(self.forbid))
+        if self.arguments and len(self.arguments) != len(self.expect):
+            raise Problems([("arguments", f"needs one mapping per expect step ({len(self.expect)})")])
         if both:
             raise Problems([("forbid", f"'{tool}' is both expected and forbidden") for tool in both])
         if not self.expect and not self.forbid and not self.max_retries:
@@ -179,6 +184,8 @@ class TwinGateFormat(Section):
     min_runs: Count1 = Field(raw(50), description="twin scenario runs needed to leave twin")
     min_pass_rate: Rate = Field(raw(0.98), description="share of twin runs whose assertions passed")
     max_twin_age: PositiveDuration = Field(raw("24h"), description="oldest acceptable twin snapshot")
+    min_fidelity: Rate | None = Field(None, description="share of the stable version's replays that are faithful")
+    min_replays: Count1 = Field(raw(5), description="stable replays needed before min_fidelity is judged")
 
 
 class TwinFormat(Section):
@@ -190,6 +197,8 @@ class TwinFormat(Section):
         raw({}), description="tool or tool class -> failures rehearsed in twin sessions, deterministic per session "
                              "seed and call (a tool's own entry wins over its class's)"
     )
+    scenario_files: UniqueScenarioFiles = Field(raw([]), description="machine-made scenario files beside the policy")
+    differences: UniqueTexts = Field(raw([]), description="known differences between the twin and production")
 
 
 class ShadowGateFormat(Section):

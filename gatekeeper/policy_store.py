@@ -20,6 +20,7 @@ from gatekeeper.core.policy import Policy
 from gatekeeper.errors import NotFound
 from gatekeeper.policy_files import parse_policy, policy_revision
 from gatekeeper.policy_problems import PolicyError, PolicyProblem
+from gatekeeper.scenario_files import is_scenario_file
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class PolicyStore:
         by_name: dict[str, LoadedPolicy] = {}
         problems: list[PolicyProblem] = []
         for path in sorted(self.folder.glob("*.y*ml")):
+            if is_scenario_file(path):
+                continue  # read with the policy that names it
             text = path.read_text(encoding="utf-8")
             try:
                 policy = parse_policy(text, file=str(path))

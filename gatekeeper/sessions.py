@@ -16,12 +16,13 @@ from gatekeeper.core import ladder
 from gatekeeper.core.bucketing import RolloutFacts, assign, bucket
 from gatekeeper.core.budgets import caps_for, to_dollars
 from gatekeeper.core.policy import Policy
-from gatekeeper.core.trajectory import Step, handling_problems
+from gatekeeper.core.trajectory import Step, handling_problems, replay
 from gatekeeper.core.trajectory import judge as judge_trajectory
 from gatekeeper.errors import BadRequest, Conflict, Forbidden
 from gatekeeper.services import Services
 from gatekeeper.store import rollout_records, session_records
 from gatekeeper.store.models import Agent, AgentSession, Decision, Rollout
+from gatekeeper.twin_fidelity import to_calls
 
 
 def new_id() -> str:
@@ -60,19 +61,22 @@ class Started:
 
 def start_session(svc: Services, agent_name: str, *, session_key: str | None, environment: str,
                   scenario: str | None, twin_snapshot_at: float | None, now: float,
-                  seed: str | None = None) -> Started:
-    """Assign a new session to an arm, fix its caps, and open a mirror in shadow; a twin session gets its seed."""
+                  seed: str | None = None, arm: str | None = None) -> Started:
+    """Assign a new session to an arm, fix its caps, and open a mirror in shadow; a twin session gets its seed;
+    `arm` picks a twin run's."""
     with svc.db.transaction() as db:
         agent = rollout_records.get_agent(db, agent_name)
         policy = svc.policies.get(agent.policy).policy
         _check_scenario(policy, environment=environment, scenario=scenario)
         if seed is not None and environment != "twin":
             raise BadRequest("a seed drives the twin's rehearsed failures: send environment=twin", field="seed")
+        if arm is not None and environment != "twin":
+            raise BadRequest("only a twin session may choose its arm: send environment=twin", field="arm")
         rollout = rollout_records.current_rollout(db, agent)
         key = session_key or new_id()
         facts = _rollout_facts(policy, rollout)
         place = assign(facts, environment=environment,
-                       bucket_=bucket(agent_name, facts.id, key) if facts else 0)
+                       bucket_=bucket(agent_name, facts.id, key) if facts else 0, twin_arm=arm or "candidate")
         row = _new_session(agent, rollout, policy, arm=place.arm, stage=place.stage, environment=environment,
                            key=key, scenario=scenario, snapshot=twin_snapshot_at, now=now)
         if environment == "twin":  # the rehearsed failures' seed (core/chaos.py): given, else the session id
@@ -144,13 +148,18 @@ def _trajectory(svc: Services, agent: Agent, row: AgentSession, decisions: list[
     scenario = svc.policies.get(agent.policy).policy.twin.scenarios.get(row.scenario)
     if scenario is None:  # the policy dropped the scenario since the session started
         return {"passed": False, "problems": [f"scenario {row.scenario} is no longer in the policy"]}
-    found = judge_trajectory([d.tool for d in decisions], expect=scenario.expect, forbid=scenario.forbid,
-                             harness_passed=passed)
+    calls = to_calls([(d.tool, d.tool_class, d.arguments) for d in decisions])
+    found = judge_trajectory(calls, expect=scenario.expect, forbid=scenario.forbid, harness_passed=passed,
+                             arguments=scenario.arguments)
     steps = [Step(d.tool, d.tool_class, d.verdict, d.outcome_status == "error") for d in decisions]
     handling = handling_problems(steps, max_retries=scenario.max_retries, no_blind_retry=scenario.no_blind_retry,
                                  ends_cleanly=scenario.ends_cleanly, status=status)
     problems = [*found.problems, *handling]
-    return {"passed": not problems, "problems": problems}
+    out: dict[str, Any] = {"passed": not problems, "problems": problems}
+    if row.arm == "stable" and scenario.recorded and scenario.recorded.replayable:
+        again = replay(calls, expect=scenario.expect, arguments=scenario.arguments)
+        out["replay"] = {"faithful": again.faithful, "divergence": again.divergence, "detail": again.detail}
+    return out
 
 
 def summary(agent: Agent, row: AgentSession, decisions: list[Decision], trajectory: dict[str, Any] | None

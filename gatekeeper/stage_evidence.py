@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
+from gatekeeper import twin_fidelity
 from gatekeeper.core.agreement import MirroredPair, agreement
+from gatekeeper.core.fidelity import Replay
 from gatekeeper.core.gates import ShadowSignals, TwinRun
 from gatekeeper.core.policy import Policy
 from gatekeeper.core.trajectory import judge
@@ -32,6 +34,7 @@ class StageEvidence:
 
     twin_runs: tuple[TwinRun, ...] = ()
     shadow: ShadowSignals | None = None
+    replays: tuple[Replay, ...] = ()  # the stable version's twin replays of recorded scenarios (fidelity)
 
 
 def gather(database: Database, policy: Policy, *, stage: str, rollout_id: int, since: float) -> StageEvidence:
@@ -40,7 +43,9 @@ def gather(database: Database, policy: Policy, *, stage: str, rollout_id: int, s
         return StageEvidence()
     with database.reading() as db:
         if stage == "twin":
-            return StageEvidence(twin_runs=tuple(twin_runs(policy, rollout_id=rollout_id, since=since, db=db)))
+            return StageEvidence(twin_runs=tuple(twin_runs(policy, rollout_id=rollout_id, since=since, db=db)),
+                                 replays=tuple(twin_fidelity.replays(policy, rollout_id=rollout_id, since=since,
+                                                                     db=db)))
         return StageEvidence(shadow=shadow_signals(rollout_id, since=since, db=db))
 
 

@@ -54,9 +54,10 @@ class _Base:
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def _state(self, agent: str, *, session_key: str | None, environment: str, scenario: str | None,
-               twin_snapshot_at: datetime | str | None, seed: str | int | None = None) -> SessionState:
+               twin_snapshot_at: datetime | str | None, seed: str | int | None = None,
+               arm: str | None = None) -> SessionState:
         body = _flow.session_body(agent, session_key=session_key, environment=environment, scenario=scenario,
-                                  twin_snapshot_at=twin_snapshot_at, seed=seed)
+                                  twin_snapshot_at=twin_snapshot_at, seed=seed, arm=arm)
         return SessionState(self.settings, agent, body, environment=environment)
 
     def _attempts(self, send: _flow.Send) -> int:
@@ -99,13 +100,14 @@ class Gatekeeper(_Base):
 
     def session(self, agent: str, *, session_key: str | None = None, environment: str = "live",
                 scenario: str | None = None, twin_snapshot_at: datetime | str | None = None,
-                seed: str | int | None = None) -> Session:
+                seed: str | int | None = None, arm: str | None = None) -> Session:
         """Return a session, started when first used (`with` binds it for guarded tools and ends it).
 
         `seed` (twin sessions): the seed of the rehearsed failures; the same seed meets the same failures.
+        `arm` (twin sessions): "stable" replays the stable version in the twin, to measure its fidelity.
         """
         return Session(self, self._state(agent, session_key=session_key, environment=environment,
-                                         scenario=scenario, twin_snapshot_at=twin_snapshot_at, seed=seed))
+                                         scenario=scenario, twin_snapshot_at=twin_snapshot_at, seed=seed, arm=arm))
 
     def start_session(self, agent: str, **options: Any) -> Session:
         """Start a session now; raise Unreachable when the server cannot be reached."""
@@ -201,13 +203,14 @@ class AsyncGatekeeper(_Base):
 
     def session(self, agent: str, *, session_key: str | None = None, environment: str = "live",
                 scenario: str | None = None, twin_snapshot_at: datetime | str | None = None,
-                seed: str | int | None = None) -> AsyncSession:
+                seed: str | int | None = None, arm: str | None = None) -> AsyncSession:
         """Return a session, started when first used (`async with` binds it for guarded tools and ends it).
 
         `seed` (twin sessions): the seed of the rehearsed failures; the same seed meets the same failures.
+        `arm` (twin sessions): "stable" replays the stable version in the twin, to measure its fidelity.
         """
         return AsyncSession(self, self._state(agent, session_key=session_key, environment=environment,
-                                              scenario=scenario, twin_snapshot_at=twin_snapshot_at, seed=seed))
+                                              scenario=scenario, twin_snapshot_at=twin_snapshot_at, seed=seed, arm=arm))
 
     async def start_session(self, agent: str, **options: Any) -> AsyncSession:
         """Start a session now; raise Unreachable when the server cannot be reached."""

@@ -108,11 +108,12 @@ class ToolSpec:
 
 
 def session_body(agent: str, *, session_key: str | None, environment: str, scenario: str | None,
-                 twin_snapshot_at: datetime | str | None, seed: str | int | None = None) -> dict[str, Any]:
+                 twin_snapshot_at: datetime | str | None, seed: str | int | None = None,
+                 arm: str | None = None) -> dict[str, Any]:
     """Return the body of POST /v1/sessions."""
     snapshot = twin_snapshot_at.isoformat() if isinstance(twin_snapshot_at, datetime) else twin_snapshot_at
     body = {"agent": agent, "session_key": session_key, "environment": environment, "scenario": scenario,
-            "twin_snapshot_at": snapshot, "seed": None if seed is None else str(seed)}
+            "twin_snapshot_at": snapshot, "seed": None if seed is None else str(seed), "arm": arm}
     return {k: v for k, v in body.items() if v is not None}
 
 

@@ -18,6 +18,7 @@ def register_api(app: Flask) -> None:
     from gatekeeper.api.alerts import bp as alerts_bp
     from gatekeeper.api.guard import EdgeGuard
     from gatekeeper.api.heartbeat import bp as heartbeat_bp
+    from gatekeeper.api.scenario_routes import bp as scenario_bp
     from gatekeeper.api.traces import bp as traces_bp
 
     app.register_blueprint(system.bp)
@@ -26,6 +27,7 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(alerts_bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(traces_bp)  # GET /v1/sessions/<id>: the session trace
+    app.register_blueprint(scenario_bp)  # POST /v1/sessions/<id>/scenario: a trace becomes a scenario
     runtime.register(app)  # sessions, decisions, outcomes, approvals, /metrics
     app.register_error_handler(GatekeeperError, _gatekeeper_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -56,7 +56,8 @@ def start_session(*, caller: Caller, body: SessionCreate) -> dict[str, Any]:
     snapshot = body.twin_snapshot_at.timestamp() if body.twin_snapshot_at else None
     started = sessions.start_session(services(), body.agent, session_key=body.session_key,
                                      environment=body.environment, scenario=body.scenario,
-                                     twin_snapshot_at=snapshot, seed=body.seed, now=services().clock())
+                                     twin_snapshot_at=snapshot, seed=body.seed, now=services().clock(),
+                                     arm=body.arm)
     for row in filter(None, (started.session, started.mirror)):
         metrics().sessions.labels(started.agent, row.version, row.arm).inc()
     mirror = started.mirror

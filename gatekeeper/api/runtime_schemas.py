@@ -18,6 +18,7 @@ from gatekeeper.api.fields import DECISION_REASON_MAX, KEY_MAX, SafeStr, Timesta
 from gatekeeper.api.schemas import SLUG, Strict
 from gatekeeper.core.arguments import check_size
 from gatekeeper.core.budgets import MAX_COST_DOLLARS
+from gatekeeper.core.vocabulary import Arm
 
 ID = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
 ID_OR_NONE = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
@@ -44,6 +45,9 @@ class SessionCreate(Strict):
     seed: SafeStr | None = Field(default=None, min_length=1, max_length=MAX_SEED,
                                  description="twin sessions: the seed of the rehearsed failures (stages.twin.chaos); "
                                              "the same seed injects the same failures; default: the session id")
+    arm: Arm | None = Field(
+        default=None, description="twin only: 'stable' runs the stable version in the twin, to measure the twin's "
+                                  "fidelity against scenarios recorded in production; default the candidate")
 
 
 class CapsView(BaseModel):
@@ -142,9 +146,17 @@ class SessionEnd(Strict):
     passed: bool | None = Field(default=None, description="the test harness's own verdict (twin scenarios)")
 
 
+class ReplayView(BaseModel):
+    faithful: bool = Field(description="the stable version's twin run reproduced the recorded production trajectory")
+    divergence: int | None = Field(description="the first divergent step, 0-based")
+    detail: str
+
+
 class Trajectory(BaseModel):
     passed: bool
     problems: list[str]
+    replay: ReplayView | None = Field(default=None, description="stable twin runs of a scenario recorded live "
+                                                                "from stable: whether the twin is faithful")
 
 
 class SessionSummary(BaseModel):

@@ -11,6 +11,7 @@ from gatekeeper.cli.gateway import gateway
 from gatekeeper.cli.lifecycle import register_lifecycle
 from gatekeeper.cli.ops import register_ops
 from gatekeeper.cli.policy_commands import policy
+from gatekeeper.cli.scenario import scenario
 from gatekeeper.cli.scheduler import scheduler
 from gatekeeper.cli.serve import serve
 
@@ -28,5 +29,6 @@ main.add_command(scheduler)
 main.add_command(serve)
 main.add_command(demo)
 main.add_command(gateway)
+main.add_command(scenario)
 register_ops(main)
 register_lifecycle(main)

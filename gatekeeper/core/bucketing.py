@@ -47,12 +47,13 @@ def within(bucket_: int, percent: float) -> bool:
     return bucket_ < round(percent * BUCKETS / 100)
 
 
-def assign(rollout: RolloutFacts | None, *, environment: str, bucket_: int) -> Assignment:
-    """Choose the arm of a new session from the rollout's current stage and tier."""
+def assign(rollout: RolloutFacts | None, *, environment: str, bucket_: int, twin_arm: str = "candidate"
+           ) -> Assignment:
+    """Choose the arm of a new session from the rollout's current stage and tier (a twin run's: `twin_arm`)."""
     if rollout is None or rollout.state not in LIVE_STATES:
         return Assignment("stable", rollout.stage if rollout else None)
     if environment == "twin":
-        return Assignment("candidate", "twin")
+        return Assignment(twin_arm, "twin")
     if rollout.stage == "shadow":
         return Assignment("stable", "shadow", mirror=within(bucket_, rollout.shadow_percent))
     if rollout.stage in ("canary", "expansion") and within(bucket_, rollout.traffic_percent):

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from gatekeeper.core.fidelity import Fidelity, unfaithful_reason
 from gatekeeper.core.policy import ShadowGate, TwinGate
 
 CheckResult = Literal["pass", "fail", "no_data", "error", "inconclusive"]
@@ -170,6 +171,7 @@ class GateReport:
     source: SourceStatus
     values: Mapping[str, float | None]
     soak: Soak | None = None
+    extra: Mapping[str, Any] | None = None  # the twin gate's fidelity and known differences
 
     @property
     def result(self) -> GateResult:
@@ -189,7 +191,7 @@ class GateReport:
                 "metrics_source": self.source.as_dict(),
                 "values": {k: clean(v) for k, v in self.values.items()},
                 "consecutive": {"failures": self.decision.counters.failures,
-                                "errors": self.decision.counters.errors}}
+                                "errors": self.decision.counters.errors}, **(self.extra or {})}
 
 
 # -- the decision shared by every gate ------------------------------------------------------
@@ -312,8 +314,9 @@ class TwinRun:
 
 
 def evaluate_twin_gate(gate: TwinGate, runs: Sequence[TwinRun], *, scenarios: Sequence[str], where: Where,
-                       source: SourceStatus, now: float) -> GateReport:
-    """Judge the twin stage: enough runs, their pass rate, every scenario covered, a fresh snapshot."""
+                       source: SourceStatus, now: float, fidelity: Fidelity | None = None,
+                       differences: Sequence[Mapping[str, str]] = ()) -> GateReport:
+    """Judge the twin stage: enough runs, their pass rate, every scenario covered, a fresh snapshot, fidelity."""
     covered = {run.scenario for run in runs if run.scenario in scenarios}
     snapshots = [run.snapshot_at for run in runs if run.snapshot_at is not None]
     age = now - max(snapshots) if snapshots else None
@@ -322,9 +325,35 @@ def evaluate_twin_gate(gate: TwinGate, runs: Sequence[TwinRun], *, scenarios: Se
     checks = [make_check("runs", values["runs"], gate.min_runs, ">="),
               make_check("pass_rate", values["pass_rate"], gate.min_pass_rate, ">="),
               _coverage_check(scenarios, covered), _snapshot_check(gate, age, has_runs=bool(runs))]
+    fidelity = fidelity or Fidelity(0, 0)
+    values["fidelity"], values["replays"] = fidelity.value, float(fidelity.replays)
+    if gate.min_fidelity is not None:
+        checks += _fidelity_checks(gate, fidelity)
     decision = decide(checks, evidence="runs", soak=None, counters=Counters(),
                       limits=Limits(None, 1), source=source)
-    return GateReport("twin", where, decision, now, tuple(checks), source, values)
+    # Too few replays is evidence still coming, said once: not "no data" for fidelity too.
+    reasons = [r.replace("no data for replays: ", "too few replays: ", 1) for r in decision.reasons
+               if not r.startswith("no data for fidelity")]
+    if any(c.name == "fidelity" and c.result == "fail" for c in checks):
+        reasons = [unfaithful_reason(fidelity, threshold=gate.min_fidelity or 0.0) if r.startswith("fidelity ")
+                   else r for r in reasons]
+    decision = replace(decision, reasons=tuple(reasons))
+    extra = {"fidelity": {"value": fidelity.value, "replays": fidelity.replays, "faithful": fidelity.faithful,
+                          "diverging": [{"scenario": n, "detail": d} for n, d in fidelity.diverging]},
+             "differences": [dict(d) for d in differences]}
+    return GateReport("twin", where, decision, now, tuple(checks), source, values, extra=extra)
+
+
+def _fidelity_checks(gate: TwinGate, fidelity: Fidelity) -> list[Check]:
+    """Enough stable replays, then their share of faithful ones; too few only holds, never says unfaithful."""
+    replays = make_check("replays", float(fidelity.replays), gate.min_replays, ">=")
+    check = make_check("fidelity", fidelity.value, gate.min_fidelity or 0.0, ">=")
+    if replays.result != "pass":
+        replays = replace(replays, result="no_data", detail=f"{fidelity.replays} of {gate.min_replays} stable "
+                                                            "replays of recorded scenarios")
+        if check.result == "fail":
+            check = replace(check, result="no_data", detail=f"{check.detail}, too few replays to judge")
+    return [replays, check]
 
 
 def _coverage_check(scenarios: Sequence[str], covered: set[str | None]) -> Check:

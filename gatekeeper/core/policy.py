@@ -83,6 +83,23 @@ class TierGate:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """The session a machine-made scenario was recorded from."""
+
+    session: str
+    version: str
+    arm: str
+    environment: str
+    at: float
+    incident: str | None = None
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the stable version's twin runs of it measure fidelity: recorded live, from stable."""
+        return self.arm == "stable" and self.environment == "live"
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     expect: tuple[str, ...]
@@ -92,8 +109,13 @@ class Scenario:
     max_retries: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     no_blind_retry: bool = True
     ends_cleanly: bool = True
+    arguments: tuple[Mapping[str, Any], ...] = ()  # per expect step, or empty
+    recorded: Recording | None = None
+    file: str | None = None  # the scenario file it came from; None: the policy itself
 
-    __hash__ = _hash_fields
+    def __hash__(self) -> int:
+        return hash((self.name, self.expect, self.forbid, frozenset(self.max_retries.items()), self.no_blind_retry,
+                     self.ends_cleanly, self.recorded, self.file))
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,8 @@ class TwinGate:
     min_runs: int
     min_pass_rate: float
     max_twin_age_s: float
+    min_fidelity: float | None = None
+    min_replays: int = 5
 
 
 @dataclass(frozen=True)
@@ -108,6 +132,8 @@ class TwinStage:
     gate: TwinGate
     scenarios: Mapping[str, Scenario]
     chaos: Mapping[str, ToolChaos] = field(default_factory=lambda: MappingProxyType({}))  # tool or class -> chaos
+    scenario_files: tuple[str, ...] = ()
+    differences: tuple[str, ...] = ()
 
     __hash__ = _hash_fields
 

@@ -1,15 +1,33 @@
 """Trajectory assertions of twin scenarios: did the agent call the tools it should, in order?
 
 `expect` lists tools that must appear in this order, other calls may interleave;
-`forbid` lists tools that must not be called at all. The harness's own `passed` flag,
-when given, must also be true. `handling_problems` judges how a run handled failed calls
-(retries, blind retries of irreversible tools, a clean end).
+`forbid` lists tools that must not be called at all. A step of `expect` may also name the
+arguments that matter (`arguments[i]`, field -> value): the call matched to that step must carry
+them. The harness's own `passed` flag, when given, must also be true.
+
+A scenario recorded from a live session can also be *replayed*: a twin run reproduces the recording
+when its side-effecting calls are exactly the recorded steps, tool and arguments, in order;
+`replay` says whether it does and at which step it first diverges.
+`handling_problems` judges how a run handled failed calls (retries, blind retries of irreversible
+tools, a clean end).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+NO_ARGUMENTS: Mapping[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One tool call of a run: the tool, its class and its (redacted) arguments."""
+
+    tool: str
+    tool_class: str = "irreversible"
+    arguments: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -20,26 +38,87 @@ class TrajectoryVerdict:
     problems: tuple[str, ...]
 
 
-def judge(calls: Sequence[str], *, expect: Sequence[str], forbid: Sequence[str],
-          harness_passed: bool | None = None) -> TrajectoryVerdict:
+@dataclass(frozen=True)
+class ReplayVerdict:
+    """Whether a twin run reproduced a recorded trajectory, and the first step where it did not (0-based)."""
+
+    faithful: bool
+    divergence: int | None = None
+    detail: str = ""
+
+
+def judge(calls: Sequence[str | Call], *, expect: Sequence[str], forbid: Sequence[str],
+          harness_passed: bool | None = None,
+          arguments: Sequence[Mapping[str, Any]] = ()) -> TrajectoryVerdict:
     """Judge a run's tool calls (in the order asked) against a scenario's assertions."""
+    runs = [call if isinstance(call, Call) else Call(call) for call in calls]
     problems = []
-    missing = _first_missing(calls, expect)
+    missing = _first_missing(runs, expect, arguments)
     if missing is not None:
         problems.append(f"expected {missing} in order {list(expect)}")
-    called = set(calls)
+    called = {call.tool for call in runs}
     problems += [f"called forbidden tool {tool}" for tool in forbid if tool in called]
     if harness_passed is False:
         problems.append("the harness reported failure")
     return TrajectoryVerdict(not problems, tuple(problems))
 
 
-def _first_missing(calls: Sequence[str], expect: Sequence[str]) -> str | None:
+def carries(call: Call, wanted: Mapping[str, Any]) -> bool:
+    """Return whether the call's arguments hold every wanted field with the wanted value."""
+    given = call.arguments or NO_ARGUMENTS
+    return all(field in given and given[field] == value for field, value in wanted.items())
+
+
+def _first_missing(calls: Sequence[Call], expect: Sequence[str],
+                   arguments: Sequence[Mapping[str, Any]]) -> str | None:
     remaining = iter(calls)
-    for tool in expect:
-        if not any(call == tool for call in remaining):
-            return tool
+    for i, tool in enumerate(expect):
+        wanted = arguments[i] if i < len(arguments) else NO_ARGUMENTS
+        if not any(call.tool == tool and carries(call, wanted) for call in remaining):
+            return f"{tool} with {dict(wanted)}" if wanted else tool
     return None
+
+
+def side_effects(calls: Sequence[Call]) -> list[Call]:
+    """Return the calls that change something (every class but read_only), in order."""
+    return [call for call in calls if call.tool_class != "read_only"]
+
+
+def replay(calls: Sequence[Call], *, expect: Sequence[str],
+           arguments: Sequence[Mapping[str, Any]] = ()) -> ReplayVerdict:
+    """Judge whether a run's side-effecting calls reproduce the recorded steps exactly, in order."""
+    done = side_effects(calls)
+    for i, tool in enumerate(expect):
+        wanted = arguments[i] if i < len(arguments) else NO_ARGUMENTS
+        if i >= len(done):
+            return ReplayVerdict(False, i, f"step {i + 1}: expected {tool}, the run stopped")
+        if done[i].tool != tool:
+            return ReplayVerdict(False, i, f"step {i + 1}: expected {tool}, got {done[i].tool}")
+        if not carries(done[i], wanted):
+            got = {field: (done[i].arguments or NO_ARGUMENTS).get(field) for field in wanted}
+            return ReplayVerdict(False, i, f"step {i + 1}: {tool} expected {dict(wanted)}, got {got}")
+    if len(done) > len(expect):
+        extra = done[len(expect)]
+        return ReplayVerdict(False, len(expect), f"step {len(expect) + 1}: unexpected {extra.tool}")
+    return ReplayVerdict(True)
+
+
+def draft(calls: Sequence[Call], *, keep: Sequence[str] | None = None, redacted: str = "[redacted]"
+          ) -> tuple[list[str], list[dict[str, Any]]]:
+    """Return a recorded run's side-effecting steps and, per step, the scalar arguments that matter.
+
+    `keep` names the fields that matter as `tool.field` (None: every scalar field of every step); a
+    field masked by `approvals.redact` is never kept, since its value is not known.
+    """
+    steps, arguments = [], []
+    for call in side_effects(calls):
+        given = call.arguments or NO_ARGUMENTS
+        chosen = {field: value for field, value in given.items()
+                  if isinstance(value, (str, int, float, bool)) and value != redacted
+                  and (keep is None or f"{call.tool}.{field}" in keep)}
+        steps.append(call.tool)
+        arguments.append(chosen)
+    return steps, arguments
 
 
 # -- graceful handling of failures (stages.twin.chaos rehearses them) ---------------------------

@@ -18,6 +18,7 @@ from gatekeeper.store.models import Transition
 from gatekeeper.web.history import rollout_charts, timeline
 from gatekeeper.web.presenters import ACTIONS, AgentView, actions, agent_view, loaded_or_none
 from gatekeeper.web.security import current_user, release_manager_required
+from gatekeeper.web.twin_panel import twin_panel
 
 bp = Blueprint("agents", __name__)
 MAX_REASON = REASON_MAX  # the reason lands in the rollout's state_reason too
@@ -61,8 +62,10 @@ def _agent(name: str) -> dict[str, Any]:
                                  report=None if view.superseded else view.report) if rollout else ())
         decision_ids = reads.decisions_of_approvals(db, [a.id for a in (*view.approvals, *view.decided)])
         environments = dashboard_records.session_environments(db, [a.session_id for a in view.approvals])
+        twin = twin_panel(db, agent, policy=view.policy, rollout_id=rollout.id if rollout else None,
+                          report=view.report, now=g.now)
     user = current_user()
-    return {"view": view, "charts": graphs, "timeline": story, "include_gates": include_gates,
+    return {"view": view, "charts": graphs, "timeline": story, "include_gates": include_gates, "twin": twin,
             "decision_ids": decision_ids, "environments": environments,
             "actions": actions(view, can_act=bool(user and user.can_act), now=g.now)}
 

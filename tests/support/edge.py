@@ -8,6 +8,7 @@ session, and `snapshot()`: every row of every table, to prove that refused reque
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -125,7 +126,9 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         database_url = postgres.create_database("gk_edge")
     else:
         database_url = f"sqlite:///{tmp_path / 'edge.db'}"
-    server: Server = serve(tmp_path, database_url=database_url, policy_dir=POLICIES, workers=2)
+    policies = tmp_path / "policies"  # a copy: POST /v1/sessions/{id}/scenario writes beside the policy
+    shutil.copytree(POLICIES, policies)
+    server: Server = serve(tmp_path, database_url=database_url, policy_dir=policies, workers=2)
     try:
         found = Target(server.url, database_url)
         seed(found)
