@@ -1,13 +1,12 @@
 """What a twin pass does and does not prove: the policy's stated differences and computed ones.
 
 Computed differences: caps and approval parity (twin runs get canary's caps and approvals),
-failure rehearsal per tool class (`stages.twin.chaos`, read defensively: a policy without it
-rehearses none), tools no scenario expects, fidelity, and the twin snapshot's age.
+failure rehearsal per tool class (`stages.twin.chaos`: a tool is covered by its own entry or its
+class's), tools no scenario expects, fidelity, and the twin snapshot's age.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from gatekeeper.core.fidelity import Fidelity
@@ -50,8 +49,7 @@ def _parity(policy: Policy) -> list[dict[str, str]]:
 
 
 def _chaos(policy: Policy) -> dict[str, str]:
-    chaos = getattr(policy.twin, "chaos", None)
-    rehearsed = set(chaos) if isinstance(chaos, Mapping) else set()
+    rehearsed = set(policy.twin.chaos)
     if not rehearsed:
         return {"kind": "chaos", "text": "no failures are rehearsed (stages.twin.chaos is not set): tool errors, "
                                          "timeouts and partial results are not tried in the twin"}
@@ -59,7 +57,7 @@ def _chaos(policy: Policy) -> dict[str, str]:
     for tool_class in TOOL_CLASSES:
         tools = [tool for tool, cls in policy.tools.items() if cls == tool_class]
         if tools:
-            covered = sorted(t for t in tools if t in rehearsed)
+            covered = sorted(t for t in tools if t in rehearsed or tool_class in rehearsed)
             parts.append(f"{tool_class} {len(covered)} of {len(tools)}" + (f" ({', '.join(covered)})" if covered
                                                                             else ""))
     return {"kind": "chaos", "text": "failures rehearsed per tool class: " + "; ".join(parts)}

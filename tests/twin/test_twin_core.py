@@ -104,13 +104,17 @@ def test_computed_differences_name_parity_chaos_coverage_fidelity_and_snapshot_a
     assert [d["text"][:40] for d in listed if d["kind"] == "parity"] == [
         "twin runs get canary's caps (20 calls, $", "expansion's caps (40 calls, $1.00 per se"]
     assert found["coverage"].startswith("no scenario expects update_ticket")
-    assert found["chaos"].startswith("no failures are rehearsed")
+    assert found["chaos"] == ("failures rehearsed per tool class: read_only 1 of 2 (lookup_customer); "
+                              "reversible 0 of 1; irreversible 1 of 2 (send_email)")
     assert found["fidelity"].startswith("fidelity 0.67: 2 of 3 stable replays reproduced production")
     assert found["snapshot"] == "the twin's data snapshot is 2.0h old (max 24h)"
-    chaotic = dataclasses.replace(policy, twin=dataclasses.replace(policy.twin))
-    object.__setattr__(chaotic.twin, "chaos", {"send_email": {"timeout_rate": 0.1}})  # the chaos field, as read
-    chaos = next(d["text"] for d in differences(chaotic, fidelity=None, snapshot_age_s=None) if d["kind"] == "chaos")
-    assert "irreversible 1 of 2 (send_email)" in chaos and "read_only 0 of 2" in chaos
+    calm = dataclasses.replace(policy, twin=dataclasses.replace(policy.twin, chaos={}))
+    chaos = next(d["text"] for d in differences(calm, fidelity=None, snapshot_age_s=None) if d["kind"] == "chaos")
+    assert chaos.startswith("no failures are rehearsed")
+    by_class = dataclasses.replace(policy, twin=dataclasses.replace(
+        policy.twin, chaos={"irreversible": policy.twin.chaos["send_email"]}))  # a class entry covers its tools
+    chaos = next(d["text"] for d in differences(by_class, fidelity=None, snapshot_age_s=None) if d["kind"] == "chaos")
+    assert "irreversible 2 of 2 (refund_payment, send_email)" in chaos and "read_only 0 of 2" in chaos
 
 
 def test_an_incident_is_the_kill_switch_or_the_alert_that_moved_the_rollout() -> None:
