@@ -32,10 +32,12 @@ class SessionFacts(NamedTuple):
     spend_micros: int
     rollout_stage: str | None
     rollout_state: str | None
+    mark: int | None  # the token revocation mark, read in the same statement (api/auth.py)
 
 
 _LOAD = """SELECT :id, s.agent_id, a.name, a.policy, s.rollout_id, s.version, s.arm, s.environment,
- s.mirror_of IS NOT NULL, s.status, s.cap_tool_calls, s.cap_spend_micros, s.tool_calls, s.spend_micros, r.stage, r.state
+ s.mirror_of IS NOT NULL, s.status, s.cap_tool_calls, s.cap_spend_micros, s.tool_calls, s.spend_micros, r.stage,
+ r.state, (SELECT max(id) FROM token_revocations)
  FROM sessions s JOIN agents a ON a.id = s.agent_id LEFT JOIN rollouts r ON r.id = s.rollout_id
  WHERE s.id = :id"""
 

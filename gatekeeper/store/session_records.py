@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from sqlalchemy import case, or_
-from sqlmodel import Session, col, func, select, update
+from sqlalchemy import or_, text
+from sqlmodel import Session, col, select, update
 
 from gatekeeper.errors import NotFound
 from gatekeeper.store.models import AgentSession, Approval, Decision
+from gatekeeper.store.outcome_statements import WINDOW_SQL, bucket_width
 
 
 def get_session(db: Session, session_id: str) -> AgentSession:
@@ -52,13 +54,11 @@ def end_session(db: Session, session_id: str, *, status: str, passed: bool | Non
     return int(changed.rowcount) == 1  # type: ignore[attr-defined]
 
 
-def candidate_outcomes(db: Session, rollout_id: int, *, since: float) -> tuple[int, int]:
-    """Return (outcomes, errors) of the rollout's live candidate calls reported since `since`."""
-    errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
-    row = db.exec(select(func.count(), errors).where(
-        Decision.rollout_id == rollout_id, Decision.arm == "candidate", col(Decision.outcome_at) >= since,
-        col(Decision.stage) != "twin")).one()
-    return int(row[0] or 0), int(row[1] or 0)
+def candidate_outcomes(db: Session, rollout_id: int, *, window_s: float, now: float) -> tuple[int, int]:
+    """Return (outcomes, errors) of the rollout's live candidate calls in the kill switch's buckets of the window."""
+    since = math.floor((now - window_s) / bucket_width(window_s)) * bucket_width(window_s)
+    row = db.execute(text(WINDOW_SQL), {"rollout_id": rollout_id, "since": since}).one()
+    return int(row[0]), int(row[1])
 
 
 def decisions_of(db: Session, session_id: str) -> list[Decision]:
