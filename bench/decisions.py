@@ -77,9 +77,24 @@ def _prepare(url: str, sessions_needed: int) -> tuple[str, str, list[str]]:
     return url, token, ids
 
 
-def _serve(app: str, port: int, args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = gunicorn_command(bind=f"127.0.0.1:{port}", workers=args.workers, threads=args.threads, timeout=30,
-                               app=app)
+SERVERS = ("gunicorn sync", "gunicorn gthread", "granian")  # `--servers`: the WSGI servers compared
+
+
+def _command(app: str, port: int, args: argparse.Namespace, server: str) -> list[str]:
+    """Return the command line serving `app` with one of SERVERS (`gatekeeper serve`'s for gunicorn)."""
+    if server == "granian":
+        target, factory = (app[:-2], ["--factory"]) if app.endswith("()") else (app, [])
+        return [sys.executable, "-m", "granian", target, *factory, "--interface", "wsgi", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", str(args.workers), "--blocking-threads", str(args.threads),
+                "--runtime-mode", "st", "--no-access-log", "--log-level", "warning"]
+    threads = 4 if server == "gunicorn gthread" else args.threads
+    return gunicorn_command(bind=f"127.0.0.1:{port}", workers=args.workers, threads=threads, timeout=30, app=app)
+
+
+def _serve(app: str, port: int, args: argparse.Namespace, env: dict[str, str],
+           server: str = "gunicorn sync") -> subprocess.Popen[bytes]:
+    command = _command(app, port, args, server) if args.servers else gunicorn_command(
+        bind=f"127.0.0.1:{port}", workers=args.workers, threads=args.threads, timeout=30, app=app)
     process = subprocess.Popen(command, env=env, cwd=Path(__file__).parent, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -219,8 +234,12 @@ def main() -> None:
                         help="also serve Gatekeeper without the decision and with only its bare SQL (ceilings.py)")
     parser.add_argument("--pairs", action="store_true", help="also serve Gatekeeper for decision+outcome pairs")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--servers", action="store_true",
+                        help="serve the floor and Gatekeeper under each of: " + ", ".join(SERVERS))
     args = parser.parse_args()
     apps = {**APPS, **(BREAKDOWN if args.breakdown else {}), **(PAIRS if args.pairs else {})}
+    if args.servers:  # names "floor@granian", "gatekeeper@granian", ...; the plain names stay gunicorn sync
+        apps = {**apps, **{f"{name}@{server}": APPS[name] for server in SERVERS[1:] for name in APPS}}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         url, args.db_pid = f"sqlite:///{folder / 'bench.db'}", None
@@ -240,7 +259,7 @@ def main() -> None:
         servers: dict[str, subprocess.Popen[bytes]] = {}
         try:
             for name, app in apps.items():
-                servers[name] = _serve(app, ports[name], args, env)
+                servers[name] = _serve(app, ports[name], args, env, name.partition("@")[2] or "gunicorn sync")
             rounds = _rounds(ports, servers, bodies, token, args)
         finally:
             for server in servers.values():
@@ -259,9 +278,9 @@ def _rounds(ports: dict[str, int], servers: dict[str, subprocess.Popen[bytes]], 
     for _ in range(args.rounds):
         found = {}
         for name, port in ports.items():
-            before = _histogram(port) if name == "gatekeeper" else {}
+            before = _histogram(port) if name.startswith("gatekeeper") else {}
             found[name] = _load(port, next(fresh), token, args, servers[name], pairs=name in PAIRS)
-            if name == "gatekeeper":
+            if name.startswith("gatekeeper"):
                 after = _histogram(port)
                 found[name]["server_p50_ms"] = quantile(before, after, 0.50) * 1000
                 found[name]["server_p99_ms"] = quantile(before, after, 0.99) * 1000
@@ -314,10 +333,28 @@ def _report(rounds: list[dict[str, dict[str, float]]], args: argparse.Namespace)
         alone = statistics.median(r["gatekeeper"]["rps"] for r in rounds)
         print(f"median decision+outcome pairs/s: {pairs:.0f} against {alone:.0f} decisions/s alone "
               f"(worker CPU per pair {statistics.median(r['pairs']['cpu_us'] for r in rounds):.0f} us)")
+    if args.servers:
+        _report_servers(rounds)
     if args.db_pid is not None:
         print(f"median Postgres CPU per decision: "
               f"{statistics.median(r['gatekeeper']['db_cpu_us'] for r in rounds):.0f} us")
     print(f"median server-side p99 (histogram): {p99:.3f} ms (target < 1 ms: {'met' if p99 < 1 else 'NOT met'})")
+
+
+def _report_servers(rounds: list[dict[str, dict[str, float]]]) -> None:
+    """Print the floor and Gatekeeper under each WSGI server, and whether one beats gunicorn sync clearly."""
+    base = statistics.median(r["gatekeeper"]["rps"] for r in rounds)
+    base_p99 = statistics.median(r["gatekeeper"]["server_p99_ms"] for r in rounds)
+    for server in SERVERS:
+        suffix = "" if server == SERVERS[0] else f"@{server}"
+        floor_, gk = (statistics.median(r[name + suffix]["rps"] for r in rounds) for name in APPS)
+        cpu = statistics.median(r["gatekeeper" + suffix]["cpu_us"] for r in rounds)
+        p99 = statistics.median(r["gatekeeper" + suffix]["server_p99_ms"] for r in rounds)
+        client_p99 = statistics.median(r["gatekeeper" + suffix]["p99_ms"] for r in rounds)
+        clear = gk >= 1.3 * base and p99 <= base_p99
+        print(f"{server:17}: floor {floor_:6.0f}/s  gatekeeper {gk:6.0f}/s ({gk / base:.2f}x sync)  "
+              f"server p99 {p99:.2f} ms  client p99 {client_p99:.1f} ms  worker CPU {cpu:.0f} us"
+              + ("  <- clear gain (>= 1.3x at equal or better p99)" if clear and suffix else ""))
 
 
 if __name__ == "__main__":
