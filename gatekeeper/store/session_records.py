@@ -1,4 +1,6 @@
-"""Sessions, outcomes and approvals off the decision path, through the ORM. Nothing here commits."""
+"""Sessions, approvals and the kill switch's window off the decision path, through the ORM. Nothing here commits.
+
+Outcome reports are settled on the hot path (store/outcome_statements.py)."""
 
 from __future__ import annotations
 
@@ -27,23 +29,6 @@ def get_decision(db: Session, decision_id: str) -> Decision:
     if row is None:
         raise NotFound(f"no decision {decision_id!r}", field="decision_id")
     return row
-
-
-def record_outcome(db: Session, decision_id: str, *, status: str, actual_micros: int,
-                   latency_ms: float | None, overrun_micros: int | None, now: float) -> bool:
-    """Store a decision's outcome (and its overrun, if any) once; False when it already had one."""
-    changed = db.execute(
-        update(Decision).where(col(Decision.id) == decision_id, col(Decision.outcome_status).is_(None))
-        .values(outcome_status=status, actual_cost_micros=actual_micros, latency_ms=latency_ms, outcome_at=now,
-                overrun_micros=overrun_micros))
-    return int(changed.rowcount) == 1  # type: ignore[attr-defined]
-
-
-def settle(db: Session, session_id: str, *, delta_micros: int) -> None:
-    """Replace a reservation's estimate by the actual cost: add the difference to the spend."""
-    if delta_micros:
-        db.execute(update(AgentSession).where(col(AgentSession.id) == session_id)
-                        .values(spend_micros=AgentSession.spend_micros + delta_micros))
 
 
 def end_session(db: Session, session_id: str, *, status: str, passed: bool | None, now: float) -> bool:
