@@ -127,7 +127,7 @@ _INSERT_APPROVAL = """INSERT INTO approvals (id, agent_id, session_id, rollout_i
 
 def insert_approval(tx: Tx, values: Mapping[str, Any]) -> None:
     """Open a pending approval (keys: the columns of `_INSERT_APPROVAL`)."""
-    tx.run(_INSERT_APPROVAL, values)
+    tx.send(_INSERT_APPROVAL, values)
 
 
 _DECISION_COLUMNS = ("id, session_id, agent_id, rollout_id, version, arm, stage, tool, tool_class, cost_micros,"
@@ -142,7 +142,7 @@ _INSERT_FULL_DECISION = (f"INSERT INTO decisions ({_DECISION_COLUMNS}, {_RETRY_C
 
 def insert_decision(tx: Tx, values: Mapping[str, Any]) -> None:
     """Record one verdict (keys: `_DECISION_COLUMNS`, and all of `_RETRY_COLUMNS` or none)."""
-    tx.run(_INSERT_FULL_DECISION if "request_id" in values else _INSERT_DECISION, values)
+    tx.send(_INSERT_FULL_DECISION if "request_id" in values else _INSERT_DECISION, values)
 
 
 class FirstAnswer(NamedTuple):

@@ -76,7 +76,7 @@ def record_outcome(tx: Tx, decision_id: str, *, status: str, actual_micros: int,
 def settle(tx: Tx, session_id: str, *, delta_micros: int) -> None:
     """Replace a reservation's estimate by the actual cost: add the difference to the spend."""
     if delta_micros:
-        tx.run("UPDATE sessions SET spend_micros = spend_micros + :delta WHERE id = :id",
+        tx.send("UPDATE sessions SET spend_micros = spend_micros + :delta WHERE id = :id",
                {"id": session_id, "delta": delta_micros})
 
 
@@ -112,7 +112,7 @@ def count_outcome(tx: Tx, rollout_id: int, *, error: bool, window_s: float, now:
     """Count one live candidate outcome in its bucket; return (outcomes, errors) over the window ending now."""
     width = bucket_width(window_s)
     index = math.floor(now / width)
-    tx.run(_COUNT, {"rollout_id": rollout_id, "slot": index % SLOTS, "start": index * width, "error": int(error)})
+    tx.send(_COUNT, {"rollout_id": rollout_id, "slot": index % SLOTS, "start": index * width, "error": int(error)})
     return window_counts(tx, rollout_id, window_s=window_s, now=now)
 
 
