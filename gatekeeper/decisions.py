@@ -2,8 +2,12 @@
 
 `decide` is the hot path: it runs on the raw connection of gatekeeper.store.hot_path, one
 transaction (`tx`) that loads the session's facts, asks the pure core (core/verdicts.py) for the
-verdict, makes the one atomic reservation and records the decision. `report_outcome` uses the
-ORM unit of work (`db`). Both return plain results the API adapter renders and counts.
+verdict, makes the one atomic reservation and records the decision. `report_outcome` is one short
+transaction on the same connection: it settles the decision and the session's spend and counts a
+live candidate outcome in the kill switch's buckets (store/outcome_statements.py); only a report
+that crosses the threshold goes on to the ORM unit of work (`db`) to trip it (kill_switch.py).
+Both return plain results the API adapter renders and counts. Both take `mark=`, the token
+revocation mark the caller was authenticated at, and check it in their transaction (api/auth.py).
 """
 
 from __future__ import annotations
@@ -12,23 +16,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlmodel import Session
-
 from gatekeeper import kill_switch
 from gatekeeper.core import chaos
 from gatekeeper.core.arguments import Bound, bind, digest
 from gatekeeper.core.budgets import cap_reason, remaining, to_dollars
 from gatekeeper.core.chaos import Injection
+from gatekeeper.core.kill_rule import trips
 from gatekeeper.core.policy import Caps, Policy
 from gatekeeper.core.sequence import relevant_tools
 from gatekeeper.core.verdicts import Call, Verdict, after_reservation, effective_stage, judge, message
+from gatekeeper.core.vocabulary import LIVE_STATES
 from gatekeeper.errors import BadRequest, Conflict
 from gatekeeper.services import Services
 from gatekeeper.sessions import Labels, check_scope, new_id
-from gatekeeper.store import decision_statements, rollout_records, session_records
+from gatekeeper.store import decision_statements, outcome_statements, rollout_records
 from gatekeeper.store.decision_statements import FirstAnswer, SessionFacts
 from gatekeeper.store.hot_path import Tx
-from gatekeeper.store.models import Agent, AgentSession, Decision
+from gatekeeper.store.outcome_statements import OutcomeFacts
+from gatekeeper.token_cache import check_mark
 
 # -- decide -----------------------------------------------------------------------------------
 
@@ -64,11 +69,12 @@ class Decided(NamedTuple):
     chaos: Injection | None = None  # a candidate's twin session's allowed call: what to inject (core/chaos.py)
 
 
-def decide(svc: Services, ask: Ask, *, scope: str | None, now: float) -> Decided:
+def decide(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int | None = None) -> Decided:
     """Return the verdict on one tool call, reserving its call and cost atomically when it may run."""
     try:
         with svc.hot.transaction() as tx:
             facts = decision_statements.load_session(tx, ask.session_id)
+            check_mark(mark, facts.mark)
             check_scope(facts.agent, scope)
             policy = svc.policies.get(facts.policy).policy
             first = (decision_statements.first_answer(tx, facts.id, ask.request_id)
@@ -220,53 +226,81 @@ def _open_approval(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, bound:
 # -- outcome ----------------------------------------------------------------------------------
 
 
+class Settled(NamedTuple):
+    """A decision's outcome as stored (a tuple: built per report)."""
+
+    id: str
+    tool_class: str
+    outcome_status: str
+    actual_cost_micros: int
+    latency_ms: float | None
+    overrun_micros: int | None
+
+
 @dataclass(frozen=True)
 class Reported:
     """A settled outcome; `first` is False for an idempotent repeat. `decision.overrun_micros` is set when
     the actual cost exceeded the reservation."""
 
-    decision: Decision
+    decision: Settled
     first: bool
     kill_switch_tripped: bool
     labels: Labels
 
 
 def report_outcome(svc: Services, decision_id: str, *, scope: str | None, status: str,
-                   actual_micros: int | None, latency_ms: float | None, now: float) -> Reported:
+                   actual_micros: int | None, latency_ms: float | None, now: float,
+                   mark: int | None = None) -> Reported:
     """Settle an allowed call's reservation with its actual cost; trip the kill switch if it crosses."""
-    with svc.db.transaction() as db:
-        decision = session_records.get_decision(db, decision_id)
-        row = session_records.get_session(db, decision.session_id)
-        agent = rollout_records.agent_by_id(db, row.agent_id)
-        check_scope(agent.name, scope)
-        actual = decision.cost_micros if actual_micros is None else actual_micros
-        labels = Labels(agent.name, decision.version, decision.arm, decision.stage or "none")
-        if decision.outcome_status is not None:
-            return _repeat(decision, status=status, actual=actual, latency_ms=latency_ms, labels=labels)
-        if decision.verdict != "allow":
-            raise Conflict(f"the call was not allowed ({decision.verdict}); there is no outcome to report",
+    with svc.hot.transaction() as tx:
+        facts = outcome_statements.load_decision(tx, decision_id)
+        check_mark(mark, facts.mark)
+        check_scope(facts.agent, scope)
+        actual = facts.cost_micros if actual_micros is None else actual_micros
+        labels = Labels(facts.agent, facts.version, facts.arm, facts.stage or "none")
+        if facts.outcome_status is not None:
+            return _repeat(facts, status=status, actual=actual, latency_ms=latency_ms, labels=labels)
+        if facts.verdict != "allow":
+            raise Conflict(f"the call was not allowed ({facts.verdict}); there is no outcome to report",
                            field="decision_id")
-        overrun = actual - decision.cost_micros if actual > decision.cost_micros else None
-        if not session_records.record_outcome(db, decision_id, status=status, actual_micros=actual,
-                                    latency_ms=latency_ms, overrun_micros=overrun, now=now):
-            db.refresh(decision)
-            return _repeat(decision, status=status, actual=actual, latency_ms=latency_ms, labels=labels)
+        overrun = actual - facts.cost_micros if actual > facts.cost_micros else None
+        if not outcome_statements.record_outcome(tx, decision_id, status=status, actual_micros=actual,
+                                                 latency_ms=latency_ms, overrun_micros=overrun, now=now):
+            # A concurrent report of the same decision committed first (Postgres): compare with it.
+            return _repeat(outcome_statements.load_decision(tx, decision_id), status=status, actual=actual,
+                           latency_ms=latency_ms, labels=labels)
         # The spend takes the actual cost even past the cap: an overrun is recorded, never absorbed (SPEC §2).
-        session_records.settle(db, row.id, delta_micros=actual - decision.cost_micros)
-        tripped = _after_outcome(svc, db, agent, row, decision, now=now)
-        db.refresh(decision)
-        return Reported(decision, True, tripped, labels)
+        outcome_statements.settle(tx, facts.session_id, delta_micros=actual - facts.cost_micros)
+        crossed = _count(svc, tx, facts, error=status == "error", now=now)
+    tripped = crossed and _trip(svc, facts, now=now)
+    return Reported(Settled(decision_id, facts.tool_class, status, actual, latency_ms, overrun), True, tripped,
+                    labels)
 
 
-def _repeat(decision: Decision, *, status: str, actual: int, latency_ms: float | None, labels: Labels) -> Reported:
-    same = (decision.outcome_status, decision.actual_cost_micros, decision.latency_ms) == (status, actual, latency_ms)
+def _repeat(facts: OutcomeFacts, *, status: str, actual: int, latency_ms: float | None,
+            labels: Labels) -> Reported:
+    same = (facts.outcome_status, facts.actual_cost_micros, facts.latency_ms) == (status, actual, latency_ms)
     if not same:
-        raise Conflict(f"decision {decision.id} already has a different outcome", field="status")
-    return Reported(decision, False, False, labels)
+        raise Conflict(f"decision {facts.id} already has a different outcome", field="status")
+    settled = Settled(facts.id, facts.tool_class, status, actual, latency_ms, facts.overrun_micros)
+    return Reported(settled, False, False, labels)
 
 
-def _after_outcome(svc: Services, db: Session, agent: Agent, row: AgentSession, decision: Decision, *,
-                   now: float) -> bool:
-    if row.arm != "candidate" or decision.stage == "twin" or decision.rollout_id is None:
+def _count(svc: Services, tx: Tx, facts: OutcomeFacts, *, error: bool, now: float) -> bool:
+    """Count a live candidate outcome for the kill switch; return whether the window now crosses its threshold."""
+    if facts.arm != "candidate" or facts.stage == "twin" or facts.rollout_id is None:
         return False
-    return kill_switch.check(db, svc.policies.get(agent.policy), agent, decision.rollout_id, now=now)
+    policy = svc.policies.get(facts.policy).policy.kill_switch
+    outcome_statements.lock_rollout(tx, facts.rollout_id)
+    calls, errors = outcome_statements.count_outcome(tx, facts.rollout_id, error=error, window_s=policy.window_s,
+                                                     now=now)
+    return (facts.rollout_id == facts.agent_rollout_id and facts.rollout_state in LIVE_STATES
+            and trips(policy, calls=calls, errors=errors))
+
+
+def _trip(svc: Services, facts: OutcomeFacts, *, now: float) -> bool:
+    """Trip the kill switch in a transaction of its own; False when another report tripped it first."""
+    assert facts.rollout_id is not None  # only a counted outcome crosses
+    with svc.db.transaction() as db:
+        agent = rollout_records.agent_by_id(db, facts.agent_id)
+        return kill_switch.check(db, svc.policies.get(agent.policy), agent, facts.rollout_id, now=now)

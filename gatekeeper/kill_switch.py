@@ -1,12 +1,14 @@
 """The kill switch in the decision path: reacts to the outcome report that crosses the threshold.
 
-Each outcome report of a live candidate call counts the rollout's candidate outcomes over the
-policy's window from the database, so every worker and replica sees the same numbers. When
-they cross, the rollout is killed (and reverted per the policy) in the report's own
-transaction: one durable change with an audit entry carrying the measured rate. Candidate
+Each outcome report of a live candidate call adds itself to the rollout's time buckets in the
+database (store/outcome_statements.py) and sums the buckets inside the policy's window, so every
+worker and replica sees the same numbers. When they cross, `check` runs right after the report
+commits: it locks the rollout, sums the buckets again and kills the rollout (reverted per the
+policy): one durable change with an audit entry carrying the measured rate. Should the process
+die between the two, the next report that still crosses trips it. Candidate
 decisions are then denied with reason `kill_switch`, because they read the rollout's state.
-The rollout row is locked first (Postgres), so concurrent reports are counted one at a time
-and exactly one of them trips it.
+The rollout row is locked first (Postgres; SQLite's BEGIN IMMEDIATE serialises anyway), so of
+concurrent reports that cross, exactly one trips it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from gatekeeper import rollouts
-from gatekeeper.core.kill_rule import trips, window_start
+from gatekeeper.core.kill_rule import trips
 from gatekeeper.core.vocabulary import LIVE_STATES
 from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.store import rollout_records, session_records
@@ -27,7 +29,7 @@ def check(db: Session, loaded: LoadedPolicy, agent: Agent, rollout_id: int, *, n
     if rollout is None or rollout.id != agent.rollout_id or rollout.state not in LIVE_STATES:
         return False
     policy = loaded.policy.kill_switch
-    calls, errors = session_records.candidate_outcomes(db, rollout_id, since=window_start(policy, now=now))
+    calls, errors = session_records.candidate_outcomes(db, rollout_id, window_s=policy.window_s, now=now)
     if not trips(policy, calls=calls, errors=errors):
         return False
     rate = errors / calls

@@ -4,7 +4,10 @@ A token's role decides what it may call: `viewer` reads, `release_manager` reads
 `agent` calls the runtime routes of its own agent only, `alertmanager` posts alerts.
 Lookups are cached per process because every tool-call decision authenticates. Each request
 first reads the revocation mark (store/tokens.py): when it moved, the cache is dropped, so a
-revoked token is refused on the very next request in every worker. Unknown tokens are
+revoked token is refused on the very next request in every worker. Decisions and outcome
+reports read the mark inside their own transaction instead (`authenticate_deferred`): a cached
+caller is taken as is, and when the transaction finds the mark moved it rolls back and the
+request is authenticated again, so the check costs no statement of its own. Unknown tokens are
 remembered for `token_cache.CACHE_SECONDS` only, so a token created meanwhile works at once.
 """
 
@@ -53,6 +56,17 @@ def authenticate(header: str | None, *, roles: tuple[str, ...]) -> Caller:
     if caller.role not in roles:
         raise Forbidden(f"role {caller.role} may not do this; needs {' or '.join(roles)}")
     return caller
+
+
+def authenticate_deferred(header: str | None, *, roles: tuple[str, ...]) -> tuple[Caller, int | None]:
+    """Return a cached caller and the mark its transaction must find, or authenticate now (mark None)."""
+    token = bearer_token(header)
+    cache = services().tokens
+    expected = cache.seen_mark  # read first: a mark moved meanwhile is found by the transaction
+    found, cached = cache.peek(token, time.monotonic())
+    if found and isinstance(cached, Caller) and cached.role in roles:
+        return cached, expected
+    return authenticate(header, roles=roles), None  # refusals and misses read the mark now
 
 
 def bearer_token(header: str | None) -> str:

@@ -23,9 +23,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from gatekeeper.api.auth import Caller, authenticate
+from gatekeeper.api.auth import Caller, authenticate, authenticate_deferred
 from gatekeeper.api.fields import NO_NUL
 from gatekeeper.errors import BadRequest, PayloadTooLarge
+from gatekeeper.token_cache import MarkMoved
 
 JSON = "application/json"
 
@@ -46,8 +47,12 @@ class EndpointSpec:
 def endpoint(bp: Blueprint, rule: str, *, methods: Sequence[str], roles: Sequence[str],
              body: type[BaseModel] | None = None, response: Any = None,
              query: type[BaseModel] | None = None, status: int = 200, media_type: str = JSON,
-             observe: Callable[[float], None] | None = None) -> Callable[..., Any]:
-    """Register a JSON route with validated body/query, bearer auth and a documented response."""
+             observe: Callable[[float], None] | None = None, mark_in_tx: bool = False) -> Callable[..., Any]:
+    """Register a JSON route with validated body/query, bearer auth and a documented response.
+
+    `mark_in_tx`: the view takes `mark=` and its transaction checks the token revocation mark
+    (api/auth.py `authenticate_deferred`); when it moved, the request is authenticated again and run once more.
+    """
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         spec = EndpointSpec((view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else "",
@@ -55,12 +60,21 @@ def endpoint(bp: Blueprint, rule: str, *, methods: Sequence[str], roles: Sequenc
 
         @functools.wraps(view)
         def wrapper(**kwargs: Any) -> Any:
-            caller = authenticate(request.environ.get("HTTP_AUTHORIZATION"), roles=spec.roles)
+            header = request.environ.get("HTTP_AUTHORIZATION")
+            if mark_in_tx:
+                caller, kwargs["mark"] = authenticate_deferred(header, roles=spec.roles)
+            else:
+                caller = authenticate(header, roles=spec.roles)
             if body is not None:
                 kwargs["body"] = parse_body(body)
             if query is not None:
                 kwargs["query"] = parse_model(query, request.args.to_dict())
-            return render(view(caller=caller, **kwargs), default_status=status)
+            try:
+                return render(view(caller=caller, **kwargs), default_status=status)
+            except MarkMoved:
+                pass  # a token was revoked since this caller was cached: check it again, then run once more
+            kwargs["mark"] = None
+            return render(view(caller=authenticate(header, roles=spec.roles), **kwargs), default_status=status)
 
         @functools.wraps(view)
         def timed(**kwargs: Any) -> Any:

@@ -79,13 +79,13 @@ def _observe_decision(seconds: float) -> None:
 
 
 @endpoint(bp, "/v1/decisions", methods=["POST"], roles=AGENTS, body=DecisionCreate, response=DecisionView,
-          observe=_observe_decision)
-def decide(*, caller: Caller, body: DecisionCreate) -> dict[str, Any]:
+          observe=_observe_decision, mark_in_tx=True)
+def decide(*, caller: Caller, body: DecisionCreate, mark: int | None) -> dict[str, Any]:
     """Decide one tool call: allow, shadow, deny or approval_required, with a reason and the budget left."""
     ask = decisions.Ask(body.session_id, body.tool, to_micros(body.cost), body.preview, body.approval_id,
                        body.arguments, body.request_id)
     svc = services()
-    done = decisions.decide(svc, ask, scope=scope(caller), now=svc.clock())
+    done = decisions.decide(svc, ask, scope=scope(caller), now=svc.clock(), mark=mark)
     verdict = done.verdict
     if not done.replayed:  # a retry's answer was counted when it was first given
         metrics().count_decision(*done.labels, verdict.verdict, verdict.reason)
@@ -101,12 +101,13 @@ def decide(*, caller: Caller, body: DecisionCreate) -> dict[str, Any]:
 
 
 @endpoint(bp, "/v1/decisions/<decision_id>/outcome", methods=["POST"], roles=AGENTS, body=OutcomeCreate,
-          response=OutcomeView)
-def report_outcome(decision_id: str, *, caller: Caller, body: OutcomeCreate) -> OutcomeView:
+          response=OutcomeView, mark_in_tx=True)
+def report_outcome(decision_id: str, *, caller: Caller, body: OutcomeCreate, mark: int | None) -> OutcomeView:
     """Settle an allowed call with its actual cost; idempotent for the same body, 409 for another."""
     actual = None if body.actual_cost is None else to_micros(body.actual_cost)
     done = decisions.report_outcome(services(), decision_id, scope=scope(caller), status=body.status,
-                                   actual_micros=actual, latency_ms=body.latency_ms, now=services().clock())
+                                   actual_micros=actual, latency_ms=body.latency_ms, now=services().clock(),
+                                   mark=mark)
     decision, labels = done.decision, done.labels
     if done.first:
         metrics().tool_calls.labels(labels.agent, labels.version, labels.arm, decision.tool_class,

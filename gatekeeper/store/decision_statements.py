@@ -33,11 +33,12 @@ class SessionFacts(NamedTuple):
     rollout_stage: str | None
     rollout_state: str | None
     seed: str  # the chaos seed of a twin session (core/chaos.py); the session id when none was given
+    mark: int | None  # the token revocation mark, read in the same statement (api/auth.py)
 
 
 _LOAD = """SELECT :id, s.agent_id, a.name, a.policy, s.rollout_id, s.version, s.arm, s.environment,
  s.mirror_of IS NOT NULL, s.status, s.cap_tool_calls, s.cap_spend_micros, s.tool_calls, s.spend_micros,
- r.stage, r.state, COALESCE(s.seed, s.id)
+ r.stage, r.state, COALESCE(s.seed, s.id), (SELECT max(id) FROM token_revocations)
  FROM sessions s JOIN agents a ON a.id = s.agent_id LEFT JOIN rollouts r ON r.id = s.rollout_id
  WHERE s.id = :id"""
 
@@ -127,7 +128,7 @@ _INSERT_APPROVAL = """INSERT INTO approvals (id, agent_id, session_id, rollout_i
 
 def insert_approval(tx: Tx, values: Mapping[str, Any]) -> None:
     """Open a pending approval (keys: the columns of `_INSERT_APPROVAL`)."""
-    tx.run(_INSERT_APPROVAL, values)
+    tx.send(_INSERT_APPROVAL, values)
 
 
 _DECISION_COLUMNS = ("id, session_id, agent_id, rollout_id, version, arm, stage, tool, tool_class, cost_micros,"
@@ -142,7 +143,7 @@ _INSERT_FULL_DECISION = (f"INSERT INTO decisions ({_DECISION_COLUMNS}, {_RETRY_C
 
 def insert_decision(tx: Tx, values: Mapping[str, Any]) -> None:
     """Record one verdict (keys: `_DECISION_COLUMNS`, and all of `_RETRY_COLUMNS` or none)."""
-    tx.run(_INSERT_FULL_DECISION if "request_id" in values else _INSERT_DECISION, values)
+    tx.send(_INSERT_FULL_DECISION if "request_id" in values else _INSERT_DECISION, values)
 
 
 class FirstAnswer(NamedTuple):

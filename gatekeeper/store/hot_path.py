@@ -15,6 +15,7 @@ Everything off the decision path uses the ORM `Session`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -33,11 +34,17 @@ YIELD_FOR_S = 0.001  # wait for the write lock by yielding the CPU this long, th
 
 
 class Tx:
-    """One hot-path transaction: statements with `:name` parameters on a raw cursor."""
+    """One hot-path transaction: statements with `:name` parameters on a raw cursor.
 
-    def __init__(self, cursor: Any, *, postgres: bool) -> None:
+    On Postgres the transaction runs in psycopg's pipeline mode: `send` queues a statement whose
+    answer nobody waits for, and it travels with the next statement that needs one (or with COMMIT),
+    so BEGIN rides with the first read and a decision's insert with its COMMIT: fewer round trips.
+    """
+
+    def __init__(self, cursor: Any, *, postgres: bool, pipeline: Any = None) -> None:
         self.cursor = cursor
         self.postgres = postgres
+        self.pipeline = pipeline
 
     def one(self, sql: str, params: Mapping[str, Any]) -> Any:
         """Run a statement and return its first row, or None."""
@@ -52,7 +59,13 @@ class Tx:
     def run(self, sql: str, params: Mapping[str, Any]) -> int:
         """Run a statement and return the number of rows it changed."""
         self.cursor.execute(_dialect(sql, self.postgres), params)
+        if self.pipeline is not None:
+            self.pipeline.sync()  # the row count is in the answer: wait for it
         return int(self.cursor.rowcount)
+
+    def send(self, sql: str, params: Mapping[str, Any]) -> None:
+        """Run a statement whose answer is not needed now (Postgres: queued until the next round trip)."""
+        self.cursor.execute(_dialect(sql, self.postgres), params)
 
 
 _PARAM = re.compile(r"(?<!:):(\w+)")
@@ -123,6 +136,8 @@ class Transaction:
     def __init__(self, hot: HotPath) -> None:
         self.hot = hot
         self.connection, self.cursor = hot._opened()
+        self.pipeline: Any = None  # psycopg's Pipeline (Postgres), and the context that made it
+        self._pipelined: Any = None
 
     def __enter__(self) -> Tx:
         try:
@@ -130,20 +145,31 @@ class Transaction:
         except BaseException as exc:
             self.__exit__(type(exc), exc, None)
             raise
-        return Tx(self.cursor, postgres=self.hot.postgres)
+        return Tx(self.cursor, postgres=self.hot.postgres, pipeline=self.pipeline)
 
     def __exit__(self, _kind: Any, exc: BaseException | None, _tb: Any) -> None:
         if exc is not None:
             self._abandon(exc)
             return  # the exception goes on
         try:
-            self.connection.commit() if self.hot.postgres else self.cursor.execute("COMMIT")
+            if self.hot.postgres:
+                self.connection.commit()
+                self._leave_pipeline()
+            else:
+                self.cursor.execute("COMMIT")
         except BaseException as failed:
             self._abandon(failed)
             raise
 
+    def _leave_pipeline(self) -> None:
+        pipelined, self._pipelined, self.pipeline = self._pipelined, None, None
+        if pipelined is not None:
+            pipelined.__exit__(None, None, None)
+
     def _abandon(self, exc: BaseException) -> None:
         """Roll back; a lost Postgres connection is dropped and reported as Unavailable."""
+        with contextlib.suppress(Exception):  # an aborted pipeline raises its error again: the first one counts
+            self._leave_pipeline()
         self._rollback()
         if _is_outage(exc):
             self.hot.forget()
@@ -151,7 +177,10 @@ class Transaction:
 
     def _begin(self) -> None:
         if self.hot.postgres:
-            return  # psycopg opens the transaction with the first statement
+            # psycopg opens the transaction with the first statement, in the same round trip.
+            self._pipelined = self.connection.pipeline()
+            self.pipeline = self._pipelined.__enter__()
+            return
         started = time.monotonic()
         while True:
             try:

@@ -205,6 +205,17 @@ class Decision(SQLModel, table=True):
     overrun_micros: int | None = micros(nullable=True)  # actual cost above the reservation (SPEC §2), if any
 
 
+class KillSwitchCount(SQLModel, table=True):
+    """One time bucket of a rollout's live candidate outcomes, in a ring of 64 slots (store/outcome_statements.py)."""
+
+    __tablename__ = "kill_switch_counts"
+    rollout_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    slot: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    bucket_start: int = Field(sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), nullable=False))
+    calls: int
+    errors: int
+
+
 class Approval(SQLModel, table=True):
     __tablename__ = "approvals"
     id: str = Field(primary_key=True, max_length=40)

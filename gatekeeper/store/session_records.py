@@ -1,14 +1,18 @@
-"""Sessions, outcomes and approvals off the decision path, through the ORM. Nothing here commits."""
+"""Sessions, approvals and the kill switch's window off the decision path, through the ORM. Nothing here commits.
+
+Outcome reports are settled on the hot path (store/outcome_statements.py)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from sqlalchemy import case, or_
-from sqlmodel import Session, col, func, select, update
+from sqlalchemy import or_, text
+from sqlmodel import Session, col, select, update
 
 from gatekeeper.errors import NotFound
 from gatekeeper.store.models import AgentSession, Approval, Decision
+from gatekeeper.store.outcome_statements import WINDOW_SQL, bucket_width
 
 
 def get_session(db: Session, session_id: str) -> AgentSession:
@@ -27,23 +31,6 @@ def get_decision(db: Session, decision_id: str) -> Decision:
     return row
 
 
-def record_outcome(db: Session, decision_id: str, *, status: str, actual_micros: int,
-                   latency_ms: float | None, overrun_micros: int | None, now: float) -> bool:
-    """Store a decision's outcome (and its overrun, if any) once; False when it already had one."""
-    changed = db.execute(
-        update(Decision).where(col(Decision.id) == decision_id, col(Decision.outcome_status).is_(None))
-        .values(outcome_status=status, actual_cost_micros=actual_micros, latency_ms=latency_ms, outcome_at=now,
-                overrun_micros=overrun_micros))
-    return int(changed.rowcount) == 1  # type: ignore[attr-defined]
-
-
-def settle(db: Session, session_id: str, *, delta_micros: int) -> None:
-    """Replace a reservation's estimate by the actual cost: add the difference to the spend."""
-    if delta_micros:
-        db.execute(update(AgentSession).where(col(AgentSession.id) == session_id)
-                        .values(spend_micros=AgentSession.spend_micros + delta_micros))
-
-
 def end_session(db: Session, session_id: str, *, status: str, passed: bool | None, now: float) -> bool:
     """Close an open session; False when it was already closed."""
     changed = db.execute(
@@ -52,13 +39,11 @@ def end_session(db: Session, session_id: str, *, status: str, passed: bool | Non
     return int(changed.rowcount) == 1  # type: ignore[attr-defined]
 
 
-def candidate_outcomes(db: Session, rollout_id: int, *, since: float) -> tuple[int, int]:
-    """Return (outcomes, errors) of the rollout's live candidate calls reported since `since`."""
-    errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
-    row = db.exec(select(func.count(), errors).where(
-        Decision.rollout_id == rollout_id, Decision.arm == "candidate", col(Decision.outcome_at) >= since,
-        col(Decision.stage) != "twin")).one()
-    return int(row[0] or 0), int(row[1] or 0)
+def candidate_outcomes(db: Session, rollout_id: int, *, window_s: float, now: float) -> tuple[int, int]:
+    """Return (outcomes, errors) of the rollout's live candidate calls in the kill switch's buckets of the window."""
+    since = math.floor((now - window_s) / bucket_width(window_s)) * bucket_width(window_s)
+    row = db.execute(text(WINDOW_SQL), {"rollout_id": rollout_id, "since": since}).one()
+    return int(row[0]), int(row[1])
 
 
 def decisions_of(db: Session, session_id: str) -> list[Decision]:
