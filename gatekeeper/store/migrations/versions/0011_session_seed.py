@@ -5,7 +5,7 @@ repeated with the same seed meets the same failures. Sessions started before thi
 decision path then uses the session id.
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0009
 """
 
 from __future__ import annotations
