@@ -31,7 +31,16 @@ from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.prometheus_source import PrometheusSource
 from gatekeeper.store import arm_traffic, tier_traffic
 from gatekeeper.store.db import Database
-from gatekeeper.tier_signals import Key, MetricsSource, SignalBatch, SignalRequest, by_window, percentile, short_error
+from gatekeeper.tier_signals import (
+    Key,
+    MetricsSource,
+    SignalBatch,
+    SignalRequest,
+    by_window,
+    known,
+    percentile,
+    short_error,
+)
 
 
 def build_source(settings: Settings, db: Database) -> MetricsSource:
@@ -93,11 +102,11 @@ class BuiltinSource:
             count, spend = sessions.get(request.rollout_id, (0, 0))
             calls, errors, overruns = outcomes.get(request.rollout_id, (0, 0, 0))
             notes = {q.name: self.PROMQL_NOTE for q in request.queries}
-            out[request.key] = TierSignals(
+            out[request.key] = known(TierSignals(
                 sessions=float(count), tool_calls=float(calls), errors=float(errors),
                 p95_latency_s=percentile(latencies.get(request.rollout_id, []), 0.95),
                 spend_dollars=spend / 1_000_000, overruns=float(overruns),
-                extra={q.name: None for q in request.queries}, notes=notes)
+                extra={q.name: None for q in request.queries}, notes=notes))
         return out
 
 
@@ -141,4 +150,4 @@ class InMemorySource:
             return SignalBatch(SourceStatus(self.name, False, self._down_since, self.error), {}, 1)
         self._down_since = None
         wanted = {r.key for r in requests}
-        return SignalBatch(SourceStatus(self.name), {k: v for k, v in self.signals.items() if k in wanted}, 1)
+        return SignalBatch(SourceStatus(self.name), {k: known(v) for k, v in self.signals.items() if k in wanted}, 1)
