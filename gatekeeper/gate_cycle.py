@@ -282,6 +282,8 @@ def _write(svc: Services, chunk: Sequence[Judged], batch: SignalBatch, evidence:
             ids = [judged.item.rollout_id for judged in chunk]
             locked = evidence_records.lock_rollouts(ids, db=db)
             done = evidence_records.evaluated_windows(ids, {judged.item.window_key for judged in chunk}, db=db)
+            # Held for the transaction, so that each transition finds its policy revision without a query.
+            revisions = evidence_records.policy_revisions({judged.item.loaded.revision for judged in chunk}, db=db)
             for judged in chunk:
                 item = judged.item
                 agent, rollout = locked.get(item.rollout_id, (None, None))
@@ -297,6 +299,7 @@ def _write(svc: Services, chunk: Sequence[Judged], batch: SignalBatch, evidence:
                 outcomes.append(GateOutcome(item.agent, item.rollout_id, item.stage, item.tier, report.result,
                                             done_action, stored))
             evidence_records.insert_evaluations(rows, db=db)
+            del revisions
     finally:
         elapsed = time.perf_counter() - started
         times.write += elapsed - acting

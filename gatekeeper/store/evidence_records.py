@@ -16,7 +16,7 @@ from sqlalchemy import insert
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
-from gatekeeper.store.models import Agent, AgentSession, Decision, GateEvaluation, Rollout
+from gatekeeper.store.models import Agent, AgentSession, Decision, GateEvaluation, PolicyRevision, Rollout
 
 
 class GatedRow(NamedTuple):
@@ -73,6 +73,11 @@ def lock_rollouts(rollout_ids: Sequence[int], *, db: Session) -> dict[int, tuple
     query = (select(Agent, Rollout).join(Rollout, col(Rollout.id) == Agent.rollout_id)
              .where(col(Rollout.id).in_(list(rollout_ids))).order_by(col(Rollout.id)).with_for_update())
     return {rollout.id or 0: (agent, rollout) for agent, rollout in db.exec(query)}
+
+
+def policy_revisions(revisions: Iterable[str], *, db: Session) -> list[PolicyRevision]:
+    """Return these stored policy revisions: held by the caller, they stay in `db`'s identity map (no query to find)."""
+    return list(db.exec(select(PolicyRevision).where(col(PolicyRevision.revision).in_(set(revisions)))))
 
 
 def insert_evaluations(rows: Sequence[EvaluationRow], *, db: Session) -> None:

@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from gatekeeper import rollouts
+from gatekeeper import gate_cycle, rollouts
 from gatekeeper.core.gates import SourceStatus
 from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.gate_cycle import due_rollouts, evaluate_all, evaluate_one, gather
 from gatekeeper.metric_sources import BuiltinSource, InMemorySource
 from gatekeeper.services import Services
+from gatekeeper.store import evidence_records
 from gatekeeper.store.models import GateEvaluation, Rollout, Transition
 from gatekeeper.tier_signals import MetricsSource, SignalBatch
 from tests.support.gates import T0, add_session, place, rollout_of, rows
@@ -299,3 +300,56 @@ def test_a_tier_gets_one_interval_before_its_first_evaluation(services: Services
     assert evaluate_all(services, source, now=T0 + 0.5) == []
     assert [o.transition for o in evaluate_all(services, source, now=T0 + 1)] == ["promote"]
     assert evaluate_all(services, source, now=T0 + 1.5) == []  # canary 5% was entered at T0 + 1
+
+
+def test_twin_and_shadow_rollouts_batched_in_one_cycle_are_each_judged_on_their_own_evidence(
+        services: Services) -> None:
+    fresh, stale = place(services, "fresh", stage="twin"), place(services, "stale", stage="twin")
+    for rollout, snapshot_at in ((fresh, T0 - 60), (stale, T0 - 7200)):
+        for scenario, calls in [("refund-request", REFUND), ("refund-request", REFUND), ("faq", [run("search_kb")]),
+                                ("faq", [run("search_kb")])]:
+            add_session(services, rollout, environment="twin", scenario=scenario, calls=calls,
+                        twin_snapshot_at=snapshot_at)
+    shadows = {name: place(services, name, stage="shadow") for name in ("agreeing", "unseen")}
+    for _ in range(3):
+        stable = add_session(services, shadows["agreeing"], arm="stable", calls=[run("search_kb")], started_at=T0)
+        add_session(services, shadows["agreeing"], calls=[run("search_kb")], mirror_of=stable, started_at=T0)
+    outcomes = {o.agent: o for o in evaluate_all(services, InMemorySource(), now=T0 + 1)}
+    assert {name: (o.result, o.transition) for name, o in outcomes.items()} == {
+        "fresh": ("promote", "promote"), "stale": ("hold", "hold"), "agreeing": ("promote", "promote"),
+        "unseen": ("hold", "hold")}
+    assert outcomes["stale"].report["values"]["runs"] == 4 and outcomes["agreeing"].report["values"]["sessions"] == 3
+    assert outcomes["unseen"].report["values"]["sessions"] == 0
+
+
+def test_concurrent_cycles_over_many_chunks_act_once_per_rollout_and_window(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gate_cycle, "CHUNK", 2)  # five rollouts: three write transactions per cycle
+    for index in range(5):
+        place(services, f"bot{index}")
+    source = InMemorySource({(f"bot{i}", "v2"): HEALTHY for i in range(5)})
+    outcomes = evaluate_concurrently(services, source, now=T0 + 1)
+    assert sorted(o.agent for o in outcomes) == [f"bot{i}" for i in range(5)]
+    assert {o.transition for o in outcomes} == {"promote"}
+    assert sorted(e.rollout_id for e in evaluations(services)) == sorted(o.rollout_id for o in outcomes)
+    assert sorted(t.rollout_id for t in transitions(services) if t.actor == "scheduler") == sorted(
+        o.rollout_id for o in outcomes)
+
+
+def test_a_chunk_that_collides_is_rolled_back_whole_and_stored_rollout_by_rollout(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    for index in range(3):
+        place(services, f"bot{index}")
+    source = InMemorySource({(f"bot{i}", "v2"): HEALTHY for i in range(3)})
+    due = due_rollouts(services, now=T0 + 1)
+    taken = next(d for d in due if d.agent == "bot1")
+    request = taken.signal_request()
+    assert request is not None
+    assert evaluate_one(services, taken, source.tier_signals([request], now=T0 + 1), gather(services, taken),
+                        now=T0 + 1) is not None  # another scheduler got there first
+    monkeypatch.setattr(gate_cycle, "due_rollouts", lambda svc, *, now: due)  # read before it did
+    monkeypatch.setattr(evidence_records, "evaluated_windows", lambda ids, keys, *, db: set())  # and missed it
+    outcomes = evaluate_all(services, source, now=T0 + 1)
+    assert sorted(o.agent for o in outcomes) == ["bot0", "bot2"]  # bot1's window collided: it alone is left out
+    assert sorted(e.rollout_id for e in evaluations(services)) == sorted(d.rollout_id for d in due)
+    assert [ladder_position(services, f"bot{i}") for i in range(3)] == [("canary", 1, "progressing")] * 3
