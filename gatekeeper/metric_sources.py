@@ -62,6 +62,7 @@ class BuiltinSource:
     """
 
     name = "builtin"
+    CHUNK = 1000  # rollouts per query
     PROMQL_NOTE = "PromQL checks need Prometheus: set GATEKEEPER_PROMETHEUS_URL"
 
     def __init__(self, db: Database) -> None:
@@ -69,21 +70,25 @@ class BuiltinSource:
         self._down_since: float | None = None
 
     def tier_signals(self, requests: Sequence[SignalRequest], *, now: float) -> SignalBatch:
-        """Run three grouped queries per window for all requests, and three more for all comparisons."""
+        """Run three grouped queries per window for all requests, and three more for all comparisons.
+
+        Every CHUNK rollouts take three more: a query names each rollout two or three times, and
+        databases bound the parameters of one statement (SQLite: 32,766).
+        """
         queries = 0
         signals: dict[Key, TierSignals] = {}
         try:
             with self.db.reading() as db:
                 for window_s, group in by_window(requests).items():
-                    signals.update(self._window(db, group, since=_tier_starts(group, now - window_s), now=now))
-                    queries += 3
-                comparing = [r for r in requests if r.compare]
-                if comparing:
+                    for part in _chunks(group, self.CHUNK):
+                        signals.update(self._window(db, part, since=_tier_starts(part, now - window_s), now=now))
+                        queries += 3
+                for part in _chunks([r for r in requests if r.compare], self.CHUNK):
                     starts = {r.rollout_id: r.tier_started_at if r.tier_started_at is not None else now - r.window_s
-                              for r in comparing}
+                              for r in part}
                     arms = arm_traffic.arm_evidence(db, starts, now=now)
                     signals.update({r.key: replace(signals[r.key], arms=arms.get(r.rollout_id, arm_traffic.NO_ARMS))
-                                    for r in comparing})
+                                    for r in part})
                     queries += 3
         except SQLAlchemyError as exc:
             self._down_since = self._down_since if self._down_since is not None else now
@@ -110,13 +115,17 @@ class BuiltinSource:
         return out
 
 
-# -- the fake -------------------------------------------------------------------------------
+def _chunks(requests: Sequence[SignalRequest], size: int) -> list[Sequence[SignalRequest]]:
+    return [requests[start:start + size] for start in range(0, len(requests), size)]
 
 
 def _tier_starts(group: Sequence[SignalRequest], window_start: float) -> dict[int, float]:
     """Map each rollout to where its window begins: the window's start, or its tier's start if later."""
     return {r.rollout_id: max(window_start, r.tier_started_at if r.tier_started_at is not None else window_start)
             for r in group}
+
+
+# -- the fake -------------------------------------------------------------------------------
 
 
 class InMemorySource:
