@@ -7,9 +7,9 @@ sessions from the database (a few queries in one read transaction: see stage_evi
 It asks the pure gates in `core/gates.py` for each rollout's report on that evidence. Only
 then does it open write transactions, each for a chunk of at most CHUNK rollouts: lock them,
 keep those whose tier visit is unchanged and whose window is not yet evaluated (judging again
-the few whose gate counters moved meanwhile), act where a transition is due through
-`rollouts.transition`, and store every report in one insert (GateEvaluation is unique per
-rollout and window key):
+the few whose gate counters moved meanwhile), move those whose transition is due through
+`rollouts.transition_many` (`rollouts.transition` for many rollouts, with one flush), and store
+every report in one insert (GateEvaluation is unique per rollout and window key):
 
 - promote: one tier up, crossing stage boundaries; the last expansion tier completes.
 - rollback: one tier down; the rollout pauses there until a person resumes it.
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
 
 from gatekeeper import stage_evidence
 from gatekeeper.core import ladder
@@ -55,12 +54,12 @@ from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.core.tier_gate import evaluate_tier_gate
 from gatekeeper.errors import GatekeeperError, IllegalTransition, NotFound
 from gatekeeper.policy_store import LoadedPolicy
-from gatekeeper.rollouts import transition
+from gatekeeper.rollouts import Move, transition_many
 from gatekeeper.services import Services
 from gatekeeper.stage_evidence import StageEvidence, TierVisit
 from gatekeeper.store import evidence_records
 from gatekeeper.store.evidence_records import EvaluationRow, GatedRow
-from gatekeeper.store.models import Agent, Rollout
+from gatekeeper.store.models import Agent, Rollout, Transition
 from gatekeeper.tier_signals import MetricsSource, SignalBatch, SignalRequest
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ class CycleTimes:
     evidence: float = 0.0  # twin runs and mirrored sessions
     judge: float = 0.0  # the pure gates, outside any transaction
     write: float = 0.0  # the write transactions, less `act`: lock, check, insert, commit
-    act: float = 0.0  # the transitions and counter updates inside them
+    act: float = 0.0  # the transitions inside them (rollouts.transition_many)
     transactions: int = 0
     longest_write: float = 0.0  # the longest write transaction, act included: how long decisions may wait
 
@@ -275,8 +274,6 @@ def _write(svc: Services, chunk: Sequence[Judged], batch: SignalBatch, evidence:
            now: float, times: CycleTimes) -> list[GateOutcome]:
     """Lock the chunk's rollouts, act where a transition is due and insert every report, in one transaction."""
     started, acting = time.perf_counter(), 0.0
-    rows: list[EvaluationRow] = []
-    outcomes = []
     try:
         with svc.db.transaction() as db:
             ids = [judged.item.rollout_id for judged in chunk]
@@ -284,6 +281,7 @@ def _write(svc: Services, chunk: Sequence[Judged], batch: SignalBatch, evidence:
             done = evidence_records.evaluated_windows(ids, {judged.item.window_key for judged in chunk}, db=db)
             # Held for the transaction, so that each transition finds its policy revision without a query.
             revisions = evidence_records.policy_revisions({judged.item.loaded.revision for judged in chunk}, db=db)
+            judging: list[tuple[Due, Agent, GateReport, dict[str, Any], Move | None]] = []
             for judged in chunk:
                 item = judged.item
                 agent, rollout = locked.get(item.rollout_id, (None, None))
@@ -291,13 +289,19 @@ def _write(svc: Services, chunk: Sequence[Judged], batch: SignalBatch, evidence:
                         or (item.rollout_id, item.window_key) in done:
                     continue  # the tier visit the evidence is about is over, or another scheduler judged it
                 report, stored = _report_for(judged, rollout, batch, evidence, now=now)
-                before = time.perf_counter()
-                done_action = act(db, item.loaded, agent, rollout, report, now=now, metrics=stored)
-                acting += time.perf_counter() - before
-                stored = {**stored, "transition": done_action}
+                judging.append((item, agent, report, stored, plan(item.loaded, agent, rollout, report, metrics=stored)))
+            before = time.perf_counter()
+            moves = [move for *_, move in judging if move is not None]
+            moved = iter(transition_many(db, moves, actor=ACTOR, now=now) if moves else [])
+            acting += time.perf_counter() - before
+            rows: list[EvaluationRow] = []
+            outcomes = []
+            for item, agent, report, stored, move in judging:
+                taken = _taken(move, next(moved)) if move is not None else None
+                stored = {**stored, "transition": taken}
                 rows.append(_row(item, agent, report, stored))
                 outcomes.append(GateOutcome(item.agent, item.rollout_id, item.stage, item.tier, report.result,
-                                            done_action, stored))
+                                            taken, stored))
             evidence_records.insert_evaluations(rows, db=db)
             del revisions
     finally:
@@ -358,9 +362,9 @@ def gated_tiers(policy: Policy) -> int:
     return max(1, sum(tier < 100 for tier in (*policy.canary.tiers, *policy.expansion.tiers)))
 
 
-def act(db: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, report: GateReport, *,
-        now: float, metrics: Mapping[str, Any] | None = None) -> str | None:
-    """Carry out the report's decision on the rollout; return the transition taken, if any.
+def plan(loaded: LoadedPolicy, agent: Agent, rollout: Rollout, report: GateReport, *,
+         metrics: Mapping[str, Any] | None = None) -> Move | None:
+    """Update the rollout's gate counters (and a held rollout's reasons); return the transition due, if any.
 
     `metrics` is the report as a dict, when the caller has it already.
     """
@@ -375,13 +379,15 @@ def act(db: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, repor
                 and (rollout.state_reason, rollout.held_by) != (reason, owner):
             rollout.state_reason, rollout.held_by = reason, owner  # still held, for the newest reasons
         return None
-    try:
-        transition(db, loaded, agent, rollout, action, actor=ACTOR, reason=reason, now=now,
-                   metrics=metrics if metrics is not None else report.as_dict(), held_by=owner)
-    except IllegalTransition as exc:
-        log.warning("agent %s: cannot %s: %s", agent.name, action, exc.message)
+    return Move(loaded, agent, rollout, action, reason, metrics if metrics is not None else report.as_dict(), owner)
+
+
+def _taken(move: Move, entry: Transition | IllegalTransition) -> str | None:
+    """Return the action a move took, or None (logged) if the ladder refused it."""
+    if isinstance(entry, IllegalTransition):
+        log.warning("agent %s: cannot %s: %s", move.agent.name, move.action, entry.message)
         return None
-    return action
+    return move.action
 
 
 def _reason(report: GateReport) -> str:

@@ -12,11 +12,12 @@ from flask.testing import FlaskClient
 from gatekeeper import gate_cycle, rollouts
 from gatekeeper.core.gates import SourceStatus
 from gatekeeper.core.tier_gate import TierSignals
+from gatekeeper.errors import IllegalTransition
 from gatekeeper.gate_cycle import due_rollouts, evaluate_all, evaluate_one, gather
 from gatekeeper.metric_sources import BuiltinSource, InMemorySource
 from gatekeeper.services import Services
 from gatekeeper.store import evidence_records
-from gatekeeper.store.models import GateEvaluation, Rollout, Transition
+from gatekeeper.store.models import GateEvaluation, Notification, Rollout, Transition
 from gatekeeper.tier_signals import MetricsSource, SignalBatch
 from tests.support.gates import T0, add_session, place, rollout_of, rows
 
@@ -353,3 +354,24 @@ def test_a_chunk_that_collides_is_rolled_back_whole_and_stored_rollout_by_rollou
     assert sorted(o.agent for o in outcomes) == ["bot0", "bot2"]  # bot1's window collided: it alone is left out
     assert sorted(e.rollout_id for e in evaluations(services)) == sorted(d.rollout_id for d in due)
     assert [ladder_position(services, f"bot{i}") for i in range(3)] == [("canary", 1, "progressing")] * 3
+
+
+def test_transition_many_moves_each_rollout_as_transition_does_and_refuses_an_illegal_move_alone(
+        services: Services) -> None:
+    for name in ("up", "stuck"):
+        place(services, name)
+    with services.db.transaction() as db:
+        locked = {agent.name: (agent, rollout) for agent, rollout in
+                  evidence_records.lock_rollouts([rollout_of(services, n).id or 0 for n in ("up", "stuck")],
+                                                 db=db).values()}
+        loaded = services.policies.get("fast")
+        moves = [rollouts.Move(loaded, *locked["up"], "promote", "gate: every check passed"),
+                 rollouts.Move(loaded, *locked["stuck"], "release", "gate: nothing holds it")]  # not held
+        done = rollouts.transition_many(db, moves, actor="scheduler", now=T0 + 1)
+    assert isinstance(done[0], Transition) and isinstance(done[1], IllegalTransition)
+    assert ladder_position(services, "up") == ("canary", 1, "progressing")
+    assert ladder_position(services, "stuck") == ("canary", 0, "progressing")
+    entry = transitions(services)[-1]
+    assert (entry.actor, entry.action, entry.reason, entry.rollout_id) == (
+        "scheduler", "promote", "gate: every check passed", rollout_of(services, "up").id)
+    assert [n.transition_id for n in rows(services, Notification)][-1] == entry.id  # one notification, for it
