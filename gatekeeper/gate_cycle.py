@@ -17,11 +17,10 @@ every report in one insert (GateEvaluation is unique per rollout and window key)
   released by itself once its cause clears (or promoted at once when everything passes).
 - wait: nothing to do while the rollout soaks.
 
-Two schedulers evaluating the same rollout in the same window serialise on the locks, and the
-second finds the window evaluated; should the unique key still collide, that chunk's
-transaction, effects included, is rolled back and its rollouts are evaluated again one
-transaction each, where the loser's transaction is rolled back alone: each window acts at most
-once. A rollout whose evaluation fails never stops the others' gates the same way.
+Two schedulers evaluating one rollout in one window serialise on the locks, and the second finds
+the window evaluated; should the unique key still collide, the chunk, effects included, is rolled
+back and its rollouts are stored one transaction each, the loser's alone rolled back: each window
+acts at most once. A rollout whose evaluation fails stops only its own gate the same way.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gatekeeper import stage_evidence
 from gatekeeper.core import ladder
@@ -95,10 +94,6 @@ class Due:
         gate = gate_for(self.loaded.policy, self.stage)
         return SignalRequest(self.agent, self.version, self.rollout_id, gate.window_s, gate.queries,
                              tier_started_at=self.tier_started_at, compare=gate.compare is not None)
-
-    def visit(self) -> TierVisit:
-        """Return the tier visit whose twin or shadow evidence the gate judges."""
-        return TierVisit(self.rollout_id, self.stage, self.tier_started_at, self.loaded.policy)
 
 
 @dataclass(frozen=True)
@@ -175,21 +170,24 @@ def gather(svc: Services, item: Due) -> StageEvidence:
 
 
 def gather_all(svc: Services, due: Sequence[Due]) -> dict[int, StageEvidence]:
-    """Read every due rollout's evidence in one batch; a rollout whose evidence cannot be read is left out."""
+    """Read every due rollout's evidence in one batch; if that fails, rollout by rollout, leaving out the broken."""
     try:
-        found = stage_evidence.gather_all(svc.db, [item.visit() for item in due])
-    except Exception:  # noqa: BLE001 - read them one by one, so one broken rollout stops only its own gate
+        found = stage_evidence.gather_all(svc.db, [TierVisit(d.rollout_id, d.stage, d.tier_started_at, d.loaded.policy)
+                                                    for d in due])
+    except Exception:  # noqa: BLE001 - one broken rollout must stop only its own gate
         log.exception("gate evidence: the batched read failed; reading rollout by rollout")
-        found = {}
-        for item in due:
-            if item.stage in ("twin", "shadow"):
-                try:
-                    found[item.rollout_id] = gather(svc, item)
-                except Exception:  # noqa: BLE001
-                    log.exception("agent %s: gate evidence could not be read", item.agent)
-        return {item.rollout_id: found.get(item.rollout_id, NO_EVIDENCE) for item in due
-                if item.stage not in ("twin", "shadow") or item.rollout_id in found}
+        found = {item.rollout_id: read for item in due if item.stage in ("twin", "shadow")
+                 and (read := _gather_guarded(svc, item)) is not None}
+        due = [item for item in due if item.stage not in ("twin", "shadow") or item.rollout_id in found]
     return {item.rollout_id: found.get(item.rollout_id, NO_EVIDENCE) for item in due}
+
+
+def _gather_guarded(svc: Services, item: Due) -> StageEvidence | None:
+    try:
+        return gather(svc, item)
+    except Exception:  # noqa: BLE001
+        log.exception("agent %s: gate evidence could not be read", item.agent)
+        return None
 
 
 def gate_for(policy: Policy, stage: str) -> TierGate:
@@ -246,6 +244,10 @@ def _write_guarded(svc: Services, chunk: Sequence[Judged], batch: SignalBatch, e
     """Store and act on a chunk in one transaction; if that fails, on each of its rollouts in its own."""
     try:
         return _write(svc, chunk, batch, evidence, now=now, times=times)
+    except OperationalError as exc:  # locked or unreachable: rollout by rollout would only wait longer
+        log.error("gate cycle: a chunk of %d evaluations was not stored (%s); the next cycle retries them",
+                  len(chunk), type(exc.orig).__name__ if exc.orig is not None else "OperationalError")
+        return []
     except Exception as exc:  # noqa: BLE001 - the chunk is rolled back whole; retry rollout by rollout
         log.warning("gate cycle: a chunk of %d evaluations was rolled back (%s); storing them one by one",
                     len(chunk), type(exc).__name__)
