@@ -131,6 +131,10 @@ def transition_many(db: Session, moves: Sequence[Move], *, actor: str, now: floa
 
     Returns each move's audit entry, or the IllegalTransition that refused it (that rollout is untouched).
     """
+    for loaded in {move.loaded.revision: move.loaded for move in moves}.values():  # a new revision, stored once
+        rollout_records.remember_revision(db, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
+                                          text=loaded.text, now=now)
+    db.flush()
     done: list[Transition | IllegalTransition] = []
     with db.no_autoflush:  # approvals are cancelled by statement: nothing pending needs writing first
         for move in moves:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +18,9 @@ from gatekeeper.gate_cycle import due_rollouts, evaluate_all, evaluate_one, gath
 from gatekeeper.metric_sources import BuiltinSource, InMemorySource
 from gatekeeper.services import Services
 from gatekeeper.store import evidence_records
-from gatekeeper.store.models import GateEvaluation, Notification, Rollout, Transition
+from gatekeeper.store.models import GateEvaluation, Notification, PolicyRevision, Rollout, Transition
 from gatekeeper.tier_signals import MetricsSource, SignalBatch
-from tests.support.gates import T0, add_session, place, rollout_of, rows
+from tests.support.gates import FAST_POLICY, T0, add_session, place, rollout_of, rows, write_policy
 
 HEALTHY = TierSignals(sessions=50, tool_calls=500, errors=2, p95_latency_s=0.3, spend_dollars=5.0)
 FAILING = TierSignals(sessions=50, tool_calls=500, errors=250, p95_latency_s=0.3, spend_dollars=5.0)
@@ -375,3 +376,18 @@ def test_transition_many_moves_each_rollout_as_transition_does_and_refuses_an_il
     assert (entry.actor, entry.action, entry.reason, entry.rollout_id) == (
         "scheduler", "promote", "gate: every check passed", rollout_of(services, "up").id)
     assert [n.transition_id for n in rows(services, Notification)][-1] == entry.id  # one notification, for it
+
+
+def test_rollouts_moved_together_under_a_new_policy_revision_store_it_once(
+        services: Services, policy_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for index in range(2):
+        place(services, f"bot{index}")
+    write_policy(policy_dir, {"gate": {**FAST_POLICY["gate"], "max_error_rate": 0.15}})  # a new revision
+    source = InMemorySource({(f"bot{i}", "v2"): HEALTHY for i in range(2)})
+    outcomes = evaluate_all(services, source, now=T0 + 1)
+    assert [o.transition for o in outcomes] == ["promote", "promote"]
+    assert "rolled back" not in caplog.text  # one chunk, one transaction
+    revisions = {t.policy_revision for t in transitions(services) if t.actor == "scheduler"}
+    assert len(revisions) == 1
+    with services.db.reading() as db:
+        assert db.get(PolicyRevision, revisions.pop()) is not None
