@@ -31,7 +31,16 @@ from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.prometheus_source import PrometheusSource
 from gatekeeper.store import arm_traffic, tier_traffic
 from gatekeeper.store.db import Database
-from gatekeeper.tier_signals import Key, MetricsSource, SignalBatch, SignalRequest, by_window, percentile, short_error
+from gatekeeper.tier_signals import (
+    Key,
+    MetricsSource,
+    SignalBatch,
+    SignalRequest,
+    by_window,
+    known,
+    percentile,
+    short_error,
+)
 
 
 def build_source(settings: Settings, db: Database) -> MetricsSource:
@@ -53,6 +62,7 @@ class BuiltinSource:
     """
 
     name = "builtin"
+    CHUNK = 1000  # rollouts per query
     PROMQL_NOTE = "PromQL checks need Prometheus: set GATEKEEPER_PROMETHEUS_URL"
 
     def __init__(self, db: Database) -> None:
@@ -60,21 +70,25 @@ class BuiltinSource:
         self._down_since: float | None = None
 
     def tier_signals(self, requests: Sequence[SignalRequest], *, now: float) -> SignalBatch:
-        """Run three grouped queries per window for all requests, and three more for all comparisons."""
+        """Run three grouped queries per window for all requests, and three more for all comparisons.
+
+        Every CHUNK rollouts take three more: a query names each rollout two or three times, and
+        databases bound the parameters of one statement (SQLite: 32,766).
+        """
         queries = 0
         signals: dict[Key, TierSignals] = {}
         try:
             with self.db.reading() as db:
                 for window_s, group in by_window(requests).items():
-                    signals.update(self._window(db, group, since=_tier_starts(group, now - window_s), now=now))
-                    queries += 3
-                comparing = [r for r in requests if r.compare]
-                if comparing:
+                    for part in _chunks(group, self.CHUNK):
+                        signals.update(self._window(db, part, since=_tier_starts(part, now - window_s), now=now))
+                        queries += 3
+                for part in _chunks([r for r in requests if r.compare], self.CHUNK):
                     starts = {r.rollout_id: r.tier_started_at if r.tier_started_at is not None else now - r.window_s
-                              for r in comparing}
+                              for r in part}
                     arms = arm_traffic.arm_evidence(db, starts, now=now)
                     signals.update({r.key: replace(signals[r.key], arms=arms.get(r.rollout_id, arm_traffic.NO_ARMS))
-                                    for r in comparing})
+                                    for r in part})
                     queries += 3
         except SQLAlchemyError as exc:
             self._down_since = self._down_since if self._down_since is not None else now
@@ -93,21 +107,25 @@ class BuiltinSource:
             count, spend = sessions.get(request.rollout_id, (0, 0))
             calls, errors, overruns = outcomes.get(request.rollout_id, (0, 0, 0))
             notes = {q.name: self.PROMQL_NOTE for q in request.queries}
-            out[request.key] = TierSignals(
+            out[request.key] = known(TierSignals(
                 sessions=float(count), tool_calls=float(calls), errors=float(errors),
                 p95_latency_s=percentile(latencies.get(request.rollout_id, []), 0.95),
                 spend_dollars=spend / 1_000_000, overruns=float(overruns),
-                extra={q.name: None for q in request.queries}, notes=notes)
+                extra={q.name: None for q in request.queries}, notes=notes))
         return out
 
 
-# -- the fake -------------------------------------------------------------------------------
+def _chunks(requests: Sequence[SignalRequest], size: int) -> list[Sequence[SignalRequest]]:
+    return [requests[start:start + size] for start in range(0, len(requests), size)]
 
 
 def _tier_starts(group: Sequence[SignalRequest], window_start: float) -> dict[int, float]:
     """Map each rollout to where its window begins: the window's start, or its tier's start if later."""
     return {r.rollout_id: max(window_start, r.tier_started_at if r.tier_started_at is not None else window_start)
             for r in group}
+
+
+# -- the fake -------------------------------------------------------------------------------
 
 
 class InMemorySource:
@@ -141,4 +159,4 @@ class InMemorySource:
             return SignalBatch(SourceStatus(self.name, False, self._down_since, self.error), {}, 1)
         self._down_since = None
         wanted = {r.key for r in requests}
-        return SignalBatch(SourceStatus(self.name), {k: v for k, v in self.signals.items() if k in wanted}, 1)
+        return SignalBatch(SourceStatus(self.name), {k: known(v) for k, v in self.signals.items() if k in wanted}, 1)

@@ -32,6 +32,7 @@ from gatekeeper.tier_signals import (
     SignalBatch,
     SignalRequest,
     by_window,
+    known,
     short_error,
     window_text,
 )
@@ -229,13 +230,9 @@ def prometheus_window(request: SignalRequest, *, now: float) -> float:
 
 
 def _signals_from(values: Mapping[str, Mapping[Key, float]], key: Key) -> TierSignals:
-    calls = values["tool_calls"].get(key)
-    # No error series while calls exist means no call failed, not that nothing is known.
-    errors = values["errors"].get(key, 0.0 if calls is not None else None)
-    overruns = values["overruns"].get(key, 0.0 if calls is not None else None)
-    return TierSignals(sessions=values["sessions"].get(key), tool_calls=calls, errors=errors,
-                       p95_latency_s=values["p95_latency_s"].get(key),
-                       spend_dollars=values["spend_dollars"].get(key), overruns=overruns)
+    return known(TierSignals(sessions=values["sessions"].get(key), tool_calls=values["tool_calls"].get(key),
+                             errors=values["errors"].get(key), p95_latency_s=values["p95_latency_s"].get(key),
+                             spend_dollars=values["spend_dollars"].get(key), overruns=values["overruns"].get(key)))
 
 
 def _arms_from(series: Mapping[str, list[dict[str, Any]]], request: SignalRequest, *, since: float, step: float

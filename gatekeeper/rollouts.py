@@ -9,7 +9,8 @@ alert intake can move a rollout inside their own transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session
@@ -18,7 +19,7 @@ from gatekeeper import notify
 from gatekeeper.core import ladder
 from gatekeeper.core.ladder import RolloutStatus
 from gatekeeper.core.vocabulary import TERMINAL_STATES, HoldOwner
-from gatekeeper.errors import BadRequest, Conflict
+from gatekeeper.errors import BadRequest, Conflict, IllegalTransition
 from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.services import Services
 from gatekeeper.store import rollout_records
@@ -105,6 +106,55 @@ def transition(db: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout
 
     A hold records who holds the rollout (`held_by`, and the alert's fingerprint); leaving held clears it.
     """
+    entry = _move(db, loaded, agent, rollout, action, actor=actor, reason=reason, now=now, to_stage=to_stage,
+                  metrics=metrics, held_by=held_by, held_by_alert=held_by_alert)
+    db.flush()
+    notify.enqueue(db, entry, agent=agent, rollout=rollout)  # delivered later, never blocking this
+    return entry
+
+
+@dataclass(frozen=True)
+class Move:
+    """One rollout to move by `transition_many`, with what `transition` takes for it."""
+
+    loaded: LoadedPolicy
+    agent: Agent
+    rollout: Rollout
+    action: str
+    reason: str
+    metrics: Mapping[str, Any] | None = None
+    held_by: HoldOwner = "gate"
+
+
+def transition_many(db: Session, moves: Sequence[Move], *, actor: str, now: float
+                    ) -> list[Transition | IllegalTransition]:
+    """Move many rollouts as `transition` moves one, writing all their audit entries in one flush.
+
+    Returns each move's audit entry, or the IllegalTransition that refused it (that rollout is untouched).
+    """
+    for loaded in {move.loaded.revision: move.loaded for move in moves}.values():  # a new revision, stored once
+        rollout_records.remember_revision(db, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
+                                          text=loaded.text, now=now)
+    db.flush()
+    done: list[Transition | IllegalTransition] = []
+    with db.no_autoflush:  # approvals are cancelled by statement: nothing pending needs writing first
+        for move in moves:
+            try:
+                done.append(_move(db, move.loaded, move.agent, move.rollout, move.action, actor=actor,
+                                  reason=move.reason, now=now, metrics=move.metrics, held_by=move.held_by))
+            except IllegalTransition as exc:
+                done.append(exc)
+    db.flush()  # one batch of inserts: every entry gets its id
+    for move, entry in zip(moves, done, strict=True):
+        if isinstance(entry, Transition):
+            notify.enqueue(db, entry, agent=move.agent, rollout=move.rollout)
+    return done
+
+
+def _move(db: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout, action: str, *, actor: str,
+          reason: str, now: float, to_stage: str | None = None, metrics: Mapping[str, Any] | None = None,
+          held_by: HoldOwner = "gate", held_by_alert: str | None = None) -> Transition:
+    """Apply `action` to the rollout and add its audit entry, unflushed."""
     before = status_of(rollout)
     after = ladder.apply(before, action, loaded.policy, now=now, reason=reason, to_stage=to_stage,
                           revert_to=loaded.policy.kill_switch.revert_to)
@@ -121,8 +171,7 @@ def transition(db: Session, loaded: LoadedPolicy, agent: Agent, rollout: Rollout
         _finish(agent, rollout, now=now)
     _cancel_approvals(db, rollout, before, after, action=action, now=now)
     db.add(rollout)
-    return _record(db, agent, rollout, loaded, before, after, action=action, actor=actor, now=now,
-                   metrics=metrics)
+    return _entry(db, agent, rollout, loaded, before, after, action=action, actor=actor, now=now, metrics=metrics)
 
 
 def status_of(rollout: Rollout) -> RolloutStatus:
@@ -156,6 +205,16 @@ def _finish(agent: Agent, rollout: Rollout, *, now: float) -> None:
 def _record(db: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
             before: RolloutStatus | None, after: RolloutStatus, *, action: str, actor: str, now: float,
             metrics: Mapping[str, Any] | None = None) -> Transition:
+    """Add the audit entry of a move and its notification."""
+    entry = _entry(db, agent, rollout, loaded, before, after, action=action, actor=actor, now=now, metrics=metrics)
+    db.flush()
+    notify.enqueue(db, entry, agent=agent, rollout=rollout)  # delivered later, never blocking this
+    return entry
+
+
+def _entry(db: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
+           before: RolloutStatus | None, after: RolloutStatus, *, action: str, actor: str, now: float,
+           metrics: Mapping[str, Any] | None = None) -> Transition:
     rollout_records.remember_revision(db, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
                             text=loaded.text, now=now)
     entry = Transition(
@@ -168,6 +227,4 @@ def _record(db: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
         policy_revision=loaded.revision, metrics=json.dumps(dict(metrics or {}), sort_keys=True))
     db.add(entry)
     db.add(agent)
-    db.flush()
-    notify.enqueue(db, entry, agent=agent, rollout=rollout)  # delivered later, never blocking this
     return entry

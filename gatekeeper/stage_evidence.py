@@ -1,14 +1,16 @@
 """The database's evidence for the twin and shadow gates, gathered before the gate's write transaction.
 
-Twin runs and mirrored sessions are read in their own read transaction, for the rollout's
-current tier visit (its id and `tier_started_at`); the gate cycle then locks the rollout,
-checks that the visit is still the same, and judges. Tier numbers come from the metrics
-source, fetched for every agent in one batch before any of this.
+Twin runs and mirrored sessions are read in one read transaction for every due tier visit at
+once (a rollout's id and `tier_started_at`), a few queries in all whatever the number of
+rollouts; the gate cycle then locks the rollouts, checks that each visit is still the same, and
+judges. Tier numbers come from the metrics source, fetched for every agent in one batch before
+any of this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlmodel import Session
@@ -21,7 +23,7 @@ from gatekeeper.core.policy import Policy
 from gatekeeper.core.trajectory import judge
 from gatekeeper.store import evidence_records
 from gatekeeper.store.db import Database
-from gatekeeper.store.models import AgentSession
+from gatekeeper.store.models import AgentSession, Decision
 
 # Verdict reasons that mean "the policy refused this call": a shadowed call that would have got one
 # of them, or a mirrored call that did, is a would-be violation.
@@ -37,42 +39,87 @@ class StageEvidence:
     replays: tuple[Replay, ...] = ()  # the stable version's twin replays of recorded scenarios (fidelity)
 
 
+@dataclass(frozen=True)
+class TierVisit:
+    """One rollout's stay on its current tier, whose evidence is wanted."""
+
+    rollout_id: int
+    stage: str
+    since: float
+    policy: Policy
+
+
 def gather(database: Database, policy: Policy, *, stage: str, rollout_id: int, since: float) -> StageEvidence:
-    """Read the twin or shadow evidence of a tier visit (nothing for canary and expansion)."""
-    if stage not in ("twin", "shadow"):
-        return StageEvidence()
+    """Read the twin or shadow evidence of one tier visit (nothing for canary and expansion)."""
+    found = gather_all(database, [TierVisit(rollout_id, stage, since, policy)])
+    return found.get(rollout_id, StageEvidence())
+
+
+def gather_all(database: Database, visits: Sequence[TierVisit]) -> dict[int, StageEvidence]:
+    """Read the twin and shadow evidence of many tier visits in one read transaction, by rollout id."""
+    twin = [v for v in visits if v.stage == "twin"]
+    shadow = [v for v in visits if v.stage == "shadow"]
+    if not twin and not shadow:
+        return {}
     with database.reading() as db:
-        if stage == "twin":
-            return StageEvidence(twin_runs=tuple(twin_runs(policy, rollout_id=rollout_id, since=since, db=db)),
-                                 replays=tuple(twin_fidelity.replays(policy, rollout_id=rollout_id, since=since,
-                                                                     db=db)))
-        return StageEvidence(shadow=shadow_signals(rollout_id, since=since, db=db))
+        runs = twin_runs(twin, db=db) if twin else {}
+        # Fidelity replays are per visit: only twin visits whose policy has scenarios recorded live from stable.
+        replays = {v.rollout_id: tuple(twin_fidelity.replays(v.policy, rollout_id=v.rollout_id, since=v.since, db=db))
+                   for v in twin if twin_fidelity.replayable(v.policy)}
+        mirrored = shadow_signals_of({v.rollout_id: v.since for v in shadow}, db=db) if shadow else {}
+    return {**{rid: StageEvidence(twin_runs=tuple(found), replays=replays.get(rid, ())) for rid, found in runs.items()},
+            **{rid: StageEvidence(shadow=signals) for rid, signals in mirrored.items()}}
 
 
-def twin_runs(policy: Policy, *, rollout_id: int, since: float, db: Session) -> list[TwinRun]:
-    """Return the finished twin runs of the candidate since it reached twin."""
-    scenarios = policy.twin.scenarios
-    return [TwinRun(run.scenario, _run_passed(run, policy, db=db), run.twin_snapshot_at)
-            for run in evidence_records.finished_twin_runs(rollout_id, since=since, db=db)
-            if not scenarios or run.scenario in scenarios]
+def twin_runs(visits: Sequence[TierVisit], *, db: Session) -> dict[int, list[TwinRun]]:
+    """Return the finished twin runs of each visit's candidate since it reached twin, by rollout id."""
+    found = evidence_records.finished_twin_runs({v.rollout_id: v.since for v in visits}, db=db)
+    unjudged = [run.id for v in visits for run in found.get(v.rollout_id, [])
+                if run.passed is None and (run.scenario or "") in v.policy.twin.scenarios]
+    calls = evidence_records.calls_of(unjudged, db=db)
+    out = {}
+    for visit in visits:
+        scenarios = visit.policy.twin.scenarios
+        out[visit.rollout_id] = [TwinRun(run.scenario, _run_passed(run, visit.policy, calls), run.twin_snapshot_at)
+                                 for run in found.get(visit.rollout_id, [])
+                                 if not scenarios or run.scenario in scenarios]
+    return out
 
 
-def _run_passed(run: AgentSession, policy: Policy, *, db: Session) -> bool:
+def _run_passed(run: AgentSession, policy: Policy, calls: Mapping[str, list[tuple[str, str]]]) -> bool:
     if run.passed is not None:  # the hot path judged it when the session ended
         return run.passed
     scenario = policy.twin.scenarios.get(run.scenario or "")
     if scenario is None:
         return run.status == "ok"
-    calls = [tool for tool, _ in evidence_records.calls_of([run.id], db=db).get(run.id, [])]
-    return run.status == "ok" and judge(calls, expect=scenario.expect, forbid=scenario.forbid).passed
+    tools = [tool for tool, _ in calls.get(run.id, [])]
+    return run.status == "ok" and judge(tools, expect=scenario.expect, forbid=scenario.forbid).passed
 
 
 def shadow_signals(rollout_id: int, *, since: float, db: Session) -> ShadowSignals:
     """Return what the candidate's mirrored sessions did since the rollout reached shadow."""
-    mirrors = evidence_records.mirrored_sessions(rollout_id, since=since, db=db)
-    decisions = evidence_records.decisions_in([m.id for m in mirrors], db=db)
+    return shadow_signals_of({rollout_id: since}, db=db)[rollout_id]
+
+
+def shadow_signals_of(since: Mapping[int, float], *, db: Session) -> dict[int, ShadowSignals]:
+    """Return what each rollout's mirrored sessions did since it reached shadow: four queries for all."""
+    mirrors = evidence_records.mirrored_sessions(since, db=db)
+    every = [m for found in mirrors.values() for m in found]
+    decisions: dict[str, list[Decision]] = defaultdict(list)
+    for decision in evidence_records.decisions_in([m.id for m in every], db=db):
+        decisions[decision.session_id].append(decision)
+    ended = [m for m in every if m.ended_at is not None]
+    ended_stable = evidence_records.ended_among([m.mirror_of for m in ended if m.mirror_of], db=db)
+    calls = evidence_records.calls_of([m.id for m in ended] + list(ended_stable), db=db)
+    return {rid: _shadow(mirrors.get(rid, []), decisions, calls, ended_stable) for rid in since}
+
+
+def _shadow(mirrors: Sequence[AgentSession], decisions_of: Mapping[str, list[Decision]],
+            calls: Mapping[str, list[tuple[str, str]]], ended_stable: set[str]) -> ShadowSignals:
+    decisions = [d for m in mirrors for d in decisions_of.get(m.id, [])]
     ended = [m for m in mirrors if m.ended_at is not None]
-    agreeing, pairs = agreement(_pairs(ended, db=db))
+    agreeing, pairs = agreement(MirroredPair(calls.get(m.mirror_of or "", []), calls.get(m.id, []))
+                                for m in ended if m.mirror_of in ended_stable)
     outcomes = [d for d in decisions if d.outcome_status is not None]
     return ShadowSignals(
         sessions=len(ended), calls=len(decisions), outcomes=len(outcomes),
@@ -80,10 +127,3 @@ def shadow_signals(rollout_id: int, *, since: float, db: Session) -> ShadowSigna
         violations=sum(d.would_verdict == "deny" or (d.verdict == "deny" and d.reason in VIOLATION_REASONS)
                        for d in decisions),
         pairs=pairs, agreeing_pairs=agreeing)
-
-
-def _pairs(mirrors: Sequence[AgentSession], *, db: Session) -> list[MirroredPair]:
-    ended_stable = evidence_records.ended_among([m.mirror_of for m in mirrors if m.mirror_of], db=db)
-    calls = evidence_records.calls_of([m.id for m in mirrors] + list(ended_stable), db=db)
-    return [MirroredPair(calls.get(m.mirror_of or "", []), calls.get(m.id, []))
-            for m in mirrors if m.mirror_of in ended_stable]

@@ -2,7 +2,9 @@
 
     MetricsSource (protocol)   tier_signals(requests, now=) -> SignalBatch
 
-The sources themselves are in metric_sources.py (built-in, in-memory, `build_source`) and
+"No data" means one thing in every source: a number is None, never 0.0, when the candidate had
+no traffic in the window to count (`known`); tests/gates/test_source_contract.py holds every
+source to it. The sources themselves are in metric_sources.py (built-in, in-memory, `build_source`) and
 prometheus_source.py.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gatekeeper.core.gates import SourceStatus
@@ -65,6 +67,36 @@ class MetricsSource(Protocol):
     name: str
 
     def tier_signals(self, requests: Sequence[SignalRequest], *, now: float) -> SignalBatch: ...
+
+
+def known(signals: TierSignals) -> TierSignals:
+    """Return the numbers with "no data" as None, the same in every source.
+
+    No sessions (or zero) in the window is no data, not zero sessions; so are no tool calls. Errors
+    and overruns are counted among calls: zero while there are calls (no series of failures is
+    none failed), no data without calls; spend likewise among sessions. A percentile is no data
+    without outcomes (Prometheus answers NaN for a quantile of nothing).
+    """
+    sessions = _positive(signals.sessions)
+    calls = _positive(signals.tool_calls)
+    return replace(signals, sessions=sessions, tool_calls=calls,
+                   errors=_among(signals.errors, calls), overruns=_among(signals.overruns, calls),
+                   p95_latency_s=_finite(signals.p95_latency_s),
+                   spend_dollars=_among(signals.spend_dollars, sessions))
+
+
+def _positive(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) and value > 0 else None
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _among(value: float | None, whole: float | None) -> float | None:
+    if whole is None:
+        return None
+    return value if value is not None and math.isfinite(value) else 0.0
 
 
 class MetricsUnavailable(Exception):

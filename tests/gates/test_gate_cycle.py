@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
-from gatekeeper import rollouts
+from gatekeeper import gate_cycle, rollouts
 from gatekeeper.core.gates import SourceStatus
 from gatekeeper.core.tier_gate import TierSignals
+from gatekeeper.errors import IllegalTransition
 from gatekeeper.gate_cycle import due_rollouts, evaluate_all, evaluate_one, gather
 from gatekeeper.metric_sources import BuiltinSource, InMemorySource
 from gatekeeper.services import Services
-from gatekeeper.store.models import GateEvaluation, Rollout, Transition
+from gatekeeper.store import evidence_records
+from gatekeeper.store.models import GateEvaluation, Notification, PolicyRevision, Rollout, Transition
 from gatekeeper.tier_signals import MetricsSource, SignalBatch
-from tests.support.gates import T0, add_session, place, rollout_of, rows
+from tests.support.gates import FAST_POLICY, T0, add_session, place, rollout_of, rows, write_policy
 
 HEALTHY = TierSignals(sessions=50, tool_calls=500, errors=2, p95_latency_s=0.3, spend_dollars=5.0)
 FAILING = TierSignals(sessions=50, tool_calls=500, errors=250, p95_latency_s=0.3, spend_dollars=5.0)
@@ -299,3 +302,92 @@ def test_a_tier_gets_one_interval_before_its_first_evaluation(services: Services
     assert evaluate_all(services, source, now=T0 + 0.5) == []
     assert [o.transition for o in evaluate_all(services, source, now=T0 + 1)] == ["promote"]
     assert evaluate_all(services, source, now=T0 + 1.5) == []  # canary 5% was entered at T0 + 1
+
+
+def test_twin_and_shadow_rollouts_batched_in_one_cycle_are_each_judged_on_their_own_evidence(
+        services: Services) -> None:
+    fresh, stale = place(services, "fresh", stage="twin"), place(services, "stale", stage="twin")
+    for rollout, snapshot_at in ((fresh, T0 - 60), (stale, T0 - 7200)):
+        for scenario, calls in [("refund-request", REFUND), ("refund-request", REFUND), ("faq", [run("search_kb")]),
+                                ("faq", [run("search_kb")])]:
+            add_session(services, rollout, environment="twin", scenario=scenario, calls=calls,
+                        twin_snapshot_at=snapshot_at)
+    shadows = {name: place(services, name, stage="shadow") for name in ("agreeing", "unseen")}
+    for _ in range(3):
+        stable = add_session(services, shadows["agreeing"], arm="stable", calls=[run("search_kb")], started_at=T0)
+        add_session(services, shadows["agreeing"], calls=[run("search_kb")], mirror_of=stable, started_at=T0)
+    outcomes = {o.agent: o for o in evaluate_all(services, InMemorySource(), now=T0 + 1)}
+    assert {name: (o.result, o.transition) for name, o in outcomes.items()} == {
+        "fresh": ("promote", "promote"), "stale": ("hold", "hold"), "agreeing": ("promote", "promote"),
+        "unseen": ("hold", "hold")}
+    assert outcomes["stale"].report["values"]["runs"] == 4 and outcomes["agreeing"].report["values"]["sessions"] == 3
+    assert outcomes["unseen"].report["values"]["sessions"] == 0
+
+
+def test_concurrent_cycles_over_many_chunks_act_once_per_rollout_and_window(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gate_cycle, "CHUNK", 2)  # five rollouts: three write transactions per cycle
+    for index in range(5):
+        place(services, f"bot{index}")
+    source = InMemorySource({(f"bot{i}", "v2"): HEALTHY for i in range(5)})
+    outcomes = evaluate_concurrently(services, source, now=T0 + 1)
+    assert sorted(o.agent for o in outcomes) == [f"bot{i}" for i in range(5)]
+    assert {o.transition for o in outcomes} == {"promote"}
+    assert sorted(e.rollout_id for e in evaluations(services)) == sorted(o.rollout_id for o in outcomes)
+    assert sorted(t.rollout_id for t in transitions(services) if t.actor == "scheduler") == sorted(
+        o.rollout_id for o in outcomes)
+
+
+def test_a_chunk_that_collides_is_rolled_back_whole_and_stored_rollout_by_rollout(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    for index in range(3):
+        place(services, f"bot{index}")
+    source = InMemorySource({(f"bot{i}", "v2"): HEALTHY for i in range(3)})
+    due = due_rollouts(services, now=T0 + 1)
+    taken = next(d for d in due if d.agent == "bot1")
+    request = taken.signal_request()
+    assert request is not None
+    assert evaluate_one(services, taken, source.tier_signals([request], now=T0 + 1), gather(services, taken),
+                        now=T0 + 1) is not None  # another scheduler got there first
+    monkeypatch.setattr(gate_cycle, "due_rollouts", lambda svc, *, now: due)  # read before it did
+    monkeypatch.setattr(evidence_records, "evaluated_windows", lambda ids, keys, *, db: set())  # and missed it
+    outcomes = evaluate_all(services, source, now=T0 + 1)
+    assert sorted(o.agent for o in outcomes) == ["bot0", "bot2"]  # bot1's window collided: it alone is left out
+    assert sorted(e.rollout_id for e in evaluations(services)) == sorted(d.rollout_id for d in due)
+    assert [ladder_position(services, f"bot{i}") for i in range(3)] == [("canary", 1, "progressing")] * 3
+
+
+def test_transition_many_moves_each_rollout_as_transition_does_and_refuses_an_illegal_move_alone(
+        services: Services) -> None:
+    for name in ("up", "stuck"):
+        place(services, name)
+    with services.db.transaction() as db:
+        locked = {agent.name: (agent, rollout) for agent, rollout in
+                  evidence_records.lock_rollouts([rollout_of(services, n).id or 0 for n in ("up", "stuck")],
+                                                 db=db).values()}
+        loaded = services.policies.get("fast")
+        moves = [rollouts.Move(loaded, *locked["up"], "promote", "gate: every check passed"),
+                 rollouts.Move(loaded, *locked["stuck"], "release", "gate: nothing holds it")]  # not held
+        done = rollouts.transition_many(db, moves, actor="scheduler", now=T0 + 1)
+    assert isinstance(done[0], Transition) and isinstance(done[1], IllegalTransition)
+    assert ladder_position(services, "up") == ("canary", 1, "progressing")
+    assert ladder_position(services, "stuck") == ("canary", 0, "progressing")
+    entry = transitions(services)[-1]
+    assert (entry.actor, entry.action, entry.reason, entry.rollout_id) == (
+        "scheduler", "promote", "gate: every check passed", rollout_of(services, "up").id)
+    assert [n.transition_id for n in rows(services, Notification)][-1] == entry.id  # one notification, for it
+
+
+def test_rollouts_moved_together_under_a_new_policy_revision_store_it_once(
+        services: Services, policy_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for index in range(2):
+        place(services, f"bot{index}")
+    write_policy(policy_dir, {"gate": {**FAST_POLICY["gate"], "max_error_rate": 0.15}})  # a new revision
+    source = InMemorySource({(f"bot{i}", "v2"): HEALTHY for i in range(2)})
+    outcomes = evaluate_all(services, source, now=T0 + 1)
+    assert [o.transition for o in outcomes] == ["promote", "promote"]
+    assert "rolled back" not in caplog.text  # one chunk, one transaction
+    revisions = {t.policy_revision for t in transitions(services) if t.actor == "scheduler"}
+    assert len(revisions) == 1
+    with services.db.reading() as db:
+        assert db.get(PolicyRevision, revisions.pop()) is not None

@@ -44,6 +44,19 @@ def test_builtin_source_counts_live_candidate_traffic_in_the_window(services: Se
     assert signals.extra == {"denials": None} and "GATEKEEPER_PROMETHEUS_URL" in signals.notes["denials"]
 
 
+def test_builtin_source_answers_many_rollouts_in_chunks(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(BuiltinSource, "CHUNK", 2)  # a statement's parameters are bounded: 3 rollouts, 2 chunks
+    rollouts = [place(services, f"bot{i}") for i in range(3)]
+    for count, rollout in enumerate(rollouts, start=1):
+        for _ in range(count):
+            add_session(services, rollout, calls=[("search_kb", "allow", "ok", 100.0)], started_at=T0 + 1)
+    requests = [SignalRequest(f"bot{i}", "v2", r.id or 0, 30.0, compare=True) for i, r in enumerate(rollouts)]
+    batch = BuiltinSource(services.db).tier_signals(requests, now=T0 + 10)
+    assert batch.queries == 2 * 3 + 2 * 3  # two chunks of the window's three queries, and of the comparison's
+    found = [batch.for_request(r) for r in requests]
+    assert [(s.sessions, s.arms is not None) for s in found if s] == [(1, True), (2, True), (3, True)]
+
+
 class FakeExporter:
     """Serve SPEC §6 counters for some agents; every scrape adds one session, 9 ok calls and 1 error."""
 
