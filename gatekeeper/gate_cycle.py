@@ -48,7 +48,7 @@ from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.rollouts import transition
 from gatekeeper.services import Services
 from gatekeeper.stage_evidence import StageEvidence
-from gatekeeper.store import evidence_records, rollout_records
+from gatekeeper.store import evidence_records, rollout_records, scrape_records
 from gatekeeper.store.models import Agent, GateEvaluation, Rollout
 from gatekeeper.tier_signals import MetricsSource, SignalBatch, SignalRequest
 
@@ -188,6 +188,7 @@ def _store(db: Session, item: Due, agent: Agent, report: GateReport) -> GateEval
                                 policy_revision=item.loaded.revision)
     db.add(evaluation)
     db.flush()  # the unique (rollout, window) key fails here, before any effect
+    scrape_records.count_evaluations([(evaluation.agent_id, evaluation.result)], db=db)
     return evaluation
 
 

@@ -33,6 +33,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.exc import IntegrityError
 
 from gatekeeper import gate_cycle, notify
+from gatekeeper.retention import RetentionJob
 from gatekeeper.scheduler_status import LEASE_NAME
 from gatekeeper.services import Services
 from gatekeeper.store.db import Database
@@ -109,6 +110,8 @@ class GateScheduler:
         self.clock = clock
         self.leading = False
         self._background: BackgroundScheduler | None = None
+        self.retention = RetentionJob(svc.db, older_than_s=svc.settings.retention_s,
+                                      batch=svc.settings.retention_batch)
 
     def tick(self) -> TickResult:
         """Run one cycle if this process leads; never raises."""
@@ -161,9 +164,16 @@ class GateScheduler:
             self._background = None
         self.lease.release()
 
+    def prune(self) -> None:
+        """As leader, prune history older than the retention horizon when a pass is due (retention.py)."""
+        if self.leading:
+            self.retention.run_due(now=self.clock())
+
     def _add_job(self, scheduler: BaseScheduler) -> None:
         scheduler.add_job(self.tick, "interval", seconds=self.interval_s, id="gatekeeper-tick",
                           next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
+        scheduler.add_job(self.prune, "interval", seconds=60, id="gatekeeper-retention", max_instances=1,
+                          coalesce=True)
 
 
 def _summary(outcomes: list[gate_cycle.GateOutcome]) -> str:
