@@ -163,11 +163,11 @@ def _rss_child(path: Path, *, built_at: float, cache: Path) -> None:
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def prune_figures(path: Path) -> tuple[int, int, int, float]:
+def prune_figures(path: Path, *, older_than: str) -> tuple[int, int, int, float]:
     """Run `gatekeeper db prune` on a copy; return file bytes before, live bytes after, file bytes after, seconds."""
     before = path.stat().st_size + _size(Path(f"{path}-wal"))
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gatekeeper.cli", "db", "prune", "--older-than", "30d",
+    subprocess.run([sys.executable, "-m", "gatekeeper.cli", "db", "prune", "--older-than", older_than,
                     "--db", f"sqlite:///{path}"], check=True, timeout=3600, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
     seconds = time.perf_counter() - started
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="calls of each operation per round and database")
     parser.add_argument("--cache", type=Path, default=REPO / ".bench-cache")
     parser.add_argument("--no-prune", action="store_true", help="skip the pruning figures")
+    parser.add_argument("--older-than", default="30d", help="the horizon `gatekeeper db prune` is run with")
     parser.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--built-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,23 +210,27 @@ def main() -> None:
               f"({rss[size] / rss[0]:.2f}x the empty database; target <= 1.2x)")
     if not args.no_prune:
         for size in sizes[1:]:
-            before, live, after, seconds = prune_figures(paths[size][0])
-            print(f"prune --older-than 30d at {size:,} decisions: {before / 1e6:.0f} MB before, "
+            before, live, after, seconds = prune_figures(paths[size][0], older_than=args.older_than)
+            print(f"prune --older-than {args.older_than} at {size:,} decisions: {before / 1e6:.0f} MB before, "
                   f"{live / 1e6:.0f} MB in use after ({after / 1e6:.0f} MB file, free pages reused), {seconds:.0f} s; "
                   f"{before / max(1, size):.0f} bytes per decision before")
     print(json.dumps({"sizes": sizes}))
 
 
 def _table(found: dict[tuple[int, str], list[float]], sizes: list[int]) -> None:
+    """Print medians (with their interquartile spread) and ratios to the empty and to the smallest grown database."""
+    grown = sizes[1:]
     head = " | ".join(f"{size:,} decisions" if size else "empty" for size in sizes)
-    print(f"| operation | {head} | " + " | ".join(f"ratio at {size:,}" for size in sizes[1:]) + " |")
-    print("|---" * (1 + 2 * len(sizes) - 1) + "|")
+    ratios = [f"ratio {size:,} / empty" for size in grown]
+    ratios += [f"ratio {size:,} / {grown[0]:,}" for size in grown[1:]]
+    print(f"| operation | {head} | " + " | ".join(ratios) + " |")
+    print("|---" * (1 + len(sizes) + len(ratios)) + "|")
     for name in (*WRITES, *READS):
         medians = [statistics.median(found[(size, name)]) * 1000 for size in sizes]
         spreads = [_spread(found[(size, name)]) for size in sizes]
         cells = " | ".join(f"{m:.2f} ms (±{s:.0f}%)" for m, s in zip(medians, spreads, strict=True))
-        ratios = " | ".join(f"{m / medians[0]:.2f}x" for m in medians[1:])
-        print(f"| {name} | {cells} | {ratios} |", flush=True)
+        ratio = [f"{m / medians[0]:.2f}x" for m in medians[1:]] + [f"{m / medians[1]:.2f}x" for m in medians[2:]]
+        print(f"| {name} | {cells} | {' | '.join(ratio)} |", flush=True)
 
 
 def _spread(samples: list[float]) -> float:
