@@ -146,21 +146,31 @@ def measure(worlds: dict[int, World], *, rounds: int, repeats: int) -> dict[tupl
     return found
 
 
-def peak_rss(path: Path, *, built_at: float, cache: Path) -> int:
-    """Return a fresh process's peak resident KB after serving every read path 20 times on `path`."""
+def peak_rss(path: Path, *, built_at: float, cache: Path) -> tuple[int, int, int]:
+    """Return a fresh process's peak resident KB, and its resident KB before and after serving every read path."""
     out = subprocess.run([sys.executable, __file__, "--rss-child", str(path), "--built-at", str(built_at),
                           "--cache", str(cache)], capture_output=True, text=True, check=True, timeout=900,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])})
-    return int(out.stdout.strip().splitlines()[-1])
+    peak, before, after = out.stdout.strip().splitlines()[-1].split()
+    return int(peak), int(before), int(after)
 
 
 def _rss_child(path: Path, *, built_at: float, cache: Path) -> None:
     one = World(path, built_at=built_at, cache=cache)
+    before = _resident_kb()
     operations = one.operations()
     for _ in range(20):
         for name in READS:
             operations[name]()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, before, _resident_kb())
+
+
+def _resident_kb() -> int:
+    """Return this process's resident memory now (VmRSS), in KB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def prune_figures(path: Path, *, older_than: str) -> tuple[int, int, int, float]:
@@ -206,8 +216,10 @@ def main() -> None:
         one.svc.db.dispose()
     rss = {size: peak_rss(path, built_at=built_at, cache=args.cache) for size, (path, built_at) in paths.items()}
     for size in sizes:
-        print(f"peak RSS serving every read path at {size:,} decisions: {rss[size] / 1024:.1f} MB "
-              f"({rss[size] / rss[0]:.2f}x the empty database; target <= 1.2x)")
+        (peak, before, after), base = rss[size], rss[0][0]
+        print(f"peak RSS serving every read path at {size:,} decisions: {peak / 1024:.1f} MB "
+              f"({peak / base:.2f}x the empty database; target <= 1.2x); resident {before / 1024:.1f} MB before "
+              f"the first read, {after / 1024:.1f} MB after 20 rounds of every read path")
     if not args.no_prune:
         for size in sizes[1:]:
             before, live, after, seconds = prune_figures(paths[size][0], older_than=args.older_than)
