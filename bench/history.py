@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -173,19 +174,51 @@ def _resident_kb() -> int:
     return 0
 
 
-def prune_figures(path: Path, *, older_than: str) -> tuple[int, int, int, float]:
-    """Run `gatekeeper db prune` on a copy; return file bytes before, live bytes after, file bytes after, seconds."""
+@dataclass
+class PruneFigures:
+    """Disk before and after a prune, its time, and decisions timed beside it."""
+
+    before: int
+    live_after: int
+    file_after: int
+    seconds: float
+    batches: int
+    idle: list[float]
+    during: list[float]
+
+
+def prune_figures(path: Path, *, older_than: str, built_at: float, cache: Path) -> PruneFigures:
+    """Run `gatekeeper db prune` on the working copy while this process keeps deciding on the same file."""
     before = path.stat().st_size + _size(Path(f"{path}-wal"))
+    one = World(path, built_at=built_at, cache=cache)
+    idle = _timed(one.decide, 300)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gatekeeper.cli", "db", "prune", "--older-than", older_than,
-                    "--db", f"sqlite:///{path}"], check=True, timeout=3600, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    with subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "db", "prune", "--older-than", older_than,
+                           "--db", f"sqlite:///{path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}) as pruning:
+        during: list[float] = []
+        while pruning.poll() is None:
+            during += _timed(one.decide, 20)
+            time.sleep(0.01)  # an agent's pace, not a flood: the pruner must progress too
+        output = pruning.stdout.read() if pruning.stdout else ""
     seconds = time.perf_counter() - started
+    if pruning.returncode != 0:
+        raise SystemExit(output)
+    one.svc.db.dispose()
     con = sqlite3.connect(path)
     pages, free, size = (con.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count",
                                                                              "page_size"))
     con.close()
-    return before, (pages - free) * size, path.stat().st_size + _size(Path(f"{path}-wal")), seconds
+    return PruneFigures(before, (pages - free) * size, path.stat().st_size + _size(Path(f"{path}-wal")), seconds,
+                        output.count("pruning "), idle, during)
+
+
+def _quantiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    if not ordered:
+        return "none"
+    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max {ordered[-1] * 1000:.1f} ms ({len(ordered):,} calls)"
 
 
 def _size(path: Path) -> int:
@@ -222,10 +255,13 @@ def main() -> None:
               f"the first read, {after / 1024:.1f} MB after 20 rounds of every read path")
     if not args.no_prune:
         for size in sizes[1:]:
-            before, live, after, seconds = prune_figures(paths[size][0], older_than=args.older_than)
-            print(f"prune --older-than {args.older_than} at {size:,} decisions: {before / 1e6:.0f} MB before, "
-                  f"{live / 1e6:.0f} MB in use after ({after / 1e6:.0f} MB file, free pages reused), {seconds:.0f} s; "
-                  f"{before / max(1, size):.0f} bytes per decision before")
+            path, built_at = paths[size]
+            got = prune_figures(path, older_than=args.older_than, built_at=built_at, cache=args.cache)
+            print(f"prune --older-than {args.older_than} at {size:,} decisions: {got.before / 1e6:.0f} MB before "
+                  f"({got.before / max(1, size):.0f} bytes per decision), {got.live_after / 1e6:.0f} MB in use after "
+                  f"({got.file_after / 1e6:.0f} MB file: freed pages are reused), {got.seconds:.0f} s in "
+                  f"{got.batches:,} batches")
+            print(f"  decide beside it: idle {_quantiles(got.idle)}; during the prune {_quantiles(got.during)}")
     print(json.dumps({"sizes": sizes}))
 
 

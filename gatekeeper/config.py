@@ -15,7 +15,7 @@
 | GATEKEEPER_WEBHOOK_URLS | (none) | comma-separated URLs notified of every transition |
 | GATEKEEPER_MAX_BODY_BYTES | 65536 | largest accepted request body |
 | GATEKEEPER_RETENTION | 30d | sessions, decisions and gate evaluations older than this are pruned (rolled up first) |
-| GATEKEEPER_RETENTION_BATCH | 200 | sessions (with their decisions) or gate evaluations deleted per transaction |
+| GATEKEEPER_RETENTION_BATCH | 100 | sessions (with their decisions) per pruning transaction; evaluations 10x |
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class Settings:
     webhook_urls: tuple[str, ...] = ()
     max_body_bytes: int = 65536
     retention_s: float = 30 * 86_400.0
-    retention_batch: int = 200
+    retention_batch: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,8 +1,9 @@
 """Retention: prune sessions, decisions and gate evaluations older than the horizon, in small batches.
 
 Each batch is one short transaction of at most `batch` sessions (with their decisions, rolled
-up into `rollout_days` first) or `batch` gate evaluations, so decisions wait at most one batch
-for the write lock. What an open rollout's gates judge (its current tier's sessions and
+up into `rollout_days` first) or ten times `batch` gate evaluations, followed by a pause as long
+as the batch took, so decisions wait at most one batch for the write lock and always get it
+between two batches. What an open rollout's gates judge (its current tier's sessions and
 evaluations) and every approval's session are kept; transitions and approvals are never
 deleted (store/retention_records.py has the rules). The scheduler's leader prunes once an hour;
 `gatekeeper db prune` prunes on demand.
@@ -11,6 +12,7 @@ deleted (store/retention_records.py has the rules). The scheduler's leader prune
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,7 +36,7 @@ class Pruned:
         return f"{self.sessions:,} sessions, {self.decisions:,} decisions, {self.evaluations:,} gate evaluations"
 
 
-def prune(db: Database, *, older_than_s: float, now: float, batch: int = 200, dry_run: bool = False,
+def prune(db: Database, *, older_than_s: float, now: float, batch: int = 100, dry_run: bool = False,
           progress: Callable[[str, Pruned], None] | None = None) -> Pruned:
     """Delete (or count, on a dry run) what is older than `now - older_than_s` and unneeded; return the totals."""
     cutoff = now - older_than_s
@@ -57,10 +59,12 @@ def _prune_sessions(db: Database, agent_id: int, *, cutoff: float, batch: int, d
                 total.decisions += retention_records.decision_count(found[start:start + 500], db=tx)
         return
     while True:
+        started = time.perf_counter()
         with db.transaction() as tx:
             found = retention_records.prunable_sessions(agent_id, cutoff=cutoff, limit=batch, db=tx)
             retention_records.roll_up(found, db=tx)
             total.decisions += retention_records.delete_sessions(found, db=tx)
+        _yield_lock(started)
         total.sessions += len(found)
         if progress and found:
             progress("sessions", total)
@@ -76,14 +80,21 @@ def _prune_evaluations(db: Database, agent_id: int, *, cutoff: float, batch: int
                                                                             db=tx))
         return
     while True:
+        started = time.perf_counter()
         with db.transaction() as tx:
             found = retention_records.prunable_evaluations(agent_id, cutoff=cutoff, limit=batch * 10, db=tx)
             retention_records.delete_evaluations(found, db=tx)
+        _yield_lock(started)
         total.evaluations += len(found)
         if progress and found:
             progress("gate evaluations", total)
         if len(found) < batch * 10:
             return
+
+
+def _yield_lock(started: float) -> None:
+    """Pause as long as the batch held the write lock (at most a second): writers waiting on it go first."""
+    time.sleep(min(1.0, time.perf_counter() - started))
 
 
 class RetentionJob:
