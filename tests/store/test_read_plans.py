@@ -63,7 +63,7 @@ def full_scans(path: Path, statements: list[tuple[str, Any]]) -> list[str]:
     return found
 
 
-def _world(app: Flask) -> None:
+def _world(app: Flask) -> str:
     now = time.time()
     service = svc(app)
     seed.start(service, "support-bot", policy="support-default", stable="v6", candidate="v7", at=now - 3 * 3600)
@@ -75,11 +75,14 @@ def _world(app: Flask) -> None:
                          outcome=("ok", 0.01, 120.0))
     seed.open_approval(service, "support-bot", tool="send_email", tool_class="irreversible", cost=0.01,
                        preview="to: a@example.com", at=now - MINUTE)
+    stable = seed.live_session(service, "support-bot", at=now, arm="stable")
+    seed.live_session(service, "support-bot", at=now, arm="candidate", mirror_of=stable, stage="shadow")
+    return stable
 
 
 def test_no_read_path_walks_the_history(app: Flask, client: FlaskClient, rm: dict[str, str],
                                         users: dict[str, str]) -> None:  # noqa: F811 - the fixture
-    _world(app)
+    traced = _world(app)
     path = Path(svc(app).settings.database_url.split("///", 1)[1])
     assert path.exists() and POLICIES.is_dir()
     page = app.test_client()
@@ -87,7 +90,7 @@ def test_no_read_path_walks_the_history(app: Flask, client: FlaskClient, rm: dic
     rollout_id = client.get("/v1/agents/support-bot", headers=rm).get_json()["rollout"]["id"]
     with recorded(app) as statements:
         for url in ("/v1/agents", "/v1/agents/support-bot", "/v1/agents/support-bot/history?limit=20&offset=10",
-                    "/metrics"):
+                    "/metrics", f"/v1/sessions/{traced}"):
             assert client.get(url, headers=rm).status_code == 200, url
         for url in ("/", "/agents/support-bot"):
             assert page.get(url).status_code == 200, url
