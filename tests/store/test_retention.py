@@ -18,7 +18,9 @@ from sqlmodel import select
 
 from gatekeeper import rollouts
 from gatekeeper.cli import main
+from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.retention import RetentionJob, prune
+from gatekeeper.scheduler import GateScheduler
 from gatekeeper.store import scrape_records
 from gatekeeper.store.models import AgentSession, Approval, Decision, GateEvaluation, Rollout, RolloutDay, Transition
 from tests.support.app import svc
@@ -160,6 +162,20 @@ def test_the_scheduler_pass_prunes_at_most_once_an_hour(app: Flask) -> None:
     assert job.run_due(now=now + 60) is None
     later = job.run_due(now=now + 3601)
     assert later is not None and later.sessions == 0
+
+
+def test_only_the_leading_scheduler_prunes(app: Flask) -> None:
+    now = time.time()
+    _seed(app, now)
+    scheduler = GateScheduler(svc(app), InMemorySource(), interval_s=1.0, clock=lambda: now)
+    try:
+        scheduler.prune()  # not leading yet
+        assert len(_kept(app)[0]) == 9
+        assert scheduler.tick().leader
+        scheduler.prune()
+        assert _kept(app)[0] == KEPT
+    finally:
+        scheduler.lease.release()
 
 
 def test_disk_stays_bounded_under_a_steady_load_with_daily_pruning(app: Flask) -> None:
