@@ -11,7 +11,8 @@ Each tick (an APScheduler interval job that never overlaps itself) the leader re
 and writes its heartbeat in one transaction (servers read it: `GET /v1/scheduler`, `/readyz`,
 the dashboard's banner), then runs `gate_cycle.evaluate_all`, then `notify.deliver_due`.
 Evaluations are unique per (rollout, window), so even a leader that lost its lease in the middle
-of a tick cannot act twice on a window.
+of a tick cannot act twice on a window. A second job lets the leader prune history older than the
+retention horizon, once an hour, in short batches (retention.py).
 """
 
 from __future__ import annotations
