@@ -74,22 +74,22 @@ def _prune_sessions(db: Database, agent_id: int, *, cutoff: float, batch: int, d
 
 def _prune_evaluations(db: Database, agent_id: int, *, cutoff: float, batch: int, dry_run: bool, total: Pruned,
                        progress: Callable[[str, Pruned], None] | None) -> None:
-    if dry_run:
-        with db.reading() as tx:
-            total.evaluations += len(retention_records.prunable_evaluations(agent_id, cutoff=cutoff, limit=2**62,
-                                                                            db=tx))
-        return
-    while True:
-        started = time.perf_counter()
-        with db.transaction() as tx:
-            found = retention_records.prunable_evaluations(agent_id, cutoff=cutoff, limit=batch * 10, db=tx)
-            retention_records.delete_evaluations(found, db=tx)
-        _yield_lock(started)
-        total.evaluations += len(found)
-        if progress and found:
-            progress("gate evaluations", total)
-        if len(found) < batch * 10:
-            return
+    with db.reading() as tx:
+        rollout_ids = retention_records.rollouts_with_old_evaluations(agent_id, cutoff=cutoff, db=tx)
+    for rollout_id in rollout_ids:
+        with db.reading() as tx:  # the chart's sample is chosen once, before any of the rest goes
+            found = retention_records.prunable_evaluations(rollout_id, cutoff=cutoff, db=tx)
+        if dry_run:
+            total.evaluations += len(found)
+            continue
+        for start in range(0, len(found), batch * 10):
+            began = time.perf_counter()
+            with db.transaction() as tx:
+                retention_records.delete_evaluations(found[start:start + batch * 10], db=tx)
+            _yield_lock(began)
+            total.evaluations += len(found[start:start + batch * 10])
+            if progress:
+                progress("gate evaluations", total)
 
 
 def _yield_lock(started: float) -> None:

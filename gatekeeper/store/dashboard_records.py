@@ -15,13 +15,24 @@ from sqlmodel import Session, col, func, select
 
 from gatekeeper.store.models import AgentSession, Approval, GateEvaluation, PolicyRevision, Transition
 
+CHART_POINTS = 400
 
-def evaluation_values(db: Session, rollout_id: int, *, max_points: int = 400
+
+def evaluation_values(db: Session, rollout_id: int, *, max_points: int = CHART_POINTS
                       ) -> list[tuple[float, dict[str, Any]]]:
-    """Return (time, report["values"]) of a rollout's gate evaluations, oldest first, thinned evenly over time.
+    """Return (time, report["values"]) of a rollout's gate evaluations, oldest first, thinned evenly over time."""
+    chosen = charted_evaluations(rollout_id, max_points=max_points, db=db)
+    reports = db.exec(select(GateEvaluation.at, GateEvaluation.report)
+                           .where(col(GateEvaluation.id).in_(chosen))
+                           .order_by(col(GateEvaluation.at), col(GateEvaluation.id))).all()
+    return [(at, _values(report)) for at, report in reports]
 
-    The newest evaluation of each of `max_points` equal slices of the rollout's span is chosen on the
-    (rollout, at) index alone; only the chosen rows' reports are read.
+
+def charted_evaluations(rollout_id: int, *, max_points: int = CHART_POINTS, db: Session) -> list[int]:
+    """Return the ids of the evaluations a rollout's chart shows: the first, and the newest of each time slice.
+
+    Chosen on the (rollout, at) index alone. Retention keeps these when it prunes the rest; with the
+    first and the last kept, the slices stay where they were, so a second pass finds nothing more.
     """
     at = col(GateEvaluation.at)
     first, last = (db.exec(select(GateEvaluation.at).where(GateEvaluation.rollout_id == rollout_id)
@@ -30,12 +41,11 @@ def evaluation_values(db: Session, rollout_id: int, *, max_points: int = 400
         return []
     width = max((last - first) / max_points, 1e-6)
     slot = cast((at - first) / width, Integer)
-    chosen = list(db.exec(select(func.max(GateEvaluation.id)).where(GateEvaluation.rollout_id == rollout_id)
-                          .group_by(slot)))
-    reports = db.exec(select(GateEvaluation.at, GateEvaluation.report)
-                           .where(col(GateEvaluation.id).in_(chosen))
-                           .order_by(col(GateEvaluation.at), col(GateEvaluation.id))).all()
-    return [(at, _values(report)) for at, report in reports]
+    slots = select(func.max(GateEvaluation.id)).where(GateEvaluation.rollout_id == rollout_id).group_by(slot)
+    newest = {int(row_id or 0) for row_id in db.exec(slots)}
+    oldest = db.exec(select(GateEvaluation.id).where(GateEvaluation.rollout_id == rollout_id)
+                     .order_by(at, col(GateEvaluation.id)).limit(1)).first()
+    return sorted(newest if oldest is None else newest | {int(oldest)})
 
 
 def rollout_transitions(db: Session, rollout_id: int) -> list[Transition]:

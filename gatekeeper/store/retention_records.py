@@ -3,8 +3,10 @@
 A session is prunable when it started before the cutoff, no approval names it (approvals are
 the audit trail and keep their session), and it is not inside an open rollout's current tier
 (the gates judge that tier's traffic). Its decisions go with it, after their day's counts are
-added to `rollout_days`. A gate evaluation is prunable when it is older than the cutoff and not
-inside an open rollout's current tier. Transitions and approvals are never deleted.
+added to `rollout_days`. A gate evaluation is prunable when it is older than the cutoff, not
+inside an open rollout's current tier and not one of the (at most 402) its rollout's chart
+shows, so the gate chart of every rollout outlives retention. Transitions and approvals are
+never deleted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
 from gatekeeper.core.ladder import TERMINAL_STATES
+from gatekeeper.store import dashboard_records
 
 DAY_S = 86_400
 _OPEN = "r.state NOT IN ({})".format(", ".join(f"'{state}'" for state in sorted(TERMINAL_STATES)))
@@ -25,9 +28,11 @@ _PRUNABLE_SESSIONS = text(f"""SELECT s.id FROM sessions s WHERE s.agent_id = :ag
  AND NOT EXISTS (SELECT 1 FROM approvals p WHERE p.session_id = s.id)
  AND NOT EXISTS (SELECT 1 FROM rollouts r WHERE r.id = s.rollout_id AND {_OPEN} AND s.started_at >= r.tier_started_at)
  ORDER BY s.started_at LIMIT :limit""")
-_PRUNABLE_EVALUATIONS = text(f"""SELECT g.id FROM gate_evaluations g WHERE g.agent_id = :agent AND g.at < :cutoff
+_OLD_EVALUATION_ROLLOUTS = text("""SELECT DISTINCT rollout_id FROM gate_evaluations WHERE agent_id = :agent
+ AND at < :cutoff ORDER BY rollout_id""")
+_PRUNABLE_EVALUATIONS = text(f"""SELECT g.id FROM gate_evaluations g WHERE g.rollout_id = :rollout AND g.at < :cutoff
  AND NOT EXISTS (SELECT 1 FROM rollouts r WHERE r.id = g.rollout_id AND {_OPEN} AND g.at >= r.tier_started_at)
- ORDER BY g.at LIMIT :limit""")
+ ORDER BY g.at""")
 _SESSION_DAYS = text("""SELECT agent_id, coalesce(rollout_id, 0), arm, CAST(started_at / :day AS INTEGER) AS d,
  count(*), coalesce(sum(spend_micros), 0) FROM sessions WHERE id IN :ids
  GROUP BY agent_id, coalesce(rollout_id, 0), arm, CAST(started_at / :day AS INTEGER)""").bindparams(
@@ -59,10 +64,16 @@ def prunable_sessions(agent_id: int, *, cutoff: float, limit: int, db: Session) 
     return [row[0] for row in db.execute(_PRUNABLE_SESSIONS, {"agent": agent_id, "cutoff": cutoff, "limit": limit})]
 
 
-def prunable_evaluations(agent_id: int, *, cutoff: float, limit: int, db: Session) -> list[int]:
-    """Return up to `limit` of an agent's oldest gate evaluations that retention may delete."""
-    return [int(row[0]) for row in db.execute(_PRUNABLE_EVALUATIONS,
-                                              {"agent": agent_id, "cutoff": cutoff, "limit": limit})]
+def rollouts_with_old_evaluations(agent_id: int, *, cutoff: float, db: Session) -> list[int]:
+    """Return the agent's rollouts that have gate evaluations older than the cutoff."""
+    return [int(row[0]) for row in db.execute(_OLD_EVALUATION_ROLLOUTS, {"agent": agent_id, "cutoff": cutoff})]
+
+
+def prunable_evaluations(rollout_id: int, *, cutoff: float, db: Session) -> list[int]:
+    """Return a rollout's gate evaluations retention may delete, oldest first: all but those its chart shows."""
+    charted = set(dashboard_records.charted_evaluations(rollout_id, db=db))
+    return [int(row[0]) for row in db.execute(_PRUNABLE_EVALUATIONS, {"rollout": rollout_id, "cutoff": cutoff})
+            if int(row[0]) not in charted]
 
 
 def decision_count(session_ids: Sequence[str], *, db: Session) -> int:

@@ -14,14 +14,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import col, select
 
 from gatekeeper import rollouts
 from gatekeeper.cli import main
 from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.retention import RetentionJob, prune
 from gatekeeper.scheduler import GateScheduler
-from gatekeeper.store import scrape_records
+from gatekeeper.store import dashboard_records, scrape_records
 from gatekeeper.store.models import AgentSession, Approval, Decision, GateEvaluation, Rollout, RolloutDay, Transition
 from tests.support.app import svc
 
@@ -84,12 +84,22 @@ def _seed(app: Flask, now: float) -> dict[str, Any]:
                                          ("ap-pending", "pending", "pending", now + 3600)):
             db.add(Approval(id=aid, agent_id=agent_id, session_id=sid, version="v1", tool="refund", tool_class="write",
                             cost_micros=0, state=state, created_at=now - 60 * DAY, expires_at=expires))
-        evaluations = [(ids["closed"], now - 60 * DAY, "c1"), (ids["closed"], now - 50 * DAY, "c2"),
-                       (ids["open"], now - 42 * DAY, "o1"), (ids["open"], now - 35 * DAY, "o2"),
-                       (ids["open"], now - 1 * DAY, "o3")]
+        # Every 20 minutes: the closed rollout 60 to 50 days ago; the open one 45 to 41 days ago (before its
+        # tier), 40 to 31 days ago (its tier, older than the horizon), and yesterday.
+        evaluations = [(ids["closed"], now - 60 * DAY + n * 1200, f"c{n}") for n in range(720)]
+        evaluations += [(ids["open"], now - 45 * DAY + n * 1200, f"before{n}") for n in range(288)]
+        evaluations += [(ids["open"], now - 40 * DAY + n * 1200, f"tier{n}") for n in range(648)]
+        evaluations += [(ids["open"], now - DAY, "fresh")]
         db.add_all([_evaluation(rid, agent_id, at, key) for rid, at, key in evaluations])
         scrape_records.count_evaluations([(agent_id, "hold")] * len(evaluations), db=db)
     return {"agent_id": agent_id, **ids}
+
+
+def _charted(app: Flask, *rollout_ids: int) -> set[str]:
+    """Return the window keys of the evaluations these rollouts' charts show now."""
+    with svc(app).db.reading() as db:
+        ids = {i for rid in rollout_ids for i in dashboard_records.charted_evaluations(rid, db=db)}
+        return {e.window_key for e in db.exec(select(GateEvaluation).where(col(GateEvaluation.id).in_(ids)))}
 
 
 def _kept(app: Flask) -> tuple[set[str], set[str], set[str], int, int]:
@@ -110,16 +120,21 @@ def test_pruning_keeps_what_open_gates_and_approvals_need_and_rolls_up_the_rest(
                                                                                 ) -> None:
     now = time.time()
     ids = _seed(app, now)
+    charted = _charted(app, ids["closed"], ids["open"])
+    assert 300 < len(charted) <= 802
+    prunable = {f"c{n}" for n in range(720)} | {f"before{n}" for n in range(288)}
     dry = prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=2, dry_run=True)
-    assert (dry.sessions, dry.decisions, dry.evaluations) == (4, 8, 3)
+    assert (dry.sessions, dry.decisions, dry.evaluations) == (4, 8, len(prunable - charted))
     assert _kept(app)[0] == KEPT | {"old-closed", "old-closed-stable", "open-before-tier", "no-rollout-old"}
     lines: list[str] = []
     done = prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=2, progress=lambda what, t: lines.append(what))
-    assert (done.sessions, done.decisions, done.evaluations) == (4, 8, 3)
+    assert (done.sessions, done.decisions, done.evaluations) == (4, 8, len(prunable - charted))
     assert lines.count("sessions") == 2  # batches of two sessions, one transaction each
     sessions, decisions, evaluations, transitions, approvals = _kept(app)
     assert sessions == decisions == KEPT
-    assert evaluations == {"o2", "o3"}  # the open rollout's current tier; the closed one's go
+    # The open rollout's current tier is kept whole; of the rest, what the charts show.
+    assert evaluations == {f"tier{n}" for n in range(648)} | {"fresh"} | (prunable & charted)
+    assert _charted(app, ids["closed"]) <= charted
     assert (transitions, approvals) == (2, 2)
     with svc(app).db.reading() as db:
         days = {(d.rollout_id, d.arm): (d.sessions, d.decisions, d.errors, d.spend_micros)
@@ -130,24 +145,26 @@ def test_pruning_keeps_what_open_gates_and_approvals_need_and_rolls_up_the_rest(
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
     counted = {s.labels["result"]: s.value for s in families["gatekeeper_gate_evaluations"].samples
                if s.name.endswith("_total")}
-    assert counted == {"hold": 5.0}
+    assert counted == {"hold": 720 + 288 + 648 + 1.0}
     again = prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=2)
     assert (again.sessions, again.evaluations) == (0, 0)
 
 
 def test_the_command_prunes_in_batches_with_progress_and_dry_runs(app: Flask, db_url: str) -> None:
     now = time.time()
-    _seed(app, now)
+    ids = _seed(app, now)
+    gone = 720 + 288 - len(_charted(app, ids["closed"]) | {k for k in _charted(app, ids["open"]) if "before" in k})
     runner = CliRunner()
     env = {"GATEKEEPER_RETENTION_BATCH": "1"}
     dry = runner.invoke(main, ["db", "prune", "--older-than", "30d", "--dry-run", "--db", db_url], env=env)
     assert dry.exit_code == 0, dry.output
-    assert dry.output.strip().endswith("would prune 4 sessions, 8 decisions, 3 gate evaluations older than 30 days")
+    assert dry.output.strip().endswith(f"would prune 4 sessions, 8 decisions, {gone:,} gate evaluations older than "
+                                       "30 days")
     assert len(_kept(app)[0]) == 9
     done = runner.invoke(main, ["db", "prune", "--older-than", "30d", "--db", db_url], env=env)
     assert done.exit_code == 0, done.output
     assert done.output.count("pruning sessions:") == 4
-    assert "pruned 4 sessions, 8 decisions, 3 gate evaluations older than 30 days" in done.output
+    assert f"pruned 4 sessions, 8 decisions, {gone:,} gate evaluations older than 30 days" in done.output
     assert _kept(app)[0] == KEPT
     refused = runner.invoke(main, ["db", "prune", "--older-than", "2h", "--db", db_url])
     assert refused.exit_code != 0 and "at least 1d" in refused.output
