@@ -14,6 +14,8 @@
 | GATEKEEPER_SIGNIN_WINDOW | 5m | the sign-in throttle's window |
 | GATEKEEPER_WEBHOOK_URLS | (none) | comma-separated URLs notified of every transition |
 | GATEKEEPER_MAX_BODY_BYTES | 65536 | largest accepted request body |
+| GATEKEEPER_RETENTION | 30d | sessions, decisions and gate evaluations older than this are pruned (rolled up first) |
+| GATEKEEPER_RETENTION_BATCH | 100 | sessions (with their decisions) per pruning transaction; evaluations 10x |
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class Settings:
     signin_window_s: float = 300.0
     webhook_urls: tuple[str, ...] = ()
     max_body_bytes: int = 65536
+    retention_s: float = 30 * 86_400.0
+    retention_batch: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +120,8 @@ class Settings:
             raise ConfigError("GATEKEEPER_PROMETHEUS_FAIL_MAX must be at least 1")
         if self.prometheus_reset_timeout_s <= 0 or self.signin_window_s <= 0:
             raise ConfigError("GATEKEEPER_PROMETHEUS_RESET_TIMEOUT and GATEKEEPER_SIGNIN_WINDOW must be above zero")
+        if self.retention_s < 86_400 or self.retention_batch < 1:
+            raise ConfigError("GATEKEEPER_RETENTION must be at least 1d and GATEKEEPER_RETENTION_BATCH at least 1")
         if self.signin_max_failures < 1:
             raise ConfigError("GATEKEEPER_SIGNIN_MAX_FAILURES must be at least 1")
         return self
@@ -139,6 +145,10 @@ def _read_env(env: Mapping[str, str], values: dict[str, Any]) -> None:
         values["webhook_urls"] = tuple(u.strip() for u in hooks.split(",") if u.strip())
     if size := env.get("GATEKEEPER_MAX_BODY_BYTES"):
         values["max_body_bytes"] = int(size)
+    if horizon := env.get("GATEKEEPER_RETENTION"):
+        values["retention_s"] = parse_duration(horizon)
+    if batch := env.get("GATEKEEPER_RETENTION_BATCH"):
+        values["retention_batch"] = _integer("GATEKEEPER_RETENTION_BATCH", batch)
 
 
 def _read_ops_env(env: Mapping[str, str], values: dict[str, Any]) -> None:

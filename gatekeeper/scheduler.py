@@ -11,7 +11,8 @@ Each tick (an APScheduler interval job that never overlaps itself) the leader re
 and writes its heartbeat in one transaction (servers read it: `GET /v1/scheduler`, `/readyz`,
 the dashboard's banner), then runs `gate_cycle.evaluate_all`, then `notify.deliver_due`.
 Evaluations are unique per (rollout, window), so even a leader that lost its lease in the middle
-of a tick cannot act twice on a window.
+of a tick cannot act twice on a window. A second job lets the leader prune history older than the
+retention horizon, once an hour, in short batches (retention.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.exc import IntegrityError
 
 from gatekeeper import gate_cycle, notify
+from gatekeeper.retention import RetentionJob
 from gatekeeper.scheduler_status import LEASE_NAME
 from gatekeeper.services import Services
 from gatekeeper.store.db import Database
@@ -109,6 +111,8 @@ class GateScheduler:
         self.clock = clock
         self.leading = False
         self._background: BackgroundScheduler | None = None
+        self.retention = RetentionJob(svc.db, older_than_s=svc.settings.retention_s,
+                                      batch=svc.settings.retention_batch)
 
     def tick(self) -> TickResult:
         """Run one cycle if this process leads; never raises."""
@@ -161,9 +165,16 @@ class GateScheduler:
             self._background = None
         self.lease.release()
 
+    def prune(self) -> None:
+        """As leader, prune history older than the retention horizon when a pass is due (retention.py)."""
+        if self.leading:
+            self.retention.run_due(now=self.clock())
+
     def _add_job(self, scheduler: BaseScheduler) -> None:
         scheduler.add_job(self.tick, "interval", seconds=self.interval_s, id="gatekeeper-tick",
                           next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
+        scheduler.add_job(self.prune, "interval", seconds=60, id="gatekeeper-retention", max_instances=1,
+                          coalesce=True)
 
 
 def _summary(outcomes: list[gate_cycle.GateOutcome]) -> str:

@@ -11,6 +11,7 @@ from gatekeeper.cli.gateway import gateway
 from gatekeeper.cli.lifecycle import register_lifecycle
 from gatekeeper.cli.ops import register_ops
 from gatekeeper.cli.policy_commands import policy
+from gatekeeper.cli.prune import db_prune
 from gatekeeper.cli.scenario import scenario
 from gatekeeper.cli.scheduler import scheduler
 from gatekeeper.cli.serve import serve
@@ -21,6 +22,7 @@ def main() -> None:
     """Gatekeeper: staged rollouts for AI agents (twin, shadow, canary, expansion)."""
 
 
+db.add_command(db_prune)
 main.add_command(db)
 main.add_command(token)
 main.add_command(user)

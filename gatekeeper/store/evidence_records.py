@@ -16,6 +16,7 @@ from sqlalchemy import insert
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
+from gatekeeper.store import scrape_records
 from gatekeeper.store.models import Agent, AgentSession, Decision, GateEvaluation, PolicyRevision, Rollout
 
 
@@ -81,9 +82,11 @@ def policy_revisions(revisions: Iterable[str], *, db: Session) -> list[PolicyRev
 
 
 def insert_evaluations(rows: Sequence[EvaluationRow], *, db: Session) -> None:
-    """Insert gate evaluations in one statement; the unique (rollout, window key) raises IntegrityError."""
+    """Insert gate evaluations in one statement and count them for /metrics; a repeated (rollout, window key)
+    raises IntegrityError."""
     if rows:
         db.execute(insert(GateEvaluation), list(rows))
+        scrape_records.count_evaluations([(row["agent_id"], row["result"]) for row in rows], db=db)
 
 
 def finished_twin_runs(since: Mapping[int, float], *, db: Session) -> dict[int, list[AgentSession]]:

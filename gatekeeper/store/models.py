@@ -68,9 +68,10 @@ class Transition(SQLModel, table=True):
     """One entry of the audit trail: who moved which rollout where, why, on which numbers."""
 
     __tablename__ = "transitions"
+    __table_args__ = (Index("ix_transitions_agent_at", "agent_id", "at"),)  # history pages, newest first
     id: int | None = Field(default=None, primary_key=True)
     rollout_id: int = Field(foreign_key="rollouts.id", index=True)
-    agent_id: int = Field(foreign_key="agents.id", index=True)
+    agent_id: int = Field(foreign_key="agents.id")
     at: float
     actor: str = Field(max_length=200)
     action: str = Field(max_length=30)
@@ -90,10 +91,14 @@ class GateEvaluation(SQLModel, table=True):
     """One gate evaluation of a rollout; unique per rollout and evaluation window."""
 
     __tablename__ = "gate_evaluations"
-    __table_args__ = (UniqueConstraint("rollout_id", "window_key"),)
+    # Indexes in the orders read: a rollout's newest evaluation and its charts; an agent's history
+    # pages and retention's pruning, both by time.
+    __table_args__ = (UniqueConstraint("rollout_id", "window_key"),
+                      Index("ix_gate_evaluations_rollout_at", "rollout_id", "at"),
+                      Index("ix_gate_evaluations_agent_at", "agent_id", "at"))
     id: int | None = Field(default=None, primary_key=True)
-    rollout_id: int = Field(foreign_key="rollouts.id", index=True)
-    agent_id: int = Field(foreign_key="agents.id", index=True)
+    rollout_id: int = Field(foreign_key="rollouts.id")
+    agent_id: int = Field(foreign_key="agents.id")
     at: float
     stage: str = Field(max_length=20)
     tier: int
@@ -138,16 +143,22 @@ class AgentSession(SQLModel, table=True):
     """One task or conversation of an agent, with its counters and caps fixed at start."""
 
     __tablename__ = "sessions"
+    # By time within an agent (retention) and within a rollout (gate windows, charts). Only mirrors are
+    # indexed by `mirror_of`: an index of mostly NULLs misled the planner into walking every session.
+    __table_args__ = (Index("ix_sessions_agent_started", "agent_id", "started_at"),
+                      Index("ix_sessions_rollout_started", "rollout_id", "started_at"),
+                      Index("ix_sessions_mirror_of", "mirror_of", sqlite_where=text("mirror_of IS NOT NULL"),
+                            postgresql_where=text("mirror_of IS NOT NULL")))
     id: str = Field(primary_key=True, max_length=40)
-    agent_id: int = Field(foreign_key="agents.id", index=True)
-    rollout_id: int | None = Field(default=None, index=True)
+    agent_id: int = Field(foreign_key="agents.id")
+    rollout_id: int | None = Field(default=None)
     version: str = Field(max_length=100)
     arm: str = Field(max_length=20)  # candidate | stable
     stage: str | None = Field(default=None, max_length=20)
     environment: str = Field(max_length=10)  # live | twin
     session_key: str = Field(max_length=200)
     scenario: str | None = Field(default=None, max_length=200)
-    mirror_of: str | None = Field(default=None, max_length=40, index=True)
+    mirror_of: str | None = Field(default=None, max_length=40)
     cap_tool_calls: int
     cap_spend_micros: int = micros()
     tool_calls: int = 0
@@ -220,7 +231,7 @@ class Approval(SQLModel, table=True):
     __tablename__ = "approvals"
     id: str = Field(primary_key=True, max_length=40)
     agent_id: int = Field(foreign_key="agents.id", index=True)
-    session_id: str = Field(foreign_key="sessions.id")
+    session_id: str = Field(foreign_key="sessions.id", index=True)  # retention keeps an approval's session
     rollout_id: int | None = None
     version: str = Field(max_length=100)
     tool: str = Field(max_length=200)
@@ -326,3 +337,29 @@ class StableChange(SQLModel, table=True):
     reason: str = Field(max_length=1000)
     from_version: str | None = Field(default=None, max_length=100)
     to_version: str = Field(max_length=100)
+
+
+class GateEvaluationCount(SQLModel, table=True):
+    """Gate evaluations ever stored per agent and result, kept as they are written: /metrics reads these."""
+
+    __tablename__ = "gate_evaluation_counts"
+    agent_id: int = Field(primary_key=True, foreign_key="agents.id")
+    result: str = Field(primary_key=True, max_length=20)
+    count: int = 0
+
+
+class RolloutDay(SQLModel, table=True):
+    """One day of one rollout arm's traffic, summed before retention prunes its sessions and decisions.
+
+    `rollout_id` is 0 for traffic outside any rollout; `day` counts days since the epoch (UTC).
+    """
+
+    __tablename__ = "rollout_days"
+    agent_id: int = Field(primary_key=True, foreign_key="agents.id")
+    rollout_id: int = Field(primary_key=True)
+    arm: str = Field(primary_key=True, max_length=20)
+    day: int = Field(primary_key=True)
+    sessions: int = 0
+    decisions: int = 0
+    errors: int = 0
+    spend_micros: int = micros(default=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import and_
 from sqlmodel import Session, col, func, select
 
 from gatekeeper.errors import NotFound
@@ -79,8 +80,11 @@ def decisions_of_approvals(db: Session, approval_ids: Iterable[str]) -> dict[str
     wanted = list(approval_ids)
     if not wanted:
         return {}
-    query = (select(Decision.approval_id, Decision.id).where(col(Decision.approval_id).in_(wanted),
-                                                           Decision.verdict == "approval_required"))
+    # Through the approval's session: decisions are indexed by session, never by approval.
+    query = (select(Decision.approval_id, Decision.id)
+             .join(Approval, and_(col(Approval.session_id) == Decision.session_id,
+                                  col(Approval.id) == Decision.approval_id))
+             .where(col(Approval.id).in_(wanted), Decision.verdict == "approval_required"))
     return {approval_id: decision_id for approval_id, decision_id in db.exec(query) if approval_id}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import literal, union_all
 from sqlmodel import Session, col, func, select
 
 from gatekeeper.errors import NotFound
@@ -81,30 +80,32 @@ def remember_revision(db: Session, *, revision: str, name: str, path: str, text:
 
 
 def latest_evaluation(db: Session, rollout_id: int) -> GateEvaluation | None:
-    """Return the newest gate evaluation of a rollout."""
+    """Return the newest gate evaluation of a rollout (one row read through its (rollout, at) index)."""
     query = (select(GateEvaluation).where(GateEvaluation.rollout_id == rollout_id)
-             .order_by(col(GateEvaluation.at).desc(), col(GateEvaluation.id).desc()))
+             .order_by(col(GateEvaluation.at).desc(), col(GateEvaluation.id).desc()).limit(1))
     return db.exec(query).first()
 
 
 def history(db: Session, agent_id: int, *, limit: int, offset: int, kinds: tuple[str, ...]
             ) -> tuple[list[Transition | GateEvaluation], int]:
-    """Return one page of an agent's transitions and gate evaluations, newest first, and the total."""
-    parts: list[Any] = []
-    if "transition" in kinds:
-        parts.append(select(literal("transition").label("kind"), col(Transition.id).label("id"),
-                            col(Transition.at).label("at")).where(Transition.agent_id == agent_id))
-    if "gate_evaluation" in kinds:
-        parts.append(select(literal("gate_evaluation").label("kind"), col(GateEvaluation.id).label("id"),
-                            col(GateEvaluation.at).label("at")).where(GateEvaluation.agent_id == agent_id))
-    if not parts:
-        return [], 0
-    merged = union_all(*parts).subquery()
-    total = db.exec(select(func.count()).select_from(merged)).one()
-    rows = db.exec(select(merged.c.kind, merged.c.id).order_by(merged.c.at.desc(), merged.c.id.desc())
-                        .limit(limit).offset(offset)).all()
-    table: dict[str, Any] = {"transition": Transition, "gate_evaluation": GateEvaluation}
-    return [db.get(table[kind], key) for kind, key in rows], int(total)  # type: ignore[misc]
+    """Return one page of an agent's transitions and gate evaluations, newest first, and the total.
+
+    Each kind's newest `offset + limit` rows are read in index order and merged here: a page costs
+    the same however long the history is (the total is counted on the same indexes).
+    """
+    tables: dict[str, Any] = {"transition": Transition, "gate_evaluation": GateEvaluation}
+    keyed: list[tuple[float, int, str]] = []
+    total = 0
+    for kind in ("transition", "gate_evaluation"):
+        if kind not in kinds:
+            continue
+        table = tables[kind]
+        newest = (select(table.at, table.id).where(table.agent_id == agent_id)
+                  .order_by(col(table.at).desc(), col(table.id).desc()).limit(offset + limit))
+        keyed += [(at, key, kind) for at, key in db.exec(newest)]
+        total += int(db.exec(select(func.count()).select_from(table).where(table.agent_id == agent_id)).one())
+    keyed.sort(key=lambda row: (row[0], row[1]), reverse=True)
+    return [db.get(tables[kind], key) for _, key, kind in keyed[offset:offset + limit]], total  # type: ignore[misc]
 
 
 def metrics_of(entry: Transition | GateEvaluation) -> dict[str, Any]:

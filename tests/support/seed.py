@@ -20,7 +20,7 @@ from gatekeeper.core.ladder import Tier, tier_label, traffic_percent
 from gatekeeper.core.policy import Policy
 from gatekeeper.core.tier_gate import TierSignals
 from gatekeeper.services import Services
-from gatekeeper.store import rollout_records
+from gatekeeper.store import rollout_records, scrape_records
 from gatekeeper.store.models import AgentSession, Approval, Decision, GateEvaluation
 
 MINUTE = 60.0
@@ -54,6 +54,7 @@ def store_report(svc: Services, agent: str, *, report: dict[str, Any]) -> None:
                               stage=report["stage"], tier=report["tier"], window_key=str(uuid.uuid4()),
                               result=report["result"], report=json.dumps(report),
                               policy_revision=rollout.policy_revision))
+        scrape_records.count_evaluations([(row.id or 0, report["result"])], db=db)
 
 
 def healthy_signals(minute: float, *, scale: float) -> TierSignals:
