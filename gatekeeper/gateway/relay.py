@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+import anyio
 from starlette.types import Receive, Send
 
 from gatekeeper.gateway.gateway_file import Upstream
@@ -162,3 +163,46 @@ class Reply:
     async def event(self, event: bytes) -> None:
         """Pass one upstream SSE event through unchanged."""
         await self.raw(event + b"\r\n\r\n")
+
+
+async def exchange(reply: Reply | None, headers: Mapping[str, str], body: bytes, request_id: Any, pool: UpstreamPool,
+               upstream_id: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """Send one request upstream within the timeout; return (its answer, None) or (None, why it failed).
+
+    With a `reply`, an SSE answer's other events (progress, the upstream's own requests) are passed
+    through as they come, committing the reply to SSE, and then so is the answer itself unless it is
+    a JSON-RPC error (a tool error instead). An answer that comes first is only returned: the caller
+    sends it as JSON, and the agent's connection stays reusable.
+    """
+    try:
+        with anyio.fail_after(pool.timeout):
+            async with pool.request("POST", upstream_headers(headers, upstream_id),
+                                    body) as upstream:
+                if upstream.status >= 400:
+                    return None, f"upstream {pool.name} answered HTTP {upstream.status}"
+                if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
+                    final = json.loads(await upstream.read())
+                else:
+                    final, held = None, []
+                    async for event, data in sse_events(upstream):
+                        mine = isinstance(data, dict) and data.get("id") == request_id and "method" not in data
+                        if mine and final is None:  # read on to the end: the connection goes back to the pool
+                            final = data
+                            if reply is not None and reply.streaming and "error" not in data:
+                                await reply.event(event)
+                        elif reply is not None and final is None:
+                            held.append(event)
+                            if data is not None:  # progress or a request of the upstream: stream from here on
+                                await reply.open_stream()
+                                for earlier in held:
+                                    await reply.event(earlier)
+                                held.clear()
+    except TimeoutError:
+        return None, f"upstream {pool.name} did not answer within {pool.timeout:g}s"
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        pool.last_error = f"{type(exc).__name__}: {exc}"
+        return None, f"upstream {pool.name} failed: {exc}"
+    pool.last_error = None
+    if isinstance(final, dict) and isinstance(final.get("error"), dict):
+        return None, f"upstream {pool.name} failed: {final['error'].get('message')}"
+    return (final, None) if isinstance(final, dict) else (None, f"upstream {pool.name} sent no answer")

@@ -70,13 +70,15 @@ class SessionState:
     opened: Opened
     approvals: dict[tuple[str, str], str] = field(default_factory=dict)  # (tool, arguments) -> approval id
     reporting: list[anyio.Event] = field(default_factory=list)  # outcomes still being written
+    judging: list[anyio.Event] = field(default_factory=list)  # those the next decision must see (errors, costs)
     last_used: float = field(default_factory=time.monotonic)
 
-    async def reported(self) -> None:
-        """Wait until every outcome of this session's earlier calls is written."""
-        while self.reporting:
-            await self.reporting[0].wait()
-            self.reporting.pop(0)
+    async def reported(self, *, judged_only: bool = False) -> None:
+        """Wait until the outcomes of this session's earlier calls are written (only those a decision reads)."""
+        waiting = self.judging if judged_only else self.reporting
+        while waiting:
+            await waiting[0].wait()
+            waiting.pop(0)
 
 
 def _arguments_key(tool: str, arguments: Mapping[str, Any] | None) -> tuple[str, str]:
@@ -237,7 +239,9 @@ class ToolGate:
 
     async def rule(self, state: SessionState, tool: str, arguments: Mapping[str, Any]) -> Ruling:
         """Decide a call in its session, carrying the approval granted to the same call (tool and arguments)."""
-        await state.reported()  # the kill switch and caps judge this call after the session's earlier outcomes
+        # The kill switch and caps judge this call after the session's earlier errors and actual costs; an ok
+        # outcome without a cost changes nothing a decision reads, so the next call does not wait for it.
+        await state.reported(judged_only=True)
         state.last_used = time.monotonic()
         key = _arguments_key(tool, arguments)
         ruling = await self.decide(state.opened, tool, arguments, approval_id=state.approvals.get(key))
@@ -339,7 +343,9 @@ class ToolGate:
             await self._write(report, ruling)
             return
         done = anyio.Event()
-        state.reporting.append(done)
+        state.reporting = [*(e for e in state.reporting if not e.is_set()), done]  # written ones are dropped
+        if status != "ok" or actual is not None:
+            state.judging = [*(e for e in state.judging if not e.is_set()), done]
         self.background.start_soon(self._write, report, ruling, done)
 
     @staticmethod
