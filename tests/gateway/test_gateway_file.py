@@ -55,6 +55,7 @@ def test_the_tool_cost_is_the_policy_models() -> None:
     from gatekeeper.policy_files import parse_policy
     from tests.support.gateway_world import POLICY
 
-    policy = parse_policy(POLICY.replace("refund_payment: irreversible", "refund_payment: {class: irreversible, cost: 0.02}"))
+    costly = "refund_payment: {class: irreversible, cost: 0.02}"
+    policy = parse_policy(POLICY.replace("refund_payment: irreversible", costly))
     assert (Decider.cost_micros(policy, "refund_payment"), Decider.cost_micros(policy, "search_kb")) == (20_000, 0)
     assert policy.tool_class("refund_payment") == "irreversible"
