@@ -162,16 +162,32 @@ async def measure(paths: dict[str, tuple[str, str | None, int | None]], *, round
 
 
 async def idle_memory(url: str, token: str | None, pid: int, *, sessions: int) -> tuple[float, float]:
-    """Open `sessions` MCP sessions on a path and keep them idle; return the process's RSS before and after (MB)."""
+    """Open `sessions` MCP sessions on a path and keep them idle; return the process's RSS before and after (MB).
+
+    Each session lives in a task of its own (its transport's scopes are left by the task that entered them),
+    opened 20 at a time, and all are held open while the memory is read."""
+    import anyio
     import psutil
 
     process = psutil.Process(pid)
     before = process.memory_info().rss / 1e6
-    async with AsyncExitStack() as stack:
+    opening, opened, release = anyio.Semaphore(20), anyio.Semaphore(0, max_value=sessions), anyio.Event()
+
+    async def hold() -> None:
+        async with AsyncExitStack() as stack:
+            async with opening:
+                await _session(stack, url, token)
+            opened.release()
+            await release.wait()
+
+    async with anyio.create_task_group() as tasks:
         for _ in range(sessions):
-            await _session(stack, url, token)
-        await asyncio.sleep(1)
+            tasks.start_soon(hold)
+        for _ in range(sessions):
+            await opened.acquire()
+        await anyio.sleep(1)
         after = process.memory_info().rss / 1e6
+        release.set()
     return before, after
 
 
@@ -226,11 +242,13 @@ def main() -> None:
                      "gateway": (f"http://127.0.0.1:{gw_port}/mcp", token, gateway_pid),
                      "proxy": (f"http://127.0.0.1:{px_port}/mcp", None, processes[-1].pid)}
             report(asyncio.run(measure(paths, rounds=args.rounds, calls=args.calls)))
+            sys.stdout.flush()
             for name, (url, auth, pid) in paths.items() if args.idle else ():
                 assert pid is not None
                 before, after = asyncio.run(idle_memory(url, auth, pid, sessions=args.idle))
                 print(f"{args.idle} idle sessions {name}: RSS {before:.1f} MB -> {after:.1f} MB, "
-                      f"{(after - before) * 1000 / args.idle:.1f} KB per session (gateway target <= 100 KB)")
+                      f"{(after - before) * 1000 / args.idle:.1f} KB per session (gateway target <= 100 KB)",
+                      flush=True)
         finally:
             for process in processes:
                 process.terminate()
