@@ -215,16 +215,16 @@ class LeanGateway:
         lean = self.sessions.pop(sid, None)
         if lean is None:
             return
-        for scope in list(lean.streams):
-            scope.cancel()
         with anyio.CancelScope(shield=True):
-            if lean.upstream_id is not None:
+            if lean.upstream_id is not None:  # the upstream ends its own streams: they close cleanly here too
                 with anyio.move_on_after(lean.pool.timeout):
                     try:
                         async with lean.pool.request("DELETE", upstream_headers(headers or {}, lean.upstream_id)):
                             pass
                     except (aiohttp.ClientError, OSError):
                         pass
+            for scope in list(lean.streams):  # whatever the upstream left open
+                scope.cancel()
             if lean.state is not None:
                 await self.gate.closed(lean.state)
 
