@@ -68,6 +68,7 @@ class InPath:
 
     async def call(self, reply: Reply, headers: Mapping[str, str], body: bytes, message: dict[str, Any],
                     caller: Caller, pool: UpstreamPool, lean: LeanSession | None, modern: bool) -> None:
+        """Decide one tools/call, then forward, record, refuse or ask about it by its verdict."""
         request_id = message["id"]
         params: dict[str, Any] = message["params"] if isinstance(message.get("params"), dict) else {}
         tool, arguments = params.get("name"), params.get("arguments") or {}
