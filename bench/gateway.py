@@ -130,13 +130,16 @@ async def _round(url: str, token: str | None, *, clients: int, calls: int) -> tu
         return latencies, time.perf_counter() - started
 
 
-def _cpu(pid: int | None) -> float:
+def _cpu(pid: int | None) -> tuple[float, float]:
+    """Return the process's CPU seconds, and those of its main thread (the event loop)."""
     import psutil
 
     if pid is None:
-        return 0.0
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+        return 0.0, 0.0
+    process = psutil.Process(pid)
+    times = process.cpu_times()
+    main = next((t.user_time + t.system_time for t in process.threads() if t.id == pid), 0.0)
+    return times.user + times.system, main
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -154,42 +157,67 @@ async def measure(paths: dict[str, tuple[str, str | None, int | None]], *, round
             for name, (url, token, pid) in paths.items():
                 before = _cpu(pid)
                 latencies, seconds = await _round(url, token, clients=clients, calls=per_client)
-                cpu = _cpu(pid) - before  # direct: the upstream's own CPU, the floor every path pays
+                after = _cpu(pid)  # direct: the upstream's own CPU, the floor every path pays
+                exchanges = (len(latencies) + clients * 2) / 1000
                 found.setdefault((name, clients), []).append({
                     "p50": _quantile(latencies, 0.5) * 1000, "p99": _quantile(latencies, 0.99) * 1000,
-                    "rate": len(latencies) / seconds, "cpu": cpu / (len(latencies) + clients * 2) * 1000})
+                    "rate": len(latencies) / seconds, "cpu": (after[0] - before[0]) / exchanges,
+                    "loop": (after[1] - before[1]) / exchanges})
     return found
 
 
 async def idle_memory(url: str, token: str | None, pid: int, *, sessions: int) -> tuple[float, float]:
-    """Open `sessions` MCP sessions on a path and keep them idle; return the process's RSS before and after (MB)."""
+    """Open `sessions` MCP sessions on a path and keep them idle; return the process's RSS before and after (MB).
+
+    Each session lives in a task of its own (its transport's scopes are left by the task that entered them),
+    opened 20 at a time, and all are held open while the memory is read."""
+    import anyio
     import psutil
 
     process = psutil.Process(pid)
     before = process.memory_info().rss / 1e6
-    async with AsyncExitStack() as stack:
+    opening, opened, release = anyio.Semaphore(20), anyio.Semaphore(0, max_value=sessions), anyio.Event()
+
+    async def hold() -> None:
+        async with AsyncExitStack() as stack:
+            async with opening:
+                await _session(stack, url, token)
+            opened.release()
+            await release.wait()
+
+    async with anyio.create_task_group() as tasks:
         for _ in range(sessions):
-            await _session(stack, url, token)
-        await asyncio.sleep(1)
+            tasks.start_soon(hold)
+        for _ in range(sessions):
+            await opened.acquire()
+        await anyio.sleep(1)
         after = process.memory_info().rss / 1e6
+        release.set()
     return before, after
 
 
 def report(found: dict[tuple[str, int], list[dict[str, float]]]) -> None:
-    """Print the medians of every path and client count, and the ratios the targets speak of."""
-    print(f"{'path':<10} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'CPU/call ms':>12}")
+    """Print the medians (and the range over rounds) of every path and client count, and the target ratios."""
+    print(f"{'path':<8} {'clients':>7} {'p50 ms (range)':>22} {'p99 ms':>8} {'calls/s':>8} "
+          f"{'CPU/call ms (range)':>22} {'of it loop':>10}")
     medians: dict[tuple[str, int], dict[str, float]] = {}
     for (name, clients), rows in found.items():
-        medians[(name, clients)] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-        m = medians[(name, clients)]
-        print(f"{name:<10} {clients:>7} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['rate']:>9.0f} {m['cpu']:>12.2f}")
+        medians[(name, clients)] = m = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        p50 = f"{m['p50']:.2f} ({min(r['p50'] for r in rows):.1f}-{max(r['p50'] for r in rows):.1f})"
+        cpu = f"{m['cpu']:.2f} ({min(r['cpu'] for r in rows):.2f}-{max(r['cpu'] for r in rows):.2f})"
+        print(f"{name:<8} {clients:>7} {p50:>22} {m['p99']:>8.2f} {m['rate']:>8.0f} {cpu:>22} {m['loop']:>10.2f}")
     for clients in (1, 8):
         direct, gateway, proxy = (medians[(n, clients)] for n in ("direct", "gateway", "proxy"))
         added_gw, added_px = gateway["p50"] - direct["p50"], proxy["p50"] - direct["p50"]
         print(f"{clients} client(s): added p50 gateway {added_gw:+.2f} ms, proxy {added_px:+.2f} ms "
               f"(proxy/gateway {added_px / added_gw if added_gw > 0 else float('inf'):.2f}x); CPU per call "
-              f"gateway {gateway['cpu']:.2f} ms, proxy {proxy['cpu']:.2f} ms "
+              f"gateway {gateway['cpu']:.2f} ms (event loop {gateway['loop']:.2f}, database threads "
+              f"{gateway['cpu'] - gateway['loop']:.2f}), proxy {proxy['cpu']:.2f} ms "
               f"(proxy/gateway {proxy['cpu'] / gateway['cpu'] if gateway['cpu'] else float('inf'):.2f}x)")
+    for clients in (1, 8):  # the added p50 of each round against the direct path of the same round
+        added = [g["p50"] - d["p50"] for g, d in zip(found[("gateway", clients)], found[("direct", clients)],
+                                                     strict=True)]
+        print(f"{clients} client(s): added p50 per round, gateway: {', '.join(f'{a:+.2f}' for a in added)} ms")
 
 
 def main() -> None:
@@ -226,11 +254,13 @@ def main() -> None:
                      "gateway": (f"http://127.0.0.1:{gw_port}/mcp", token, gateway_pid),
                      "proxy": (f"http://127.0.0.1:{px_port}/mcp", None, processes[-1].pid)}
             report(asyncio.run(measure(paths, rounds=args.rounds, calls=args.calls)))
+            sys.stdout.flush()
             for name, (url, auth, pid) in paths.items() if args.idle else ():
                 assert pid is not None
                 before, after = asyncio.run(idle_memory(url, auth, pid, sessions=args.idle))
                 print(f"{args.idle} idle sessions {name}: RSS {before:.1f} MB -> {after:.1f} MB, "
-                      f"{(after - before) * 1000 / args.idle:.1f} KB per session (gateway target <= 100 KB)")
+                      f"{(after - before) * 1000 / args.idle:.1f} KB per session (gateway target <= 100 KB)",
+                      flush=True)
         finally:
             for process in processes:
                 process.terminate()

@@ -2,8 +2,11 @@
 
     gateway_file.py   the gateway YAML file (pydantic, secrets by env-var reference only)
     deciding.py       the one module that imports Gatekeeper's own use cases and store
-    upstreams.py      long-lived client sessions to the live and twin upstream MCP servers
-    tool_calls.py     the MCP server side: tools/list and tools/call, verdict by verdict
-    serving.py        streamable HTTP (bearer agent token) and stdio transports, /metrics
+    tool_calls.py     sessions and verdicts (ToolGate); the SDK path: MCP terminated with the mcp SDK (stdio)
+    upstreams.py      the SDK path's long-lived client sessions to upstream MCP servers
+    forwarding.py     the lean path for streamable HTTP: JSON-RPC bodies parsed, the rest streamed through
+    in_path.py        the lean path's tools/call: decided, then forwarded, recorded, refused or asked about
+    relay.py          the lean path's kept-alive upstream pools, JSON/SSE replies, SSE event reading
+    serving.py        streamable HTTP (bearer agent token) and stdio transports, /metrics, idle expiry
     gateway_metrics.py  calls by verdict, upstream latency and errors
 """

@@ -14,10 +14,8 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -74,7 +72,6 @@ class Decider:
         self.hot = self.svc.hot
         self.metrics = self.svc.metrics
         self._tokens: dict[str, tuple[float, str | None]] = {}
-        self._costs: dict[tuple[str, str], Mapping[str, int]] = {}
         self._bindings: dict[str, tuple[float, str]] = {}
 
     # -- who is calling --------------------------------------------------------------------
@@ -169,9 +166,10 @@ class Decider:
                 hit = self._bindings[agent] = (now, get_agent(db, agent).policy)
         return self.svc.policies.get(hit[1]).policy
 
-    def cost_micros(self, policy: Policy, tool: str) -> int:
+    @staticmethod
+    def cost_micros(policy: Policy, tool: str) -> int:
         """Return the policy's cost estimate per call of a tool (0 when it names none)."""
-        return tool_costs(policy, self._costs).get(tool, 0)
+        return policy.tool_cost(tool) or 0
 
     def never_allowed(self, policy: Policy, opened: Opened, tool: str) -> str | None:
         """Return why this session's stage can never allow the tool, or None when it may."""
@@ -208,29 +206,3 @@ def _validated(model: type[SessionCreate] | type[DecisionCreate], **values: Any)
         first = exc.errors()[0]
         raise BadRequest(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
                          field=str(first["loc"][0]) if first["loc"] else None) from None
-
-
-def tool_costs(policy: Policy, cache: dict[tuple[str, str], Mapping[str, int]]) -> Mapping[str, int]:
-    """Return tool -> cost per call in micro-dollars, from `tools: {name: {class, cost}}` of the policy.
-
-    The policy model of this revision keeps only each tool's class, so the cost is read from the
-    policy's own file here (cached per revision) until the model carries it.
-    """
-    key = (policy.file, policy.revision)
-    found = cache.get(key)
-    if found is None:
-        found = cache[key] = _read_costs(policy.file)
-    return found
-
-
-def _read_costs(file: str) -> Mapping[str, int]:
-    try:
-        document = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    tools = document.get("tools") if isinstance(document, dict) else None
-    costs: dict[str, int] = {}
-    for name, entry in (tools or {}).items():
-        if isinstance(entry, dict) and isinstance(entry.get("cost"), int | float):
-            costs[str(name)] = to_micros(float(entry["cost"]))
-    return costs

@@ -2,7 +2,10 @@
 
 On HTTP every request to `/mcp` must carry `Authorization: Bearer <agent token>` (refused with 401
 before MCP sees it), and `/metrics` exposes the gateway's metrics; on stdio the token comes from
-`GATEKEEPER_AGENT_TOKEN`. Both run the upstream links in the same task group as the server.
+`GATEKEEPER_AGENT_TOKEN`. HTTP serves HTTP upstreams on the lean path (forwarding.py: uvicorn with
+httptools on uvloop, aiohttp pools to the upstreams) and stdio upstreams through the SDK path
+(tool_calls.py), whose links run in the same task group as the server; stdio serves everything
+through the SDK path.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatekeeper.gateway.deciding import Decider, GatekeeperError
+from gatekeeper.gateway.forwarding import ENVIRONMENT, SESSION_KEY, VERSION, LeanGateway, bearer
 from gatekeeper.gateway.gateway_file import GatewayFile
 from gatekeeper.gateway.gateway_metrics import GatewayMetrics
+from gatekeeper.gateway.relay import UpstreamPool
 from gatekeeper.gateway.tool_calls import Caller, ToolGate
 from gatekeeper.gateway.upstreams import UpstreamLink
 
-SESSION_KEY, ENVIRONMENT, VERSION = "gatekeeper-session-key", "gatekeeper-environment", "gatekeeper-version"
+IDLE_S = 1800.0  # an MCP session (or a 2026-07-28 session key) unused this long is ended
 
 
 def build_links(file: GatewayFile, *, environ: Mapping[str, str] | None = None) -> dict[tuple[str, str], UpstreamLink]:
@@ -38,16 +43,20 @@ def build_links(file: GatewayFile, *, environ: Mapping[str, str] | None = None) 
             for agent, upstreams in file.agents.items() for env in ("live", "twin")}
 
 
-def _bearer(header: str | None) -> str | None:
-    scheme, _, token = (header or "").strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+def build_pools(file: GatewayFile, *, environ: Mapping[str, str] | None = None
+                ) -> dict[tuple[str, str], UpstreamPool]:
+    """Return one connection pool per HTTP upstream named in the gateway file."""
+    env = os.environ if environ is None else environ
+    return {(agent, name): UpstreamPool(f"{agent}/{name}", upstream, timeout=file.timeout, environ=env)
+            for agent, upstreams in file.agents.items()
+            for name, upstream in (("live", upstreams.live), ("twin", upstreams.twin)) if upstream.url is not None}
 
 
 def http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
     """Read who is calling from the HTTP request that opened the MCP session."""
     request = ctx.request
     headers: Mapping[str, str] = request.headers if isinstance(request, Request) else {}
-    return Caller(_bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
+    return Caller(bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
                   headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None)
 
 
@@ -68,7 +77,7 @@ class BearerGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].rstrip("/") == self.path:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            token = _bearer(headers.get("authorization"))
+            token = bearer(headers.get("authorization"))
             problem = "send Authorization: Bearer <agent token>" if token is None else None
             known, agent = self.decider.cached_agent(token) if token is not None else (True, None)
             if token is not None and known and agent is None:
@@ -86,19 +95,22 @@ class BearerGuard:
         await self.app(scope, receive, send)
 
 
-def http_app(gate: ToolGate, *, registry: CollectorRegistry, host: str) -> ASGIApp:
-    """Return the ASGI app: MCP at /mcp behind the bearer guard, /metrics and /healthz beside it."""
+def http_app(gate: ToolGate, *, registry: CollectorRegistry, host: str,
+             pools: Mapping[tuple[str, str], UpstreamPool]) -> tuple[ASGIApp, LeanGateway]:
+    """Return the ASGI app (MCP at /mcp behind the bearer guard, /metrics and /healthz) and its lean path."""
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
-        links = {link.name: link.session is not None for link in gate.links.values()}
+        links = {link.name: link.session is not None for link in gate.links.values() if link.upstream.url is None}
+        links.update({pool.name: pool.last_error is None for pool in pools.values()})
         return Response(json.dumps({"ok": True, "upstreams": links}), media_type="application/json")
 
-    app = gate.server().streamable_http_app(host=host, custom_starlette_routes=[
-        Route("/metrics", metrics), Route("/healthz", healthz)])
-    return BearerGuard(app, gate.decider)
+    sdk = gate.server().streamable_http_app(host=host, custom_starlette_routes=[
+        Route("/metrics", metrics), Route("/healthz", healthz)], session_idle_timeout=IDLE_S)
+    lean = LeanGateway(gate, pools, sdk)
+    return BearerGuard(lean, gate.decider), lean
 
 
 def build_gate(decider: Decider, file: GatewayFile, *, registry: CollectorRegistry, stdio: bool,
@@ -111,17 +123,35 @@ def build_gate(decider: Decider, file: GatewayFile, *, registry: CollectorRegist
                     caller_of=caller_of, approval_wait_s=approval_wait_s, otel=otel)
 
 
-async def serve_http(gate: ToolGate, *, registry: CollectorRegistry, host: str, port: int) -> None:
-    """Serve streamable HTTP until cancelled or stopped by a signal."""
-    app = http_app(gate, registry=registry, host=host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
-    async with anyio.create_task_group() as tasks, anyio.create_task_group() as reports:
-        for link in gate.links.values():
-            tasks.start_soon(link.run)
-        gate.background = reports
-        await server.serve()
-        tasks.cancel_scope.cancel()
-    gate.background = None
+async def serve_http(gate: ToolGate, *, registry: CollectorRegistry, host: str, port: int,
+                     idle_s: float = IDLE_S) -> None:
+    """Serve streamable HTTP until cancelled or stopped by a signal; end idle sessions as it goes."""
+    pools = build_pools(gate.file)
+    app, lean = http_app(gate, registry=registry, host=host, pools=pools)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                           http="httptools", timeout_graceful_shutdown=2))
+    for pool in pools.values():
+        await pool.open()
+    try:
+        async with anyio.create_task_group() as tasks, anyio.create_task_group() as reports:
+            for link in gate.links.values():
+                if link.upstream.url is None:  # HTTP upstreams are the lean path's pools
+                    tasks.start_soon(link.run)
+            tasks.start_soon(_expire, lean, idle_s)
+            gate.background = reports
+            await server.serve()
+            await lean.close()
+            tasks.cancel_scope.cancel()
+    finally:
+        gate.background = None
+        for pool in pools.values():
+            await pool.close()
+
+
+async def _expire(lean: LeanGateway, idle_s: float) -> None:
+    while True:
+        await anyio.sleep(max(0.2, min(idle_s / 4, 60.0)))
+        await lean.expire_idle(idle_s)
 
 
 async def serve_stdio(gate: ToolGate) -> None:

@@ -70,19 +70,22 @@ class SessionState:
     opened: Opened
     approvals: dict[tuple[str, str], str] = field(default_factory=dict)  # (tool, arguments) -> approval id
     reporting: list[anyio.Event] = field(default_factory=list)  # outcomes still being written
+    judging: list[anyio.Event] = field(default_factory=list)  # those the next decision must see (errors, costs)
+    last_used: float = field(default_factory=time.monotonic)
 
-    async def reported(self) -> None:
-        """Wait until every outcome of this session's earlier calls is written."""
-        while self.reporting:
-            await self.reporting[0].wait()
-            self.reporting.pop(0)
+    async def reported(self, *, judged_only: bool = False) -> None:
+        """Wait until the outcomes of this session's earlier calls are written (only those a decision reads)."""
+        waiting = self.judging if judged_only else self.reporting
+        while waiting:
+            await waiting[0].wait()
+            waiting.pop(0)
 
 
 def _arguments_key(tool: str, arguments: Mapping[str, Any] | None) -> tuple[str, str]:
     return tool, json.dumps(arguments or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _text_result(text: str, *, error: bool, meta: dict[str, Any]) -> types.CallToolResult:
+def text_result(text: str, *, error: bool, meta: dict[str, Any]) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=error,
                                 _meta={"gatekeeper": meta})
 
@@ -102,7 +105,7 @@ class ToolGate:
         self.otel = otel
         self.mirrors: dict[tuple[str, str], tuple[str, str]] = {}  # (agent, session key) -> (mirror id, version)
         self.envelopes: dict[tuple[str | None, ...], SessionState] = {}  # 2026-07-28: sessions by caller
-        self._opening = anyio.Lock()
+        self.opening = anyio.Lock()
         self.background: TaskGroup | None = None  # set by the transport: outcomes are written after the answer
 
     def server(self) -> Server[Any]:
@@ -118,33 +121,46 @@ class ToolGate:
     async def state(self, ctx: ServerRequestContext[Any, Any]) -> SessionState:
         """Return the MCP session's state, opening its Gatekeeper session at the first request."""
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            return await self._envelope_state(self.caller_of(ctx))
+            return await self.envelope_state(self.caller_of(ctx))
         connection = ctx.session._connection  # noqa: SLF001 - the SDK's per-connection scratch state
         found: SessionState | None = connection.state.get("gatekeeper")
         if found is not None:
             return found
-        async with self._opening:
+        async with self.opening:
             found = connection.state.get("gatekeeper")
             if found is None:
-                found = connection.state["gatekeeper"] = SessionState(await self._open(self.caller_of(ctx)))
-                connection.exit_stack.push_async_callback(self._closed, found)
+                found = connection.state["gatekeeper"] = SessionState(await self.open_session(self.caller_of(ctx)))
+                connection.exit_stack.push_async_callback(self.closed, found)
         return found
 
-    async def _envelope_state(self, caller: Caller) -> SessionState:
+    async def envelope_state(self, caller: Caller) -> SessionState:
         if not caller.session_key:
             raise refused("the 2026-07-28 protocol has no MCP session: send Gatekeeper-Session-Key to name the "
                           "Gatekeeper session these calls belong to")
         key = (caller.token, caller.session_key, caller.environment, caller.version)
         found = self.envelopes.pop(key, None)
         if found is None:
-            async with self._opening:
-                found = self.envelopes.pop(key, None) or SessionState(await self._open(caller))
+            async with self.opening:
+                found = self.envelopes.pop(key, None) or SessionState(await self.open_session(caller))
+        found.last_used = time.monotonic()
         self.envelopes[key] = found  # most recently used last
         if len(self.envelopes) > MAX_ENVELOPE_SESSIONS:
-            self.envelopes.pop(next(iter(self.envelopes)))
+            self._end_soon(self.envelopes.pop(next(iter(self.envelopes))))
         return found
 
-    async def _open(self, caller: Caller) -> Opened:
+    async def expire_idle(self, idle_s: float) -> int:
+        """End the 2026-07-28 sessions unused for idle_s (their pending approvals are cancelled); return how many."""
+        cutoff = time.monotonic() - idle_s
+        idle = [key for key, state in self.envelopes.items() if state.last_used < cutoff and not state.reporting]
+        for key in idle:
+            await self.closed(self.envelopes.pop(key))
+        return len(idle)
+
+    def _end_soon(self, state: SessionState) -> None:
+        if self.background is not None:
+            self.background.start_soon(self.closed, state)
+
+    async def open_session(self, caller: Caller) -> Opened:
         if caller.token is None:
             raise refused("no agent token: send Authorization: Bearer <agent token>")
         try:
@@ -169,7 +185,7 @@ class ToolGate:
         self.metrics.sessions.labels(agent, opened.environment).inc()
         return opened
 
-    async def _closed(self, state: SessionState) -> None:
+    async def closed(self, state: SessionState) -> None:
         with anyio.CancelScope(shield=True):
             await state.reported()
             await anyio.to_thread.run_sync(self.decider.close, state.opened.session_id, state.opened.agent)
@@ -186,9 +202,9 @@ class ToolGate:
         except UpstreamUnavailable as exc:
             raise MCPError(INTERNAL_ERROR, str(exc)) from None
         policy = await anyio.to_thread.run_sync(self.decider.policy, state.opened.agent)
-        return types.ListToolsResult(tools=[self._marked(tool, policy, state.opened) for tool in tools])
+        return types.ListToolsResult(tools=[self.marked(tool, policy, state.opened) for tool in tools])
 
-    def _marked(self, tool: types.Tool, policy: Policy, opened: Opened) -> types.Tool:
+    def marked(self, tool: types.Tool, policy: Policy, opened: Opened) -> types.Tool:
         """Mark a tool this stage never allows, or one whose calls wait for a person's approval."""
         never = self.decider.never_allowed(policy, opened, tool.name)
         if never is not None:
@@ -206,15 +222,9 @@ class ToolGate:
                         ) -> types.CallToolResult | types.InputRequiredResult:
         """Decide the call, then forward, record, refuse or ask for approval by its verdict."""
         state = await self.state(ctx)
-        await state.reported()  # the kill switch and caps judge this call after the session's earlier outcomes
-        opened, tool, arguments = state.opened, params.name, params.arguments or {}
-        key = _arguments_key(tool, arguments)
-        ruling = await self._decide(opened, tool, arguments, approval_id=state.approvals.get(key))
-        if ruling.reason in SPENT_APPROVALS:
-            state.approvals.pop(key, None)
-            ruling = await self._decide(opened, tool, arguments, approval_id=None)
+        tool, arguments = params.name, params.arguments or {}
+        ruling = await self.rule(state, tool, arguments)
         if ruling.verdict == "approval_required":
-            state.approvals[key] = ruling.approval_id or ""
             if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
                 asked = await self._input_required(ctx, params, state, ruling)
                 if isinstance(asked, types.InputRequiredResult):
@@ -222,19 +232,43 @@ class ToolGate:
                 ruling = asked
             else:
                 ruling = await self._wait_for_approval(ctx, state, ruling, tool, arguments)
-        if ruling.approval_id and ruling.verdict == "allow":
-            state.approvals.pop(key, None)  # spent: the same call again needs a new approval
-        self.metrics.calls.labels(opened.agent, opened.environment, ruling.verdict).inc()
+        self.ruled(state, tool, arguments, ruling)
         if ruling.verdict == "allow":
             return await self._forward(state, ruling, tool, arguments)
+        return self.answer(ruling)
+
+    async def rule(self, state: SessionState, tool: str, arguments: Mapping[str, Any]) -> Ruling:
+        """Decide a call in its session, carrying the approval granted to the same call (tool and arguments)."""
+        # The kill switch and caps judge this call after the session's earlier errors and actual costs; an ok
+        # outcome without a cost changes nothing a decision reads, so the next call does not wait for it.
+        await state.reported(judged_only=True)
+        state.last_used = time.monotonic()
+        key = _arguments_key(tool, arguments)
+        ruling = await self.decide(state.opened, tool, arguments, approval_id=state.approvals.get(key))
+        if ruling.reason in SPENT_APPROVALS:
+            state.approvals.pop(key, None)
+            ruling = await self.decide(state.opened, tool, arguments, approval_id=None)
+        if ruling.verdict == "approval_required":
+            state.approvals[key] = ruling.approval_id or ""
+        return ruling
+
+    def ruled(self, state: SessionState, tool: str, arguments: Mapping[str, Any], ruling: Ruling) -> None:
+        """Spend an approval that let the call through, and count the final verdict."""
+        if ruling.approval_id and ruling.verdict == "allow":
+            state.approvals.pop(_arguments_key(tool, arguments), None)  # the same call again needs a new approval
+        self.metrics.calls.labels(state.opened.agent, state.opened.environment, ruling.verdict).inc()
+
+    @staticmethod
+    def answer(ruling: Ruling) -> types.CallToolResult:
+        """Return the result of a call that does not run: shadow (recorded), deny or approval_required."""
         meta = {"verdict": ruling.verdict, "reason": ruling.reason, "decision_id": ruling.decision_id}
         if ruling.approval_id:
             meta["approval_id"] = ruling.approval_id
         if ruling.verdict == "shadow":
-            return _text_result(f"Recorded, not run: {ruling.message}", error=False, meta=meta)
-        return _text_result(ruling.message, error=True, meta=meta)
+            return text_result(f"Recorded, not run: {ruling.message}", error=False, meta=meta)
+        return text_result(ruling.message, error=True, meta=meta)
 
-    async def _decide(self, opened: Opened, tool: str, arguments: Mapping[str, Any], *,
+    async def decide(self, opened: Opened, tool: str, arguments: Mapping[str, Any], *,
                       approval_id: str | None) -> Ruling:
         try:
             return await anyio.to_thread.run_sync(lambda: self.decider.decide(opened, tool, arguments,
@@ -250,13 +284,13 @@ class ToolGate:
             if not _can_elicit(ctx):
                 return ruling
             request = types.ElicitRequest(params=types.ElicitRequestFormParams(
-                message=_approval_question(ruling, params.name), requested_schema={"type": "object", "properties": {}}))
+                message=approval_question(ruling, params.name), requested_schema={"type": "object", "properties": {}}))
             return types.InputRequiredResult(input_requests={APPROVAL_INPUT: request},
                                              request_state=json.dumps({"approval_id": ruling.approval_id}))
         if not isinstance(answer, types.ElicitResult) or answer.action != "accept":
             return ruling
-        await self._settled(ruling.approval_id or "")
-        return await self._decide(state.opened, params.name, params.arguments or {}, approval_id=ruling.approval_id)
+        await self.settled(ruling.approval_id or "")
+        return await self.decide(state.opened, params.name, params.arguments or {}, approval_id=ruling.approval_id)
 
     async def _wait_for_approval(self, ctx: ServerRequestContext[Any, Any], state: SessionState, ruling: Ruling,
                                  tool: str, arguments: Mapping[str, Any]) -> Ruling:
@@ -264,14 +298,14 @@ class ToolGate:
         approval_id = ruling.approval_id or ""
         if not _can_elicit(ctx):
             return ruling
-        answer = await ctx.session.elicit_form(_approval_question(ruling, tool), {"type": "object", "properties": {}},
+        answer = await ctx.session.elicit_form(approval_question(ruling, tool), {"type": "object", "properties": {}},
                                                related_request_id=ctx.request_id)
         if answer.action != "accept":
             return ruling
-        await self._settled(approval_id)
-        return await self._decide(state.opened, tool, arguments, approval_id=approval_id)
+        await self.settled(approval_id)
+        return await self.decide(state.opened, tool, arguments, approval_id=approval_id)
 
-    async def _settled(self, approval_id: str) -> None:
+    async def settled(self, approval_id: str) -> None:
         deadline = time.monotonic() + self.approval_wait_s
         while True:
             found = await anyio.to_thread.run_sync(self.decider.approval_state, approval_id)
@@ -286,16 +320,16 @@ class ToolGate:
         try:
             result = await link.call(tool, arguments)
         except UpstreamUnavailable as exc:
-            await self._report(state, ruling, status="error", seconds=time.perf_counter() - started, actual=None,
+            await self.report(state, ruling, status="error", seconds=time.perf_counter() - started, actual=None,
                                kind="unavailable")
-            return _text_result(f"The tool could not be reached: {exc}", error=True,
+            return text_result(f"The tool could not be reached: {exc}", error=True,
                                 meta={"verdict": "allow", "decision_id": ruling.decision_id, "upstream_error": True})
         status = "error" if result.is_error else "ok"
-        await self._report(state, ruling, status=status, seconds=time.perf_counter() - started,
-                           actual=_actual_cost(result), kind="tool_error" if result.is_error else None)
+        await self.report(state, ruling, status=status, seconds=time.perf_counter() - started,
+                           actual=cost_in(result.meta), kind="tool_error" if result.is_error else None)
         return result
 
-    async def _report(self, state: SessionState, ruling: Ruling, *, status: str, seconds: float,
+    async def report(self, state: SessionState, ruling: Ruling, *, status: str, seconds: float,
                       actual: float | None, kind: str | None) -> None:
         """Count the upstream's answer and write the outcome: after the answer when the transport allows."""
         opened = state.opened
@@ -309,7 +343,9 @@ class ToolGate:
             await self._write(report, ruling)
             return
         done = anyio.Event()
-        state.reporting.append(done)
+        state.reporting = [*(e for e in state.reporting if not e.is_set()), done]  # written ones are dropped
+        if status != "ok" or actual is not None:
+            state.judging = [*(e for e in state.judging if not e.is_set()), done]
         self.background.start_soon(self._write, report, ruling, done)
 
     @staticmethod
@@ -332,7 +368,7 @@ def refused(message: str) -> MCPError:
     return MCPError(INVALID_REQUEST, message)
 
 
-def _approval_question(ruling: Ruling, tool: str) -> str:
+def approval_question(ruling: Ruling, tool: str) -> str:
     return (f"{ruling.message} ({tool}; approval {ruling.approval_id}). Accept once a person has approved it in "
             "Gatekeeper to run the call now; decline to drop it.")
 
@@ -342,12 +378,10 @@ def _can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
     return capabilities is not None and capabilities.elicitation is not None
 
 
-def _actual_cost(result: types.CallToolResult) -> float | None:
-    meta = result.meta or {}
+def cost_in(meta: Mapping[str, Any] | None) -> float | None:
+    """Return the actual cost an upstream reported in a result's `_meta`, if any."""
     for key in COST_META_KEYS:
-        value = meta.get(key)
+        value = (meta or {}).get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
             return float(value)
     return None
-
-

@@ -50,18 +50,12 @@ def test_a_bad_gateway_file_is_refused_with_its_field(tmp_path: Path, text: str,
     assert problem in refused.value.message and str(tmp_path) in refused.value.message
 
 
-def test_tool_costs_are_read_from_the_policy_file_per_revision(tmp_path: Path) -> None:
-    from types import SimpleNamespace
+def test_the_tool_cost_is_the_policy_models() -> None:
+    from gatekeeper.gateway.deciding import Decider
+    from gatekeeper.policy_files import parse_policy
+    from tests.support.gateway_world import POLICY
 
-    from gatekeeper.gateway.deciding import tool_costs
-
-    policy_file = tmp_path / "p.yaml"
-    policy_file.write_text("tools:\n  search_kb: read_only\n  refund_payment: {class: irreversible, cost: 0.02}\n")
-    cache: dict[tuple[str, str], object] = {}
-    policy = SimpleNamespace(file=str(policy_file), revision="r1")
-    assert tool_costs(policy, cache) == {"refund_payment": 20_000}  # type: ignore[arg-type]
-    policy_file.write_text("tools: {refund_payment: {class: irreversible, cost: 0.5}}\n")
-    assert tool_costs(policy, cache) == {"refund_payment": 20_000}  # type: ignore[arg-type]  # same revision
-    assert tool_costs(SimpleNamespace(file=str(policy_file), revision="r2"), cache) == {  # type: ignore[arg-type]
-        "refund_payment": 500_000}
-    assert tool_costs(SimpleNamespace(file=str(tmp_path / "gone.yaml"), revision="r"), cache) == {}  # type: ignore[arg-type]
+    costly = "refund_payment: {class: irreversible, cost: 0.02}"
+    policy = parse_policy(POLICY.replace("refund_payment: irreversible", costly))
+    assert (Decider.cost_micros(policy, "refund_payment"), Decider.cost_micros(policy, "search_kb")) == (20_000, 0)
+    assert policy.tool_class("refund_payment") == "irreversible"

@@ -39,7 +39,7 @@ stable_caps: {tool_calls_per_session: 60, spend_per_session: 2.00}
 kill_switch: {window: 60s, min_calls: 4, max_error_rate: 0.5, action: {revert_to: shadow}}
 approvals: {expire_after: 5s}
 """
-AGENTS = [f"gw-{n}" for n in range(12)]
+AGENTS = [f"gw-{n}" for n in range(16)]
 LADDER = ["twin", "shadow", "canary", "expansion"]
 
 
