@@ -115,11 +115,11 @@ def _fire(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: floa
 
 def _effect(svc: Services, db: Session, alert: Alert, agent_name: str, *, actor: str, now: float
             ) -> AlertOutcome:
-    agent = rollout_records.find_agent(db, agent_name, for_update=True)
+    agent = rollout_records.find_agent(agent_name, for_update=True, db=db)
     if agent is None:
         log.warning("alert %s names unknown agent %r; acknowledged, nothing done", alert.name, agent_name)
         return _outcome(alert, "unknown_agent", detail=f"no agent named {agent_name!r}")
-    rollout = rollout_records.current_rollout(db, agent, for_update=True)
+    rollout = rollout_records.current_rollout(agent, for_update=True, db=db)
     if rollout is None:
         return _outcome(alert, "no_rollout", detail="the agent has no rollout in progress")
     version = alert.labels.get("version")
@@ -144,8 +144,8 @@ def _apply(svc: Services, db: Session, agent: Agent, rollout: Rollout, alert: Al
 
 def _resolve(svc: Services, alert: Alert, agent_name: str, *, actor: str, now: float) -> AlertOutcome:
     with svc.db.transaction() as db:
-        agent = rollout_records.find_agent(db, agent_name, for_update=True)
-        rollout = rollout_records.current_rollout(db, agent, for_update=True) if agent else None
+        agent = rollout_records.find_agent(agent_name, for_update=True, db=db)
+        rollout = rollout_records.current_rollout(agent, for_update=True, db=db) if agent else None
         if agent is None or rollout is None or not _held_by(rollout, alert):
             return _outcome(alert, "resolved", detail="nothing to lift")
         loaded = svc.policies.get(agent.policy)

@@ -33,26 +33,26 @@ def reject(svc: Services, approval_id: str, *, actor: str, reason: str, now: flo
 
 def pending(db: Session, *, now: float) -> list[Approval]:
     """Return the pending approvals, newest first, after expiring the due ones (inside the caller's transaction)."""
-    session_records.expire_due_approvals(db, now=now)
-    return session_records.list_approvals(db, state="pending")
+    session_records.expire_due_approvals(now=now, db=db)
+    return session_records.list_approvals(state="pending", db=db)
 
 
 def listing(svc: Services, *, state: str | None, now: float) -> list[Approval]:
     """Return approvals of one state (None: all), newest first, after expiring the due ones."""
     with svc.db.transaction() as db:
-        session_records.expire_due_approvals(db, now=now)
-        return session_records.list_approvals(db, state=state)
+        session_records.expire_due_approvals(now=now, db=db)
+        return session_records.list_approvals(state=state, db=db)
 
 
 def get(svc: Services, approval_id: str, *, now: float) -> Approval:
     """Return one approval, expiring it first when its time ran out."""
     with svc.db.transaction() as db:
-        return _expire_if_due(db, session_records.get_approval(db, approval_id, for_update=True), now=now)
+        return _expire_if_due(db, session_records.get_approval(approval_id, for_update=True, db=db), now=now)
 
 
 def _settle(svc: Services, approval_id: str, state: str, *, actor: str, reason: str, now: float) -> Approval:
     with svc.db.transaction() as db:
-        approval = _expire_if_due(db, session_records.get_approval(db, approval_id, for_update=True), now=now)
+        approval = _expire_if_due(db, session_records.get_approval(approval_id, for_update=True, db=db), now=now)
         if approval.state == "pending":
             approval.state, approval.decided_by, approval.decided_at = state, actor, now
             approval.decision_reason = reason

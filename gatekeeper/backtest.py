@@ -79,7 +79,7 @@ class Backtest:
 def backtest(database: Database, policy: Policy, *, agent: str, rollout_id: int | None, now: float) -> Backtest:
     """Replay one recorded rollout of `agent` through `policy` and return both sets of moves."""
     with database.reading() as db:
-        row = rollout_records.get_agent(db, agent)
+        row = rollout_records.get_agent(agent, db=db)
         rollout = recorded.recorded_rollout(row, rollout_id=rollout_id, db=db)
         rid, candidate = rollout.id or 0, rollout.candidate_version
         transitions = recorded.transitions_of(rid, db=db)

@@ -302,5 +302,5 @@ def _trip(svc: Services, facts: OutcomeFacts, *, now: float) -> bool:
     """Trip the kill switch in a transaction of its own; False when another report tripped it first."""
     assert facts.rollout_id is not None  # only a counted outcome crosses
     with svc.db.transaction() as db:
-        agent = rollout_records.agent_by_id(db, facts.agent_id)
+        agent = rollout_records.agent_by_id(facts.agent_id, db=db)
         return kill_switch.check(db, svc.policies.get(agent.policy), agent, facts.rollout_id, now=now)

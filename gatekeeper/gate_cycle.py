@@ -50,7 +50,7 @@ from gatekeeper.core.gates import (
 )
 from gatekeeper.core.policy import Policy, TierGate
 from gatekeeper.core.tier_gate import evaluate_tier_gate
-from gatekeeper.core.vocabulary import HoldOwner
+from gatekeeper.core.vocabulary import GATED_STATES, PREVIEW_STAGES, HoldOwner
 from gatekeeper.errors import GatekeeperError, IllegalTransition, NotFound
 from gatekeeper.policy_store import LoadedPolicy
 from gatekeeper.rollouts import Move, transition_many
@@ -65,7 +65,6 @@ from gatekeeper.twin_fidelity import twin_extras
 log = logging.getLogger(__name__)
 
 ACTOR = "scheduler"
-GATED_STATES = ("progressing", "held")
 BUILTIN = SourceStatus("builtin")  # twin runs and mirrored sessions always come from the database
 NO_EVIDENCE = StageEvidence()
 # Rollouts per write transaction: on SQLite the write lock blocks decisions while it is held, so a
@@ -177,9 +176,9 @@ def gather_all(svc: Services, due: Sequence[Due]) -> dict[int, StageEvidence]:
                                                     for d in due])
     except Exception:  # noqa: BLE001 - one broken rollout must stop only its own gate
         log.exception("gate evidence: the batched read failed; reading rollout by rollout")
-        found = {item.rollout_id: read for item in due if item.stage in ("twin", "shadow")
+        found = {item.rollout_id: read for item in due if item.stage in PREVIEW_STAGES
                  and (read := _gather_guarded(svc, item)) is not None}
-        due = [item for item in due if item.stage not in ("twin", "shadow") or item.rollout_id in found]
+        due = [item for item in due if item.stage not in PREVIEW_STAGES or item.rollout_id in found]
     return {item.rollout_id: found.get(item.rollout_id, NO_EVIDENCE) for item in due}
 
 
@@ -209,7 +208,7 @@ def window_key(rollout: Rollout | GatedRow, policy: Policy, *, now: float) -> st
 def due_rollouts(svc: Services, *, now: float) -> list[Due]:
     """Return the active progressing or held rollouts not yet evaluated in their current window."""
     with svc.db.reading() as db:
-        rows = evidence_records.gated_rollouts(db=db, states=GATED_STATES)
+        rows = evidence_records.gated_rollouts(db=db, states=sorted(GATED_STATES))
         candidates = [due for row in rows if (due := _due(svc, row, now=now))]
         done = (evidence_records.evaluated_windows([d.rollout_id for d in candidates],
                                                    [d.window_key for d in candidates], db=db)

@@ -25,11 +25,11 @@ from gatekeeper.store.models import Agent
 
 def check(db: Session, loaded: LoadedPolicy, agent: Agent, rollout_id: int, *, now: float) -> bool:
     """Trip the kill switch inside the caller's transaction if the error rate crossed; return whether it did."""
-    rollout = rollout_records.locked_rollout(db, rollout_id)
+    rollout = rollout_records.locked_rollout(rollout_id, db=db)
     if rollout is None or rollout.id != agent.rollout_id or rollout.state not in LIVE_STATES:
         return False
     policy = loaded.policy.kill_switch
-    calls, errors = session_records.candidate_outcomes(db, rollout_id, window_s=policy.window_s, now=now)
+    calls, errors = session_records.candidate_outcomes(rollout_id, window_s=policy.window_s, now=now, db=db)
     if not trips(policy, calls=calls, errors=errors):
         return False
     rate = errors / calls

@@ -86,7 +86,7 @@ class BuiltinSource:
                 for part in _chunks([r for r in requests if r.compare], self.CHUNK):
                     starts = {r.rollout_id: r.tier_started_at if r.tier_started_at is not None else now - r.window_s
                               for r in part}
-                    arms = arm_traffic.arm_evidence(db, starts, now=now)
+                    arms = arm_traffic.arm_evidence(starts, now=now, db=db)
                     signals.update({r.key: replace(signals[r.key], arms=arms.get(r.rollout_id, arm_traffic.NO_ARMS))
                                     for r in part})
                     queries += 3

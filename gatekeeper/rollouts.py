@@ -34,13 +34,13 @@ def register_agent(svc: Services, name: str, *, policy: str, stable_version: str
         raise BadRequest(f"policy {policy} binds only {', '.join(loaded.policy.agents)}; "
                          f"add {name} to its agents", field="policy")
     with svc.db.transaction() as db:
-        if rollout_records.find_agent(db, name) is not None:
+        if rollout_records.find_agent(name, db=db) is not None:
             raise Conflict(f"agent {name!r} is already registered", field="name")
         agent = Agent(name=name, policy=policy, stable_version=stable_version, created_at=now)
         db.add(agent)
         db.flush()
         if stable_version:
-            rollout_records.ensure_version(db, agent, stable_version, now=now)
+            rollout_records.ensure_version(agent, stable_version, now=now, db=db)
         return agent
 
 
@@ -48,14 +48,14 @@ def set_stable(svc: Services, agent_name: str, *, version: str, actor: str, reas
                ) -> StableChange:
     """Set an agent's stable version while no rollout is in progress, with an audit entry."""
     with svc.db.transaction() as db:
-        agent = rollout_records.get_agent(db, agent_name, for_update=True)
+        agent = rollout_records.get_agent(agent_name, for_update=True, db=db)
         if agent.rollout_id is not None:
             raise Conflict(f"agent {agent_name} has a rollout in progress; its completion sets the stable "
                            "version (or abort it first)", field="version")
         change = StableChange(agent_id=rollout_records.row_id(agent.id), at=now, actor=actor, reason=reason,
                               from_version=agent.stable_version, to_version=version)
         agent.stable_version = version
-        rollout_records.ensure_version(db, agent, version, now=now)
+        rollout_records.ensure_version(agent, version, now=now, db=db)
         db.add(agent)
         db.add(change)
         db.flush()
@@ -66,7 +66,7 @@ def start_rollout(svc: Services, agent_name: str, *, version: str, actor: str, r
                   ) -> Transition:
     """Start a candidate version at twin."""
     with svc.db.transaction() as db:
-        agent = rollout_records.get_agent(db, agent_name, for_update=True)
+        agent = rollout_records.get_agent(agent_name, for_update=True, db=db)
         if agent.rollout_id is not None:
             raise Conflict(f"agent {agent_name} already has a rollout in progress", field="version")
         if version == agent.stable_version:
@@ -80,7 +80,7 @@ def start_rollout(svc: Services, agent_name: str, *, version: str, actor: str, r
         db.add(row)
         db.flush()
         agent.rollout_id = row.id
-        rollout_records.ensure_version(db, agent, version, now=now)
+        rollout_records.ensure_version(agent, version, now=now, db=db)
         return _record(db, agent, row, loaded, None, status, action="start", actor=actor, now=now)
 
 
@@ -89,8 +89,8 @@ def act(svc: Services, agent_name: str, action: str, *, actor: str, reason: str,
         held_by_alert: str | None = None) -> Transition:
     """Apply a person's (or the system's) action to the agent's active rollout and commit it."""
     with svc.db.transaction() as db:
-        agent = rollout_records.get_agent(db, agent_name, for_update=True)
-        rollout = rollout_records.current_rollout(db, agent, for_update=True)
+        agent = rollout_records.get_agent(agent_name, for_update=True, db=db)
+        rollout = rollout_records.current_rollout(agent, for_update=True, db=db)
         if rollout is None:
             raise Conflict(f"agent {agent_name} has no rollout in progress", field="agent")
         loaded = svc.policies.get(agent.policy)
@@ -133,8 +133,8 @@ def transition_many(db: Session, moves: Sequence[Move], *, actor: str, now: floa
     Returns each move's audit entry, or the IllegalTransition that refused it (that rollout is untouched).
     """
     for loaded in {move.loaded.revision: move.loaded for move in moves}.values():  # a new revision, stored once
-        rollout_records.remember_revision(db, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
-                                          text=loaded.text, now=now)
+        rollout_records.remember_revision(revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
+                                          text=loaded.text, now=now, db=db)
     db.flush()
     done: list[Transition | IllegalTransition] = []
     with db.no_autoflush:  # approvals are cancelled by statement: nothing pending needs writing first
@@ -191,8 +191,8 @@ def _cancel_approvals(db: Session, rollout: Rollout, before: RolloutStatus, afte
     if not ends and after.stage == before.stage:
         return
     reason = f"the rollout was {after.state}" if ends else f"the rollout left {before.stage}"
-    cancel_rollout_approvals(db, rollout_records.row_id(rollout.id), keep_stage=None if ends else after.stage,
-                             reason=reason, now=now)
+    cancel_rollout_approvals(rollout_records.row_id(rollout.id), keep_stage=None if ends else after.stage,
+                             reason=reason, now=now, db=db)
 
 
 def _finish(agent: Agent, rollout: Rollout, *, now: float) -> None:
@@ -215,8 +215,8 @@ def _record(db: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
 def _entry(db: Session, agent: Agent, rollout: Rollout, loaded: LoadedPolicy,
            before: RolloutStatus | None, after: RolloutStatus, *, action: str, actor: str, now: float,
            metrics: Mapping[str, Any] | None = None) -> Transition:
-    rollout_records.remember_revision(db, revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
-                            text=loaded.text, now=now)
+    rollout_records.remember_revision(revision=loaded.revision, name=loaded.policy.name, path=loaded.path,
+                            text=loaded.text, now=now, db=db)
     entry = Transition(
         rollout_id=rollout_records.row_id(rollout.id), agent_id=rollout_records.row_id(agent.id), at=now, actor=actor,
         action=action,

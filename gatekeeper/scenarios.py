@@ -49,9 +49,9 @@ def from_session(svc: Services, session_id: str, *, name: str, forbid: Sequence[
                  arguments: Sequence[str] | None = None) -> Made:
     """Make a twin scenario from a recorded session and add it to the policy's scenario file."""
     with svc.db.reading() as db:
-        row = reads.traced_session(db, session_id)
-        policy_name = rollout_records.agent_by_id(db, row.agent_id).policy
-        rows = [(d.tool, d.tool_class, d.arguments) for d in reads.session_decisions(db, session_id)]
+        row = reads.traced_session(session_id, db=db)
+        policy_name = rollout_records.agent_by_id(row.agent_id, db=db).policy
+        rows = [(d.tool, d.tool_class, d.arguments) for d in reads.session_decisions(session_id, db=db)]
         incident = _incident_of(row, db=db)
         recorded = {"session": row.id, "version": row.version, "arm": row.arm, "environment": row.environment,
                     "at": row.started_at, "incident": incident}

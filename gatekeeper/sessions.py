@@ -65,14 +65,14 @@ def start_session(svc: Services, agent_name: str, *, session_key: str | None, en
     """Assign a new session to an arm, fix its caps, and open a mirror in shadow; a twin session gets its seed;
     `arm` picks a twin run's."""
     with svc.db.transaction() as db:
-        agent = rollout_records.get_agent(db, agent_name)
+        agent = rollout_records.get_agent(agent_name, db=db)
         policy = svc.policies.get(agent.policy).policy
         _check_scenario(policy, environment=environment, scenario=scenario)
         if seed is not None and environment != "twin":
             raise BadRequest("a seed drives the twin's rehearsed failures: send environment=twin", field="seed")
         if arm is not None and environment != "twin":
             raise BadRequest("only a twin session may choose its arm: send environment=twin", field="arm")
-        rollout = rollout_records.current_rollout(db, agent)
+        rollout = rollout_records.current_rollout(agent, db=db)
         key = session_key or new_id()
         facts = _rollout_facts(policy, rollout)
         place = assign(facts, environment=environment,
@@ -126,15 +126,15 @@ def end_session(svc: Services, session_id: str, *, scope: str | None, status: st
                 now: float) -> dict[str, Any]:
     """Close a session and return its summary; twin scenario runs get their trajectory judged."""
     with svc.db.transaction() as db:
-        row = session_records.get_session(db, session_id)
-        agent = rollout_records.agent_by_id(db, row.agent_id)
+        row = session_records.get_session(session_id, db=db)
+        agent = rollout_records.agent_by_id(row.agent_id, db=db)
         check_scope(agent.name, scope)
-        decisions = session_records.decisions_of(db, session_id)
+        decisions = session_records.decisions_of(session_id, db=db)
         trajectory = _trajectory(svc, agent, row, decisions, passed=passed, status=status)
         verdict_passed = trajectory["passed"] if trajectory else passed
         if row.status == "open":
-            session_records.end_session(db, session_id, status=status, passed=verdict_passed, now=now)
-            session_records.cancel_session_approvals(db, session_id, reason="the session ended", now=now)
+            session_records.end_session(session_id, status=status, passed=verdict_passed, now=now, db=db)
+            session_records.cancel_session_approvals(session_id, reason="the session ended", now=now, db=db)
             db.refresh(row)
         if (row.status, row.passed) != (status, verdict_passed):
             raise Conflict(f"session {session_id} already ended as {row.status}", field="status")

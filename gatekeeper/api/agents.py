@@ -34,7 +34,7 @@ def list_agents(*, caller: Caller) -> list[AgentStatus]:
     """List every agent with its rollout and gate report."""
     svc = services()
     with svc.db.reading() as db:
-        return [describe_agent(db, svc.policies, a, now=svc.clock()) for a in rollout_records.list_agents(db)]
+        return [describe_agent(db, svc.policies, a, now=svc.clock()) for a in rollout_records.list_agents(db=db)]
 
 
 @endpoint(bp, "/v1/agents", methods=["POST"], roles=ACTORS, body=AgentCreate, response=AgentStatus, status=201)
@@ -109,8 +109,8 @@ def history(agent: str, *, caller: Caller, query: HistoryQuery) -> HistoryPage:
     kinds = ("transition", "gate_evaluation") if query.kind == "all" else (query.kind,)
     with services().db.reading() as db:
         row = agent_or_404(db, agent)
-        entries, total = rollout_records.history(db, row.id or 0, limit=query.limit, offset=query.offset,
-                                                 kinds=kinds)
+        entries, total = rollout_records.history(row.id or 0, limit=query.limit, offset=query.offset,
+                                                 kinds=kinds, db=db)
         return HistoryPage(items=history_entries(db, services().policies, row, entries), total=total,
                            limit=query.limit, offset=query.offset)
 

@@ -54,7 +54,7 @@ def reject(approval_id: str, *, caller: Caller, body: ApprovalAction) -> Approva
 
 def _views(rows: list[Approval]) -> list[ApprovalView]:
     with services().db.reading() as db:
-        names = rollout_records.agent_names(db)
+        names = rollout_records.agent_names(db=db)
     return [ApprovalView(
         approval_id=a.id, agent=names.get(a.agent_id, ""), session_id=a.session_id, version=a.version, tool=a.tool,
         tool_class=a.tool_class, cost=to_dollars(a.cost_micros), preview=a.preview, stage=a.stage,

@@ -18,7 +18,8 @@ from gatekeeper.api.fields import DECISION_REASON_MAX, KEY_MAX, SafeStr, Timesta
 from gatekeeper.api.schemas import SLUG, Strict
 from gatekeeper.core.arguments import check_size
 from gatekeeper.core.budgets import MAX_COST_DOLLARS
-from gatekeeper.core.vocabulary import Arm
+from gatekeeper.core.chaos import Fault
+from gatekeeper.core.vocabulary import ApprovalState, Arm, Environment, VerdictName
 
 ID = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
 ID_OR_NONE = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
@@ -37,7 +38,7 @@ class SessionCreate(Strict):
     agent: str = Field(pattern=SLUG)
     session_key: SafeStr | None = Field(default=None, min_length=1, max_length=KEY_MAX,
                                     description="sticky assignment key; random when absent")
-    environment: Literal["live", "twin"] = "live"
+    environment: Environment = "live"
     scenario: SafeStr | None = Field(default=None, min_length=1, max_length=KEY_MAX,
                                  description="twin scenario whose trajectory assertions this run checks")
     twin_snapshot_at: Timestamp | None = Field(default=None, description="when the twin's data snapshot was taken; "
@@ -64,9 +65,9 @@ class SessionView(BaseModel):
     session_id: str
     agent: str
     version: str
-    arm: Literal["candidate", "stable"]
+    arm: Arm
     stage: str | None
-    environment: Literal["live", "twin"]
+    environment: Environment
     caps: CapsView
     mirror: MirrorView | None = Field(default=None, description="present when the candidate must shadow this "
                                                                 "session: run it with this session id")
@@ -110,13 +111,13 @@ class ChaosView(BaseModel):
     partial / malformed: call the tool; hand the agent its result truncated / garbled (report the outcome ok).
     """
 
-    fault: Literal["error", "timeout", "partial", "malformed"] | None
+    fault: Fault | None
     delay_ms: int = Field(ge=0, description="milliseconds to wait before the call")
 
 
 class DecisionView(BaseModel):
     decision_id: str
-    verdict: Literal["allow", "shadow", "deny", "approval_required"]
+    verdict: VerdictName
     reason: str
     message: str = Field(description="one plain sentence an agent can hand back to its model")
     remaining: Remaining
@@ -189,7 +190,7 @@ class ApprovalView(BaseModel):
     preview: str | None
     stage: str | None = Field(description="the rollout's stage when the call was asked")
     arguments: dict[str, Any] | None = Field(description="the call's arguments, the policy's redact fields masked")
-    state: Literal["pending", "approved", "rejected", "expired", "cancelled"]
+    state: ApprovalState
     used: bool
     created_at: datetime
     expires_at: datetime
@@ -204,4 +205,4 @@ class ApprovalAction(Strict):
 
 class ApprovalQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    state: Literal["pending", "approved", "rejected", "expired", "cancelled", "all"] = "pending"
+    state: ApprovalState | Literal["all"] = "pending"

@@ -28,11 +28,11 @@ SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 def describe_agent(db: Session, policies: PolicyStore, agent: Agent, *, now: float) -> AgentStatus:
     """Return an agent's status: rollout, ladder, allowed actions, current gate report."""
     loaded = _policy_or_none(policies, agent.policy)
-    rollout = rollout_records.current_rollout(db, agent) or rollout_records.latest_rollout(db, agent)
+    rollout = rollout_records.current_rollout(agent, db=db) or rollout_records.latest_rollout(agent, db=db)
     active = rollout is not None and rollout.id == agent.rollout_id
     reported = gate_report(db, rollout) if rollout and active else None
     # Not yet marked expired is not waiting either: the count agrees with the lists the pages show.
-    pending = reads.pending_count(db, agent.id or 0, now=now)
+    pending = reads.pending_count(agent.id or 0, now=now, db=db)
     return AgentStatus(
         name=agent.name, policy=agent.policy, stable_version=agent.stable_version,
         policy_revision=loaded.revision if loaded else None, policy_file=loaded.path if loaded else None,
@@ -58,13 +58,13 @@ class ReportState:
 
 def gate_report(db: Session, rollout: Rollout) -> ReportState:
     """Return the rollout's newest gate report and whether a transition since (or a move) superseded it."""
-    evaluation = rollout_records.latest_evaluation(db, rollout.id) if rollout.id else None
+    evaluation = rollout_records.latest_evaluation(rollout.id, db=db) if rollout.id else None
     if evaluation is None:
         return ReportState(None, None, False)
     report = json.loads(evaluation.report)
     report = report if isinstance(report, dict) else {}
     # >=: the scheduler writes a promotion at the very time of the evaluation that caused it.
-    later = reads.superseding_transition(db, rollout.id or 0, after=evaluation.at - 1e-6)
+    later = reads.superseding_transition(rollout.id or 0, after=evaluation.at - 1e-6, db=db)
     moved = (evaluation.stage, evaluation.tier) != (rollout.stage, rollout.tier)
     return ReportState(report, later, later is not None or moved)
 
@@ -99,7 +99,7 @@ def history_entries(db: Session, policies: PolicyStore, agent: Agent,
                     rows: Sequence[Transition | GateEvaluation]) -> list[HistoryEntry]:
     """Return the API view of history rows, tiers named by the agent's policy, with their candidate."""
     loaded = _policy_or_none(policies, agent.policy)
-    versions = reads.candidate_versions(db, [row.rollout_id for row in rows])
+    versions = reads.candidate_versions([row.rollout_id for row in rows], db=db)
     return [history_entry(row, policy=loaded.policy if loaded else None,
                           candidate_version=versions.get(row.rollout_id)) for row in rows]
 
@@ -130,7 +130,7 @@ def history_entry(entry: Transition | GateEvaluation, *, policy: Policy | None =
 def agent_or_404(db: Session, name: str) -> Agent:
     """Return the agent called `name` or raise NotFound (for path parameters)."""
     try:
-        return rollout_records.get_agent(db, name)
+        return rollout_records.get_agent(name, db=db)
     except NotFound:
         raise NotFound(f"no agent named {name!r}") from None
 
@@ -146,10 +146,10 @@ def session_trace(db: Session, session_id: str) -> SessionTrace:
     """Return a session's trace, and both halves side by side when it is half of a mirrored pair."""
     if not SESSION_ID.fullmatch(session_id):  # never sent to the database: NUL or 10 kB ids are just unknown
         raise NotFound(f"no session {session_id[:60]!r}", field="session_id")
-    row = reads.traced_session(db, session_id)
-    agent = reads.agent_name(db, row.agent_id)
+    row = reads.traced_session(session_id, db=db)
+    agent = reads.agent_name(row.agent_id, db=db)
     own = _trace(db, row, agent)
-    other = reads.paired_session(db, row)
+    other = reads.paired_session(row, db=db)
     if other is None:
         return SessionTrace(session=own.session, decisions=own.decisions)
     pair = (own, _trace(db, other, agent))
@@ -176,8 +176,8 @@ def _trace(db: Session, row: AgentSession, agent: str) -> Trace:
         spend=to_dollars(row.spend_micros), cap_tool_calls=row.cap_tool_calls,
         cap_spend=to_dollars(row.cap_spend_micros), started_at=utc(row.started_at),
         ended_at=timestamp(row.ended_at), mirror_of=row.mirror_of)
-    decisions = reads.session_decisions(db, row.id)
-    states = reads.approval_states(db, [d.approval_id for d in decisions if d.approval_id])
+    decisions = reads.session_decisions(row.id, db=db)
+    states = reads.approval_states([d.approval_id for d in decisions if d.approval_id], db=db)
     return Trace(session=facts, decisions=[_traced(d, approval_state=states.get(d.approval_id or ""))
                                            for d in decisions])
 

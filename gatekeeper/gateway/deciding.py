@@ -114,7 +114,7 @@ class Decider:
     def mirror(self, agent: str, mirror_id: str, version: str) -> Opened:
         """Return the mirror session a candidate's MCP session joins, as an Opened."""
         with self.svc.db.reading() as db:
-            row = get_session(db, mirror_id)
+            row = get_session(mirror_id, db=db)
             return Opened(row.id, agent, row.version, row.arm, row.stage, row.environment, None, None)
 
     def close(self, session_id: str, agent: str, *, status: str = "ok") -> None:
@@ -163,7 +163,7 @@ class Decider:
         hit = self._bindings.get(agent)
         if hit is None or now - hit[0] >= BINDING_CACHE_S:
             with self.svc.db.reading() as db:
-                hit = self._bindings[agent] = (now, get_agent(db, agent).policy)
+                hit = self._bindings[agent] = (now, get_agent(agent, db=db).policy)
         return self.svc.policies.get(hit[1]).policy
 
     @staticmethod
@@ -190,7 +190,7 @@ class Decider:
     def approval_state(self, approval_id: str) -> str:
         """Return an approval's state: pending, approved, rejected, expired or cancelled."""
         with self.svc.db.reading() as db:
-            return get_approval(db, approval_id).state
+            return get_approval(approval_id, db=db).state
 
     def dispose(self) -> None:
         """Close the database connections."""

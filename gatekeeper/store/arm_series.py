@@ -39,14 +39,14 @@ def _index(column: Any, width_s: float) -> Any:
     return cast(column * 1000, BigInteger) // max(1, round(width_s * 1000))
 
 
-def arm_buckets(db: Session, rollout_id: int, *, arm: str, span: tuple[float, float], width_s: float
+def arm_buckets(rollout_id: int, *, arm: str, span: tuple[float, float], width_s: float, db: Session
                 ) -> dict[int, Bucket]:
     """Return an arm's live traffic over `span` per bucket number (time // width_s): three queries."""
     out: dict[int, Bucket] = defaultdict(Bucket)
-    _calls(db, out, _decided(rollout_id, arm, span), width_s=width_s)
-    _sessions(db, out, [*_live(rollout_id, arm), AgentSession.started_at >= span[0],
-                             AgentSession.started_at <= span[1]], width_s=width_s)
-    _latencies(db, out, _decided(rollout_id, arm, span), width_s=width_s)
+    _calls(out, _decided(rollout_id, arm, span), width_s=width_s, db=db)
+    _sessions(out, [*_live(rollout_id, arm), AgentSession.started_at >= span[0],
+                             AgentSession.started_at <= span[1]], width_s=width_s, db=db)
+    _latencies(out, _decided(rollout_id, arm, span), width_s=width_s, db=db)
     return dict(out)
 
 
@@ -55,7 +55,7 @@ def _decided(rollout_id: int, arm: str, span: tuple[float, float]) -> list[Any]:
             col(Decision.outcome_at) <= span[1]]
 
 
-def _calls(db: Session, out: dict[int, Bucket], where: list[Any], *, width_s: float) -> None:
+def _calls(out: dict[int, Bucket], where: list[Any], *, width_s: float, db: Session) -> None:
     at = _index(col(Decision.outcome_at), width_s)
     errors = func.coalesce(func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0)), 0)
     query = (select(at, func.count(), errors).join(AgentSession, col(AgentSession.id) == Decision.session_id)
@@ -64,7 +64,7 @@ def _calls(db: Session, out: dict[int, Bucket], where: list[Any], *, width_s: fl
         out[int(index)].calls, out[int(index)].errors = int(n), int(e)
 
 
-def _sessions(db: Session, out: dict[int, Bucket], where: list[Any], *, width_s: float) -> None:
+def _sessions(out: dict[int, Bucket], where: list[Any], *, width_s: float, db: Session) -> None:
     began = _index(col(AgentSession.started_at), width_s)
     query = (select(began, func.count(), func.coalesce(func.sum(AgentSession.spend_micros), 0))
              .where(*where).group_by(began))
@@ -72,7 +72,7 @@ def _sessions(db: Session, out: dict[int, Bucket], where: list[Any], *, width_s:
         out[int(index)].sessions, out[int(index)].spend_micros = int(n), int(spend)
 
 
-def _latencies(db: Session, out: dict[int, Bucket], where: list[Any], *, width_s: float) -> None:
+def _latencies(out: dict[int, Bucket], where: list[Any], *, width_s: float, db: Session) -> None:
     at, ms = _index(col(Decision.outcome_at), width_s), cast(col(Decision.latency_ms), Integer)
     query = (select(at, ms, func.count()).join(AgentSession, col(AgentSession.id) == Decision.session_id)
              .where(*where, col(Decision.latency_ms).is_not(None)).group_by(at, ms))

@@ -28,14 +28,14 @@ def _live_arms(starts: Mapping[int, float], column: Any) -> list[Any]:
             col(AgentSession.mirror_of).is_(None), since]
 
 
-def arm_evidence(db: Session, starts: Mapping[int, float], *, now: float) -> dict[int, ArmEvidence]:
+def arm_evidence(starts: Mapping[int, float], *, now: float, db: Session) -> dict[int, ArmEvidence]:
     """Return both arms' calls, sessions, spend and latencies since each rollout's tier began: three queries.
 
     `starts` maps each rollout id to the time its tier began; shadow mirrors and twin runs never count.
     """
-    calls = _arm_calls(db, starts, now=now)
-    sessions = _arm_sessions(db, starts, now=now)
-    latencies = _arm_latencies(db, starts, now=now)
+    calls = _arm_calls(starts, now=now, db=db)
+    sessions = _arm_sessions(starts, now=now, db=db)
+    latencies = _arm_latencies(starts, now=now, db=db)
     out = {}
     for rid in starts:
         arms = {arm: ArmSample(calls=calls.get((rid, arm)), sessions=sessions.get((rid, arm), (None, None))[0],
@@ -46,7 +46,7 @@ def arm_evidence(db: Session, starts: Mapping[int, float], *, now: float) -> dic
     return out
 
 
-def _arm_calls(db: Session, starts: Mapping[int, float], *, now: float) -> dict[tuple[int, str], Moments]:
+def _arm_calls(starts: Mapping[int, float], *, now: float, db: Session) -> dict[tuple[int, str], Moments]:
     """Count calls and errors per session, then per arm: the error rate's spread allows for bursts in a session."""
     errors = func.sum(case((col(Decision.outcome_status) == "error", 1), else_=0))
     per_session = (select(AgentSession.rollout_id, Decision.arm, cast(func.count(), Float).label("calls"),
@@ -64,7 +64,7 @@ def _arm_calls(db: Session, starts: Mapping[int, float], *, now: float) -> dict[
             for rid, arm, k, c_sum, e_sum, cc, ee, ce in db.exec(query)}
 
 
-def _arm_sessions(db: Session, starts: Mapping[int, float], *, now: float
+def _arm_sessions(starts: Mapping[int, float], *, now: float, db: Session
                   ) -> dict[tuple[int, str], tuple[Moments, Moments]]:
     errored = func.coalesce(func.max(case((col(Decision.outcome_status) == "error", 1), else_=0)), 0)
     per_session = (select(AgentSession.rollout_id, AgentSession.arm,
@@ -84,7 +84,7 @@ def _arm_sessions(db: Session, starts: Mapping[int, float], *, now: float
             for rid, arm, n, e, total, squares in db.exec(query)}
 
 
-def _arm_latencies(db: Session, starts: Mapping[int, float], *, now: float
+def _arm_latencies(starts: Mapping[int, float], *, now: float, db: Session
                    ) -> dict[tuple[int, str], list[tuple[float, int]]]:
     """Count latencies in 0.1 ms bins, so the rows grow with distinct latencies, not with calls."""
     # CAST truncates on SQLite and rounds on Postgres: either way (bin + 1) / 10 ms bounds the values above.

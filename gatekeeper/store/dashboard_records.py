@@ -18,7 +18,7 @@ from gatekeeper.store.models import AgentSession, Approval, GateEvaluation, Poli
 CHART_POINTS = 400
 
 
-def evaluation_values(db: Session, rollout_id: int, *, max_points: int = CHART_POINTS
+def evaluation_values(rollout_id: int, *, max_points: int = CHART_POINTS, db: Session
                       ) -> list[tuple[float, dict[str, Any]]]:
     """Return (time, report["values"]) of a rollout's gate evaluations, oldest first, thinned evenly over time."""
     chosen = charted_evaluations(rollout_id, max_points=max_points, db=db)
@@ -48,14 +48,14 @@ def charted_evaluations(rollout_id: int, *, max_points: int = CHART_POINTS, db: 
     return sorted(newest if oldest is None else newest | {int(oldest)})
 
 
-def rollout_transitions(db: Session, rollout_id: int) -> list[Transition]:
+def rollout_transitions(rollout_id: int, *, db: Session) -> list[Transition]:
     """Return a rollout's transitions, oldest first."""
     query = (select(Transition).where(Transition.rollout_id == rollout_id)
              .order_by(col(Transition.at), col(Transition.id)))
     return list(db.exec(query))
 
 
-def session_environments(db: Session, session_ids: list[str]) -> dict[str, str]:
+def session_environments(session_ids: list[str], *, db: Session) -> dict[str, str]:
     """Return the environment (live or twin) of each session id given."""
     if not session_ids:
         return {}
@@ -63,14 +63,14 @@ def session_environments(db: Session, session_ids: list[str]) -> dict[str, str]:
     return dict(db.exec(query).all())
 
 
-def recent_decided_approvals(db: Session, *, limit: int = 20) -> list[Approval]:
+def recent_decided_approvals(*, limit: int = 20, db: Session) -> list[Approval]:
     """Return the newest approvals that are no longer pending."""
     query = (select(Approval).where(Approval.state != "pending")
              .order_by(func.coalesce(Approval.decided_at, Approval.expires_at).desc()).limit(limit))
     return list(db.exec(query))
 
 
-def policy_revision(db: Session, revision: str) -> PolicyRevision | None:
+def policy_revision(revision: str, *, db: Session) -> PolicyRevision | None:
     """Return a stored policy revision's text, if it ever governed something."""
     return db.get(PolicyRevision, revision)
 

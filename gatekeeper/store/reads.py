@@ -18,7 +18,7 @@ from gatekeeper.store.models import Agent, AgentSession, Approval, Decision, Rol
 SUPERSEDING_ACTIONS = ("promote", "promote_full", "rollback", "kill", "abort")
 
 
-def traced_session(db: Session, session_id: str) -> AgentSession:
+def traced_session(session_id: str, *, db: Session) -> AgentSession:
     """Return one agent session, or raise NotFound."""
     found = db.get(AgentSession, session_id)
     if found is None:
@@ -26,7 +26,7 @@ def traced_session(db: Session, session_id: str) -> AgentSession:
     return found
 
 
-def paired_session(db: Session, row: AgentSession) -> AgentSession | None:
+def paired_session(row: AgentSession, *, db: Session) -> AgentSession | None:
     """Return the other half of a mirrored pair: the stable session of a mirror, or the mirror of a stable one."""
     if row.mirror_of:
         return db.get(AgentSession, row.mirror_of)
@@ -34,19 +34,19 @@ def paired_session(db: Session, row: AgentSession) -> AgentSession | None:
     return db.exec(query).first()
 
 
-def session_decisions(db: Session, session_id: str) -> list[Decision]:
+def session_decisions(session_id: str, *, db: Session) -> list[Decision]:
     """Return a session's decisions in the order they were asked."""
     query = select(Decision).where(Decision.session_id == session_id).order_by(col(Decision.at), col(Decision.id))
     return list(db.exec(query))
 
 
-def agent_name(db: Session, agent_id: int) -> str:
+def agent_name(agent_id: int, *, db: Session) -> str:
     """Return an agent's name by id ("" when it is gone)."""
     found = db.get(Agent, agent_id)
     return found.name if found else ""
 
 
-def superseding_transition(db: Session, rollout_id: int, *, after: float) -> Transition | None:
+def superseding_transition(rollout_id: int, *, after: float, db: Session) -> Transition | None:
     """Return the first transition after `after` that moved or ended the rollout, if any."""
     query = (select(Transition).where(Transition.rollout_id == rollout_id, col(Transition.at) > after,
                                       col(Transition.action).in_(SUPERSEDING_ACTIONS))
@@ -54,7 +54,7 @@ def superseding_transition(db: Session, rollout_id: int, *, after: float) -> Tra
     return db.exec(query).first()
 
 
-def pending_approvals_of(db: Session, agent_id: int, *, now: float) -> list[Approval]:
+def pending_approvals_of(agent_id: int, *, now: float, db: Session) -> list[Approval]:
     """Return an agent's pending approvals that have not run out, oldest first."""
     query = (select(Approval).where(Approval.agent_id == agent_id, Approval.state == "pending",
                                     col(Approval.expires_at) > now)
@@ -62,20 +62,20 @@ def pending_approvals_of(db: Session, agent_id: int, *, now: float) -> list[Appr
     return list(db.exec(query.limit(200)))
 
 
-def pending_count(db: Session, agent_id: int, *, now: float) -> int:
+def pending_count(agent_id: int, *, now: float, db: Session) -> int:
     """Return how many of an agent's approvals are pending and not run out (the lists' own rule)."""
     return int(db.exec(select(func.count()).select_from(Approval).where(
         Approval.agent_id == agent_id, Approval.state == "pending", col(Approval.expires_at) > now)).one())
 
 
-def decided_approvals_of(db: Session, agent_id: int, *, limit: int = 5) -> list[Approval]:
+def decided_approvals_of(agent_id: int, *, limit: int = 5, db: Session) -> list[Approval]:
     """Return an agent's newest approvals that are no longer pending (decided, expired or cancelled)."""
     query = (select(Approval).where(Approval.agent_id == agent_id, Approval.state != "pending")
              .order_by(col(Approval.created_at).desc()).limit(limit))
     return list(db.exec(query))
 
 
-def decisions_of_approvals(db: Session, approval_ids: Iterable[str]) -> dict[str, str]:
+def decisions_of_approvals(approval_ids: Iterable[str], *, db: Session) -> dict[str, str]:
     """Return, for each approval id, the id of the decision that opened it."""
     wanted = list(approval_ids)
     if not wanted:
@@ -88,7 +88,7 @@ def decisions_of_approvals(db: Session, approval_ids: Iterable[str]) -> dict[str
     return {approval_id: decision_id for approval_id, decision_id in db.exec(query) if approval_id}
 
 
-def candidate_versions(db: Session, rollout_ids: Iterable[int]) -> dict[int, str]:
+def candidate_versions(rollout_ids: Iterable[int], *, db: Session) -> dict[int, str]:
     """Return the candidate version of each rollout id given."""
     wanted = sorted(set(rollout_ids))
     if not wanted:
@@ -97,7 +97,7 @@ def candidate_versions(db: Session, rollout_ids: Iterable[int]) -> dict[int, str
     return {rollout_id: version for rollout_id, version in db.exec(query) if rollout_id is not None}
 
 
-def approval_states(db: Session, approval_ids: Iterable[str]) -> dict[str, str]:
+def approval_states(approval_ids: Iterable[str], *, db: Session) -> dict[str, str]:
     """Return the state of each approval id given."""
     wanted = sorted(set(approval_ids))
     if not wanted:

@@ -11,7 +11,7 @@ from gatekeeper.errors import NotFound
 from gatekeeper.store.models import Agent, GateEvaluation, PolicyRevision, Rollout, Transition, Version
 
 
-def find_agent(db: Session, name: str, *, for_update: bool = False) -> Agent | None:
+def find_agent(name: str, *, for_update: bool = False, db: Session) -> Agent | None:
     """Return the agent called `name`, locking its row when asked (Postgres), or None."""
     query = select(Agent).where(Agent.name == name)
     if for_update:
@@ -19,15 +19,15 @@ def find_agent(db: Session, name: str, *, for_update: bool = False) -> Agent | N
     return db.exec(query).first()
 
 
-def get_agent(db: Session, name: str, *, for_update: bool = False) -> Agent:
+def get_agent(name: str, *, for_update: bool = False, db: Session) -> Agent:
     """Return the agent called `name`, or raise NotFound."""
-    agent = find_agent(db, name, for_update=for_update)
+    agent = find_agent(name, for_update=for_update, db=db)
     if agent is None:
         raise NotFound(f"no agent named {name!r}", field="agent")
     return agent
 
 
-def agent_by_id(db: Session, agent_id: int) -> Agent:
+def agent_by_id(agent_id: int, *, db: Session) -> Agent:
     """Return the agent a row refers to (a foreign key: it exists)."""
     agent = db.get(Agent, agent_id)
     if agent is None:
@@ -35,17 +35,17 @@ def agent_by_id(db: Session, agent_id: int) -> Agent:
     return agent
 
 
-def list_agents(db: Session) -> list[Agent]:
+def list_agents(*, db: Session) -> list[Agent]:
     """Return every agent, by name."""
     return list(db.exec(select(Agent).order_by(Agent.name)))
 
 
-def agent_names(db: Session) -> dict[int, str]:
+def agent_names(*, db: Session) -> dict[int, str]:
     """Return every agent's name by id."""
     return {agent_id: name for agent_id, name in db.exec(select(Agent.id, Agent.name)) if agent_id}
 
 
-def current_rollout(db: Session, agent: Agent, *, for_update: bool = False) -> Rollout | None:
+def current_rollout(agent: Agent, *, for_update: bool = False, db: Session) -> Rollout | None:
     """Return the agent's active rollout, locking its row when asked (Postgres)."""
     if agent.rollout_id is None:
         return None
@@ -55,38 +55,38 @@ def current_rollout(db: Session, agent: Agent, *, for_update: bool = False) -> R
     return db.exec(query).first()
 
 
-def locked_rollout(db: Session, rollout_id: int) -> Rollout | None:
+def locked_rollout(rollout_id: int, *, db: Session) -> Rollout | None:
     """Return a rollout by id with its row locked (Postgres), or None."""
     return db.exec(select(Rollout).where(Rollout.id == rollout_id).with_for_update()).first()
 
 
-def latest_rollout(db: Session, agent: Agent) -> Rollout | None:
+def latest_rollout(agent: Agent, *, db: Session) -> Rollout | None:
     """Return the agent's newest rollout, active or not."""
     query = select(Rollout).where(Rollout.agent_id == agent.id).order_by(col(Rollout.id).desc())
     return db.exec(query).first()
 
 
-def ensure_version(db: Session, agent: Agent, label: str, *, now: float) -> None:
+def ensure_version(agent: Agent, label: str, *, now: float, db: Session) -> None:
     """Record a version label of an agent once."""
     exists = db.exec(select(Version).where(Version.agent_id == agent.id, Version.label == label)).first()
     if exists is None:
         db.add(Version(agent_id=row_id(agent.id), label=label, created_at=now))
 
 
-def remember_revision(db: Session, *, revision: str, name: str, path: str, text: str, now: float) -> None:
+def remember_revision(*, revision: str, name: str, path: str, text: str, now: float, db: Session) -> None:
     """Store a policy revision's text the first time it governs something."""
     if db.get(PolicyRevision, revision) is None:
         db.add(PolicyRevision(revision=revision, name=name, path=path, text=text, first_seen_at=now))
 
 
-def latest_evaluation(db: Session, rollout_id: int) -> GateEvaluation | None:
+def latest_evaluation(rollout_id: int, *, db: Session) -> GateEvaluation | None:
     """Return the newest gate evaluation of a rollout (one row read through its (rollout, at) index)."""
     query = (select(GateEvaluation).where(GateEvaluation.rollout_id == rollout_id)
              .order_by(col(GateEvaluation.at).desc(), col(GateEvaluation.id).desc()).limit(1))
     return db.exec(query).first()
 
 
-def history(db: Session, agent_id: int, *, limit: int, offset: int, kinds: tuple[str, ...]
+def history(agent_id: int, *, limit: int, offset: int, kinds: tuple[str, ...], db: Session
             ) -> tuple[list[Transition | GateEvaluation], int]:
     """Return one page of an agent's transitions and gate evaluations, newest first, and the total.
 

@@ -15,7 +15,7 @@ from gatekeeper.store.models import AgentSession, Approval, Decision
 from gatekeeper.store.outcome_statements import WINDOW_SQL, bucket_width
 
 
-def get_session(db: Session, session_id: str) -> AgentSession:
+def get_session(session_id: str, *, db: Session) -> AgentSession:
     """Return a session row, or raise NotFound."""
     row = db.get(AgentSession, session_id)
     if row is None:
@@ -23,7 +23,7 @@ def get_session(db: Session, session_id: str) -> AgentSession:
     return row
 
 
-def get_decision(db: Session, decision_id: str) -> Decision:
+def get_decision(decision_id: str, *, db: Session) -> Decision:
     """Return a decision row, or raise NotFound."""
     row = db.get(Decision, decision_id)
     if row is None:
@@ -31,7 +31,7 @@ def get_decision(db: Session, decision_id: str) -> Decision:
     return row
 
 
-def end_session(db: Session, session_id: str, *, status: str, passed: bool | None, now: float) -> bool:
+def end_session(session_id: str, *, status: str, passed: bool | None, now: float, db: Session) -> bool:
     """Close an open session; False when it was already closed."""
     changed = db.execute(
         update(AgentSession).where(col(AgentSession.id) == session_id, col(AgentSession.status) == "open")
@@ -39,26 +39,26 @@ def end_session(db: Session, session_id: str, *, status: str, passed: bool | Non
     return int(changed.rowcount) == 1  # type: ignore[attr-defined]
 
 
-def candidate_outcomes(db: Session, rollout_id: int, *, window_s: float, now: float) -> tuple[int, int]:
+def candidate_outcomes(rollout_id: int, *, window_s: float, now: float, db: Session) -> tuple[int, int]:
     """Return (outcomes, errors) of the rollout's live candidate calls in the kill switch's buckets of the window."""
     since = math.floor((now - window_s) / bucket_width(window_s)) * bucket_width(window_s)
     row = db.execute(text(WINDOW_SQL), {"rollout_id": rollout_id, "since": since}).one()
     return int(row[0]), int(row[1])
 
 
-def decisions_of(db: Session, session_id: str) -> list[Decision]:
+def decisions_of(session_id: str, *, db: Session) -> list[Decision]:
     """Return a session's decisions in the order they were asked."""
     query = select(Decision).where(Decision.session_id == session_id).order_by(col(Decision.at), col(Decision.id))
     return list(db.exec(query))
 
 
-def expire_due_approvals(db: Session, *, now: float) -> None:
+def expire_due_approvals(*, now: float, db: Session) -> None:
     """Mark every pending approval whose time ran out as expired."""
     db.execute(update(Approval).where(col(Approval.state) == "pending", col(Approval.expires_at) <= now)
                     .values(state="expired"))
 
 
-def list_approvals(db: Session, *, state: str | None, agent_id: int | None = None) -> list[Approval]:
+def list_approvals(*, state: str | None, agent_id: int | None = None, db: Session) -> list[Approval]:
     """Return approvals, newest first, optionally of one state and agent."""
     query = select(Approval).order_by(col(Approval.created_at).desc())
     if state is not None:
@@ -68,7 +68,7 @@ def list_approvals(db: Session, *, state: str | None, agent_id: int | None = Non
     return list(db.exec(query.limit(500)))
 
 
-def get_approval(db: Session, approval_id: str, *, for_update: bool = False) -> Approval:
+def get_approval(approval_id: str, *, for_update: bool = False, db: Session) -> Approval:
     """Return an approval, or raise NotFound."""
     query = select(Approval).where(Approval.id == approval_id)
     found = db.exec(query.with_for_update() if for_update else query).first()
@@ -77,21 +77,21 @@ def get_approval(db: Session, approval_id: str, *, for_update: bool = False) -> 
     return found
 
 
-def cancel_session_approvals(db: Session, session_id: str, *, reason: str, now: float) -> int:
+def cancel_session_approvals(session_id: str, *, reason: str, now: float, db: Session) -> int:
     """Cancel the pending approvals of one session; return how many."""
-    return _cancel(db, [col(Approval.session_id) == session_id], reason=reason, now=now)
+    return _cancel([col(Approval.session_id) == session_id], reason=reason, now=now, db=db)
 
 
-def cancel_rollout_approvals(db: Session, rollout_id: int, *, keep_stage: str | None, reason: str,
-                             now: float) -> int:
+def cancel_rollout_approvals(rollout_id: int, *, keep_stage: str | None, reason: str,
+                             now: float, db: Session) -> int:
     """Cancel a rollout's pending approvals, except those asked in `keep_stage` (None: all); return how many."""
     where = [col(Approval.rollout_id) == rollout_id]
     if keep_stage is not None:
         where.append(or_(col(Approval.stage).is_(None), col(Approval.stage) != keep_stage))
-    return _cancel(db, where, reason=reason, now=now)
+    return _cancel(where, reason=reason, now=now, db=db)
 
 
-def _cancel(db: Session, where: list[Any], *, reason: str, now: float) -> int:
+def _cancel(where: list[Any], *, reason: str, now: float, db: Session) -> int:
     changed = db.execute(update(Approval).where(col(Approval.state) == "pending", *where)
                               .values(state="cancelled", decided_at=now, decision_reason=reason))
     return int(changed.rowcount)  # type: ignore[attr-defined]

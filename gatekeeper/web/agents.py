@@ -60,8 +60,8 @@ def _agent(name: str) -> dict[str, Any]:
         rollout = view.status.rollout
         graphs = (rollout_charts(db, rollout, policy=view.policy, now=g.now,
                                  report=None if view.superseded else view.report) if rollout else ())
-        decision_ids = reads.decisions_of_approvals(db, [a.id for a in (*view.approvals, *view.decided)])
-        environments = dashboard_records.session_environments(db, [a.session_id for a in view.approvals])
+        decision_ids = reads.decisions_of_approvals([a.id for a in (*view.approvals, *view.decided)], db=db)
+        environments = dashboard_records.session_environments([a.session_id for a in view.approvals], db=db)
         twin = twin_panel(db, agent, policy=view.policy, rollout_id=rollout.id if rollout else None,
                           report=view.report, now=g.now)
     user = current_user()
@@ -106,7 +106,7 @@ def _reason() -> str:
 def _overview() -> dict[str, Any]:
     svc = services()
     with svc.db.reading() as db:
-        views = [agent_view(db, a, policies=svc.policies, now=g.now) for a in rollout_records.list_agents(db)]
+        views = [agent_view(db, a, policies=svc.policies, now=g.now) for a in rollout_records.list_agents(db=db)]
     return {"views": views, "outages": _outages(views),
             "pending_total": sum(v.status.pending_approvals for v in views)}
 

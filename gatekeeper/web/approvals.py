@@ -60,9 +60,9 @@ def _queue() -> dict[str, Any]:
     # pending() marks the approvals that ran out as expired while it reads, hence a transaction.
     with svc.db.transaction() as db:
         waiting = approvals.pending(db, now=g.now)
-        names = rollout_records.agent_names(db)
-        environments = dashboard_records.session_environments(db, [a.session_id for a in waiting])
-        decided = dashboard_records.recent_decided_approvals(db)
-        decision_ids = reads.decisions_of_approvals(db, [a.id for a in [*waiting, *decided]])
+        names = rollout_records.agent_names(db=db)
+        environments = dashboard_records.session_environments([a.session_id for a in waiting], db=db)
+        decided = dashboard_records.recent_decided_approvals(db=db)
+        decision_ids = reads.decisions_of_approvals([a.id for a in [*waiting, *decided]], db=db)
     return {"waiting": waiting, "decided": decided, "names": names, "environments": environments,
             "decision_ids": decision_ids}

@@ -65,8 +65,8 @@ def timeline(db: Session, agent: Agent, *, policies: PolicyStore, page: int, inc
     """Return one page of an agent's history, newest first (transitions only unless asked)."""
     kinds = ("transition", "gate_evaluation") if include_gates else ("transition",)
     page = max(1, page)
-    rows, total = rollout_records.history(db, agent.id or 0, limit=PER_PAGE, offset=(page - 1) * PER_PAGE,
-                                          kinds=kinds)
+    rows, total = rollout_records.history(agent.id or 0, limit=PER_PAGE, offset=(page - 1) * PER_PAGE,
+                                          kinds=kinds, db=db)
     entries = tuple(_entry(item) for item in history_entries(db, policies, agent, rows))
     return Timeline(entries, total, page, max(1, -(-total // PER_PAGE)))
 
@@ -97,12 +97,12 @@ def numbers(metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 def rollout_charts(db: Session, rollout: RolloutView, *, policy: Policy | None, now: float,
                    report: dict[str, Any] | None = None) -> tuple[charts.Chart, ...]:
     """Return the charts of the rollout's gate values beside stable's, with transitions and comparisons."""
-    samples = dashboard_records.evaluation_values(db, rollout.id)
+    samples = dashboard_records.evaluation_values(rollout.id, db=db)
     moves = [charts.Transition(t.at, t.action, f"{utc(t.at)} · {t.action} by {t.actor}: {t.reason}")
-             for t in dashboard_records.rollout_transitions(db, rollout.id) if t.action != "start"]
+             for t in dashboard_records.rollout_transitions(rollout.id, db=db) if t.action != "start"]
     span = (rollout.started_at.timestamp(), rollout.ended_at.timestamp() if rollout.ended_at else now)
     width = bucket_width(span)
-    stable = stable_series(arm_series.arm_buckets(db, rollout.id, arm="stable", span=span, width_s=width),
+    stable = stable_series(arm_series.arm_buckets(rollout.id, arm="stable", span=span, width_s=width, db=db),
                            span=span, width_s=width)
     limits, compared = _limits(policy, rollout.stage), comparisons(report or {})
     return tuple(

@@ -32,8 +32,8 @@ def policy_view() -> ResponseReturnValue:
     snapshot = svc.policies.snapshot()
     wanted = request.args.get("revision", "").strip()[:40]
     with svc.db.reading() as db:
-        bindings = [_binding(db, agent) for agent in rollout_records.list_agents(db)]
-        revision = dashboard_records.policy_revision(db, wanted) if wanted else None
+        bindings = [_binding(db, agent) for agent in rollout_records.list_agents(db=db)]
+        revision = dashboard_records.policy_revision(wanted, db=db) if wanted else None
         stored = _copy(revision) if revision else None
     if wanted and stored is None:
         raise NotFound(f"no stored policy revision {wanted!r}", field="revision")
@@ -42,7 +42,7 @@ def policy_view() -> ResponseReturnValue:
 
 
 def _binding(db: Session, agent: Agent) -> Binding:
-    rollout = rollout_records.current_rollout(db, agent)
+    rollout = rollout_records.current_rollout(agent, db=db)
     return Binding(agent.name, agent.policy, rollout.policy_revision if rollout else None)
 
 

@@ -139,7 +139,7 @@ def agent_view(db: Session, agent: Agent, *, policies: PolicyStore, now: float,
     active = agent.rollout_id is not None and rollout is not None and rollout.id == agent.rollout_id
     report = status.gate_report if isinstance(status.gate_report, dict) else {}
     at_tier = now - rollout.tier_started_at.timestamp() if active and rollout else None
-    row = rollout_records.current_rollout(db, agent) if active else None
+    row = rollout_records.current_rollout(agent, db=db) if active else None
     stale = superseded(gate_report(db, row), policy.policy if policy else None) if row else None
     return AgentView(
         status=status, policy=policy.policy if policy else None, active=active,
@@ -148,9 +148,9 @@ def agent_view(db: Session, agent: Agent, *, policies: PolicyStore, now: float,
         soak_required_s=soak_required(policy.policy, rollout, report) if policy and active and rollout else None,
         superseded=stale,
         # Detached copies: the read's rollback would expire the rows before the template renders.
-        approvals=tuple(Approval(**a.model_dump()) for a in reads.pending_approvals_of(db, agent.id or 0, now=now))
+        approvals=tuple(Approval(**a.model_dump()) for a in reads.pending_approvals_of(agent.id or 0, now=now, db=db))
         if with_approvals else (),
-        decided=tuple(Approval(**a.model_dump()) for a in reads.decided_approvals_of(db, agent.id or 0))
+        decided=tuple(Approval(**a.model_dump()) for a in reads.decided_approvals_of(agent.id or 0, db=db))
         if with_approvals else ())
 
 

@@ -39,7 +39,7 @@ def seed_both_arms(services: Services, start: float) -> Rollout:
 
 def buckets_of(services: Services, rollout: Rollout, start: float) -> dict[int, tuple[int, int, int, int, list]]:
     with services.db.reading() as db:
-        found = arm_series.arm_buckets(db, rollout.id or 0, arm="stable", span=(start, start + 180), width_s=60)
+        found = arm_series.arm_buckets(rollout.id or 0, arm="stable", span=(start, start + 180), width_s=60, db=db)
     return {i - int(start // 60): (b.calls, b.errors, b.sessions, b.spend_micros, sorted(b.latencies_ms))
             for i, b in found.items()}
 

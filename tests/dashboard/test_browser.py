@@ -22,7 +22,7 @@ def _rollout_at_twin(app: Flask) -> None:
 
 def _tier_and_state(app: Flask, agent: str) -> tuple[str, int, str]:
     with svc(app).db.reading() as db:
-        rollout = rollout_records.current_rollout(db, rollout_records.get_agent(db, agent))
+        rollout = rollout_records.current_rollout(rollout_records.get_agent(agent, db=db), db=db)
         assert rollout is not None
         return rollout.stage, rollout.tier, rollout.state
 

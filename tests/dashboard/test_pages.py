@@ -31,7 +31,7 @@ def _support_bot(app: Flask, *, at: float | None = None) -> None:
 
 def _state(app: Flask, agent: str = "support-bot") -> tuple[str, int, str]:
     with svc(app).db.reading() as db:
-        rollout = rollout_records.current_rollout(db, rollout_records.get_agent(db, agent))
+        rollout = rollout_records.current_rollout(rollout_records.get_agent(agent, db=db), db=db)
         assert rollout is not None
         return rollout.stage, rollout.tier, rollout.state
 
@@ -254,7 +254,7 @@ def test_odd_gate_reports_and_a_vanished_policy_still_render(
         app: Flask, client: FlaskClient, users: dict[str, str]) -> None:
     _support_bot(app)
     with svc(app).db.transaction() as db:
-        agent = rollout_records.get_agent(db, "support-bot")
+        agent = rollout_records.get_agent("support-bot", db=db)
         for at, report in ((1.0, {"checks": "nope", "values": [1]}), (2.0, {"checks": [{"value": "x"}, 3],
                            "metrics_source": {"available": False}, "values": {"error_rate": "NaN"}}),
                            (3.0, {"soak": {"required_s": "long"}, "values": {"error_rate": float("nan")}})):

@@ -169,7 +169,7 @@ def test_keyboard_only_approves_a_call_and_promotes_while_the_page_refreshes_and
     page.keyboard.press("Enter")
     page.wait_for_selector(".flash-ok")
     with svc(app).db.reading() as db:
-        rollout = rollout_records.current_rollout(db, rollout_records.get_agent(db, "support-bot"))
+        rollout = rollout_records.current_rollout(rollout_records.get_agent("support-bot", db=db), db=db)
         assert rollout is not None and (rollout.stage, rollout.state) == ("shadow", "progressing")
 
 

@@ -107,7 +107,7 @@ def test_elicitation_waits_for_the_approval_and_changed_arguments_need_a_new_one
     async def approve_then_accept(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
         asked.append(params.message)
         with world.svc.db.reading() as db:
-            pending = [a.id for a in list_approvals(db, state="pending") if agent.name in (a.arguments or "")]
+            pending = [a.id for a in list_approvals(state="pending", db=db) if agent.name in (a.arguments or "")]
         for approval_id in pending:
             await anyio.to_thread.run_sync(lambda a=approval_id: approvals.approve(
                 world.svc, a, actor="rm", reason="ok", now=time.time()))
@@ -143,7 +143,7 @@ def test_a_2026_07_28_client_gets_its_approval_through_input_required(world: Wor
     async def approve_then_accept(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
         asked.append(params.message)
         with world.svc.db.reading() as db:
-            pending = [a.id for a in list_approvals(db, state="pending") if agent.name in (a.arguments or "")]
+            pending = [a.id for a in list_approvals(state="pending", db=db) if agent.name in (a.arguments or "")]
         for approval_id in pending:
             await anyio.to_thread.run_sync(lambda a=approval_id: approvals.approve(
                 world.svc, a, actor="rm", reason="ok", now=time.time()))

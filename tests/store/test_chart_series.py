@@ -25,8 +25,8 @@ def test_a_long_rollout_is_charted_from_a_bounded_evenly_spread_sample(app: Flas
                                    report=json.dumps({"values": {"n": n}}), policy_revision="r")
                     for n in range(2000)])
     with service.db.reading() as db:
-        series = dashboard_records.evaluation_values(db, rollout.id or 0, max_points=100)
-        assert dashboard_records.evaluation_values(db, (rollout.id or 0) + 1) == []
+        series = dashboard_records.evaluation_values(rollout.id or 0, max_points=100, db=db)
+        assert dashboard_records.evaluation_values((rollout.id or 0) + 1, db=db) == []
     numbers = [values["n"] for _, values in series]
     assert 95 <= len(series) <= 101
     assert numbers[-1] == 1999 and numbers[0] <= 20  # the newest evaluation, and the start, are shown

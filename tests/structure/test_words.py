@@ -23,11 +23,6 @@ SETS = {
     "tool classes": {"read_only", "reversible", "irreversible"},
     "approval states": {"pending", "approved", "rejected", "expired", "cancelled"},
 }
-# Copies still to move, in modules whose owner changes them at the next merge. Nothing may join.
-SECOND_COPIES = frozenset({"gatekeeper/api/runtime_schemas.py"})
-# Store modules whose functions still take the unit of work first, positionally. Nothing may join.
-POSITIONAL_DB = frozenset({"rollout_records.py", "session_records.py", "reads.py", "dashboard_records.py",
-                           "arm_series.py", "arm_traffic.py", "decision_statements.py", "hot_path.py"})
 OLD_WORDS = re.compile(r"position|rung", re.IGNORECASE)
 FINE = re.compile(r"exposition|positional", re.IGNORECASE)
 
@@ -70,14 +65,11 @@ def _is_unit_of_work(arg: ast.arg) -> bool:
 def test_store_functions_take_db_keyword_only() -> None:
     wrong = []
     for path in sorted((PACKAGE / "store").glob("*.py")):
-        if path.name in POSITIONAL_DB:
-            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             positional = node.args.posonlyargs + node.args.args if isinstance(node, ast.FunctionDef) else []
             if any(_is_unit_of_work(a) for a in positional):
                 wrong.append(f"{path.name}:{node.lineno} {node.name}")
     assert not wrong, wrong
-    assert all((PACKAGE / "store" / name).exists() for name in POSITIONAL_DB), "an exception is gone: drop it"
 
 
 def test_a_tier_is_never_called_a_position_or_a_rung() -> None:
@@ -104,7 +96,7 @@ def _literal_strings(node: ast.AST) -> set[str] | None:
 def test_each_closed_set_of_names_is_written_once() -> None:
     copies = []
     for name, tree in _modules():
-        if name == str(VOCABULARY.relative_to(REPO)) or name in SECOND_COPIES:
+        if name == str(VOCABULARY.relative_to(REPO)):
             continue
         for node in ast.walk(tree):
             strings = _literal_strings(node)

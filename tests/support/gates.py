@@ -121,7 +121,7 @@ def rows(services: Services, table: type[T]) -> list[T]:
 def rollout_of(services: Services, agent: str = "bot") -> Rollout:
     """Return the agent's newest rollout."""
     with services.db.reading() as db:
-        found = rollout_records.latest_rollout(db, rollout_records.get_agent(db, agent))
+        found = rollout_records.latest_rollout(rollout_records.get_agent(agent, db=db), db=db)
         assert found is not None
         db.expunge(found)  # reading() ends in a rollback, which would expire it
         return found

@@ -47,8 +47,8 @@ def tier_report(policy: Policy, *, stage: str, tier: int, at: float, tier_starte
 def store_report(svc: Services, agent: str, *, report: dict[str, Any]) -> None:
     """Store a gate report as the scheduler does."""
     with svc.db.transaction() as db:
-        row = rollout_records.get_agent(db, agent)
-        rollout = rollout_records.current_rollout(db, row)
+        row = rollout_records.get_agent(agent, db=db)
+        rollout = rollout_records.current_rollout(row, db=db)
         assert rollout is not None and rollout.id is not None
         db.add(GateEvaluation(rollout_id=rollout.id, agent_id=row.id or 0, at=report["evaluated_at"],
                               stage=report["stage"], tier=report["tier"], window_key=str(uuid.uuid4()),
@@ -97,8 +97,8 @@ def open_approval(svc: Services, agent: str, *, tool: str, tool_class: str, cost
                   at: float, expire_after: float = 15 * MINUTE, arguments: dict[str, Any] | None = None) -> str:
     """Open a pending approval on a fresh candidate session of `agent`, as the hot path does."""
     with svc.db.transaction() as db:
-        row = rollout_records.get_agent(db, agent)
-        rollout = rollout_records.current_rollout(db, row)
+        row = rollout_records.get_agent(agent, db=db)
+        rollout = rollout_records.current_rollout(row, db=db)
         assert rollout is not None
         live = AgentSession(id=uuid.uuid4().hex, agent_id=row.id or 0, rollout_id=rollout.id,
                             version=rollout.candidate_version, arm="candidate", stage=rollout.stage,
@@ -119,8 +119,8 @@ def live_session(svc: Services, agent: str, *, at: float, arm: str = "candidate"
                  stage: str | None = None, status: str = "open") -> str:
     """Open a live session of `agent` on its current rollout, as the hot path does; return its id."""
     with svc.db.transaction() as db:
-        row = rollout_records.get_agent(db, agent)
-        rollout = rollout_records.current_rollout(db, row)
+        row = rollout_records.get_agent(agent, db=db)
+        rollout = rollout_records.current_rollout(row, db=db)
         assert rollout is not None
         version = rollout.candidate_version if arm == "candidate" else (row.stable_version or "")
         live = AgentSession(id=uuid.uuid4().hex, agent_id=row.id or 0, rollout_id=rollout.id, version=version,
