@@ -97,7 +97,7 @@ def browser() -> Iterator[Any]:
 def page(browser: Any) -> Iterator[Any]:
     """A fresh browser context (own cookies) and page, laptop-sized, with bounded waits."""
     context = browser.new_context(viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(20_000)  # bounded; a loaded 2-core host has taken over 10 s for one POST and redirect
     try:
         yield context.new_page()
     finally:
