@@ -195,6 +195,11 @@ class Decider:
         with self.svc.db.reading() as db:
             return get_approval(db, approval_id).state
 
+    @property
+    def threads(self) -> int:
+        """Return how many threads should run decisions and outcomes: one on SQLite (serialized), more on Postgres."""
+        return 8 if self.hot.postgres else 1
+
     def dispose(self) -> None:
         """Close the database connections."""
         self.hot.close()

@@ -145,6 +145,7 @@ async def serve_http(gate: ToolGate, *, registry: CollectorRegistry, host: str, 
             tasks.cancel_scope.cancel()
     finally:
         gate.background = None
+        await gate.db_thread.close()
         for pool in pools.values():
             await pool.close()
 
@@ -166,3 +167,4 @@ async def serve_stdio(gate: ToolGate) -> None:
             await server.run(read, write, server.create_initialization_options())
         tasks.cancel_scope.cancel()
     gate.background = None
+    await gate.db_thread.close()

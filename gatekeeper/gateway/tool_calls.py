@@ -24,7 +24,6 @@ call (tool and arguments) sent again carries that approval, so it runs once when
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,13 +38,13 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from gatekeeper.gateway.db_thread import DatabaseThread, log_failure
 from gatekeeper.gateway.deciding import Decider, GatekeeperError, Opened, Policy, Ruling
 from gatekeeper.gateway.gateway_file import GatewayFile
 from gatekeeper.gateway.gateway_metrics import GatewayMetrics
 from gatekeeper.gateway.rehearsal import delayed, outcome_status, rehearsed
 from gatekeeper.gateway.upstreams import UpstreamLink, UpstreamUnavailable
 
-log = logging.getLogger(__name__)
 COST_META_KEYS = ("gatekeeper/actual_cost", "cost")  # where an upstream may report a call's actual cost
 APPROVAL_POLL_S = 0.2
 MAX_WAITING_MIRRORS = 10_000  # mirrors whose candidate has not connected yet; the oldest are forgotten first
@@ -110,6 +109,7 @@ class ToolGate:
         self.envelopes: dict[tuple[str | None, ...], SessionState] = {}  # 2026-07-28: sessions by caller
         self.opening = anyio.Lock()
         self.background: TaskGroup | None = None  # set by the transport: outcomes are written after the answer
+        self.db_thread = DatabaseThread(threads=decider.threads)  # decisions and outcomes (db_thread.py)
 
     def server(self) -> Server[Any]:
         """Return the lowlevel MCP server answering with these handlers."""
@@ -274,8 +274,8 @@ class ToolGate:
     async def decide(self, opened: Opened, tool: str, arguments: Mapping[str, Any], *,
                       approval_id: str | None) -> Ruling:
         try:
-            return await anyio.to_thread.run_sync(lambda: self.decider.decide(opened, tool, arguments,
-                                                                              approval_id=approval_id))
+            return await self.db_thread.run(lambda: self.decider.decide(opened, tool, arguments,
+                                                                        approval_id=approval_id))
         except GatekeeperError as exc:
             raise refused(f"the gatekeeper refused the call: {exc.message}") from None
 
@@ -358,18 +358,14 @@ class ToolGate:
         state.reporting = [*(e for e in state.reporting if not e.is_set()), done]  # written ones are dropped
         if status != "ok" or actual is not None:
             state.judging = [*(e for e in state.judging if not e.is_set()), done]
-        self.background.start_soon(self._write, report, ruling, done)
+        self.db_thread.submit(report, what=f"report the outcome of decision {ruling.decision_id}", done=done.set)
 
-    @staticmethod
-    async def _write(report: Callable[[], bool], ruling: Ruling, done: anyio.Event | None = None) -> None:
+    async def _write(self, report: Callable[[], bool], ruling: Ruling) -> None:
         try:
             with anyio.CancelScope(shield=True):  # an acknowledged call's outcome is never dropped at shutdown
-                await anyio.to_thread.run_sync(report)
-        except GatekeeperError as exc:
-            log.warning("could not report the outcome of decision %s: %s", ruling.decision_id, exc.message)
-        finally:
-            if done is not None:
-                done.set()
+                await self.db_thread.run(report)
+        except Exception as exc:  # noqa: BLE001 - logged as a write after the answer is
+            log_failure(f"report the outcome of decision {ruling.decision_id}", exc)
 
     def _link(self, opened: Opened) -> UpstreamLink:
         return self.links[(opened.agent, "twin" if opened.environment == "twin" else "live")]
