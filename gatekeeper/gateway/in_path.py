@@ -139,15 +139,15 @@ class InPath:
                        state: SessionState, ruling: Ruling, pool: UpstreamPool, lean: LeanSession | None,
                        modern: bool, *, tool: str) -> None:
         """Send the allowed call's own body upstream, stream the answer back, and report its outcome; a twin's
-        rehearsed failure (rehearsal.py) is applied here, the answer then read whole and changed."""
+        rehearsed failure (rehearsal.py) is applied here: the upstream's answer is then changed, never passed."""
         started = time.perf_counter()
         fault = await delayed(ruling)
         if fault == "error":  # not forwarded
             await self.gate.report(state, ruling, status="error", seconds=time.perf_counter() - started, actual=None,
                                    kind=None, upstream=False)
             return await reply.message(response(request_id, rehearsed(None, tool, fault, modern=modern)))
-        final, failure = await exchange(None if fault else reply, headers, body, request_id, pool,
-                                        lean.upstream_id if lean else None)
+        final, failure = await exchange(reply, headers, body, request_id, pool, lean.upstream_id if lean else None,
+                                        pass_answer=fault is None)
         seconds = time.perf_counter() - started
         if failure is not None or final is None:
             await self.gate.report(state, ruling, status="error", seconds=seconds, actual=None, kind="unavailable")
