@@ -23,6 +23,7 @@ from gatekeeper import decisions, sessions
 from gatekeeper.api.runtime_schemas import DecisionCreate, SessionCreate
 from gatekeeper.config import Settings
 from gatekeeper.core.budgets import to_dollars, to_micros
+from gatekeeper.core.chaos import Fault, Injection, mcp_error, mcp_result
 from gatekeeper.core.policy import Policy, parse_duration
 from gatekeeper.errors import BadRequest, ConfigError, GatekeeperError, Unauthorized
 from gatekeeper.exported_metrics import Metrics
@@ -31,7 +32,8 @@ from gatekeeper.store.rollout_records import get_agent
 from gatekeeper.store.session_records import get_approval, get_session
 from gatekeeper.store.tokens import find_token
 
-__all__ = ["ConfigError", "Decider", "GatekeeperError", "Opened", "Policy", "Ruling", "Settings", "parse_duration"]
+__all__ = ["ConfigError", "Decider", "Fault", "GatekeeperError", "Injection", "Opened", "Policy", "Ruling", "Settings",
+           "mcp_error", "mcp_result", "parse_duration"]
 TOKEN_CACHE_S = 5.0  # a revoked agent token is refused by new MCP sessions within this long
 BINDING_CACHE_S = 2.0  # an agent bound to another policy is decided by it within this long
 
@@ -62,6 +64,7 @@ class Ruling:
     tool_class: str
     cost_micros: int
     labels: tuple[str, str, str, str]
+    chaos: Injection | None = None  # an allowed call of a candidate's twin session: the failure to rehearse
 
 
 class Decider:
@@ -100,11 +103,11 @@ class Decider:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def open(self, agent: str, *, session_key: str | None, environment: str) -> Opened:
-        """Start a Gatekeeper session for a new MCP session (arm, stage and caps as in SPEC §3)."""
-        _validated(SessionCreate, agent=agent, session_key=session_key, environment=environment)
+    def open(self, agent: str, *, session_key: str | None, environment: str, seed: str | None = None) -> Opened:
+        """Start a Gatekeeper session for a new MCP session (arm, stage and caps as in SPEC §3; a twin's seed)."""
+        _validated(SessionCreate, agent=agent, session_key=session_key, environment=environment, seed=seed)
         started = sessions.start_session(self.svc, agent, session_key=session_key, environment=environment,
-                                         scenario=None, twin_snapshot_at=None, now=time.time())
+                                         scenario=None, twin_snapshot_at=None, now=time.time(), seed=seed)
         for row in filter(None, (started.session, started.mirror)):
             self.metrics.sessions.labels(agent, row.version, row.arm).inc()
         row, mirror = started.session, started.mirror
@@ -138,7 +141,7 @@ class Decider:
         if not done.replayed:
             self.metrics.count_decision(*done.labels, verdict.verdict, verdict.reason)
         return Ruling(done.decision_id, verdict.verdict, verdict.reason, done.message, done.approval_id,
-                      policy.tool_class(tool), cost, tuple(done.labels))  # type: ignore[arg-type]
+                      policy.tool_class(tool), cost, tuple(done.labels), done.chaos)  # type: ignore[arg-type]
 
     def report(self, ruling: Ruling, agent: str, *, status: str, latency_ms: float,
                actual_cost: float | None) -> bool:
@@ -191,6 +194,11 @@ class Decider:
         """Return an approval's state: pending, approved, rejected, expired or cancelled."""
         with self.svc.db.reading() as db:
             return get_approval(approval_id, db=db).state
+
+    @property
+    def threads(self) -> int:
+        """Return how many threads should run decisions and outcomes: one on SQLite (serialized), more on Postgres."""
+        return 8 if self.hot.postgres else 1
 
     def dispose(self) -> None:
         """Close the database connections."""

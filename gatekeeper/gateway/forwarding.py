@@ -35,6 +35,7 @@ from gatekeeper.gateway.relay import JSON, Reply, UpstreamPool, error, exchange,
 from gatekeeper.gateway.tool_calls import Caller, SessionState, ToolGate
 
 SESSION_KEY, ENVIRONMENT, VERSION = "gatekeeper-session-key", "gatekeeper-environment", "gatekeeper-version"
+SEED = "gatekeeper-seed"  # twin sessions: the seed of the rehearsed failures (stages.twin.chaos)
 _NOT_FOUND = json.dumps(error(None, INVALID_REQUEST, "Session not found")).encode()
 
 
@@ -61,7 +62,7 @@ class LeanGateway:
             return await self.fallback(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         caller = Caller(bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
-                        headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None)
+                        headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None, headers.get(SEED) or None)
         known, agent = self.gate.decider.cached_agent(caller.token or "")
         if not known and caller.token:
             try:

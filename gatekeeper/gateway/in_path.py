@@ -21,6 +21,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, INVALID_PARAMS
 
 from gatekeeper.gateway.deciding import Ruling
+from gatekeeper.gateway.rehearsal import delayed, outcome_status, rehearsed
 from gatekeeper.gateway.relay import Reply, UpstreamPool, error, exchange, response
 from gatekeeper.gateway.tool_calls import (
     APPROVAL_INPUT,
@@ -89,7 +90,7 @@ class InPath:
                     ruling = await self._elicit(reply, lean, state, ruling, tool, arguments)
             self.gate.ruled(state, tool, arguments, ruling)
             if ruling.verdict == "allow":
-                await self.forward(reply, headers, body, request_id, state, ruling, pool, lean, modern)
+                await self.forward(reply, headers, body, request_id, state, ruling, pool, lean, modern, tool=tool)
             else:
                 await reply.message(response(request_id, _dump(self.gate.answer(ruling), modern)))
         except MCPError as exc:
@@ -136,10 +137,17 @@ class InPath:
 
     async def forward(self, reply: Reply, headers: Mapping[str, str], body: bytes, request_id: Any,
                        state: SessionState, ruling: Ruling, pool: UpstreamPool, lean: LeanSession | None,
-                       modern: bool) -> None:
-        """Send the allowed call's own body upstream, stream the answer back, and report its outcome."""
+                       modern: bool, *, tool: str) -> None:
+        """Send the allowed call's own body upstream, stream the answer back, and report its outcome; a twin's
+        rehearsed failure (rehearsal.py) is applied here: the upstream's answer is then changed, never passed."""
         started = time.perf_counter()
-        final, failure = await exchange(reply, headers, body, request_id, pool, lean.upstream_id if lean else None)
+        fault = await delayed(ruling)
+        if fault == "error":  # not forwarded
+            await self.gate.report(state, ruling, status="error", seconds=time.perf_counter() - started, actual=None,
+                                   kind=None, upstream=False)
+            return await reply.message(response(request_id, rehearsed(None, tool, fault, modern=modern)))
+        final, failure = await exchange(reply, headers, body, request_id, pool, lean.upstream_id if lean else None,
+                                        pass_answer=fault is None)
         seconds = time.perf_counter() - started
         if failure is not None or final is None:
             await self.gate.report(state, ruling, status="error", seconds=seconds, actual=None, kind="unavailable")
@@ -148,8 +156,10 @@ class InPath:
             return await reply.message(response(request_id, _dump(result, modern)))
         answer: dict[str, Any] = final["result"] if isinstance(final.get("result"), dict) else {}
         is_error = answer.get("isError") is True
-        await self.gate.report(state, ruling, status="error" if is_error else "ok", seconds=seconds,
+        await self.gate.report(state, ruling, status=outcome_status(fault, is_error=is_error), seconds=seconds,
                                actual=cost_in(answer.get("_meta")), kind="tool_error" if is_error else None)
+        if fault is not None:
+            return await reply.message(response(request_id, rehearsed(answer, tool, fault, modern=modern)))
         if not reply.done and not reply.streaming:
             await reply.message(final)
 

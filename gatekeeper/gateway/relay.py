@@ -166,13 +166,13 @@ class Reply:
 
 
 async def exchange(reply: Reply | None, headers: Mapping[str, str], body: bytes, request_id: Any, pool: UpstreamPool,
-               upstream_id: str | None) -> tuple[dict[str, Any] | None, str | None]:
+               upstream_id: str | None, *, pass_answer: bool = True) -> tuple[dict[str, Any] | None, str | None]:
     """Send one request upstream within the timeout; return (its answer, None) or (None, why it failed).
 
     With a `reply`, an SSE answer's other events (progress, the upstream's own requests) are passed
     through as they come, committing the reply to SSE, and then so is the answer itself unless it is
-    a JSON-RPC error (a tool error instead). An answer that comes first is only returned: the caller
-    sends it as JSON, and the agent's connection stays reusable.
+    a JSON-RPC error (a tool error instead) or `pass_answer` is False (the caller changes it). An answer
+    that comes first is only returned: the caller sends it as JSON, and the agent's connection stays reusable.
     """
     try:
         with anyio.fail_after(pool.timeout):
@@ -188,7 +188,7 @@ async def exchange(reply: Reply | None, headers: Mapping[str, str], body: bytes,
                         mine = isinstance(data, dict) and data.get("id") == request_id and "method" not in data
                         if mine and final is None:  # read on to the end: the connection goes back to the pool
                             final = data
-                            if reply is not None and reply.streaming and "error" not in data:
+                            if reply is not None and reply.streaming and "error" not in data and pass_answer:
                                 await reply.event(event)
                         elif reply is not None and final is None:
                             held.append(event)

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatekeeper.gateway.deciding import Decider, GatekeeperError
-from gatekeeper.gateway.forwarding import ENVIRONMENT, SESSION_KEY, VERSION, LeanGateway, bearer
+from gatekeeper.gateway.forwarding import ENVIRONMENT, SEED, SESSION_KEY, VERSION, LeanGateway, bearer
 from gatekeeper.gateway.gateway_file import GatewayFile
 from gatekeeper.gateway.gateway_metrics import GatewayMetrics
 from gatekeeper.gateway.relay import UpstreamPool
@@ -57,13 +57,14 @@ def http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
     request = ctx.request
     headers: Mapping[str, str] = request.headers if isinstance(request, Request) else {}
     return Caller(bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
-                  headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None)
+                  headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None, headers.get(SEED) or None)
 
 
 def stdio_caller(environ: Mapping[str, str]) -> Caller:
     """Read who is calling from the environment the agent launched the gateway with."""
     return Caller(environ.get("GATEKEEPER_AGENT_TOKEN") or None, environ.get("GATEKEEPER_SESSION_KEY") or None,
-                  environ.get("GATEKEEPER_ENVIRONMENT") or "live", environ.get("GATEKEEPER_VERSION") or None)
+                  environ.get("GATEKEEPER_ENVIRONMENT") or "live", environ.get("GATEKEEPER_VERSION") or None,
+                  environ.get("GATEKEEPER_SEED") or None)
 
 
 class BearerGuard:
@@ -144,6 +145,7 @@ async def serve_http(gate: ToolGate, *, registry: CollectorRegistry, host: str, 
             tasks.cancel_scope.cancel()
     finally:
         gate.background = None
+        await gate.db_thread.close()
         for pool in pools.values():
             await pool.close()
 
@@ -165,3 +167,4 @@ async def serve_stdio(gate: ToolGate) -> None:
             await server.run(read, write, server.create_initialization_options())
         tasks.cancel_scope.cancel()
     gate.background = None
+    await gate.db_thread.close()

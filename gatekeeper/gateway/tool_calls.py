@@ -4,7 +4,8 @@ One MCP session is one Gatekeeper session, opened at its first request from who 
 agent token), `Gatekeeper-Session-Key` and `Gatekeeper-Environment` (headers on HTTP, environment
 variables on stdio), and ended when the MCP session closes. The 2026-07-28 protocol has no MCP
 session (each request is its own exchange), so there the session key is required and names the
-Gatekeeper session: requests with the same token, key, environment and version share one.
+Gatekeeper session: requests with the same token, key, environment, version and seed share one.
+A twin session may carry `Gatekeeper-Seed` (`GATEKEEPER_SEED`): its rehearsed failures (rehearsal.py).
 
 A candidate that must shadow a live session connects with the same session key and
 `Gatekeeper-Version: <candidate version>`: its calls are decided in the mirror session, so they are
@@ -23,7 +24,6 @@ call (tool and arguments) sent again carries that approval, so it runs once when
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,12 +38,13 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from gatekeeper.gateway.db_thread import DatabaseThread, log_failure
 from gatekeeper.gateway.deciding import Decider, GatekeeperError, Opened, Policy, Ruling
 from gatekeeper.gateway.gateway_file import GatewayFile
 from gatekeeper.gateway.gateway_metrics import GatewayMetrics
+from gatekeeper.gateway.rehearsal import delayed, outcome_status, rehearsed
 from gatekeeper.gateway.upstreams import UpstreamLink, UpstreamUnavailable
 
-log = logging.getLogger(__name__)
 COST_META_KEYS = ("gatekeeper/actual_cost", "cost")  # where an upstream may report a call's actual cost
 APPROVAL_POLL_S = 0.2
 MAX_WAITING_MIRRORS = 10_000  # mirrors whose candidate has not connected yet; the oldest are forgotten first
@@ -61,6 +62,7 @@ class Caller:
     session_key: str | None = None
     environment: str = "live"
     version: str | None = None
+    seed: str | None = None  # twin sessions: the seed of the rehearsed failures
 
 
 @dataclass
@@ -107,6 +109,7 @@ class ToolGate:
         self.envelopes: dict[tuple[str | None, ...], SessionState] = {}  # 2026-07-28: sessions by caller
         self.opening = anyio.Lock()
         self.background: TaskGroup | None = None  # set by the transport: outcomes are written after the answer
+        self.db_thread = DatabaseThread(threads=decider.threads)  # decisions and outcomes (db_thread.py)
 
     def server(self) -> Server[Any]:
         """Return the lowlevel MCP server answering with these handlers."""
@@ -137,7 +140,7 @@ class ToolGate:
         if not caller.session_key:
             raise refused("the 2026-07-28 protocol has no MCP session: send Gatekeeper-Session-Key to name the "
                           "Gatekeeper session these calls belong to")
-        key = (caller.token, caller.session_key, caller.environment, caller.version)
+        key = (caller.token, caller.session_key, caller.environment, caller.version, caller.seed)
         found = self.envelopes.pop(key, None)
         if found is None:
             async with self.opening:
@@ -177,7 +180,7 @@ class ToolGate:
             opened = await anyio.to_thread.run_sync(self.decider.mirror, agent, joined[0], joined[1])
         else:
             opened = await anyio.to_thread.run_sync(lambda: self.decider.open(
-                agent, session_key=caller.session_key, environment=caller.environment))
+                agent, session_key=caller.session_key, environment=caller.environment, seed=caller.seed))
             if opened.mirror_id and opened.mirror_version and caller.session_key:
                 if len(self.mirrors) >= MAX_WAITING_MIRRORS:
                     self.mirrors.pop(next(iter(self.mirrors)))
@@ -271,8 +274,8 @@ class ToolGate:
     async def decide(self, opened: Opened, tool: str, arguments: Mapping[str, Any], *,
                       approval_id: str | None) -> Ruling:
         try:
-            return await anyio.to_thread.run_sync(lambda: self.decider.decide(opened, tool, arguments,
-                                                                              approval_id=approval_id))
+            return await self.db_thread.run(lambda: self.decider.decide(opened, tool, arguments,
+                                                                        approval_id=approval_id))
         except GatekeeperError as exc:
             raise refused(f"the gatekeeper refused the call: {exc.message}") from None
 
@@ -317,6 +320,11 @@ class ToolGate:
                        ) -> types.CallToolResult:
         link = self._link(state.opened)
         started = time.perf_counter()
+        fault = await delayed(ruling)  # a twin's rehearsed failure (rehearsal.py)
+        if fault == "error":  # not forwarded
+            await self.report(state, ruling, status="error", seconds=time.perf_counter() - started, actual=None,
+                              kind=None, upstream=False)
+            return types.CallToolResult.model_validate(rehearsed(None, tool, fault, modern=False))
         try:
             result = await link.call(tool, arguments)
         except UpstreamUnavailable as exc:
@@ -324,17 +332,21 @@ class ToolGate:
                                kind="unavailable")
             return text_result(f"The tool could not be reached: {exc}", error=True,
                                 meta={"verdict": "allow", "decision_id": ruling.decision_id, "upstream_error": True})
-        status = "error" if result.is_error else "ok"
-        await self.report(state, ruling, status=status, seconds=time.perf_counter() - started,
-                           actual=cost_in(result.meta), kind="tool_error" if result.is_error else None)
-        return result
+        await self.report(state, ruling, status=outcome_status(fault, is_error=result.is_error),
+                          seconds=time.perf_counter() - started, actual=cost_in(result.meta),
+                          kind="tool_error" if result.is_error else None)
+        if fault is None:
+            return result
+        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return types.CallToolResult.model_validate(rehearsed(dumped, tool, fault, modern=False))
 
     async def report(self, state: SessionState, ruling: Ruling, *, status: str, seconds: float,
-                      actual: float | None, kind: str | None) -> None:
-        """Count the upstream's answer and write the outcome: after the answer when the transport allows."""
+                      actual: float | None, kind: str | None, upstream: bool = True) -> None:
+        """Count the upstream's answer (when it was asked) and write the outcome: after the answer when it may."""
         opened = state.opened
         name = f"{opened.agent}/{'twin' if opened.environment == 'twin' else 'live'}"
-        self.metrics.upstream_latency.labels(name).observe(seconds)
+        if upstream:
+            self.metrics.upstream_latency.labels(name).observe(seconds)
         if kind is not None:
             self.metrics.upstream_errors.labels(name, kind).inc()
         report: Callable[[], bool] = lambda: self.decider.report(  # noqa: E731
@@ -346,18 +358,14 @@ class ToolGate:
         state.reporting = [*(e for e in state.reporting if not e.is_set()), done]  # written ones are dropped
         if status != "ok" or actual is not None:
             state.judging = [*(e for e in state.judging if not e.is_set()), done]
-        self.background.start_soon(self._write, report, ruling, done)
+        self.db_thread.submit(report, what=f"report the outcome of decision {ruling.decision_id}", done=done.set)
 
-    @staticmethod
-    async def _write(report: Callable[[], bool], ruling: Ruling, done: anyio.Event | None = None) -> None:
+    async def _write(self, report: Callable[[], bool], ruling: Ruling) -> None:
         try:
             with anyio.CancelScope(shield=True):  # an acknowledged call's outcome is never dropped at shutdown
-                await anyio.to_thread.run_sync(report)
-        except GatekeeperError as exc:
-            log.warning("could not report the outcome of decision %s: %s", ruling.decision_id, exc.message)
-        finally:
-            if done is not None:
-                done.set()
+                await self.db_thread.run(report)
+        except Exception as exc:  # noqa: BLE001 - logged as a write after the answer is
+            log_failure(f"report the outcome of decision {ruling.decision_id}", exc)
 
     def _link(self, opened: Opened) -> UpstreamLink:
         return self.links[(opened.agent, "twin" if opened.environment == "twin" else "live")]

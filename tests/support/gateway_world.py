@@ -39,6 +39,20 @@ stable_caps: {tool_calls_per_session: 60, spend_per_session: 2.00}
 kill_switch: {window: 60s, min_calls: 4, max_error_rate: 0.5, action: {revert_to: shadow}}
 approvals: {expire_after: 5s}
 """
+# Rehearsed failures of the twin (tests/gateway/test_gateway_chaos.py): agents bound with policy="gwchaos".
+CHAOS_POLICY = """\
+name: gwchaos
+agents: []
+tools: {update_ticket: reversible, search_kb: read_only}
+stages:
+  twin:
+    chaos:
+      update_ticket: {error_rate: 0.25, timeout_rate: 0.25, partial_rate: 0.15, malformed_rate: 0.15,
+                      latency: 30ms, latency_rate: 0.3}
+  canary: {tiers: [50], caps: {tool_calls_per_session: 60, spend_per_session: 1.00}}
+  expansion: {tiers: [100], caps: {tool_calls_per_session: 60, spend_per_session: 1.00}}
+stable_caps: {tool_calls_per_session: 60, spend_per_session: 2.00}
+"""
 AGENTS = [f"gw-{n}" for n in range(16)]
 LADDER = ["twin", "shadow", "canary", "expansion"]
 
@@ -71,10 +85,10 @@ class World:
     twin_effects: Path
     names: Iterator[str] = field(default_factory=lambda: iter(AGENTS))
 
-    def agent(self, stage: str | None) -> Agent:
+    def agent(self, stage: str | None, *, policy: str = "gw") -> Agent:
         """Register a fresh agent (stable v1) and walk a v2 rollout up to `stage` (None: no rollout)."""
         name, now = next(self.names), time.time()
-        rollouts.register_agent(self.svc, name, policy="gw", stable_version="v1", now=now)
+        rollouts.register_agent(self.svc, name, policy=policy, stable_version="v1", now=now)
         rollout_id = 0
         if stage is not None:
             rollout_id = rollouts.start_rollout(self.svc, name, version="v2", actor="test", reason="t",
@@ -93,6 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     policies = workdir / "policies"
     policies.mkdir()
     (policies / "gw.yaml").write_text(POLICY)
+    (policies / "gwchaos.yaml").write_text(CHAOS_POLICY)
     env = {"GATEKEEPER_DATABASE_URL": f"sqlite:///{workdir / 'gatekeeper.db'}",
            "GATEKEEPER_POLICY_DIR": str(policies)}
     svc = Services.build(Settings(database_url=env["GATEKEEPER_DATABASE_URL"], policy_dir=policies))

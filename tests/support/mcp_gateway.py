@@ -103,11 +103,12 @@ def write_gateway_file(path: Path, agents: Mapping[str, tuple[str, str]], *, tim
 
 @asynccontextmanager
 async def connect(url: str, token: str | None, *, session_key: str | None = None, environment: str | None = None,
-                  version: str | None = None, elicitation: Any = None) -> AsyncIterator[ClientSession]:
+                  version: str | None = None, seed: str | None = None, elicitation: Any = None
+                  ) -> AsyncIterator[ClientSession]:
     """Open an MCP session through the gateway as an agent would, with the SDK's own client."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     for name, value in (("Gatekeeper-Session-Key", session_key), ("Gatekeeper-Environment", environment),
-                        ("Gatekeeper-Version", version)):
+                        ("Gatekeeper-Version", version), ("Gatekeeper-Seed", seed)):
         if value is not None:
             headers[name] = value
     async with AsyncExitStack() as stack:
