@@ -107,7 +107,7 @@ class Decider:
         """Start a Gatekeeper session for a new MCP session (arm, stage and caps as in SPEC §3; a twin's seed)."""
         _validated(SessionCreate, agent=agent, session_key=session_key, environment=environment, seed=seed)
         started = sessions.start_session(self.svc, agent, session_key=session_key, environment=environment,
-                                         scenario=None, twin_snapshot_at=None, now=time.time(), seed=seed)
+                                         scenario=None, twin_snapshot_at=None, now=self.svc.clock(), seed=seed)
         for row in filter(None, (started.session, started.mirror)):
             self.metrics.sessions.labels(agent, row.version, row.arm).inc()
         row, mirror = started.session, started.mirror
@@ -123,7 +123,7 @@ class Decider:
     def close(self, session_id: str, agent: str, *, status: str = "ok") -> None:
         """End a Gatekeeper session when its MCP session closes; an ended one stays as it was."""
         with contextlib.suppress(GatekeeperError):  # already ended (by the agent through the API, say)
-            sessions.end_session(self.svc, session_id, scope=agent, status=status, passed=None, now=time.time())
+            sessions.end_session(self.svc, session_id, scope=agent, status=status, passed=None, now=self.svc.clock())
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ class Decider:
         _validated(DecisionCreate, session_id=opened.session_id, tool=tool, cost=to_dollars(cost),
                    arguments=dict(arguments or {}))
         ask = decisions.Ask(opened.session_id, tool, cost, preview, approval_id, dict(arguments or {}), None)
-        done = decisions.decide(self.svc, ask, scope=opened.agent, now=time.time())
+        done = decisions.decide(self.svc, ask, scope=opened.agent, now=self.svc.clock())
         verdict = done.verdict
         if not done.replayed:
             self.metrics.count_decision(*done.labels, verdict.verdict, verdict.reason)
@@ -148,7 +148,7 @@ class Decider:
         """Report an allowed call's outcome as the agent would; return whether it tripped the kill switch."""
         actual = None if actual_cost is None else to_micros(actual_cost)
         done = decisions.report_outcome(self.svc, ruling.decision_id, scope=agent, status=status,
-                                        actual_micros=actual, latency_ms=latency_ms, now=time.time())
+                                        actual_micros=actual, latency_ms=latency_ms, now=self.svc.clock())
         if done.first:
             agent_, version, arm, _ = done.labels
             self.metrics.tool_calls.labels(agent_, version, arm, ruling.tool_class, status).inc()
