@@ -29,7 +29,7 @@ from gatekeeper.core.vocabulary import LIVE_STATES
 from gatekeeper.errors import BadRequest, Conflict
 from gatekeeper.services import Services
 from gatekeeper.sessions import Labels, check_scope, new_id
-from gatekeeper.store import decision_statements, outcome_statements, rollout_records
+from gatekeeper.store import at_once_statements, decision_statements, outcome_statements, rollout_records
 from gatekeeper.store.decision_statements import FirstAnswer, SessionFacts
 from gatekeeper.store.hot_path import Tx
 from gatekeeper.store.outcome_statements import OutcomeFacts
@@ -72,8 +72,13 @@ class Decided(NamedTuple):
 def decide(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int | None = None) -> Decided:
     """Return the verdict on one tool call, reserving its call and cost atomically when it may run."""
     try:
+        done = _at_once(svc, ask, scope=scope, now=now, mark=mark) if svc.hot.postgres else None
+        if done is not None:
+            return done
         with svc.hot.transaction() as tx:
             facts = decision_statements.load_session(tx, ask.session_id)
+            if tx.postgres:
+                _remember(svc, facts)
             check_mark(mark, facts.mark)
             check_scope(facts.agent, scope)
             policy = svc.policies.get(facts.policy).policy
@@ -93,6 +98,56 @@ def decide(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int 
             raise
         # A concurrent retry of the same request committed first: its answer is this one's.
         return _replay_committed(svc, ask, scope=scope, error=exc)
+
+
+def _at_once(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int | None) -> Decided | None:
+    """Decide in one statement round trip if the session's facts are as last read (Postgres); None: the long way.
+
+    The verdict is judged on the predicted facts; the statement records it only if they still hold. A call
+    that needs more than the session's row (sequence rules, approvals) or a cap that refuses goes the long way.
+    """
+    predicted = svc.hot.predicted.get(ask.session_id)
+    if predicted is None or ask.approval_id is not None or scope not in (None, predicted.agent):
+        return None
+    policy = svc.policies.get(predicted.policy).policy
+    if relevant_tools(policy.sequence_rules, ask.tool):
+        return None
+    bound = bind(ask.arguments, redact_fields=policy.approvals.redact) if ask.arguments is not None else None
+    call = _call_of(policy, predicted, ask.tool, ran={}, approval=None, room="")
+    verdict = judge(policy, call)  # with no approval sent, only an approval-class call reads the caps: not here
+    wide = bound is not None or ask.request_id is not None
+    if verdict.verdict == "approval_required" or verdict.consume_approval or (wide and not verdict.reserve):
+        return None
+    stage = stage_label(call)
+    decision_id = new_id()
+    row = _row(predicted, ask, call, verdict, bound, decision_id=decision_id, stage=stage, approval_id=None, now=now)
+    got = at_once_statements.decide_at_once(svc.hot, ask.session_id, predicted=predicted, row=row,
+                                            reserve=verdict.reserve, mark=mark)
+    if got is None:
+        svc.hot.predicted.pop(ask.session_id, None)
+        return None
+    _remember(svc, got.facts)
+    if got.first is not None:
+        check_mark(mark, got.facts.mark)
+        check_scope(got.facts.agent, scope)
+        policy = svc.policies.get(got.facts.policy).policy
+        return _with_chaos(policy, got.facts, ask.tool, _replay(policy, got.facts, ask, got.first))
+    if not got.recorded:
+        return None  # the facts moved, the session ended, or the caps refuse: the long way answers
+    caps = caps_of(predicted)
+    used = got.reserved or (got.facts.tool_calls, got.facts.spend_micros)
+    calls, micros = remaining(caps, tool_calls=used[0], spend_micros=used[1])
+    text = message(verdict.reason, policy=policy, tool=ask.tool, caps=caps, approval_id=None)
+    done = Decided(decision_id, verdict, calls, micros, None, Labels(predicted.agent, predicted.version,
+                                                                       predicted.arm, stage), text)
+    return _with_chaos(policy, got.facts, ask.tool, done)
+
+
+def _remember(svc: Services, facts: SessionFacts) -> None:
+    """Keep a session's facts as read, the next decision's prediction (a few thousand sessions at most)."""
+    if len(svc.hot.predicted) >= 4096:
+        svc.hot.predicted.clear()
+    svc.hot.predicted[facts.id] = facts
 
 
 def _replay_committed(svc: Services, ask: Ask, *, scope: str | None, error: Exception) -> Decided:
@@ -137,11 +192,15 @@ def _call(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, bound: Bound | 
     room = cap_reason(caps, tool_calls=facts.tool_calls, spend_micros=facts.spend_micros,
                       cost_micros=ask.cost_micros)
     approval = _approval_state(tx, facts, ask, bound, now=now) if ask.approval_id is not None else None
+    return _call_of(policy, facts, ask.tool, ran=decision_statements.ran_counts(tx, facts.id, tools) if tools else {},
+                    approval=approval, room=room)
+
+
+def _call_of(policy: Policy, facts: SessionFacts, tool: str, *, ran: Mapping[str, int], approval: str | None,
+             room: str) -> Call:
     return Call(arm=facts.arm, environment=facts.environment, mirror=facts.mirror,
-                rollout_stage=facts.rollout_stage, rollout_state=facts.rollout_state, tool=ask.tool,
-                tool_class=policy.tool_class(ask.tool),
-                ran=decision_statements.ran_counts(tx, facts.id, tools) if tools else {},
-                approval=approval, cap_reason=room)
+                rollout_stage=facts.rollout_stage, rollout_state=facts.rollout_state, tool=tool,
+                tool_class=policy.tool_class(tool), ran=ran, approval=approval, cap_reason=room)
 
 
 def caps_of(facts: SessionFacts) -> Caps:
@@ -190,6 +249,19 @@ def _record(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, call: Call, v
     decision_id = new_id()
     caps = caps_of(facts)
     calls, micros = remaining(caps, tool_calls=used[0], spend_micros=used[1])
+    row = _row(facts, ask, call, verdict, bound, decision_id=decision_id, stage=stage, approval_id=approval_id,
+               now=now)
+    if "request_id" in row:
+        row.update(remaining_tool_calls=calls, remaining_spend_micros=micros)
+    decision_statements.insert_decision(tx, row)
+    text = message(verdict.reason, policy=policy, tool=ask.tool, caps=caps, approval_id=approval_id)
+    return Decided(decision_id, verdict, calls, micros, approval_id,
+                   Labels(facts.agent, facts.version, facts.arm, stage), text)
+
+
+def _row(facts: SessionFacts, ask: Ask, call: Call, verdict: Verdict, bound: Bound | None, *, decision_id: str,
+         stage: str, approval_id: str | None, now: float) -> dict[str, Any]:
+    """Return a decision's row; arguments and a request id widen it (the remaining budget is the caller's)."""
     row = {
         "id": decision_id, "session_id": facts.id, "agent_id": facts.agent_id, "rollout_id": facts.rollout_id,
         "version": facts.version, "arm": facts.arm, "stage": stage, "tool": ask.tool,
@@ -198,11 +270,8 @@ def _record(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, call: Call, v
         "approval_id": approval_id, "preview": ask.preview, "at": now}
     if bound is not None or ask.request_id is not None:
         row.update(arguments=bound.redacted if bound else None, arguments_digest=bound.digest if bound else None,
-                   request_id=ask.request_id, remaining_tool_calls=calls, remaining_spend_micros=micros)
-    decision_statements.insert_decision(tx, row)
-    text = message(verdict.reason, policy=policy, tool=ask.tool, caps=caps, approval_id=approval_id)
-    return Decided(decision_id, verdict, calls, micros, approval_id,
-                   Labels(facts.agent, facts.version, facts.arm, stage), text)
+                   request_id=ask.request_id)
+    return row
 
 
 def stage_label(call: Call) -> str:
