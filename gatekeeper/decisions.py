@@ -2,10 +2,13 @@
 
 `decide` is the hot path: it runs on the raw connection of gatekeeper.store.hot_path, one
 transaction (`tx`) that loads the session's facts, asks the pure core (core/verdicts.py) for the
-verdict, makes the one atomic reservation and records the decision. `report_outcome` is one short
-transaction on the same connection: it settles the decision and the session's spend and counts a
-live candidate outcome in the kill switch's buckets (store/outcome_statements.py); only a report
-that crosses the threshold goes on to the ORM unit of work (`db`) to trip it (kill_switch.py).
+verdict, makes the one atomic reservation and records the decision. On Postgres the common call goes
+at once (`_at_once`): judged on the session's facts as this process last read them, recorded by one
+statement that checks them (store/at_once_statements.py); the transaction answers whatever it refuses.
+`report_outcome` is one short transaction on the same connection: it settles the decision and the
+session's spend and counts a live candidate outcome in the kill switch's buckets
+(store/outcome_statements.py); only a report that crosses the threshold goes on to the ORM unit of
+work (`db`) to trip it (kill_switch.py).
 Both return plain results the API adapter renders and counts. Both take `mark=`, the token
 revocation mark the caller was authenticated at, and check it in their transaction (api/auth.py).
 """
