@@ -129,3 +129,35 @@ def test_caps_are_exact_under_16_worker_processes_deciding_at_once(
                 for n in range(2)]
     verdicts = hammer([r.url for r in replicas], runtime.agent["Authorization"].removeprefix("Bearer "), plan)
     assert_exact(app, plan, verdicts)
+
+
+def _session(runtime: Runtime, who: str) -> str:
+    if who == "twin session":
+        return str(runtime.session(environment="twin")["session_id"])
+    if who == "mirror":
+        return str(runtime.session(candidate=True, percent=50.0)["mirror"]["session_id"])
+    if who == "stable":
+        return str(runtime.session(candidate=False, percent=1.0)["session_id"])
+    return str(runtime.session(candidate=True, percent={"canary": 1.0, "expansion": 10.0}[who])["session_id"])
+
+
+@ON_POSTGRES
+@pytest.mark.parametrize(("stage", "who"), [("twin", "twin session"), ("shadow", "mirror"), ("canary", "canary"),
+                                            ("expansion", "expansion"), ("canary", "stable")])
+def test_at_once_answers_and_records_what_the_long_way_does(runtime: Runtime, app: Flask, tmp_path: Path,
+                                                             stage: str, who: str) -> None:
+    runtime.setup(stage, 0)
+    session = _session(runtime, who)
+    for tool in ("search_kb", "update_ticket"):
+        long_way = _decide(app, session, tool, preview="p")
+        with wire(svc(app).hot, tmp_path) as trace:
+            at_once = _decide(app, session, tool, preview="p")
+        assert round_trips(trace) == 1
+        assert (at_once.verdict, at_once.labels, at_once.message) == (long_way.verdict, long_way.labels,
+                                                                      long_way.message)
+        assert at_once.remaining_calls == long_way.remaining_calls - (1 if long_way.verdict.reserve else 0)
+        assert (at_once.chaos is None) == (long_way.chaos is None)
+        rows = [counts(app, "SELECT session_id, agent_id, rollout_id, version, arm, stage, tool, tool_class,"
+                            " cost_micros, verdict, reason, would_verdict, would_reason, approval_id, preview"
+                            " FROM decisions WHERE id = :id", id=d.decision_id) for d in (long_way, at_once)]
+        assert tuple(rows[0]) == tuple(rows[1])
