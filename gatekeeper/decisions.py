@@ -124,7 +124,7 @@ def _at_once(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: in
     stage = stage_label(call)
     decision_id = new_id()
     row = _row(predicted, ask, call, verdict, bound, decision_id=decision_id, stage=stage, approval_id=None, now=now)
-    got = at_once_statements.decide_at_once(svc.hot, ask.session_id, predicted=predicted, row=row,
+    got = at_once_statements.decide_at_once(ask.session_id, hot=svc.hot, predicted=predicted, row=row,
                                             reserve=verdict.reserve, mark=mark)
     if got is None:
         svc.hot.predicted.pop(ask.session_id, None)

@@ -71,7 +71,7 @@ def _sql(*, reserve: bool, wide: bool, retry: bool, marked: bool) -> str:
     return found
 
 
-def decide_at_once(hot: HotPath, session_id: str, *, predicted: SessionFacts, row: Mapping[str, Any],
+def decide_at_once(session_id: str, *, hot: HotPath, predicted: SessionFacts, row: Mapping[str, Any],
                    reserve: bool, mark: int | None) -> AtOnce | None:
     """Record the decision `row` (reserving first when `reserve`) if the facts are as predicted; None: no session.
 
