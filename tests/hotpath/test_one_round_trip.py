@@ -7,6 +7,7 @@ the session ended, a cap refuses) records nothing and goes the transaction's way
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,6 +119,35 @@ def test_a_cap_that_refuses_falls_back_to_the_cap_reason(runtime: Runtime, app: 
     assert counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id", id=calls) == (20, 200_000)
     assert counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id", id=spend) == (2, 400_000)
     assert counts(app, "SELECT count(*) FROM decisions WHERE session_id IN (:a, :b)", a=calls, b=spend)[0] == 24
+
+
+@ON_POSTGRES
+def test_16_threads_retrying_one_request_at_once_reserve_once(runtime: Runtime, app: Flask) -> None:
+    """Every thread predicts (the facts are cached); one statement records, the others get its answer."""
+    runtime.setup("canary", 0)
+    session = runtime.session(candidate=True)["session_id"]
+    _decide(app, session)
+    answers: list[decisions.Decided] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(16)
+
+    def retry() -> None:
+        try:
+            start.wait(timeout=30)
+            answers.append(_decide(app, session, request_id="same"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=retry) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures
+    assert len({a.decision_id for a in answers}) == 1 and len(answers) == 16
+    assert sum(not a.replayed for a in answers) == 1 and {a.remaining_calls for a in answers} == {18}
+    assert counts(app, "SELECT tool_calls, spend_micros FROM sessions WHERE id = :id", id=session) == (2, 20_000)
+    assert counts(app, "SELECT count(*) FROM decisions WHERE session_id = :id", id=session)[0] == 2
 
 
 @pytest.mark.slow
