@@ -16,7 +16,7 @@ revocation mark the caller was authenticated at, and check it in their transacti
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from gatekeeper import kill_switch
@@ -117,10 +117,12 @@ def _at_once(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: in
         return None
     bound = bind(ask.arguments, redact_fields=policy.approvals.redact) if ask.arguments is not None else None
     call = _call_of(policy, predicted, ask.tool, ran={}, approval=None, room="")
-    verdict = judge(policy, call)  # with no approval sent, only an approval-class call reads the caps: not here
+    verdict = judge(policy, call)
     wide = bound is not None or ask.request_id is not None
     if verdict.verdict == "approval_required" or verdict.consume_approval or (wide and not verdict.reserve):
         return None
+    if judge(policy, replace(call, cap_reason="cap_tool_calls")) != verdict:
+        return None  # the verdict reads the counters (a shadow call an approval would gate), which are not predicted
     stage = stage_label(call)
     decision_id = new_id()
     row = _row(predicted, ask, call, verdict, bound, decision_id=decision_id, stage=stage, approval_id=None, now=now)

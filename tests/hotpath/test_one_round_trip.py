@@ -22,10 +22,20 @@ from gatekeeper.core.budgets import to_micros
 from gatekeeper.errors import Conflict
 from gatekeeper.store.hot_path import HotPath
 from tests.support.app import svc
-from tests.support.runtime import Runtime, assert_exact, counts, hammer, open_sessions
+from tests.support.runtime import POLICY, Runtime, assert_exact, counts, hammer, open_sessions
 from tests.support.servers import Server
 
 ON_POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """The hotpath policy with one more irreversible tool, which no sequence rule names."""
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "hotpath.yaml").write_text(POLICY.replace("refund_payment: irreversible}",
+                                                        "refund_payment: irreversible, wire_money: irreversible}"))
+    return folder
 
 
 @contextlib.contextmanager
@@ -178,11 +188,14 @@ def test_at_once_answers_and_records_what_the_long_way_does(runtime: Runtime, ap
                                                              stage: str, who: str) -> None:
     runtime.setup(stage, 0)
     session = _session(runtime, who)
-    for tool in ("search_kb", "update_ticket"):
+    for tool in ("search_kb", "update_ticket", "wire_money"):
         long_way = _decide(app, session, tool, preview="p")
+        if long_way.verdict.verdict == "approval_required":
+            continue  # opens an approval: always the long way
         with wire(svc(app).hot, tmp_path) as trace:
             at_once = _decide(app, session, tool, preview="p")
-        assert round_trips(trace) == 1
+        # A mirror's call an approval would gate: what canary would say reads the caps, the long way.
+        assert round_trips(trace) == (3 if (who, tool) == ("mirror", "wire_money") else 1)
         assert (at_once.verdict, at_once.labels, at_once.message) == (long_way.verdict, long_way.labels,
                                                                       long_way.message)
         assert at_once.remaining_calls == long_way.remaining_calls - (1 if long_way.verdict.reserve else 0)
@@ -191,3 +204,17 @@ def test_at_once_answers_and_records_what_the_long_way_does(runtime: Runtime, ap
                             " cost_micros, verdict, reason, would_verdict, would_reason, approval_id, preview"
                             " FROM decisions WHERE id = :id", id=d.decision_id) for d in (long_way, at_once)]
         assert tuple(rows[0]) == tuple(rows[1])
+
+
+@ON_POSTGRES
+def test_a_shadow_call_an_approval_would_gate_reads_the_caps_the_long_way(runtime: Runtime, app: Flask,
+                                                                          tmp_path: Path) -> None:
+    """Shadow records what canary would say; for an approval class at the cap that is the cap, not approval."""
+    runtime.setup("shadow", 0)
+    session = _session(runtime, "mirror")
+    _decide(app, session, "search_kb", cost=0.50)  # canary's cap is $0.50: the session is now at it
+    with wire(svc(app).hot, tmp_path) as trace:
+        found = _decide(app, session, "wire_money")
+    assert (found.verdict.verdict, found.verdict.would_verdict, found.verdict.would_reason) == (
+        "shadow", "deny", "cap_spend")
+    assert round_trips(trace) == 3
