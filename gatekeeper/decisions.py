@@ -110,12 +110,16 @@ def _at_once(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: in
     that needs more than the session's row (sequence rules, approvals) or a cap that refuses goes the long way.
     """
     predicted = svc.hot.predicted.get(ask.session_id)
-    if predicted is None or ask.approval_id is not None or scope not in (None, predicted.agent):
+    if (predicted is None or predicted.status != "open" or ask.approval_id is not None
+            or scope not in (None, predicted.agent)):
         return None
     policy = svc.policies.get(predicted.policy).policy
     if relevant_tools(policy.sequence_rules, ask.tool):
         return None
-    bound = bind(ask.arguments, redact_fields=policy.approvals.redact) if ask.arguments is not None else None
+    try:
+        bound = bind(ask.arguments, redact_fields=policy.approvals.redact) if ask.arguments is not None else None
+    except ValueError:
+        return None  # the long way refuses them, after what it checks first
     call = _call_of(policy, predicted, ask.tool, ran={}, approval=None, room="")
     verdict = judge(policy, call)
     wide = bound is not None or ask.request_id is not None
