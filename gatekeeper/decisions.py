@@ -2,10 +2,13 @@
 
 `decide` is the hot path: it runs on the raw connection of gatekeeper.store.hot_path, one
 transaction (`tx`) that loads the session's facts, asks the pure core (core/verdicts.py) for the
-verdict, makes the one atomic reservation and records the decision. `report_outcome` is one short
-transaction on the same connection: it settles the decision and the session's spend and counts a
-live candidate outcome in the kill switch's buckets (store/outcome_statements.py); only a report
-that crosses the threshold goes on to the ORM unit of work (`db`) to trip it (kill_switch.py).
+verdict, makes the one atomic reservation and records the decision. On Postgres the common call goes
+at once (`_at_once`): judged on the session's facts as this process last read them, recorded by one
+statement that checks them (store/at_once_statements.py); the transaction answers whatever it refuses.
+`report_outcome` is one short transaction on the same connection: it settles the decision and the
+session's spend and counts a live candidate outcome in the kill switch's buckets
+(store/outcome_statements.py); only a report that crosses the threshold goes on to the ORM unit of
+work (`db`) to trip it (kill_switch.py).
 Both return plain results the API adapter renders and counts. Both take `mark=`, the token
 revocation mark the caller was authenticated at, and check it in their transaction (api/auth.py).
 """
@@ -13,7 +16,7 @@ revocation mark the caller was authenticated at, and check it in their transacti
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from gatekeeper import kill_switch
@@ -29,7 +32,7 @@ from gatekeeper.core.vocabulary import LIVE_STATES
 from gatekeeper.errors import BadRequest, Conflict
 from gatekeeper.services import Services
 from gatekeeper.sessions import Labels, check_scope, new_id
-from gatekeeper.store import decision_statements, outcome_statements, rollout_records
+from gatekeeper.store import at_once_statements, decision_statements, outcome_statements, rollout_records
 from gatekeeper.store.decision_statements import FirstAnswer, SessionFacts
 from gatekeeper.store.hot_path import Tx
 from gatekeeper.store.outcome_statements import OutcomeFacts
@@ -72,8 +75,13 @@ class Decided(NamedTuple):
 def decide(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int | None = None) -> Decided:
     """Return the verdict on one tool call, reserving its call and cost atomically when it may run."""
     try:
+        done = _at_once(svc, ask, scope=scope, now=now, mark=mark) if svc.hot.postgres else None
+        if done is not None:
+            return done
         with svc.hot.transaction() as tx:
             facts = decision_statements.load_session(tx, ask.session_id)
+            if tx.postgres:
+                _remember(svc, facts)
             check_mark(mark, facts.mark)
             check_scope(facts.agent, scope)
             policy = svc.policies.get(facts.policy).policy
@@ -93,6 +101,62 @@ def decide(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int 
             raise
         # A concurrent retry of the same request committed first: its answer is this one's.
         return _replay_committed(svc, ask, scope=scope, error=exc)
+
+
+def _at_once(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int | None) -> Decided | None:
+    """Decide in one statement round trip if the session's facts are as last read (Postgres); None: the long way.
+
+    The verdict is judged on the predicted facts; the statement records it only if they still hold. A call
+    that needs more than the session's row (sequence rules, approvals) or a cap that refuses goes the long way.
+    """
+    predicted = svc.hot.predicted.get(ask.session_id)
+    if (predicted is None or predicted.status != "open" or ask.approval_id is not None
+            or scope not in (None, predicted.agent)):
+        return None
+    policy = svc.policies.get(predicted.policy).policy
+    if relevant_tools(policy.sequence_rules, ask.tool):
+        return None
+    try:
+        bound = bind(ask.arguments, redact_fields=policy.approvals.redact) if ask.arguments is not None else None
+    except ValueError:
+        return None  # the long way refuses them, after what it checks first
+    call = _call_of(policy, predicted, ask.tool, ran={}, approval=None, room="")
+    verdict = judge(policy, call)
+    wide = bound is not None or ask.request_id is not None
+    if verdict.verdict == "approval_required" or verdict.consume_approval or (wide and not verdict.reserve):
+        return None
+    if judge(policy, replace(call, cap_reason="cap_tool_calls")) != verdict:
+        return None  # the verdict reads the counters (a shadow call an approval would gate), which are not predicted
+    stage = stage_label(call)
+    decision_id = new_id()
+    row = _row(predicted, ask, call, verdict, bound, decision_id=decision_id, stage=stage, approval_id=None, now=now)
+    got = at_once_statements.decide_at_once(ask.session_id, hot=svc.hot, predicted=predicted, row=row,
+                                            reserve=verdict.reserve, mark=mark)
+    if got is None:
+        svc.hot.predicted.pop(ask.session_id, None)
+        return None
+    _remember(svc, got.facts)
+    if got.first is not None:
+        check_mark(mark, got.facts.mark)
+        check_scope(got.facts.agent, scope)
+        policy = svc.policies.get(got.facts.policy).policy
+        return _with_chaos(policy, got.facts, ask.tool, _replay(policy, got.facts, ask, got.first))
+    if not got.recorded:
+        return None  # the facts moved, the session ended, or the caps refuse: the long way answers
+    caps = caps_of(predicted)
+    used = got.reserved or (got.facts.tool_calls, got.facts.spend_micros)
+    calls, micros = remaining(caps, tool_calls=used[0], spend_micros=used[1])
+    text = message(verdict.reason, policy=policy, tool=ask.tool, caps=caps, approval_id=None)
+    done = Decided(decision_id, verdict, calls, micros, None, Labels(predicted.agent, predicted.version,
+                                                                       predicted.arm, stage), text)
+    return _with_chaos(policy, got.facts, ask.tool, done)
+
+
+def _remember(svc: Services, facts: SessionFacts) -> None:
+    """Keep a session's facts as read, the next decision's prediction (a few thousand sessions at most)."""
+    if len(svc.hot.predicted) >= 4096:
+        svc.hot.predicted.clear()
+    svc.hot.predicted[facts.id] = facts
 
 
 def _replay_committed(svc: Services, ask: Ask, *, scope: str | None, error: Exception) -> Decided:
@@ -137,11 +201,15 @@ def _call(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, bound: Bound | 
     room = cap_reason(caps, tool_calls=facts.tool_calls, spend_micros=facts.spend_micros,
                       cost_micros=ask.cost_micros)
     approval = _approval_state(tx, facts, ask, bound, now=now) if ask.approval_id is not None else None
+    return _call_of(policy, facts, ask.tool, ran=decision_statements.ran_counts(tx, facts.id, tools) if tools else {},
+                    approval=approval, room=room)
+
+
+def _call_of(policy: Policy, facts: SessionFacts, tool: str, *, ran: Mapping[str, int], approval: str | None,
+             room: str) -> Call:
     return Call(arm=facts.arm, environment=facts.environment, mirror=facts.mirror,
-                rollout_stage=facts.rollout_stage, rollout_state=facts.rollout_state, tool=ask.tool,
-                tool_class=policy.tool_class(ask.tool),
-                ran=decision_statements.ran_counts(tx, facts.id, tools) if tools else {},
-                approval=approval, cap_reason=room)
+                rollout_stage=facts.rollout_stage, rollout_state=facts.rollout_state, tool=tool,
+                tool_class=policy.tool_class(tool), ran=ran, approval=approval, cap_reason=room)
 
 
 def caps_of(facts: SessionFacts) -> Caps:
@@ -190,6 +258,19 @@ def _record(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, call: Call, v
     decision_id = new_id()
     caps = caps_of(facts)
     calls, micros = remaining(caps, tool_calls=used[0], spend_micros=used[1])
+    row = _row(facts, ask, call, verdict, bound, decision_id=decision_id, stage=stage, approval_id=approval_id,
+               now=now)
+    if "request_id" in row:
+        row.update(remaining_tool_calls=calls, remaining_spend_micros=micros)
+    decision_statements.insert_decision(tx, row)
+    text = message(verdict.reason, policy=policy, tool=ask.tool, caps=caps, approval_id=approval_id)
+    return Decided(decision_id, verdict, calls, micros, approval_id,
+                   Labels(facts.agent, facts.version, facts.arm, stage), text)
+
+
+def _row(facts: SessionFacts, ask: Ask, call: Call, verdict: Verdict, bound: Bound | None, *, decision_id: str,
+         stage: str, approval_id: str | None, now: float) -> dict[str, Any]:
+    """Return a decision's row; arguments and a request id widen it (the remaining budget is the caller's)."""
     row = {
         "id": decision_id, "session_id": facts.id, "agent_id": facts.agent_id, "rollout_id": facts.rollout_id,
         "version": facts.version, "arm": facts.arm, "stage": stage, "tool": ask.tool,
@@ -198,11 +279,8 @@ def _record(tx: Tx, policy: Policy, facts: SessionFacts, ask: Ask, call: Call, v
         "approval_id": approval_id, "preview": ask.preview, "at": now}
     if bound is not None or ask.request_id is not None:
         row.update(arguments=bound.redacted if bound else None, arguments_digest=bound.digest if bound else None,
-                   request_id=ask.request_id, remaining_tool_calls=calls, remaining_spend_micros=micros)
-    decision_statements.insert_decision(tx, row)
-    text = message(verdict.reason, policy=policy, tool=ask.tool, caps=caps, approval_id=approval_id)
-    return Decided(decision_id, verdict, calls, micros, approval_id,
-                   Labels(facts.agent, facts.version, facts.arm, stage), text)
+                   request_id=ask.request_id)
+    return row
 
 
 def stage_label(call: Call) -> str:

@@ -36,11 +36,13 @@ class SessionFacts(NamedTuple):
     mark: int | None  # the token revocation mark, read in the same statement (api/auth.py)
 
 
-_LOAD = """SELECT :id, s.agent_id, a.name, a.policy, s.rollout_id, s.version, s.arm, s.environment,
+# The facts' query, in SessionFacts' order; at_once_statements.py reads it as a CTE too.
+FACTS_QUERY = """SELECT :id, s.agent_id, a.name, a.policy, s.rollout_id, s.version, s.arm, s.environment,
  s.mirror_of IS NOT NULL, s.status, s.cap_tool_calls, s.cap_spend_micros, s.tool_calls, s.spend_micros,
  r.stage, r.state, COALESCE(s.seed, s.id), (SELECT max(id) FROM token_revocations)
  FROM sessions s JOIN agents a ON a.id = s.agent_id LEFT JOIN rollouts r ON r.id = s.rollout_id
  WHERE s.id = :id"""
+_LOAD = FACTS_QUERY
 
 
 def load_session(tx: Tx, session_id: str) -> SessionFacts:
@@ -57,9 +59,10 @@ def lock_session(tx: Tx, session_id: str) -> None:
         tx.one("SELECT id FROM sessions WHERE id = :id FOR UPDATE", {"id": session_id})
 
 
-_RESERVE = """UPDATE sessions SET tool_calls = tool_calls + 1, spend_micros = spend_micros + :cost
- WHERE id = :id AND status = 'open' AND tool_calls < cap_tool_calls AND spend_micros + :cost <= cap_spend_micros
- RETURNING tool_calls, spend_micros"""
+# The one atomic reservation; at_once_statements.py adds a condition before RETURNING.
+RESERVE_WHERE = """UPDATE sessions SET tool_calls = tool_calls + 1, spend_micros = spend_micros + :cost
+ WHERE id = :id AND status = 'open' AND tool_calls < cap_tool_calls AND spend_micros + :cost <= cap_spend_micros"""
+_RESERVE = f"{RESERVE_WHERE} RETURNING tool_calls, spend_micros"
 
 
 def reserve(tx: Tx, session_id: str, *, cost_micros: int) -> tuple[int, int] | None:
@@ -131,18 +134,18 @@ def insert_approval(tx: Tx, values: Mapping[str, Any]) -> None:
     tx.send(_INSERT_APPROVAL, values)
 
 
-_DECISION_COLUMNS = ("id, session_id, agent_id, rollout_id, version, arm, stage, tool, tool_class, cost_micros,"
-                     " verdict, reason, would_verdict, would_reason, approval_id, preview, at")
-_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({param_marks(_DECISION_COLUMNS)})"
+DECISION_COLUMNS = ("id, session_id, agent_id, rollout_id, version, arm, stage, tool, tool_class, cost_micros,"
+                    " verdict, reason, would_verdict, would_reason, approval_id, preview, at")
+_INSERT_DECISION = f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ({param_marks(DECISION_COLUMNS)})"
 # Arguments and a request id (with the answer's budget, for retries) take a wider row; the common
 # call without them keeps the narrow statement, which costs measurably less per decision.
-_RETRY_COLUMNS = "arguments, arguments_digest, request_id, remaining_tool_calls, remaining_spend_micros"
-_INSERT_FULL_DECISION = (f"INSERT INTO decisions ({_DECISION_COLUMNS}, {_RETRY_COLUMNS})"
-                         f" VALUES ({param_marks(_DECISION_COLUMNS)}, {param_marks(_RETRY_COLUMNS)})")
+RETRY_COLUMNS = "arguments, arguments_digest, request_id, remaining_tool_calls, remaining_spend_micros"
+_INSERT_FULL_DECISION = (f"INSERT INTO decisions ({DECISION_COLUMNS}, {RETRY_COLUMNS})"
+                         f" VALUES ({param_marks(DECISION_COLUMNS)}, {param_marks(RETRY_COLUMNS)})")
 
 
 def insert_decision(tx: Tx, values: Mapping[str, Any]) -> None:
-    """Record one verdict (keys: `_DECISION_COLUMNS`, and all of `_RETRY_COLUMNS` or none)."""
+    """Record one verdict (keys: `DECISION_COLUMNS`, and all of `RETRY_COLUMNS` or none)."""
     tx.send(_INSERT_FULL_DECISION if "request_id" in values else _INSERT_DECISION, values)
 
 
@@ -161,14 +164,14 @@ class FirstAnswer(NamedTuple):
     remaining_spend_micros: int | None
 
 
-_FIRST_ANSWER = """SELECT id, tool, cost_micros, arguments_digest, stage, verdict, reason, approval_id,
+FIRST_ANSWER = """SELECT id, tool, cost_micros, arguments_digest, stage, verdict, reason, approval_id,
  remaining_tool_calls, remaining_spend_micros FROM decisions
  WHERE session_id = :session_id AND request_id = :request_id AND request_id IS NOT NULL"""
 
 
 def first_answer(tx: Tx, session_id: str, request_id: str) -> FirstAnswer | None:
     """Return the decision a session's request id was answered with, if any (the unique index finds it)."""
-    row = tx.one(_FIRST_ANSWER, {"session_id": session_id, "request_id": request_id})
+    row = tx.one(FIRST_ANSWER, {"session_id": session_id, "request_id": request_id})
     return None if row is None else FirstAnswer(*row)
 
 

@@ -92,6 +92,7 @@ class HotPath:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.postgres = not db.is_sqlite
+        self.predicted: dict[str, Any] = {}  # session id -> its facts as last read (decisions.py's prediction)
         self._local = threading.local()
         self._checkpointer: _Checkpointer | None = None
         self._lock = threading.Lock()
@@ -99,6 +100,22 @@ class HotPath:
     def transaction(self) -> Transaction:
         """Return one write transaction: `with hot.transaction() as tx:` commits at the end, rolls back on error."""
         return Transaction(self)
+
+    def statement(self, sql: str, params: Mapping[str, Any]) -> Any:
+        """Run one statement on its own (Postgres: autocommit, one round trip); return its first row, or None."""
+        connection, cursor = self._opened()
+        try:
+            connection.autocommit = True  # a flag in psycopg while idle: no round trip of its own
+            try:
+                cursor.execute(_dialect(sql, self.postgres), params)
+                return cursor.fetchone()
+            finally:
+                connection.autocommit = False
+        except BaseException as exc:
+            if _is_outage(exc):
+                self.forget()
+                raise Unavailable(f"database unavailable: {exc}") from exc
+            raise
 
     def close(self) -> None:
         """Stop the checkpointer and close this thread's connection (others close with their threads)."""
