@@ -110,7 +110,7 @@ def chart_of(page: str, key: str) -> str:
 
 def test_the_agent_page_draws_stable_beside_the_candidate_with_the_interval(
         client: FlaskClient, services: Services, users: dict[str, str]) -> None:
-    start = time.time() - 600
+    start = time.time() // 60 * 60 - 600  # on a minute, as START: stable's two minutes stay two buckets
     rollout = seed_both_arms(services, start)
     for offset in (75, 80, 85):  # inside the 30 s window of the evaluation at start + 100
         add_session(services, rollout, arm="candidate", started_at=start + offset,
