@@ -27,14 +27,17 @@ def _key_of(url: str) -> str:
 def _concurrent_first_keys(url: str, processes: int = 6) -> set[str]:
     db = Database(url)
     db.upgrade()
-    db.dispose()  # forked children must not share its connections
-    start = multiprocessing.get_context("fork").Barrier(processes)
-    with multiprocessing.get_context("fork").Pool(processes, initializer=_wait_for_all, initargs=(start,)) as pool:
-        return set(pool.map(_key_of, [url] * processes, chunksize=1))
+    db.dispose()
+    # Spawned, not forked: a fork copies whatever lock another thread of this test process (an earlier
+    # test's WAL checkpointer, say) holds at that instant, and a child then waits on it forever.
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(processes)
+    with spawn.Pool(processes, initializer=_wait_for_all, initargs=(start,)) as pool:
+        return set(pool.map_async(_key_of, [url] * processes, chunksize=1).get(timeout=120))
 
 
 def _wait_for_all(start: Any) -> None:
-    start.wait(timeout=30)  # every process is up before any asks for the key
+    start.wait(timeout=60)  # every process is up before any asks for the key
 
 
 def test_concurrent_first_starts_agree_on_one_key_on_sqlite(tmp_path: Path) -> None:
