@@ -100,18 +100,26 @@ def test_an_approval_without_elicitation_is_a_tool_error_and_the_approved_call_r
     assert len(sent) == 1
 
 
-def test_elicitation_waits_for_the_approval_and_changed_arguments_need_a_new_one(world: World) -> None:
-    agent = world.agent("canary")
-    asked: list[str] = []
+def _approving(world: World, agent: str, asked: list[str]) -> Any:
+    """Return an elicitation handler that notes the question, approves the agent's pending approvals, accepts."""
 
     async def approve_then_accept(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
         asked.append(params.message)
         with world.svc.db.reading() as db:
-            pending = [a.id for a in list_approvals(state="pending", db=db) if agent.name in (a.arguments or "")]
+            pending = [a.id for a in list_approvals(state="pending", db=db) if agent in (a.arguments or "")]
         for approval_id in pending:
             await anyio.to_thread.run_sync(lambda a=approval_id: approvals.approve(
                 world.svc, a, actor="rm", reason="ok", now=time.time()))
         return types.ElicitResult(action="accept", content={})
+
+    return approve_then_accept
+
+
+def test_elicitation_waits_for_the_approval_and_changed_arguments_need_a_new_one(world: World) -> None:
+    agent = world.agent("canary")
+    asked: list[str] = []
+
+    approve_then_accept = _approving(world, agent.name, asked)
 
     async def decline(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
         asked.append(params.message)
@@ -140,14 +148,7 @@ def test_a_2026_07_28_client_gets_its_approval_through_input_required(world: Wor
     agent = world.agent("canary")
     asked: list[str] = []
 
-    async def approve_then_accept(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
-        asked.append(params.message)
-        with world.svc.db.reading() as db:
-            pending = [a.id for a in list_approvals(state="pending", db=db) if agent.name in (a.arguments or "")]
-        for approval_id in pending:
-            await anyio.to_thread.run_sync(lambda a=approval_id: approvals.approve(
-                world.svc, a, actor="rm", reason="ok", now=time.time()))
-        return types.ElicitResult(action="accept", content={})
+    approve_then_accept = _approving(world, agent.name, asked)
 
     async def main() -> tuple[list[types.CallToolResult], str]:
         key = agent.key(candidate=True)
