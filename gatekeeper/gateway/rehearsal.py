@@ -13,6 +13,7 @@ The reported latency includes the delay. Only a candidate's twin session is ever
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +27,14 @@ async def delayed(ruling: Ruling) -> Fault | None:
     injection = ruling.chaos
     if injection is None:
         return None
-    if injection.delay_ms > 0:
-        await anyio.sleep(injection.delay_ms / 1000)
+    # The event loop's timers may fire up to a millisecond early (uvloop rounds them), so sleep until
+    # the whole delay has passed on the monotonic clock: the rehearsed latency is a floor, as promised.
+    deadline = time.monotonic() + injection.delay_ms / 1000
+    for _ in range(10):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        await anyio.sleep(left + 0.0005)
     return injection.fault
 
 
