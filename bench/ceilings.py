@@ -45,8 +45,9 @@ def bare_sql() -> Flask:
     return create_app()
 
 
-def bare_decide(svc: Services, ask: decisions.Ask, *, scope: Any, now: float) -> decisions.Decided:
-    """Reserve the call and record it as allowed in one transaction; no session read, no verdict."""
+def bare_decide(svc: Services, ask: decisions.Ask, *, scope: Any, now: float, mark: int | None = None
+                ) -> decisions.Decided:
+    """Reserve the call and record it as allowed in one transaction; no session read, no verdict (nor mark)."""
     with svc.hot.transaction() as tx:
         if decision_statements.reserve(tx, ask.session_id, cost_micros=ask.cost_micros) is None:
             raise RuntimeError("the bench's sessions ran out of budget")
