@@ -2,9 +2,10 @@
 
 `decide` is the hot path: it runs on the raw connection of gatekeeper.store.hot_path, one
 transaction (`tx`) that loads the session's facts, asks the pure core (core/verdicts.py) for the
-verdict, makes the one atomic reservation and records the decision. On Postgres the common call goes
-at once (`_at_once`): judged on the session's facts as this process last read them, recorded by one
-statement that checks them (store/at_once_statements.py); the transaction answers whatever it refuses.
+verdict, makes the one atomic reservation and records the decision. The common call goes at once
+(`_at_once`): judged on the session's facts as this process last read them, recorded by statements
+that check them (store/at_once_statements.py: one round trip on Postgres; on SQLite the
+reservation checks them, saving the read); the transaction answers whatever they refuse.
 `report_outcome` is one short transaction on the same connection: it settles the decision and the
 session's spend and counts a live candidate outcome in the kill switch's buckets
 (store/outcome_statements.py); only a report that crosses the threshold goes on to the ORM unit of
@@ -16,7 +17,7 @@ revocation mark the caller was authenticated at, and check it in their transacti
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from gatekeeper import kill_switch
@@ -75,13 +76,12 @@ class Decided(NamedTuple):
 def decide(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int | None = None) -> Decided:
     """Return the verdict on one tool call, reserving its call and cost atomically when it may run."""
     try:
-        done = _at_once(svc, ask, scope=scope, now=now, mark=mark) if svc.hot.postgres else None
+        done = _at_once(svc, ask, scope=scope, now=now, mark=mark)
         if done is not None:
             return done
         with svc.hot.transaction() as tx:
             facts = decision_statements.load_session(tx, ask.session_id)
-            if tx.postgres:
-                _remember(svc, facts)
+            _remember(svc, facts)
             check_mark(mark, facts.mark)
             check_scope(facts.agent, scope)
             policy = svc.policies.get(facts.policy).policy
@@ -104,10 +104,11 @@ def decide(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int 
 
 
 def _at_once(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: int | None) -> Decided | None:
-    """Decide in one statement round trip if the session's facts are as last read (Postgres); None: the long way.
+    """Decide without reading the session if its facts are as last read; None: the long way.
 
     The verdict is judged on the predicted facts; the statement records it only if they still hold. A call
-    that needs more than the session's row (sequence rules, approvals) or a cap that refuses goes the long way.
+    that needs more than the session's row (sequence rules, approvals) or a cap that refuses goes the long way;
+    on SQLite so do verdicts that reserve nothing and retries with a request id (Postgres takes them at once).
     """
     predicted = svc.hot.predicted.get(ask.session_id)
     if (predicted is None or predicted.status != "open" or ask.approval_id is not None
@@ -125,13 +126,20 @@ def _at_once(svc: Services, ask: Ask, *, scope: str | None, now: float, mark: in
     wide = bound is not None or ask.request_id is not None
     if verdict.verdict == "approval_required" or verdict.consume_approval or (wide and not verdict.reserve):
         return None
-    if judge(policy, replace(call, cap_reason="cap_tool_calls")) != verdict:
-        return None  # the verdict reads the counters (a shadow call an approval would gate), which are not predicted
+    if not svc.hot.postgres and (not verdict.reserve or ask.request_id is not None):
+        return None
+    # Counters are not predicted. A reserving verdict is recorded only if the reservation succeeds, which is
+    # exactly when no cap refuses: the call as judged. Any other must not read them (a shadow call an approval
+    # would gate does).
+    if not verdict.reserve and judge(policy, call._replace(cap_reason="cap_tool_calls")) != verdict:
+        return None
     stage = stage_label(call)
     decision_id = new_id()
     row = _row(predicted, ask, call, verdict, bound, decision_id=decision_id, stage=stage, approval_id=None, now=now)
-    got = at_once_statements.decide_at_once(ask.session_id, hot=svc.hot, predicted=predicted, row=row,
-                                            reserve=verdict.reserve, mark=mark)
+    got = (at_once_statements.decide_at_once(ask.session_id, hot=svc.hot, predicted=predicted, row=row,
+                                             reserve=verdict.reserve, mark=mark) if svc.hot.postgres else
+           at_once_statements.reserve_as_predicted(ask.session_id, hot=svc.hot, predicted=predicted, row=row,
+                                                   mark=mark))
     if got is None:
         svc.hot.predicted.pop(ask.session_id, None)
         return None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from gatekeeper.core.budgets import to_dollars
 from gatekeeper.core.policy import BeforeRule, Caps, MaxCallsRule, Policy
@@ -32,9 +33,8 @@ from gatekeeper.core.vocabulary import APPROVAL_STATES, LIVE_STATES, ToolClass
 CALL_APPROVAL_STATES = (*APPROVAL_STATES, "used", "changed")
 
 
-@dataclass(frozen=True)
-class Call:
-    """The facts one verdict depends on, gathered by the adapter."""
+class Call(NamedTuple):
+    """The facts one verdict depends on, gathered by the adapter (a tuple: built per decision)."""
 
     arm: str  # an Arm: candidate | stable (read from the session's row)
     environment: str  # an Environment: live | twin
@@ -130,7 +130,7 @@ def _approval(call: Call) -> Verdict:
 
 def _shadow(policy: Policy, call: Call) -> Verdict:
     """Shadow: run the classes in `shadow.execute`, record the rest with what canary would say."""
-    would = _rules(policy, replace(call, approval=None), approval_classes=policy.canary.approval_required)
+    would = _rules(policy, call._replace(approval=None), approval_classes=policy.canary.approval_required)
     if call.tool_class in policy.shadow.execute:  # approvals are canary's; shadow asks nobody
         return ALLOW if would.verdict == "approval_required" else would
     if would.verdict == "deny":

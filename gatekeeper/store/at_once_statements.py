@@ -1,9 +1,12 @@
-"""A decision in one statement round trip on Postgres: read, reservation and insert in one autocommit statement.
+"""A decision without reading the session first: judged on predicted facts, checked where it is recorded.
 
 The process predicts the session's facts (its last read of them, HotPath.predicted) and judges the call
-in Python before asking; the statement's CTEs read the facts again, reserve and record only when they
-equal the prediction, and return the facts either way. A wrong prediction, a cap that refuses or a
-session that ended records nothing: the caller goes the transaction's way (decision_statements.py).
+in Python before asking. On Postgres one autocommit statement (`decide_at_once`) reads the facts again
+in its CTEs, reserves and records only when they equal the prediction, and returns the facts either
+way: one round trip. On SQLite (`reserve_as_predicted`) the reservation's own `UPDATE` checks the
+prediction, and the decision row follows in the same write transaction: the statement that would
+have read the facts is saved. A wrong prediction, a cap that refuses or a session that ended records
+nothing: the caller goes the transaction's way (decision_statements.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from gatekeeper.store.decision_statements import (
     RESERVE_WHERE,
     FirstAnswer,
     SessionFacts,
+    insert_decision,
 )
 from gatekeeper.store.hot_path import HotPath
 
@@ -93,3 +97,36 @@ def decide_at_once(session_id: str, *, hot: HotPath, predicted: SessionFacts, ro
     first = found[-_FIRST_COLUMNS:] if retry else None
     return AtOnce(facts, None if calls is None else (int(calls), int(micros)), bool(inserted),
                   FirstAnswer(*first) if first is not None and first[0] is not None else None)
+
+
+# SQLite: the reservation of decision_statements.py, taken only while the facts are as predicted. A
+# session's own columns and its agent's name and policy never change once written, so what the check
+# reads is what can move: the rollout's stage and state (and the revocation mark, when given).
+_RESERVE_AS_PREDICTED = {
+    marked: (f"{RESERVE_WHERE} AND NOT EXISTS (SELECT 1 FROM rollouts r WHERE r.id = sessions.rollout_id"
+             " AND (r.stage IS NOT :p_rollout_stage OR r.state IS NOT :p_rollout_state))"
+             + (" AND (SELECT COALESCE(max(id), 0) FROM token_revocations) = :mark" if marked else "")
+             + " RETURNING tool_calls, spend_micros")
+    for marked in (False, True)}
+
+
+def reserve_as_predicted(session_id: str, *, hot: HotPath, predicted: SessionFacts, row: Mapping[str, Any],
+                         mark: int | None) -> AtOnce | None:
+    """SQLite: reserve and record the decision `row` in one write transaction if the facts are as predicted.
+
+    None: nothing was done (the facts moved, the session ended, the caps refuse, or the mark changed).
+    `row` is a reserving verdict's (keys as `decision_statements.insert_decision` takes them, without
+    a request id); a wide row gets the remaining budget from the reservation.
+    """
+    params = {"id": session_id, "cost": row["cost_micros"], "mark": mark,
+              "p_rollout_stage": predicted.rollout_stage, "p_rollout_state": predicted.rollout_state}
+    with hot.transaction() as tx:
+        found = tx.one(_RESERVE_AS_PREDICTED[mark is not None], params)
+        if found is None:
+            return None  # the empty transaction commits: nothing was written
+        calls, micros = int(found[0]), int(found[1])
+        if "request_id" in row:
+            row = {**row, "remaining_tool_calls": max(predicted.cap_tool_calls - calls, 0),
+                   "remaining_spend_micros": max(predicted.cap_spend_micros - micros, 0)}
+        insert_decision(tx, row)
+    return AtOnce(predicted._replace(tool_calls=calls, spend_micros=micros), (calls, micros), True, None)

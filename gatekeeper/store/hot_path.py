@@ -16,6 +16,7 @@ Everything off the decision path uses the ORM `Session`.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import random
 import re
@@ -23,7 +24,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gatekeeper.errors import Unavailable
@@ -48,28 +49,29 @@ class Tx:
 
     def one(self, sql: str, params: Mapping[str, Any]) -> Any:
         """Run a statement and return its first row, or None."""
-        self.cursor.execute(_dialect(sql, self.postgres), params)
+        self.cursor.execute(*_dialect(sql, params, self.postgres))
         return self.cursor.fetchone()
 
     def all(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
         """Run a statement and return every row."""
-        self.cursor.execute(_dialect(sql, self.postgres), params)
+        self.cursor.execute(*_dialect(sql, params, self.postgres))
         return list(self.cursor.fetchall())
 
     def run(self, sql: str, params: Mapping[str, Any]) -> int:
         """Run a statement and return the number of rows it changed."""
-        self.cursor.execute(_dialect(sql, self.postgres), params)
+        self.cursor.execute(*_dialect(sql, params, self.postgres))
         if self.pipeline is not None:
             self.pipeline.sync()  # the row count is in the answer: wait for it
         return int(self.cursor.rowcount)
 
     def send(self, sql: str, params: Mapping[str, Any]) -> None:
         """Run a statement whose answer is not needed now (Postgres: queued until the next round trip)."""
-        self.cursor.execute(_dialect(sql, self.postgres), params)
+        self.cursor.execute(*_dialect(sql, params, self.postgres))
 
 
 _PARAM = re.compile(r"(?<!:):(\w+)")
 _PG_SQL: dict[str, str] = {}
+_SQLITE_SQL: dict[str, tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]] = {}
 
 
 def param_marks(columns: str) -> str:
@@ -77,13 +79,28 @@ def param_marks(columns: str) -> str:
     return ", ".join(f":{name.strip()}" for name in columns.split(","))
 
 
-def _dialect(sql: str, postgres: bool) -> str:
-    if not postgres:
-        return sql
-    found = _PG_SQL.get(sql)
-    if found is None:
-        found = _PG_SQL[sql] = _PARAM.sub(r"%(\1)s", sql)
-    return found
+def _picker(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """Return what lists a mapping's values in the statement's order (itemgetter of one name gives a bare value)."""
+    if len(names) > 1:
+        return operator.itemgetter(*names)
+    return lambda found: tuple(found[name] for name in names)
+
+
+def _dialect(sql: str, params: Mapping[str, Any], postgres: bool) -> tuple[str, Any]:
+    """Return the statement and parameters as the driver takes them fastest.
+
+    Postgres gets `%(name)s` and the mapping; SQLite gets `?` and a tuple, which sqlite3 binds in about
+    a microsecond less per statement than names looked up in a mapping (it counts on the hot path).
+    """
+    if postgres:
+        found = _PG_SQL.get(sql)
+        if found is None:
+            found = _PG_SQL[sql] = _PARAM.sub(r"%(\1)s", sql)
+        return found, params
+    positional = _SQLITE_SQL.get(sql)
+    if positional is None:
+        positional = _SQLITE_SQL[sql] = (_PARAM.sub("?", sql), _picker(_PARAM.findall(sql)))
+    return positional[0], positional[1](params)
 
 
 class HotPath:
@@ -107,7 +124,7 @@ class HotPath:
         try:
             connection.autocommit = True  # a flag in psycopg while idle: no round trip of its own
             try:
-                cursor.execute(_dialect(sql, self.postgres), params)
+                cursor.execute(*_dialect(sql, params, self.postgres))
                 return cursor.fetchone()
             finally:
                 connection.autocommit = False
