@@ -54,9 +54,9 @@ class World:
         now = time.time()
         self.user = f"bench-{os.getpid()}-{id(self)}"
         with self.svc.db.transaction() as db:
-            self.token, _ = create_token(db, "bench", role="release_manager", agent=None, now=now)
-            runtime, _ = create_token(db, "bench-agent", role="agent", agent=world.agent_names()[0], now=now)
-            create_user(db, self.user, password=PASSWORD, role="viewer", now=now)
+            self.token, _ = create_token("bench", role="release_manager", agent=None, now=now, db=db)
+            runtime, _ = create_token("bench-agent", role="agent", agent=world.agent_names()[0], now=now, db=db)
+            create_user(self.user, password=PASSWORD, role="viewer", now=now, db=db)
         self.api = self.app.test_client()
         self.auth = {"Authorization": f"Bearer {self.token}"}
         self.runtime = {"Authorization": f"Bearer {runtime}"}
