@@ -36,6 +36,8 @@ from gatekeeper.gateway.tool_calls import Caller, SessionState, ToolGate
 
 SESSION_KEY, ENVIRONMENT, VERSION = "gatekeeper-session-key", "gatekeeper-environment", "gatekeeper-version"
 SEED = "gatekeeper-seed"  # twin sessions: the seed of the rehearsed failures (stages.twin.chaos)
+# Twin sessions: the scenario the run is judged against, "stable" to replay the stable version, the snapshot time.
+SCENARIO, ARM, SNAPSHOT_AT = "gatekeeper-scenario", "gatekeeper-arm", "gatekeeper-twin-snapshot-at"
 _NOT_FOUND = json.dumps(error(None, INVALID_REQUEST, "Session not found")).encode()
 
 
@@ -43,6 +45,13 @@ def bearer(header: str | None) -> str | None:
     """Return the token of an `Authorization: Bearer` header."""
     scheme, _, token = (header or "").strip().partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def header_caller(headers: Mapping[str, str]) -> Caller:
+    """Read who is calling, and the session they ask for, from an HTTP request's (lower-cased) headers."""
+    return Caller(bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
+                  headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None, headers.get(SEED) or None,
+                  headers.get(SCENARIO) or None, headers.get(ARM) or None, headers.get(SNAPSHOT_AT) or None)
 
 
 class LeanGateway:
@@ -61,8 +70,7 @@ class LeanGateway:
         if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
             return await self.fallback(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        caller = Caller(bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
-                        headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None, headers.get(SEED) or None)
+        caller = header_caller(headers)
         known, agent = self.gate.decider.cached_agent(caller.token or "")
         if not known and caller.token:
             try:

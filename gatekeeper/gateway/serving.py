@@ -2,10 +2,14 @@
 
 On HTTP every request to `/mcp` must carry `Authorization: Bearer <agent token>` (refused with 401
 before MCP sees it), and `/metrics` exposes the gateway's metrics; on stdio the token comes from
-`GATEKEEPER_AGENT_TOKEN`. HTTP serves HTTP upstreams on the lean path (forwarding.py: uvicorn with
-httptools on uvloop, aiohttp pools to the upstreams) and stdio upstreams through the SDK path
-(tool_calls.py), whose links run in the same task group as the server; stdio serves everything
-through the SDK path.
+`GATEKEEPER_AGENT_TOKEN`. The session asked for comes from the `Gatekeeper-Session-Key`,
+`-Environment`, `-Version`, `-Seed`, `-Scenario`, `-Arm` and `-Twin-Snapshot-At` headers on HTTP, and
+from `GATEKEEPER_SESSION_KEY`, `_ENVIRONMENT`, `_VERSION`, `_SEED`, `_SCENARIO`, `_ARM` and
+`_TWIN_SNAPSHOT_AT` on stdio (tool_calls.py says what each means).
+
+HTTP serves HTTP upstreams on the lean path (forwarding.py: uvicorn with httptools on uvloop, aiohttp
+pools to the upstreams) and stdio upstreams through the SDK path (tool_calls.py), whose links run in
+the same task group as the server; stdio serves everything through the SDK path.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatekeeper.gateway.deciding import Decider, GatekeeperError
-from gatekeeper.gateway.forwarding import ENVIRONMENT, SEED, SESSION_KEY, VERSION, LeanGateway, bearer
+from gatekeeper.gateway.forwarding import LeanGateway, bearer, header_caller
 from gatekeeper.gateway.gateway_file import GatewayFile
 from gatekeeper.gateway.gateway_metrics import GatewayMetrics
 from gatekeeper.gateway.relay import UpstreamPool
@@ -55,16 +59,16 @@ def build_pools(file: GatewayFile, *, environ: Mapping[str, str] | None = None
 def http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
     """Read who is calling from the HTTP request that opened the MCP session."""
     request = ctx.request
-    headers: Mapping[str, str] = request.headers if isinstance(request, Request) else {}
-    return Caller(bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
-                  headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None, headers.get(SEED) or None)
+    headers: Mapping[str, str] = request.headers if isinstance(request, Request) else {}  # case-insensitive
+    return header_caller(headers)
 
 
 def stdio_caller(environ: Mapping[str, str]) -> Caller:
     """Read who is calling from the environment the agent launched the gateway with."""
     return Caller(environ.get("GATEKEEPER_AGENT_TOKEN") or None, environ.get("GATEKEEPER_SESSION_KEY") or None,
                   environ.get("GATEKEEPER_ENVIRONMENT") or "live", environ.get("GATEKEEPER_VERSION") or None,
-                  environ.get("GATEKEEPER_SEED") or None)
+                  environ.get("GATEKEEPER_SEED") or None, environ.get("GATEKEEPER_SCENARIO") or None,
+                  environ.get("GATEKEEPER_ARM") or None, environ.get("GATEKEEPER_TWIN_SNAPSHOT_AT") or None)
 
 
 class BearerGuard:

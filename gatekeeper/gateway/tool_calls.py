@@ -4,8 +4,17 @@ One MCP session is one Gatekeeper session, opened at its first request from who 
 agent token), `Gatekeeper-Session-Key` and `Gatekeeper-Environment` (headers on HTTP, environment
 variables on stdio), and ended when the MCP session closes. The 2026-07-28 protocol has no MCP
 session (each request is its own exchange), so there the session key is required and names the
-Gatekeeper session: requests with the same token, key, environment, version and seed share one.
-A twin session may carry `Gatekeeper-Seed` (`GATEKEEPER_SEED`): its rehearsed failures (rehearsal.py).
+Gatekeeper session: requests with the same token, key, environment, version and twin fields share one.
+
+A twin session (`Gatekeeper-Environment: twin`) may carry, as `POST /v1/sessions` does:
+`Gatekeeper-Seed` (`GATEKEEPER_SEED`), the seed of its rehearsed failures (rehearsal.py);
+`Gatekeeper-Scenario` (`GATEKEEPER_SCENARIO`), the policy's scenario the run is judged against when
+it ends; `Gatekeeper-Arm: stable` (`GATEKEEPER_ARM`), to run the stable version in the twin (a
+replay that measures the twin's fidelity); `Gatekeeper-Twin-Snapshot-At` (`GATEKEEPER_TWIN_SNAPSHOT_AT`,
+ISO 8601), when the twin's data was taken. A scenario the policy lacks, or any of these outside a
+twin session, is refused with the API's message and opens nothing. When the session ends (DELETE,
+close, idle timeout) a scenario run's trajectory is judged as by `POST /v1/sessions/{id}/end` without
+a harness verdict.
 
 A candidate that must shadow a live session connects with the same session key and
 `Gatekeeper-Version: <candidate version>`: its calls are decided in the mirror session, so they are
@@ -23,6 +32,7 @@ call (tool and arguments) sent again carries that approval, so it runs once when
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -63,6 +73,9 @@ class Caller:
     environment: str = "live"
     version: str | None = None
     seed: str | None = None  # twin sessions: the seed of the rehearsed failures
+    scenario: str | None = None  # twin sessions: the scenario whose trajectory this run is judged against
+    arm: str | None = None  # twin sessions: "stable" runs the stable version (a fidelity replay)
+    snapshot_at: str | None = None  # twin sessions: when the twin's data snapshot was taken (ISO 8601)
 
 
 @dataclass
@@ -106,7 +119,7 @@ class ToolGate:
         self.approval_wait_s = approval_wait_s
         self.otel = otel
         self.mirrors: dict[tuple[str, str], tuple[str, str]] = {}  # (agent, session key) -> (mirror id, version)
-        self.envelopes: dict[tuple[str | None, ...], SessionState] = {}  # 2026-07-28: sessions by caller
+        self.envelopes: dict[tuple[Any, ...], SessionState] = {}  # 2026-07-28: sessions by caller
         self.opening = anyio.Lock()
         self.background: TaskGroup | None = None  # set by the transport: outcomes are written after the answer
         self.db_thread = DatabaseThread(threads=decider.threads)  # decisions and outcomes (db_thread.py)
@@ -140,7 +153,7 @@ class ToolGate:
         if not caller.session_key:
             raise refused("the 2026-07-28 protocol has no MCP session: send Gatekeeper-Session-Key to name the "
                           "Gatekeeper session these calls belong to")
-        key = (caller.token, caller.session_key, caller.environment, caller.version, caller.seed)
+        key = dataclasses.astuple(caller)  # token, key, environment, version and the twin run's own
         found = self.envelopes.pop(key, None)
         if found is None:
             async with self.opening:
@@ -180,7 +193,8 @@ class ToolGate:
             opened = await anyio.to_thread.run_sync(self.decider.mirror, agent, joined[0], joined[1])
         else:
             opened = await anyio.to_thread.run_sync(lambda: self.decider.open(
-                agent, session_key=caller.session_key, environment=caller.environment, seed=caller.seed))
+                agent, session_key=caller.session_key, environment=caller.environment, seed=caller.seed,
+                scenario=caller.scenario, arm=caller.arm, snapshot_at=caller.snapshot_at))
             if opened.mirror_id and opened.mirror_version and caller.session_key:
                 if len(self.mirrors) >= MAX_WAITING_MIRRORS:
                     self.mirrors.pop(next(iter(self.mirrors)))
