@@ -29,29 +29,13 @@ from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gatekeeper.gateway.callers import Caller, header_caller
 from gatekeeper.gateway.deciding import GatekeeperError
 from gatekeeper.gateway.in_path import InPath, LeanSession
 from gatekeeper.gateway.relay import JSON, Reply, UpstreamPool, error, exchange, read_body, upstream_headers
-from gatekeeper.gateway.tool_calls import Caller, SessionState, ToolGate
+from gatekeeper.gateway.tool_calls import SessionState, ToolGate
 
-SESSION_KEY, ENVIRONMENT, VERSION = "gatekeeper-session-key", "gatekeeper-environment", "gatekeeper-version"
-SEED = "gatekeeper-seed"  # twin sessions: the seed of the rehearsed failures (stages.twin.chaos)
-# Twin sessions: the scenario the run is judged against, "stable" to replay the stable version, the snapshot time.
-SCENARIO, ARM, SNAPSHOT_AT = "gatekeeper-scenario", "gatekeeper-arm", "gatekeeper-twin-snapshot-at"
 _NOT_FOUND = json.dumps(error(None, INVALID_REQUEST, "Session not found")).encode()
-
-
-def bearer(header: str | None) -> str | None:
-    """Return the token of an `Authorization: Bearer` header."""
-    scheme, _, token = (header or "").strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def header_caller(headers: Mapping[str, str]) -> Caller:
-    """Read who is calling, and the session they ask for, from an HTTP request's (lower-cased) headers."""
-    return Caller(bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
-                  headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None, headers.get(SEED) or None,
-                  headers.get(SCENARIO) or None, headers.get(ARM) or None, headers.get(SNAPSHOT_AT) or None)
 
 
 class LeanGateway:

@@ -1,20 +1,10 @@
 """The gateway's MCP server side: every tools/call decided in the path, tools/list passed through.
 
-One MCP session is one Gatekeeper session, opened at its first request from who is calling (the
-agent token), `Gatekeeper-Session-Key` and `Gatekeeper-Environment` (headers on HTTP, environment
-variables on stdio), and ended when the MCP session closes. The 2026-07-28 protocol has no MCP
-session (each request is its own exchange), so there the session key is required and names the
-Gatekeeper session: requests with the same token, key, environment, version and twin fields share one.
-
-A twin session (`Gatekeeper-Environment: twin`) may carry, as `POST /v1/sessions` does:
-`Gatekeeper-Seed` (`GATEKEEPER_SEED`), the seed of its rehearsed failures (rehearsal.py);
-`Gatekeeper-Scenario` (`GATEKEEPER_SCENARIO`), the policy's scenario the run is judged against when
-it ends; `Gatekeeper-Arm: stable` (`GATEKEEPER_ARM`), to run the stable version in the twin (a
-replay that measures the twin's fidelity); `Gatekeeper-Twin-Snapshot-At` (`GATEKEEPER_TWIN_SNAPSHOT_AT`,
-ISO 8601), when the twin's data was taken. A scenario the policy lacks, or any of these outside a
-twin session, is refused with the API's message and opens nothing. When the session ends (DELETE,
-close, idle timeout) a scenario run's trajectory is judged as by `POST /v1/sessions/{id}/end` without
-a harness verdict.
+One MCP session is one Gatekeeper session, opened at its first request from who is calling and the
+session they ask for (callers.py: headers on HTTP, environment variables on stdio; a twin session's
+seed, scenario, arm and snapshot time), and ended when the MCP session closes, a scenario run then
+judged. The 2026-07-28 protocol has no MCP session (each request is its own exchange), so there the
+session key is required and names the Gatekeeper session with the other fields.
 
 A candidate that must shadow a live session connects with the same session key and
 `Gatekeeper-Version: <candidate version>`: its calls are decided in the mirror session, so they are
@@ -48,6 +38,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from gatekeeper.gateway.callers import Caller
 from gatekeeper.gateway.db_thread import DatabaseThread, log_failure
 from gatekeeper.gateway.deciding import Decider, GatekeeperError, Opened, Policy, Ruling
 from gatekeeper.gateway.gateway_file import GatewayFile
@@ -62,20 +53,6 @@ MAX_ENVELOPE_SESSIONS = 10_000  # 2026-07-28 sessions kept by key; the least rec
 APPROVAL_INPUT = "gatekeeper_approval"  # the key of the approval question in an InputRequiredResult
 # An approval that can no longer be spent: the same call asks a person again at once (a rejection stands).
 SPENT_APPROVALS = ("approval_expired", "approval_cancelled", "approval_used")
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who opened an MCP session, and what they asked for."""
-
-    token: str | None
-    session_key: str | None = None
-    environment: str = "live"
-    version: str | None = None
-    seed: str | None = None  # twin sessions: the seed of the rehearsed failures
-    scenario: str | None = None  # twin sessions: the scenario whose trajectory this run is judged against
-    arm: str | None = None  # twin sessions: "stable" runs the stable version (a fidelity replay)
-    snapshot_at: str | None = None  # twin sessions: when the twin's data snapshot was taken (ISO 8601)
 
 
 @dataclass
@@ -334,7 +311,7 @@ class ToolGate:
                        ) -> types.CallToolResult:
         link = self._link(state.opened)
         started = time.perf_counter()
-        fault = await delayed(ruling)  # a twin's rehearsed failure (rehearsal.py)
+        fault = await delayed(ruling, agent=state.opened.agent, metrics=self.metrics)  # a twin's (rehearsal.py)
         if fault == "error":  # not forwarded
             await self.report(state, ruling, status="error", seconds=time.perf_counter() - started, actual=None,
                               kind=None, upstream=False)

@@ -22,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 from sqlalchemy import text
 
 from gatekeeper.core import chaos
+from tests.support import scrape
 from tests.support.gateway_world import World
 from tests.support.mcp_gateway import REPO, connect, connect_modern, effects, run_async
 
@@ -127,6 +128,15 @@ def test_the_same_seed_injects_the_same_failures_through_the_gateway_on_both_pat
     assert _reached(world.twin_effects, "a1") == ran and _reached(world.twin_effects, "a2") == ran
     assert _reached(world.twin_effects, "m1") == ran and _reached(stdio_effects, "stdio") == ran
     assert not [e for e in effects(world.live_effects) if e["arguments"].get("run") in ("a1", "a2", "m1", "stdio")]
+    # The HTTP gateway counted every failure it rehearsed (its four runs; stdio is another process) by class and fault.
+    drawn_b = [chaos.inject(settings, seed="seed-b", tool="update_ticket", index=n + 1) for n in range(CALLS)]
+    runs = [*drawn, *drawn, *drawn, *drawn_b]  # a1, a2, m1 and b1
+    samples = scrape.fetch(world.gateway_url.removesuffix("/mcp") + "/metrics")
+    for fault in ("error", "timeout", "partial", "malformed"):
+        assert scrape.value(samples, "gatekeeper_gateway_rehearsed_faults_total", agent=agent.name,
+                            tool_class="reversible", fault=fault) == sum(i.fault == fault for i in runs), fault
+    assert scrape.value(samples, "gatekeeper_gateway_rehearsed_faults_total", agent=agent.name,
+                        tool_class="reversible", fault="latency") == sum(i.delay_ms > 0 for i in runs)
     # Reported outcomes: errors and timeouts are errors, damaged results ok; the latency includes the delay.
     sessions = _outcomes(world, agent.name, "seed-a")
     assert len(sessions) == 4
