@@ -65,6 +65,11 @@ class SessionState:
     judging: list[anyio.Event] = field(default_factory=list)  # those the next decision must see (errors, costs)
     last_used: float = field(default_factory=time.monotonic)
 
+    @property
+    def writing(self) -> bool:
+        """Return whether an outcome of this session is still being written (written ones stay listed)."""
+        return not all(event.is_set() for event in self.reporting)
+
     async def reported(self, *, judged_only: bool = False) -> None:
         """Wait until the outcomes of this session's earlier calls are written (only those a decision reads)."""
         waiting = self.judging if judged_only else self.reporting
@@ -144,7 +149,7 @@ class ToolGate:
     async def expire_idle(self, idle_s: float) -> int:
         """End the 2026-07-28 sessions unused for idle_s (their pending approvals are cancelled); return how many."""
         cutoff = time.monotonic() - idle_s
-        idle = [key for key, state in self.envelopes.items() if state.last_used < cutoff and not state.reporting]
+        idle = [key for key, state in self.envelopes.items() if state.last_used < cutoff and not state.writing]
         for key in idle:
             await self.closed(self.envelopes.pop(key))
         return len(idle)
