@@ -168,7 +168,8 @@ def test_a_stable_session_recorded_through_the_gateway_becomes_a_scenario_and_a_
         assert agent_run(url, token, Scenario="refund-a1")[-1] == "send_email"
         assert [row["passed"] for row in sessions(deployment)[-3:]] == [False, False, True]
         wait_for(deployment, rm, lambda s: s["rollout"]["state"] == "held"
-                 and "twin_unfaithful" in (s["rollout"].get("state_reason") or ""))
+                 and "twin_unfaithful" in (s["rollout"].get("state_reason") or "")
+                 and s["gate_report"]["values"]["runs"] == 3)  # an evaluation that saw the third run
 
         # What the release manager reads: held in twin because the twin no longer behaves as production.
         held = json.loads(deployment.cli("status", "twinbot", "--json", token=rm).stdout)
