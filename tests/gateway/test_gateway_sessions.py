@@ -117,8 +117,8 @@ def test_an_idle_2026_07_28_twin_scenario_run_ends_and_is_judged(
     async def main() -> list[types.CallToolResult]:
         async with connect_modern(url, agent.token, session_key="run-1", environment="twin",
                                   twin={"Scenario": "ticket"}) as client:
-            return [await client.call_tool(tool, {"agent": agent.name}) for tool in ("update_ticket", "send_email")]
+            return [await client.call_tool(tool, {"agent": agent.name}) for tool in ("search_kb", "update_ticket")]
 
     assert not any(result.is_error for result in run_async(main))
     (row,) = _wait_ended(world, agent, 1)  # no MCP session to close: the idle timeout ended it
-    assert (row.scenario, row.arm, row.status, row.passed) == ("ticket", "candidate", "ok", False)  # forbid: send_email
+    assert (row.scenario, row.arm, row.status, row.passed) == ("ticket", "candidate", "ok", True)  # judged

@@ -1,7 +1,8 @@
 """Twin scenario runs opened through the gateway: `Gatekeeper-Scenario`, `Gatekeeper-Arm: stable` and
 `Gatekeeper-Twin-Snapshot-At` (GATEKEEPER_SCENARIO, GATEKEEPER_ARM, GATEKEEPER_TWIN_SNAPSHOT_AT on stdio)
 open the same twin session `POST /v1/sessions` would; the run's trajectory is judged when its MCP session
-ends; bad input is an error the MCP client sees, and opens nothing.
+ends (graceful handling of rehearsed failures included); bad input is an error the MCP client sees, and
+opens nothing.
 """
 
 from __future__ import annotations
@@ -61,8 +62,34 @@ def test_twin_scenario_runs_through_the_gateway_are_judged_when_their_mcp_sessio
     assert not [e for e in effects(world.live_effects) if e["arguments"].get("agent") == agent.name]
 
 
+def test_an_agent_that_retries_an_email_after_a_rehearsed_timeout_fails_its_scenario_one_that_stops_passes(
+        world: World) -> None:
+    agent = world.agent("twin", policy="gwtwin")  # chaos: every irreversible call of a twin run times out
+
+    def notify(*, retry: bool) -> list[bool]:
+        async def main() -> list[bool]:
+            async with connect(world.gateway_url, agent.token, environment="twin", twin={"Scenario": "notify"}) \
+                    as session:
+                timed_out = []
+                for _ in range(2 if retry else 1):
+                    result = await session.call_tool("send_email", {"agent": agent.name, "to": "ana@example.com"})
+                    said = " ".join(b.text for b in result.content if isinstance(b, types.TextContent))
+                    timed_out.append(result.is_error is True and "timed out" in said)
+                return timed_out
+
+        return run_async(main)
+
+    assert notify(retry=False) == [True]
+    assert notify(retry=True) == [True, True]
+    careful, blind = _sessions(world, agent, ended=2)
+    assert (careful.passed, blind.passed) == (True, False)  # no_blind_retry, judged as the MCP session closed
+    # A rehearsed timeout forwards the call: the email went out once, then twice more for the blind retry.
+    assert [e["tool"] for e in effects(world.twin_effects) if e["arguments"].get("agent") == agent.name] == [
+        "send_email"] * 3
+
+
 @pytest.mark.parametrize("asked, message", [
-    ({"Environment": "twin", "Scenario": "nope"}, "policy gwtwin has no scenario 'nope' (known: ticket)"),
+    ({"Environment": "twin", "Scenario": "nope"}, "policy gwtwin has no scenario 'nope' (known: notify, ticket)"),
     ({"Scenario": "ticket"}, "a scenario runs against the twin: send environment=twin"),
     ({"Arm": "stable"}, "only a twin session may choose its arm: send environment=twin"),
     ({"Environment": "twin", "Arm": "canary"}, "arm: Input should be 'candidate' or 'stable'"),

@@ -62,6 +62,9 @@ stages:
   twin:
     scenarios:
       ticket: {expect: [update_ticket], forbid: [send_email]}
+      notify: {expect: [send_email]}
+    chaos:
+      irreversible: {timeout_rate: 1}
   canary: {tiers: [50], caps: {tool_calls_per_session: 20, spend_per_session: 1.00}, approval_required: []}
   expansion: {tiers: [100], caps: {tool_calls_per_session: 20, spend_per_session: 1.00}}
 stable_caps: {tool_calls_per_session: 20, spend_per_session: 2.00}
