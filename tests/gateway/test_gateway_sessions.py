@@ -101,13 +101,21 @@ def test_a_command_upstream_is_served_through_the_sdk_path_of_the_http_gateway(
         world: World, idle_gateway: tuple[str, list[Agent], Path]) -> None:
     url, (agent, _, _), twin_effects = idle_gateway
 
-    async def main() -> types.CallToolResult:
+    async def main() -> tuple[types.CallToolResult, str]:
         async with connect(url, agent.token, environment="twin") as session:
-            return await session.call_tool("update_ticket", {"agent": agent.name})
+            result = await session.call_tool("update_ticket", {"agent": agent.name})
+        async with connect(url, agent.token, environment="twin", twin={"Scenario": "nope"}) as session:
+            try:  # the SDK path reads the twin headers too: the policy has no such scenario
+                await session.call_tool("update_ticket", {"agent": agent.name})
+                refused = ""
+            except Exception as exc:  # noqa: BLE001 - the SDK's MCPError
+                refused = str(exc)
+        return result, refused
 
-    result = run_async(main)
+    result, refused = run_async(main)
     assert not result.is_error and result.content[0].text == "twin-stdio:update_ticket done"  # type: ignore[union-attr]
     assert [e["label"] for e in effects(twin_effects)] == ["twin-stdio"]
+    assert refused.startswith("the gatekeeper refused the session: policy gw has no scenario 'nope'"), refused
 
 
 def test_an_idle_2026_07_28_twin_scenario_run_ends_and_is_judged(
