@@ -6,8 +6,16 @@ import logging
 
 import click
 
+SESSION_FIELDS = (
+    "An agent names its Gatekeeper session with the headers Gatekeeper-Session-Key, Gatekeeper-Environment "
+    "(live or twin) and Gatekeeper-Version, and for a twin run Gatekeeper-Seed (rehearsed failures), "
+    "Gatekeeper-Scenario (the scenario it is judged against), Gatekeeper-Arm (stable: a fidelity replay) and "
+    "Gatekeeper-Twin-Snapshot-At; with --stdio, GATEKEEPER_AGENT_TOKEN, GATEKEEPER_SESSION_KEY, "
+    "GATEKEEPER_ENVIRONMENT, GATEKEEPER_VERSION, GATEKEEPER_SEED, GATEKEEPER_SCENARIO, GATEKEEPER_ARM and "
+    "GATEKEEPER_TWIN_SNAPSHOT_AT.")
 
-@click.command("gateway")
+
+@click.command("gateway", epilog=SESSION_FIELDS)
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="The gateway file: per agent, its live and twin upstream MCP servers.")
 @click.option("--stdio", is_flag=True, help="Serve one MCP session on stdin/stdout (an agent launches the gateway).")

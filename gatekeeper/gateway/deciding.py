@@ -14,7 +14,7 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -35,6 +35,7 @@ from gatekeeper.store.tokens import find_token
 __all__ = ["ConfigError", "Decider", "Fault", "GatekeeperError", "Injection", "Opened", "Policy", "Ruling", "Settings",
            "mcp_error", "mcp_result", "parse_duration"]
 TOKEN_CACHE_S = 5.0  # a revoked agent token is refused by new MCP sessions within this long
+M = TypeVar("M", SessionCreate, DecisionCreate)
 BINDING_CACHE_S = 2.0  # an agent bound to another policy is decided by it within this long
 
 
@@ -103,11 +104,16 @@ class Decider:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def open(self, agent: str, *, session_key: str | None, environment: str, seed: str | None = None) -> Opened:
-        """Start a Gatekeeper session for a new MCP session (arm, stage and caps as in SPEC §3; a twin's seed)."""
-        _validated(SessionCreate, agent=agent, session_key=session_key, environment=environment, seed=seed)
+    def open(self, agent: str, *, session_key: str | None, environment: str, seed: str | None = None,
+             scenario: str | None = None, arm: str | None = None, snapshot_at: str | None = None) -> Opened:
+        """Start a Gatekeeper session for a new MCP session (arm, stage and caps as in SPEC §3; a twin run's
+        seed, scenario, arm and snapshot time, checked as `POST /v1/sessions` checks them)."""
+        asked = _validated(SessionCreate, agent=agent, session_key=session_key, environment=environment, seed=seed,
+                           scenario=scenario, arm=arm, twin_snapshot_at=snapshot_at)
+        snapshot = asked.twin_snapshot_at.timestamp() if asked.twin_snapshot_at else None
         started = sessions.start_session(self.svc, agent, session_key=session_key, environment=environment,
-                                         scenario=None, twin_snapshot_at=None, now=self.svc.clock(), seed=seed)
+                                         scenario=scenario, twin_snapshot_at=snapshot, now=self.svc.clock(),
+                                         seed=seed, arm=asked.arm)
         for row in filter(None, (started.session, started.mirror)):
             self.metrics.sessions.labels(agent, row.version, row.arm).inc()
         row, mirror = started.session, started.mirror
@@ -206,10 +212,10 @@ class Decider:
         self.svc.db.dispose()
 
 
-def _validated(model: type[SessionCreate] | type[DecisionCreate], **values: Any) -> None:
+def _validated(model: type[M], **values: Any) -> M:
     """Check values against the HTTP API's input model; BadRequest names the first field at fault."""
     try:
-        model.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BadRequest(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}",

@@ -29,20 +29,13 @@ from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gatekeeper.gateway.callers import Caller, header_caller
 from gatekeeper.gateway.deciding import GatekeeperError
 from gatekeeper.gateway.in_path import InPath, LeanSession
 from gatekeeper.gateway.relay import JSON, Reply, UpstreamPool, error, exchange, read_body, upstream_headers
-from gatekeeper.gateway.tool_calls import Caller, SessionState, ToolGate
+from gatekeeper.gateway.tool_calls import SessionState, ToolGate
 
-SESSION_KEY, ENVIRONMENT, VERSION = "gatekeeper-session-key", "gatekeeper-environment", "gatekeeper-version"
-SEED = "gatekeeper-seed"  # twin sessions: the seed of the rehearsed failures (stages.twin.chaos)
 _NOT_FOUND = json.dumps(error(None, INVALID_REQUEST, "Session not found")).encode()
-
-
-def bearer(header: str | None) -> str | None:
-    """Return the token of an `Authorization: Bearer` header."""
-    scheme, _, token = (header or "").strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 class LeanGateway:
@@ -61,8 +54,7 @@ class LeanGateway:
         if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
             return await self.fallback(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        caller = Caller(bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
-                        headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None, headers.get(SEED) or None)
+        caller = header_caller(headers)
         known, agent = self.gate.decider.cached_agent(caller.token or "")
         if not known and caller.token:
             try:

@@ -1,7 +1,8 @@
 """The gateway's own metrics, beside the SPEC §6 ones its decisions and outcomes count.
 
-Labels stay low-cardinality: agent, environment (live or twin), verdict, and the upstream's name
-(`agent/environment`); never a session, tool argument or decision id.
+Labels stay low-cardinality: agent, environment (live or twin), verdict, the upstream's name
+(`agent/environment`), and for rehearsed faults the tool class (SPEC §6's label, never the tool's
+name, which the agent chooses) and the fault; never a session, tool argument or decision id.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 class GatewayMetrics:
-    """Calls by verdict, upstream latency and upstream errors, on one registry."""
+    """Calls by verdict, upstream latency and errors, sessions and rehearsed faults, on one registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.calls = Counter("gatekeeper_gateway_calls_total", "tools/call requests through the gateway by verdict",
@@ -25,3 +26,15 @@ class GatewayMetrics:
                                        "(unreachable, broken or timed out)", ["upstream", "kind"], registry=registry)
         self.sessions = Counter("gatekeeper_gateway_sessions_total", "MCP sessions opened through the gateway",
                                 ["agent", "environment"], registry=registry)
+        self.rehearsed_faults = Counter(
+            "gatekeeper_gateway_rehearsed_faults_total",
+            "Failures the gateway rehearsed in candidates' twin sessions (stages.twin.chaos): fault=error, timeout, "
+            "partial, malformed, or latency (an added delay, counted beside the call's fault)",
+            ["agent", "tool_class", "fault"], registry=registry)
+
+    def rehearsed(self, agent: str, tool_class: str, *, fault: str | None, delay_ms: int) -> None:
+        """Count the failure rehearsed on one allowed call (nothing when it runs as it is)."""
+        if fault is not None:
+            self.rehearsed_faults.labels(agent, tool_class, fault).inc()
+        if delay_ms > 0:
+            self.rehearsed_faults.labels(agent, tool_class, "latency").inc()

@@ -20,12 +20,12 @@ import mcp_types as types
 from mcp.shared.exceptions import MCPError
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, INVALID_PARAMS
 
+from gatekeeper.gateway.callers import Caller
 from gatekeeper.gateway.deciding import Ruling
 from gatekeeper.gateway.rehearsal import delayed, outcome_status, rehearsed
 from gatekeeper.gateway.relay import Reply, UpstreamPool, error, exchange, response
 from gatekeeper.gateway.tool_calls import (
     APPROVAL_INPUT,
-    Caller,
     SessionState,
     ToolGate,
     approval_question,
@@ -141,7 +141,7 @@ class InPath:
         """Send the allowed call's own body upstream, stream the answer back, and report its outcome; a twin's
         rehearsed failure (rehearsal.py) is applied here: the upstream's answer is then changed, never passed."""
         started = time.perf_counter()
-        fault = await delayed(ruling)
+        fault = await delayed(ruling, agent=state.opened.agent, metrics=self.gate.metrics)
         if fault == "error":  # not forwarded
             await self.gate.report(state, ruling, status="error", seconds=time.perf_counter() - started, actual=None,
                                    kind=None, upstream=False)

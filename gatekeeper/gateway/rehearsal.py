@@ -8,7 +8,8 @@ meanwhile), then the fault:
   answer (ambiguous success); the outcome is an error;
 - `partial` / `malformed`: the call is forwarded and its result truncated / garbled; the outcome is
   the upstream's (ok unless it answered `isError`).
-The reported latency includes the delay. Only a candidate's twin session is ever told to inject.
+The reported latency includes the delay. Only a candidate's twin session is ever told to inject. Each
+rehearsal is counted in `gatekeeper_gateway_rehearsed_faults_total{agent,tool_class,fault}`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any
 import anyio
 
 from gatekeeper.gateway.deciding import Fault, Ruling, mcp_error, mcp_result
+from gatekeeper.gateway.gateway_metrics import GatewayMetrics
 
 
-async def delayed(ruling: Ruling) -> Fault | None:
-    """Wait the rehearsed latency of an allowed call; return its rehearsed fault (None: run it as it is)."""
+async def delayed(ruling: Ruling, *, agent: str, metrics: GatewayMetrics) -> Fault | None:
+    """Count and wait the rehearsed latency of an allowed call; return its rehearsed fault (None: run it as it is)."""
     injection = ruling.chaos
     if injection is None:
         return None
+    metrics.rehearsed(agent, ruling.tool_class, fault=injection.fault, delay_ms=injection.delay_ms)
     # The event loop's timers may fire up to a millisecond early (uvloop rounds them), so sleep until
     # the whole delay has passed on the monotonic clock: the rehearsed latency is a floor, as promised.
     deadline = time.monotonic() + injection.delay_ms / 1000

@@ -2,10 +2,13 @@
 
 On HTTP every request to `/mcp` must carry `Authorization: Bearer <agent token>` (refused with 401
 before MCP sees it), and `/metrics` exposes the gateway's metrics; on stdio the token comes from
-`GATEKEEPER_AGENT_TOKEN`. HTTP serves HTTP upstreams on the lean path (forwarding.py: uvicorn with
-httptools on uvloop, aiohttp pools to the upstreams) and stdio upstreams through the SDK path
-(tool_calls.py), whose links run in the same task group as the server; stdio serves everything
-through the SDK path.
+`GATEKEEPER_AGENT_TOKEN`. The session asked for comes from `Gatekeeper-*` headers on HTTP and
+`GATEKEEPER_*` variables on stdio (callers.py lists them: session key, environment, version, and a twin
+run's seed, scenario, arm and snapshot time).
+
+HTTP serves HTTP upstreams on the lean path (forwarding.py: uvicorn with httptools on uvloop, aiohttp
+pools to the upstreams) and stdio upstreams through the SDK path (tool_calls.py), whose links run in
+the same task group as the server; stdio serves everything through the SDK path.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gatekeeper.gateway.callers import Caller, bearer, header_caller, stdio_caller
 from gatekeeper.gateway.deciding import Decider, GatekeeperError
-from gatekeeper.gateway.forwarding import ENVIRONMENT, SEED, SESSION_KEY, VERSION, LeanGateway, bearer
+from gatekeeper.gateway.forwarding import LeanGateway
 from gatekeeper.gateway.gateway_file import GatewayFile
 from gatekeeper.gateway.gateway_metrics import GatewayMetrics
 from gatekeeper.gateway.relay import UpstreamPool
-from gatekeeper.gateway.tool_calls import Caller, ToolGate
+from gatekeeper.gateway.tool_calls import ToolGate
 from gatekeeper.gateway.upstreams import UpstreamLink
 
 IDLE_S = 1800.0  # an MCP session (or a 2026-07-28 session key) unused this long is ended
@@ -55,16 +59,8 @@ def build_pools(file: GatewayFile, *, environ: Mapping[str, str] | None = None
 def http_caller(ctx: ServerRequestContext[Any, Any]) -> Caller:
     """Read who is calling from the HTTP request that opened the MCP session."""
     request = ctx.request
-    headers: Mapping[str, str] = request.headers if isinstance(request, Request) else {}
-    return Caller(bearer(headers.get("authorization")), headers.get(SESSION_KEY) or None,
-                  headers.get(ENVIRONMENT) or "live", headers.get(VERSION) or None, headers.get(SEED) or None)
-
-
-def stdio_caller(environ: Mapping[str, str]) -> Caller:
-    """Read who is calling from the environment the agent launched the gateway with."""
-    return Caller(environ.get("GATEKEEPER_AGENT_TOKEN") or None, environ.get("GATEKEEPER_SESSION_KEY") or None,
-                  environ.get("GATEKEEPER_ENVIRONMENT") or "live", environ.get("GATEKEEPER_VERSION") or None,
-                  environ.get("GATEKEEPER_SEED") or None)
+    headers: Mapping[str, str] = request.headers if isinstance(request, Request) else {}  # case-insensitive
+    return header_caller(headers)
 
 
 class BearerGuard:

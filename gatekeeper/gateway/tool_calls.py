@@ -1,11 +1,10 @@
 """The gateway's MCP server side: every tools/call decided in the path, tools/list passed through.
 
-One MCP session is one Gatekeeper session, opened at its first request from who is calling (the
-agent token), `Gatekeeper-Session-Key` and `Gatekeeper-Environment` (headers on HTTP, environment
-variables on stdio), and ended when the MCP session closes. The 2026-07-28 protocol has no MCP
-session (each request is its own exchange), so there the session key is required and names the
-Gatekeeper session: requests with the same token, key, environment, version and seed share one.
-A twin session may carry `Gatekeeper-Seed` (`GATEKEEPER_SEED`): its rehearsed failures (rehearsal.py).
+One MCP session is one Gatekeeper session, opened at its first request from who is calling and the
+session they ask for (callers.py: headers on HTTP, environment variables on stdio; a twin session's
+seed, scenario, arm and snapshot time), and ended when the MCP session closes, a scenario run then
+judged. The 2026-07-28 protocol has no MCP session (each request is its own exchange), so there the
+session key is required and names the Gatekeeper session with the other fields.
 
 A candidate that must shadow a live session connects with the same session key and
 `Gatekeeper-Version: <candidate version>`: its calls are decided in the mirror session, so they are
@@ -23,6 +22,7 @@ call (tool and arguments) sent again carries that approval, so it runs once when
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +38,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from gatekeeper.gateway.callers import Caller
 from gatekeeper.gateway.db_thread import DatabaseThread, log_failure
 from gatekeeper.gateway.deciding import Decider, GatekeeperError, Opened, Policy, Ruling
 from gatekeeper.gateway.gateway_file import GatewayFile
@@ -54,17 +55,6 @@ APPROVAL_INPUT = "gatekeeper_approval"  # the key of the approval question in an
 SPENT_APPROVALS = ("approval_expired", "approval_cancelled", "approval_used")
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who opened an MCP session, and what they asked for."""
-
-    token: str | None
-    session_key: str | None = None
-    environment: str = "live"
-    version: str | None = None
-    seed: str | None = None  # twin sessions: the seed of the rehearsed failures
-
-
 @dataclass
 class SessionState:
     """What the gateway keeps per MCP session: its Gatekeeper session and approvals asked in it."""
@@ -74,6 +64,11 @@ class SessionState:
     reporting: list[anyio.Event] = field(default_factory=list)  # outcomes still being written
     judging: list[anyio.Event] = field(default_factory=list)  # those the next decision must see (errors, costs)
     last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def writing(self) -> bool:
+        """Return whether an outcome of this session is still being written (written ones stay listed)."""
+        return not all(event.is_set() for event in self.reporting)
 
     async def reported(self, *, judged_only: bool = False) -> None:
         """Wait until the outcomes of this session's earlier calls are written (only those a decision reads)."""
@@ -106,7 +101,7 @@ class ToolGate:
         self.approval_wait_s = approval_wait_s
         self.otel = otel
         self.mirrors: dict[tuple[str, str], tuple[str, str]] = {}  # (agent, session key) -> (mirror id, version)
-        self.envelopes: dict[tuple[str | None, ...], SessionState] = {}  # 2026-07-28: sessions by caller
+        self.envelopes: dict[tuple[Any, ...], SessionState] = {}  # 2026-07-28: sessions by caller
         self.opening = anyio.Lock()
         self.background: TaskGroup | None = None  # set by the transport: outcomes are written after the answer
         self.db_thread = DatabaseThread(threads=decider.threads)  # decisions and outcomes (db_thread.py)
@@ -140,7 +135,7 @@ class ToolGate:
         if not caller.session_key:
             raise refused("the 2026-07-28 protocol has no MCP session: send Gatekeeper-Session-Key to name the "
                           "Gatekeeper session these calls belong to")
-        key = (caller.token, caller.session_key, caller.environment, caller.version, caller.seed)
+        key = dataclasses.astuple(caller)  # token, key, environment, version and the twin run's own
         found = self.envelopes.pop(key, None)
         if found is None:
             async with self.opening:
@@ -154,7 +149,7 @@ class ToolGate:
     async def expire_idle(self, idle_s: float) -> int:
         """End the 2026-07-28 sessions unused for idle_s (their pending approvals are cancelled); return how many."""
         cutoff = time.monotonic() - idle_s
-        idle = [key for key, state in self.envelopes.items() if state.last_used < cutoff and not state.reporting]
+        idle = [key for key, state in self.envelopes.items() if state.last_used < cutoff and not state.writing]
         for key in idle:
             await self.closed(self.envelopes.pop(key))
         return len(idle)
@@ -180,7 +175,8 @@ class ToolGate:
             opened = await anyio.to_thread.run_sync(self.decider.mirror, agent, joined[0], joined[1])
         else:
             opened = await anyio.to_thread.run_sync(lambda: self.decider.open(
-                agent, session_key=caller.session_key, environment=caller.environment, seed=caller.seed))
+                agent, session_key=caller.session_key, environment=caller.environment, seed=caller.seed,
+                scenario=caller.scenario, arm=caller.arm, snapshot_at=caller.snapshot_at))
             if opened.mirror_id and opened.mirror_version and caller.session_key:
                 if len(self.mirrors) >= MAX_WAITING_MIRRORS:
                     self.mirrors.pop(next(iter(self.mirrors)))
@@ -320,7 +316,7 @@ class ToolGate:
                        ) -> types.CallToolResult:
         link = self._link(state.opened)
         started = time.perf_counter()
-        fault = await delayed(ruling)  # a twin's rehearsed failure (rehearsal.py)
+        fault = await delayed(ruling, agent=state.opened.agent, metrics=self.metrics)  # a twin's (rehearsal.py)
         if fault == "error":  # not forwarded
             await self.report(state, ruling, status="error", seconds=time.perf_counter() - started, actual=None,
                               kind=None, upstream=False)

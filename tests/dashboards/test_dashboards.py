@@ -32,7 +32,7 @@ HISTOGRAMS = {"gatekeeper_tool_call_latency_seconds", "gatekeeper_decision_durat
 SPEC_METRICS = COUNTERS | GAUGES | HISTOGRAMS
 # The MCP gateway's own metrics (issue 14), on `gatekeeper gateway`'s /metrics.
 GATEWAY_METRICS = {"gatekeeper_gateway_calls_total", "gatekeeper_gateway_upstream_errors_total",
-                   "gatekeeper_gateway_upstream_latency_seconds_bucket"}
+                   "gatekeeper_gateway_upstream_latency_seconds_bucket", "gatekeeper_gateway_rehearsed_faults_total"}
 ALLOWED_NAMES = COUNTERS | GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")} \
     | GATEWAY_METRICS
 GRAFANA_VARIABLES = {"agent": "support-bot", "__rate_interval": "1m", "__interval": "1m", "__range": "1h"}
@@ -123,9 +123,11 @@ def exposition(scrape: int) -> str:
 
 
 def gateway_lines(scrape: int) -> list[str]:
-    """Render the MCP gateway's metrics: 10 calls per scrape, one of them an upstream error."""
+    """Render the MCP gateway's metrics: 10 calls per scrape, one of them an upstream error; one rehearsed fault."""
     upstream = 'upstream="support-bot/live"'
+    rehearsed = 'agent="support-bot",tool_class="irreversible",fault="timeout"'
     return [f'gatekeeper_gateway_calls_total{{agent="support-bot",environment="live",verdict="allow"}} {9 * scrape}',
+            f"gatekeeper_gateway_rehearsed_faults_total{{{rehearsed}}} {scrape}",
             f'gatekeeper_gateway_calls_total{{agent="support-bot",environment="live",verdict="deny"}} {scrape}',
             f'gatekeeper_gateway_upstream_errors_total{{{upstream},kind="tool_error"}} {scrape}',
             *histogram("gatekeeper_gateway_upstream_latency_seconds", upstream, {"0.01": 0.5, "0.1": 1.0},

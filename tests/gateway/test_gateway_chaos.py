@@ -1,8 +1,9 @@
 """The twin's rehearsed failures applied by the gateway, on both paths, repeatable per seed.
 
 A real ClientSession calls `update_ticket` of a real twin upstream (its side effects go to a file) through
-`gatekeeper gateway` in a candidate's twin session with `Gatekeeper-Seed` (HTTP, the lean path) or
-`GATEKEEPER_SEED` (stdio, the SDK path). Each call's failure is what core/chaos.py draws for the seed and
+`gatekeeper gateway` in a candidate's twin session with `Gatekeeper-Seed` (HTTP, the lean path, on the
+2025-11-25 protocol and on 2026-07-28 where the session key names the session) or `GATEKEEPER_SEED`
+(stdio, the SDK path). Each call's failure is what core/chaos.py draws for the seed and
 the call's place in the session: `error` never reaches the upstream, `timeout` does (the effect is there,
 the agent hears a timeout), `partial` and `malformed` damage the upstream's answer.
 """
@@ -21,8 +22,9 @@ from mcp.shared.exceptions import MCPError
 from sqlalchemy import text
 
 from gatekeeper.core import chaos
+from tests.support import scrape
 from tests.support.gateway_world import World
-from tests.support.mcp_gateway import REPO, connect, effects, run_async
+from tests.support.mcp_gateway import REPO, connect, connect_modern, effects, run_async
 
 CALLS = 24
 DONE = "update_ticket done"  # the upstream's answer after its label ("twin:" or "twin-stdio:")
@@ -45,6 +47,16 @@ def _http_run(world: World, token: str, seed: str, run: str) -> list[str]:
     async def main() -> list[types.CallToolResult]:
         async with connect(world.gateway_url, token, environment="twin", seed=seed) as session:
             return [await session.call_tool("update_ticket", {"run": run, "n": n}) for n in range(CALLS)]
+
+    return [_seen(result, "twin") for result in run_async(main)]
+
+
+def _modern_run(world: World, token: str, seed: str, run: str) -> list[str]:
+    """The 2026-07-28 protocol: no MCP session, the session key names the Gatekeeper session (the lean path)."""
+    async def main() -> list[types.CallToolResult]:
+        async with connect_modern(world.gateway_url, token, session_key=f"chaos-{run}", environment="twin",
+                                  seed=seed) as client:
+            return [await client.call_tool("update_ticket", {"run": run, "n": n}) for n in range(CALLS)]
 
     return [_seen(result, "twin") for result in run_async(main)]
 
@@ -93,7 +105,7 @@ def _outcomes(world: World, agent: str, seed: str) -> list[list[tuple[str | None
     return list(found.values())
 
 
-def test_the_same_seed_injects_the_same_failures_through_the_gateway_on_both_paths(
+def test_the_same_seed_injects_the_same_failures_through_the_gateway_on_both_paths_and_protocols(
         world: World, tmp_path: Path) -> None:
     agent = world.agent("twin", policy="gwchaos")
     settings = world.svc.policies.get("gwchaos").policy.twin.chaos["update_ticket"]
@@ -103,20 +115,31 @@ def test_the_same_seed_injects_the_same_failures_through_the_gateway_on_both_pat
     first = _http_run(world, agent.token, "seed-a", "a1")
     again = _http_run(world, agent.token, "seed-a", "a2")
     other = _http_run(world, agent.token, "seed-b", "b1")
+    modern = _modern_run(world, agent.token, "seed-a", "m1")
     stdio, stdio_effects = _stdio_run(world, agent.name, agent.token, "seed-a", tmp_path)
 
-    # The same seed meets the same failures, call by call, on two runs and through both paths; another differs.
-    assert first == expected and again == expected and stdio == expected
+    # The same seed meets the same failures, call by call, on two runs, through both paths and on both protocol
+    # generations (up to 2025-11-25 with an MCP session, 2026-07-28 without); another seed differs.
+    assert first == expected and again == expected and modern == expected and stdio == expected
     assert other != first
     assert {"ok", "error", "timeout", "partial", "malformed"} <= set(first), first
     # An injected error never reaches the tool; a timeout does (the effect happened, the agent heard a timeout).
     ran = [n for n, kind in enumerate(expected) if kind != "error"]
     assert _reached(world.twin_effects, "a1") == ran and _reached(world.twin_effects, "a2") == ran
-    assert _reached(stdio_effects, "stdio") == ran
-    assert not [e for e in effects(world.live_effects) if e["arguments"].get("run") in ("a1", "a2", "stdio")]
+    assert _reached(world.twin_effects, "m1") == ran and _reached(stdio_effects, "stdio") == ran
+    assert not [e for e in effects(world.live_effects) if e["arguments"].get("run") in ("a1", "a2", "m1", "stdio")]
+    # The HTTP gateway counted every failure it rehearsed (its four runs; stdio is another process) by class and fault.
+    drawn_b = [chaos.inject(settings, seed="seed-b", tool="update_ticket", index=n + 1) for n in range(CALLS)]
+    runs = [*drawn, *drawn, *drawn, *drawn_b]  # a1, a2, m1 and b1
+    samples = scrape.fetch(world.gateway_url.removesuffix("/mcp") + "/metrics")
+    for fault in ("error", "timeout", "partial", "malformed"):
+        assert scrape.value(samples, "gatekeeper_gateway_rehearsed_faults_total", agent=agent.name,
+                            tool_class="reversible", fault=fault) == sum(i.fault == fault for i in runs), fault
+    assert scrape.value(samples, "gatekeeper_gateway_rehearsed_faults_total", agent=agent.name,
+                        tool_class="reversible", fault="latency") == sum(i.delay_ms > 0 for i in runs)
     # Reported outcomes: errors and timeouts are errors, damaged results ok; the latency includes the delay.
     sessions = _outcomes(world, agent.name, "seed-a")
-    assert len(sessions) == 3
+    assert len(sessions) == 4
     for calls in sessions:
         assert [status for status, _ in calls] == ["error" if kind in ("error", "timeout") else "ok"
                                                    for kind in expected]

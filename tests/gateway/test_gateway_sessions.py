@@ -22,9 +22,10 @@ from tests.support.mcp_gateway import REPO, McpProcesses, connect, connect_moder
 
 @pytest.fixture(scope="module")
 def idle_gateway(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Agent], Path]]:
-    """A second gateway ending sessions idle for 1 s; its first agent's twin upstream is a command (stdio)."""
+    """A second gateway ending sessions idle for 1 s; its first agent's twin upstream is a command (stdio), its
+    third's policy has a twin scenario."""
     workdir = tmp_path_factory.mktemp("idle-gateway")
-    agents = [world.agent("canary"), world.agent(None)]
+    agents = [world.agent("canary"), world.agent(None), world.agent("twin", policy="gwtwin")]
     live = json.loads(world.gateway_file.read_text())["agents"][agents[0].name]["live"]
     twin_effects = workdir / "twin-stdio.jsonl"
     stdio = {"command": sys.executable, "args": ["-m", "tests.support.mcp_upstream", "--stdio", "--effects",
@@ -32,7 +33,8 @@ def idle_gateway(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iter
              "env": {"PYTHONPATH": str(REPO)}, "cwd": str(REPO)}
     config = workdir / "gateway.yaml"
     config.write_text(json.dumps({"timeout": "5s", "agents": {
-        agents[0].name: {"live": live, "twin": stdio}, agents[1].name: {"live": live, "twin": live}}}))
+        agents[0].name: {"live": live, "twin": stdio}, agents[1].name: {"live": live, "twin": live},
+        agents[2].name: {"live": live, "twin": live}}}))
     with McpProcesses(workdir) as procs:
         yield procs.gateway(config, env=world.env, extra=["--idle-timeout", "1s"]), agents, twin_effects
 
@@ -54,7 +56,7 @@ def _wait_ended(world: World, agent: Agent, count: int) -> list[AgentSession]:
 
 def test_an_idle_2026_07_28_session_ends_and_its_pending_approval_is_cancelled(
         world: World, idle_gateway: tuple[str, list[Agent], Path]) -> None:
-    url, (agent, _), _ = idle_gateway
+    url, (agent, _, _), _ = idle_gateway
 
     async def main() -> types.CallToolResult:
         async with connect_modern(url, agent.token, session_key=agent.key(candidate=True)) as client:
@@ -72,7 +74,7 @@ def test_an_idle_2026_07_28_session_ends_and_its_pending_approval_is_cancelled(
 
 def test_an_idle_mcp_session_ends_and_a_closed_one_ends_at_once(
         world: World, idle_gateway: tuple[str, list[Agent], Path]) -> None:
-    url, (_, agent), _ = idle_gateway
+    url, (_, agent, _), _ = idle_gateway
 
     async def main() -> tuple[list[AgentSession], str, types.CallToolResult]:
         async with connect(url, agent.token) as session:
@@ -97,12 +99,34 @@ def test_an_idle_mcp_session_ends_and_a_closed_one_ends_at_once(
 
 def test_a_command_upstream_is_served_through_the_sdk_path_of_the_http_gateway(
         world: World, idle_gateway: tuple[str, list[Agent], Path]) -> None:
-    url, (agent, _), twin_effects = idle_gateway
+    url, (agent, _, _), twin_effects = idle_gateway
 
-    async def main() -> types.CallToolResult:
+    async def main() -> tuple[types.CallToolResult, str]:
         async with connect(url, agent.token, environment="twin") as session:
-            return await session.call_tool("update_ticket", {"agent": agent.name})
+            result = await session.call_tool("update_ticket", {"agent": agent.name})
+        async with connect(url, agent.token, environment="twin", twin={"Scenario": "nope"}) as session:
+            try:  # the SDK path reads the twin headers too: the policy has no such scenario
+                await session.call_tool("update_ticket", {"agent": agent.name})
+                refused = ""
+            except Exception as exc:  # noqa: BLE001 - the SDK's MCPError
+                refused = str(exc)
+        return result, refused
 
-    result = run_async(main)
+    result, refused = run_async(main)
     assert not result.is_error and result.content[0].text == "twin-stdio:update_ticket done"  # type: ignore[union-attr]
     assert [e["label"] for e in effects(twin_effects)] == ["twin-stdio"]
+    assert refused.startswith("the gatekeeper refused the session: policy gw has no scenario 'nope'"), refused
+
+
+def test_an_idle_2026_07_28_twin_scenario_run_ends_and_is_judged(
+        world: World, idle_gateway: tuple[str, list[Agent], Path]) -> None:
+    url, (_, _, agent), _ = idle_gateway
+
+    async def main() -> list[types.CallToolResult]:
+        async with connect_modern(url, agent.token, session_key="run-1", environment="twin",
+                                  twin={"Scenario": "ticket"}) as client:
+            return [await client.call_tool(tool, {"agent": agent.name}) for tool in ("search_kb", "update_ticket")]
+
+    assert not any(result.is_error for result in run_async(main))
+    (row,) = _wait_ended(world, agent, 1)  # no MCP session to close: the idle timeout ended it
+    assert (row.scenario, row.arm, row.status, row.passed) == ("ticket", "candidate", "ok", True)  # judged

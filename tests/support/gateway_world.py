@@ -53,7 +53,23 @@ stages:
   expansion: {tiers: [100], caps: {tool_calls_per_session: 60, spend_per_session: 1.00}}
 stable_caps: {tool_calls_per_session: 60, spend_per_session: 2.00}
 """
-AGENTS = [f"gw-{n}" for n in range(16)]
+# Twin scenario runs opened through the gateway (tests/gateway/test_gateway_twin_runs.py): policy="gwtwin".
+TWIN_POLICY = """\
+name: gwtwin
+agents: []
+tools: {update_ticket: reversible, send_email: irreversible, search_kb: read_only}
+stages:
+  twin:
+    scenarios:
+      ticket: {expect: [update_ticket], forbid: [send_email]}
+      notify: {expect: [send_email]}
+    chaos:
+      irreversible: {timeout_rate: 1}
+  canary: {tiers: [50], caps: {tool_calls_per_session: 20, spend_per_session: 1.00}, approval_required: []}
+  expansion: {tiers: [100], caps: {tool_calls_per_session: 20, spend_per_session: 1.00}}
+stable_caps: {tool_calls_per_session: 20, spend_per_session: 2.00}
+"""
+AGENTS = [f"gw-{n}" for n in range(32)]
 LADDER = ["twin", "shadow", "canary", "expansion"]
 
 
@@ -108,6 +124,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     policies.mkdir()
     (policies / "gw.yaml").write_text(POLICY)
     (policies / "gwchaos.yaml").write_text(CHAOS_POLICY)
+    (policies / "gwtwin.yaml").write_text(TWIN_POLICY)
     env = {"GATEKEEPER_DATABASE_URL": f"sqlite:///{workdir / 'gatekeeper.db'}",
            "GATEKEEPER_POLICY_DIR": str(policies)}
     svc = Services.build(Settings(database_url=env["GATEKEEPER_DATABASE_URL"], policy_dir=policies))

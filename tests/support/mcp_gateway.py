@@ -54,13 +54,15 @@ class McpProcesses(_Managed):
         self.processes.append(process)
         return process
 
-    def upstream(self, label: str) -> tuple[str, Path]:
-        """Start an upstream MCP server over streamable HTTP; return its URL and its side-effect file."""
+    def upstream(self, label: str, *, drift: Path | None = None) -> tuple[str, Path]:
+        """Start an upstream MCP server over streamable HTTP; return its URL and its side-effect file
+        (`drift`: a flag file that, while it exists, makes its refund_payment answer differently)."""
         port, effects = free_port(), self.workdir / f"effects-{label}.jsonl"
         effects.touch()
         log = self.workdir / f"upstream-{label}.log"
         process = self._spawn([sys.executable, "-m", "tests.support.mcp_upstream", "--effects", str(effects),
-                               "--label", label, "--port", str(port)], log=log)
+                               "--label", label, "--port", str(port), *(["--drift", str(drift)] if drift else [])],
+                              log=log)
         wait_ready_post(f"http://127.0.0.1:{port}/mcp", process, log)
         return f"http://127.0.0.1:{port}/mcp", effects
 
@@ -103,14 +105,12 @@ def write_gateway_file(path: Path, agents: Mapping[str, tuple[str, str]], *, tim
 
 @asynccontextmanager
 async def connect(url: str, token: str | None, *, session_key: str | None = None, environment: str | None = None,
-                  version: str | None = None, seed: str | None = None, elicitation: Any = None
-                  ) -> AsyncIterator[ClientSession]:
-    """Open an MCP session through the gateway as an agent would, with the SDK's own client."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    for name, value in (("Gatekeeper-Session-Key", session_key), ("Gatekeeper-Environment", environment),
-                        ("Gatekeeper-Version", version), ("Gatekeeper-Seed", seed)):
-        if value is not None:
-            headers[name] = value
+                  version: str | None = None, seed: str | None = None, elicitation: Any = None,
+                  twin: Mapping[str, str] | None = None) -> AsyncIterator[ClientSession]:
+    """Open an MCP session through the gateway as an agent would, with the SDK's own client (`twin`: more
+    Gatekeeper-* headers by their suffix, e.g. {"Scenario": "refund", "Arm": "stable"})."""
+    headers = gatekeeper_headers(token, session_key=session_key, environment=environment, version=version,
+                                 seed=seed, twin=twin)
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers,
                                                                   timeout=httpx2.Timeout(10, read=60)))
@@ -121,13 +121,22 @@ async def connect(url: str, token: str | None, *, session_key: str | None = None
         yield session
 
 
+def gatekeeper_headers(token: str | None, *, session_key: str | None = None, environment: str | None = None,
+                       version: str | None = None, seed: str | None = None, twin: Mapping[str, str] | None = None
+                       ) -> dict[str, str]:
+    """Return the headers an agent sends the gateway: its token and the Gatekeeper session it asks for."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    asked = {"Session-Key": session_key, "Environment": environment, "Version": version, "Seed": seed, **(twin or {})}
+    headers.update({f"Gatekeeper-{name}": value for name, value in asked.items() if value is not None})
+    return headers
+
+
 @asynccontextmanager
-async def connect_modern(url: str, token: str, *, session_key: str | None = None, elicitation: Any = None
-                         ) -> AsyncIterator[Client]:
+async def connect_modern(url: str, token: str, *, session_key: str | None = None, elicitation: Any = None,
+                         environment: str | None = None, seed: str | None = None,
+                         twin: Mapping[str, str] | None = None) -> AsyncIterator[Client]:
     """Open a 2026-07-28 client (no MCP session: every request is its own exchange) through the gateway."""
-    headers = {"Authorization": f"Bearer {token}"}
-    if session_key is not None:
-        headers["Gatekeeper-Session-Key"] = session_key
+    headers = gatekeeper_headers(token, session_key=session_key, environment=environment, seed=seed, twin=twin)
     async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(10, read=60)) as http:
         transport = streamable_http_client(url, http_client=http)
         async with Client(transport, mode="2026-07-28", elicitation_callback=elicitation) as client:
