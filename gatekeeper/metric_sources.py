@@ -98,10 +98,9 @@ class BuiltinSource:
 
     def _window(self, db: Session, group: Sequence[SignalRequest], *, since: Mapping[int, float], now: float
                 ) -> dict[Key, TierSignals]:
-        ids = [r.rollout_id for r in group]
-        sessions = tier_traffic.session_counts(ids, since=since, now=now, db=db)
-        outcomes = tier_traffic.outcome_counts(ids, since=since, now=now, db=db)
-        latencies = tier_traffic.latencies(ids, since=since, now=now, db=db)
+        sessions = tier_traffic.session_counts(since, now=now, db=db)
+        outcomes = tier_traffic.outcome_counts(since, now=now, db=db)
+        latencies = tier_traffic.latencies(since, now=now, db=db)
         out = {}
         for request in group:
             count, spend = sessions.get(request.rollout_id, (0, 0))

@@ -100,3 +100,24 @@ def test_no_read_path_walks_the_history(app: Flask, client: FlaskClient, rm: dic
     assert batch.status.available
     assert len(statements) > 40  # every path above was recorded
     assert full_scans(path, statements) == []
+
+
+def test_the_gate_source_reads_each_rollouts_window_only(app: Flask) -> None:
+    """Each rollout's range is bounded at both ends: a tier's traffic before the window is never walked."""
+    _world(app)
+    path = Path(svc(app).settings.database_url.split("///", 1)[1])
+    now = time.time()
+    # Two rollouts (the second has no rows: the plan depends on the statement's shape only).
+    requests = [SignalRequest("support-bot", "v7", rollout_id, window_s=600.0, tier_started_at=now - 3600)
+                for rollout_id in (1, 2)]
+    with recorded(app) as statements:
+        assert BuiltinSource(svc(app).db).tier_signals(requests, now=now).status.available
+    searches = []
+    with closing(sqlite3.connect(path)) as raw:
+        for statement, params in statements:
+            if "rollout_id" in statement and statement.lstrip().upper().startswith("SELECT"):
+                plan = [line for *_, line in raw.execute(f"EXPLAIN QUERY PLAN {statement}", params or ())]
+                searches += [line for line in plan if "ix_sessions_rollout_started" in line
+                             or "ix_decisions_rollout_arm_outcome" in line]
+    assert len(searches) == 6, searches  # three queries, one range per rollout
+    assert all(re.search(r"(started_at|outcome_at)>\? AND \1<\?", line) for line in searches), searches
