@@ -62,9 +62,11 @@ MAX_HEADER_READ_TIMEOUT_S = 60  # granian's bound on --http1-header-read-timeout
 def serve(server: str, bind: str, workers: int, threads: int, upgrade: bool, metrics_dir: Path | None, timeout: int,
           with_scheduler: bool, scheduler_interval: float) -> None:
     """Serve the API and the dashboard with gunicorn or granian."""
-    if server == "granian" and importlib.util.find_spec("granian") is None:
+    if server == "granian" and not granian_installed():
         raise click.ClickException("granian is not installed: pip install 'gatekeeper[granian]' "
                                    "(or serve with --server gunicorn)")
+    make = granian_command if server == "granian" else gunicorn_command
+    command = make(bind=bind, workers=workers, threads=threads, timeout=timeout)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -75,8 +77,6 @@ def serve(server: str, bind: str, workers: int, threads: int, upgrade: bool, met
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
     click.echo(f"gatekeeper: serving on http://{bind} with {workers} {server} workers; metrics files in {folder}",
                err=True)
-    make = granian_command if server == "granian" else gunicorn_command
-    command = make(bind=bind, workers=workers, threads=threads, timeout=timeout)
     if with_scheduler:
         click.echo(f"gatekeeper: and a scheduler ticking every {scheduler_interval:g}s", err=True)
         sys.exit(supervise(command, scheduler_command(interval_s=scheduler_interval), env=env))
@@ -107,6 +107,11 @@ def granian_command(*, bind: str, workers: int, threads: int, timeout: int, app:
             "--blocking-threads", str(threads), "--runtime-mode", "st", "--http", "1", "--no-ws",
             "--http1-header-read-timeout", str(header_timeout_ms), "--respawn-failed-workers",
             "--workers-kill-timeout", str(GRACEFUL_TIMEOUT_S), "--no-access-log", "--log-level", "warning"]
+
+
+def granian_installed() -> bool:
+    """Return whether granian (the `granian` extra) can be run."""
+    return importlib.util.find_spec("granian") is not None
 
 
 def scheduler_command(*, interval_s: float) -> list[str]:
