@@ -58,8 +58,8 @@ def granian_edge(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
               > REQUEST_LINE_MAX):  # after percent-decoding: granian passes no raw request line
             refused = (414, "URI Too Long", f"Request Line is too large (> {REQUEST_LINE_MAX})")
         else:
-            for key, value in environ.items():
-                if key.startswith("HTTP_") and len(key) - 3 + len(value) > HEADER_LINE_MAX:
+            for key, value in environ.items():  # "Name: value" is len(key) - 5 + 2 + len(value)
+                if key[:5] == "HTTP_" and len(key) + len(value) > HEADER_LINE_MAX + 3:  # slicing: 3x startswith
                     refused = (431, "Request Header Fields Too Large", "limit request headers fields size")
                     break
         if refused is None:
