@@ -22,15 +22,20 @@ CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expect
 FIELDS = {414: "path", 431: "headers"}
 
 
-def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
-    """Write a complete HTTP error response carrying the JSON error body, then gunicorn closes."""
-    if status == 501:  # UnsupportedTransferCoding: what the client sent, not a server fault
-        status, reason = 400, "Bad Request"
+def error_body(status: int, reason: str, message: str) -> str:
+    """Return the JSON error body of a refusal made before the app (gunicorn's, or granian's edge)."""
     error: dict[str, Any] = {"code": CODES.get(status, "bad_request"),
                              "message": message or reason or "malformed request"}
     if status in FIELDS:
         error["field"] = FIELDS[status]
-    body = json.dumps({"error": error}) + "\n"  # ASCII only: safe to send as latin-1
+    return json.dumps({"error": error}) + "\n"  # ASCII only: safe to send as latin-1
+
+
+def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    """Write a complete HTTP error response carrying the JSON error body, then gunicorn closes."""
+    if status == 501:  # UnsupportedTransferCoding: what the client sent, not a server fault
+        status, reason = 400, "Bad Request"
+    body = error_body(status, reason, message)
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     util.write_nonblock(sock, (head + body).encode("latin-1"))
@@ -51,4 +56,4 @@ class JsonThreadWorker(_JsonErrors, ThreadWorker):
     """gunicorn's gthread worker, answering malformed HTTP with the JSON error body."""
 
 
-__all__ = ["JsonSyncWorker", "JsonThreadWorker", "write_json_error"]
+__all__ = ["JsonSyncWorker", "JsonThreadWorker", "error_body", "write_json_error"]

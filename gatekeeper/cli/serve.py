@@ -1,4 +1,8 @@
-"""`gatekeeper serve`: the API and dashboard under gunicorn, metrics correct across workers.
+"""`gatekeeper serve`: the API and dashboard under gunicorn (or granian), metrics correct across workers.
+
+`--server granian` (or GATEKEEPER_SERVER=granian) runs the same app under granian's WSGI interface
+instead, with the same workers, bind address, metrics folder, scheduler and signals; granian is the
+optional extra `gatekeeper[granian]`. What differs is in the README ("Servers").
 
 With `--with-scheduler` it also runs one `gatekeeper scheduler` process beside the workers (for
 single-node installs): serve then stays as the parent of both, passes SIGTERM and SIGINT on,
@@ -8,6 +12,7 @@ still have one leader: the schedulers share the lease.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -28,29 +33,40 @@ RESTART_DELAY_S = 5.0
 STOP_TIMEOUT_S = 20.0
 
 APP = "gatekeeper.wsgi:app"
+GRANIAN_APP = "gatekeeper.wsgi:granian_app"  # the app behind the limits gunicorn keeps and granian does not
 # gunicorn's sync and gthread workers, answering malformed HTTP (request line over 4 KiB, headers
 # over 8 KiB, bad chunks) with the JSON error body instead of gunicorn's HTML page.
 WORKERS = {False: "gatekeeper.api.workers.JsonSyncWorker", True: "gatekeeper.api.workers.JsonThreadWorker"}
+SERVERS = ("gunicorn", "granian")
+GRACEFUL_TIMEOUT_S = 10
+MAX_HEADER_READ_TIMEOUT_S = 60  # granian's bound on --http1-header-read-timeout
 
 
 @click.command()
+@click.option("--server", type=click.Choice(SERVERS), default="gunicorn", show_default=True, envvar="GATEKEEPER_SERVER",
+              help="WSGI server (GATEKEEPER_SERVER); granian needs `pip install 'gatekeeper[granian]'`.")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Threads per worker (more than 1 uses gunicorn's gthread workers).")
+              help="Threads per worker (gunicorn: more than 1 uses gthread workers; granian: blocking threads).")
 @click.option("--upgrade/--no-upgrade", default=True, show_default=True,
               help="Create or upgrade the database schema before serving.")
 @click.option("--metrics-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the workers' metric files (default: PROMETHEUS_MULTIPROC_DIR or a temp folder).")
 @click.option("--timeout", default=30, show_default=True, type=click.IntRange(1, 3600),
-              help="Seconds before a silent worker is restarted.")
+              help="Seconds before a silent worker is restarted (granian: before a client's headers must be in).")
 @click.option("--with-scheduler", is_flag=True,
               help="Also run one scheduler beside the workers (single-node installs); stopped with the server.")
 @click.option("--scheduler-interval", default="5s", show_default=True, callback=duration_seconds,
               help="How often that scheduler ticks.")
-def serve(bind: str, workers: int, threads: int, upgrade: bool, metrics_dir: Path | None, timeout: int,
+def serve(server: str, bind: str, workers: int, threads: int, upgrade: bool, metrics_dir: Path | None, timeout: int,
           with_scheduler: bool, scheduler_interval: float) -> None:
-    """Serve the API and the dashboard with gunicorn."""
+    """Serve the API and the dashboard with gunicorn or granian."""
+    if server == "granian" and not granian_installed():
+        raise click.ClickException("granian is not installed: pip install 'gatekeeper[granian]' "
+                                   "(or serve with --server gunicorn)")
+    make = granian_command if server == "granian" else gunicorn_command
+    command = make(bind=bind, workers=workers, threads=threads, timeout=timeout)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -59,21 +75,43 @@ def serve(bind: str, workers: int, threads: int, upgrade: bool, metrics_dir: Pat
         _upgrade(settings.database_url)
     folder = _fresh_metrics_dir(metrics_dir, bind)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
-    click.echo(f"gatekeeper: serving on http://{bind} with {workers} workers; metrics files in {folder}", err=True)
-    command = gunicorn_command(bind=bind, workers=workers, threads=threads, timeout=timeout)
+    click.echo(f"gatekeeper: serving on http://{bind} with {workers} {server} workers; metrics files in {folder}",
+               err=True)
     if with_scheduler:
         click.echo(f"gatekeeper: and a scheduler ticking every {scheduler_interval:g}s", err=True)
         sys.exit(supervise(command, scheduler_command(interval_s=scheduler_interval), env=env))
     # exec, not fork: prometheus_client picks multiprocess mode when it is first imported,
-    # so gunicorn must start in a fresh interpreter that sees PROMETHEUS_MULTIPROC_DIR.
+    # so the server must start in a fresh interpreter that sees PROMETHEUS_MULTIPROC_DIR.
     os.execve(sys.executable, command, env)
 
 
 def gunicorn_command(*, bind: str, workers: int, threads: int, timeout: int, app: str = APP) -> list[str]:
     """Return the gunicorn command line `serve` runs (the benchmarks reuse it)."""
     return [sys.executable, "-m", "gunicorn", app, "--bind", bind, "--workers", str(workers),
-            "--threads", str(threads), "--timeout", str(timeout), "--graceful-timeout", "10",
+            "--threads", str(threads), "--timeout", str(timeout), "--graceful-timeout", str(GRACEFUL_TIMEOUT_S),
             "--worker-class", WORKERS[threads > 1], "--log-level", "warning"]
+
+
+def granian_command(*, bind: str, workers: int, threads: int, timeout: int, app: str = GRANIAN_APP) -> list[str]:
+    """Return the granian command line `serve --server granian` runs (the benchmarks may reuse it)."""
+    if bind.startswith("unix:"):
+        where = ["--uds", bind.removeprefix("unix:")]
+    else:
+        host, _, port = bind.rpartition(":")
+        if not host or not port.isdigit():
+            raise click.BadParameter(f"{bind!r} is not HOST:PORT", param_hint="--bind")
+        where = ["--host", host.strip("[]"), "--port", port]
+    header_timeout_ms = min(timeout, MAX_HEADER_READ_TIMEOUT_S) * 1000
+    # HTTP/1 only, as gunicorn: no h2c upgrade path that the hostile-input battery never walked.
+    return [sys.executable, "-m", "granian", app, "--interface", "wsgi", *where, "--workers", str(workers),
+            "--blocking-threads", str(threads), "--runtime-mode", "st", "--http", "1", "--no-ws",
+            "--http1-header-read-timeout", str(header_timeout_ms), "--respawn-failed-workers",
+            "--workers-kill-timeout", str(GRACEFUL_TIMEOUT_S), "--no-access-log", "--log-level", "warning"]
+
+
+def granian_installed() -> bool:
+    """Return whether granian (the `granian` extra) can be run."""
+    return importlib.util.find_spec("granian") is not None
 
 
 def scheduler_command(*, interval_s: float) -> list[str]:
@@ -142,4 +180,4 @@ def _fresh_metrics_dir(given: Path | None, bind: str) -> Path:
     return folder
 
 
-__all__ = ["gunicorn_command", "scheduler_command", "serve", "supervise"]
+__all__ = ["granian_command", "gunicorn_command", "scheduler_command", "serve", "supervise"]

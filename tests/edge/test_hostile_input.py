@@ -15,7 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.edge import AGENT, Target
+import pytest
+
+from tests.support.edge import AGENT, Target, refused_by_granian
 from tests.support.rawhttp import RawAnswer, RawHTTP
 
 LIMIT = 65536  # GATEKEEPER_MAX_BODY_BYTES of the served app (its default)
@@ -335,8 +337,11 @@ def run(target: Target, case: Case) -> RawAnswer:
                                                   framing=case.framing)
 
 
-def problems(case: Case, answer: RawAnswer) -> list[str]:
+def problems(case: Case, answer: RawAnswer, *, server: str = "gunicorn") -> list[str]:
     """Return what is wrong with the answer to one case (empty when it is right)."""
+    if server == "granian" and (status := refused_by_granian(case.name)) is not None:
+        right = answer.status == status and not answer.body
+        return [] if right else [f"granian answered {answer.status}, expected {status}: {answer.body[:200]!r}"]
     found = []
     if answer.status != case.expect:
         found.append(f"status {answer.status}, expected {case.expect}: {answer.body[:200]!r}")
@@ -360,6 +365,7 @@ def _error_shape(answer: RawAnswer) -> list[str]:
     return [] if not wrong and types_ok and error["message"] else [f"error body {error!r}"]
 
 
+@pytest.mark.parametrize("target", ["sqlite", "postgres", "granian"], indirect=True)
 def test_hostile_input_gets_4xx_json_and_changes_nothing(target: Target) -> None:
     cases = all_cases(target)
     assert len(cases) >= 150, len(cases)
@@ -369,7 +375,7 @@ def test_hostile_input_gets_4xx_json_and_changes_nothing(target: Target) -> None
     for case in cases:
         answer = run(target, case)
         statuses[answer.status] += 1
-        failures += [f"{case.name}: {p}" for p in problems(case, answer)]
+        failures += [f"{case.name}: {p}" for p in problems(case, answer, server=target.server)]
     assert not failures, "\n".join(failures)
     assert not [s for s in statuses if s >= 500], statuses
     assert target.snapshot() == before

@@ -97,7 +97,8 @@ class Deployment(_Managed):
         """Start `gatekeeper serve` on a free port; return its URL once /readyz answers."""
         port = free_port()
         process = self.spawn(f"serve-{port}", "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                             "--metrics-dir", str(self.dir / f"metrics-{port}"))
+                             "--metrics-dir", str(self.dir / f"metrics-{port}"),
+                             "--server", os.environ.get("GATEKEEPER_TEST_SERVER", "gunicorn"))
         self.url = f"http://127.0.0.1:{port}"
         wait_ready(f"{self.url}/readyz", process, self.dir / f"serve-{port}.log")
         return self.url

@@ -191,10 +191,10 @@ def _send_once(url: str, token: str, body: dict[str, Any], barrier: Any, answers
 
 
 def serve(tmp_path: Path, *, database_url: str, policy_dir: Path, workers: int = 2, name: str = "serve",
-          upgrade: bool = True) -> Server:
+          upgrade: bool = True, server: str | None = None) -> Server:
     """Start `gatekeeper serve` with a fixed signing key and wait until /readyz answers 200."""
     return start_serve(tmp_path, database_url=database_url, policy_dir=policy_dir, workers=workers, name=name,
-                       args=["--upgrade" if upgrade else "--no-upgrade"],
+                       args=["--upgrade" if upgrade else "--no-upgrade"], server=server,
                        env=server_env(database_url, policy_dir, GATEKEEPER_SECRET_KEY="test-secret"))
 
 

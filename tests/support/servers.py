@@ -19,11 +19,14 @@ from tests.support.processes import wait_ready
 from tests.support.services import free_port
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
+# The WSGI server every `gatekeeper serve` a test starts runs under, unless the test names one:
+# GATEKEEPER_TEST_SERVER=granian runs the whole suite's servers under granian.
+TEST_SERVER = os.environ.get("GATEKEEPER_TEST_SERVER", "gunicorn")
 
 
 @dataclass
 class Server:
-    """One `gatekeeper serve` process tree (gunicorn master and workers) on a loopback port."""
+    """One `gatekeeper serve` process tree (gunicorn or granian: a master and workers) on a loopback port."""
 
     process: subprocess.Popen[bytes]
     url: str
@@ -50,12 +53,14 @@ def server_env(database_url: str, policy_dir: Path, **extra: str) -> dict[str, s
 
 
 def start_serve(tmp_path: Path, *, database_url: str, policy_dir: Path = POLICIES, workers: int = 2,
-                name: str = "serve", args: Sequence[str] = (), env: dict[str, str] | None = None) -> Server:
-    """Start `gatekeeper serve` and wait until /readyz answers 200."""
+                name: str = "serve", args: Sequence[str] = (), env: dict[str, str] | None = None,
+                server: str | None = None) -> Server:
+    """Start `gatekeeper serve` (under `server`, default TEST_SERVER) and wait until /readyz answers 200."""
     port = free_port()
     log, metrics_dir = tmp_path / f"{name}.log", tmp_path / f"{name}-metrics"
     command = [sys.executable, "-c", "from gatekeeper.cli import main; main()", "serve", "--bind",
-               f"127.0.0.1:{port}", "--workers", str(workers), "--metrics-dir", str(metrics_dir), *args]
+               f"127.0.0.1:{port}", "--workers", str(workers), "--metrics-dir", str(metrics_dir),
+               "--server", server or TEST_SERVER, *args]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=env or server_env(database_url, policy_dir), stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
