@@ -22,7 +22,7 @@ bp = Blueprint("traces", __name__)
 def trace_page(session_id: str) -> ResponseReturnValue:
     """Show a session's trace; a mirrored pair's stable and candidate traces side by side."""
     with services().db.reading() as db:
-        trace = session_trace(db, session_id)
+        trace = session_trace(db, session_id, policies=services().policies)
     return render_template("web/session.html", trace=trace)
 
 

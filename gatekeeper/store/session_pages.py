@@ -1,0 +1,74 @@
+"""Pages of an agent's sessions, newest first, for the session listing. Nothing here commits or writes.
+
+A page walks ix_sessions_agent_started (agent_id, started_at) backwards from its cursor. Without
+filters it reads `limit` rows. With filters it looks at no more than SCAN_ROWS sessions of that index
+and keeps those that match: a rare filter (twin runs after months of live traffic) gives a short
+or empty page with a cursor to go on from, never a request that walks the whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_
+from sqlmodel import Session, col, func, select
+
+from gatekeeper.store.models import AgentSession
+
+SCAN_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """What a listed session must be; None: any."""
+
+    environment: str | None = None
+    arm: str | None = None
+    status: str | None = None
+    scenario: str | None = None
+
+    def terms(self) -> list[Any]:
+        """Return the WHERE terms of the filters given."""
+        wanted = {"environment": self.environment, "arm": self.arm, "status": self.status,
+                  "scenario": self.scenario}
+        return [col(getattr(AgentSession, name)) == value for name, value in wanted.items() if value is not None]
+
+
+Key = tuple[float, str]  # (started_at, id): the listing's order, newest first
+
+
+def agent_sessions(agent_id: int, *, limit: int, before: Key | None, where: SessionFilter, db: Session
+                   ) -> tuple[list[AgentSession], Key | None]:
+    """Return one page of an agent's sessions, newest first, and the cursor of the next page (None: no more)."""
+    order = (col(AgentSession.started_at).desc(), col(AgentSession.id).desc())
+    terms = where.terms()
+    if not terms:
+        rows = list(db.exec(_older(select(AgentSession), agent_id, before).order_by(*order).limit(limit + 1)))
+        return rows[:limit], _key(rows[limit - 1]) if len(rows) > limit else None
+    newest = _older(select(AgentSession.id, AgentSession.started_at), agent_id, before)
+    window = newest.order_by(*order).limit(SCAN_ROWS).subquery()
+    query = (select(AgentSession).join(window, and_(col(AgentSession.id) == window.c.id))
+             .where(*terms).order_by(*order).limit(limit + 1))
+    found = list(db.exec(query))
+    if len(found) > limit:
+        return found[:limit], _key(found[limit - 1])
+    seen, oldest_at = db.exec(select(func.count(), func.min(window.c.started_at))).one()
+    if seen < SCAN_ROWS:
+        return found, None
+    last = db.exec(select(window.c.started_at, window.c.id).where(window.c.started_at == oldest_at)
+                   .order_by(window.c.id).limit(1)).one()
+    return found, (float(last[0]), str(last[1]))
+
+
+def _older(query: Any, agent_id: int, before: Key | None) -> Any:
+    query = query.where(AgentSession.agent_id == agent_id)
+    if before is None:
+        return query
+    # The range on started_at uses the index; the tie on id is checked on the rows of that one instant.
+    return query.where(col(AgentSession.started_at) <= before[0],
+                       or_(col(AgentSession.started_at) < before[0], col(AgentSession.id) < before[1]))
+
+
+def _key(row: AgentSession) -> Key:
+    return (row.started_at, row.id)
