@@ -1,4 +1,4 @@
-"""A twin run's verdict on its trace, and the cursor of an agent's session listing.
+"""A twin run's verdict on its trace, and where an agent's session listing goes on from.
 
 The end route fixes `passed` when a twin run ends (sessions.passed); the problems behind it and a
 stable replay's faithfulness are not stored, so the trace judges them again on read: the same
@@ -8,18 +8,13 @@ already read and the policy in memory, so it costs no query more than the agent'
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import math
-
 from sqlmodel import Session
 
 from gatekeeper.api.trace_schemas import TraceReplay, TraceVerdict
-from gatekeeper.errors import BadRequest, NotFound
+from gatekeeper.errors import NotFound
 from gatekeeper.policy_store import PolicyStore
 from gatekeeper.sessions import judge_run
-from gatekeeper.store import rollout_records
+from gatekeeper.store import reads, rollout_records
 from gatekeeper.store.models import AgentSession, Decision
 from gatekeeper.store.session_pages import Key
 
@@ -47,23 +42,14 @@ def trace_verdict(db: Session, policies: PolicyStore, row: AgentSession, decisio
                         replay=TraceReplay.model_validate(again) if again else None)
 
 
-def cursor_of(key: Key | None) -> str | None:
-    """Return the opaque cursor of a listing position (None stays None)."""
-    if key is None:
-        return None
-    return base64.urlsafe_b64encode(json.dumps([key[0], key[1]]).encode()).decode().rstrip("=")
-
-
-def key_of(cursor: str | None) -> Key | None:
-    """Return the listing position a cursor names, or raise BadRequest for one this server did not make."""
-    if cursor is None:
+def listed_after(db: Session, agent_id: int, session_id: str | None) -> Key | None:
+    """Return where the listing goes on after this session of the agent (None: from the newest)."""
+    if session_id is None:
         return None
     try:
-        loaded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
-        loaded = None
-    if (not isinstance(loaded, list) or len(loaded) != 2 or isinstance(loaded[0], bool)
-            or not isinstance(loaded[0], (int, float)) or not math.isfinite(loaded[0])
-            or not isinstance(loaded[1], str) or not 0 < len(loaded[1]) <= 40 or "\x00" in loaded[1]):
-        raise BadRequest("not a cursor of this listing: pass the `next` of the previous page", field="before")
-    return (float(loaded[0]), loaded[1])
+        row = reads.traced_session(session_id, db=db)
+    except NotFound:
+        row = None
+    if row is None or row.agent_id != agent_id:
+        raise NotFound(f"no session {session_id!r} of this agent to list sessions before", field="before")
+    return (row.started_at, row.id)

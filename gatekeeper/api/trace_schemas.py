@@ -95,8 +95,9 @@ class SessionQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=50, ge=1, le=500)
-    before: SafeStr | None = Field(default=None, min_length=1, max_length=200,
-                                   description="the `next` cursor of the previous page")
+    before: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,40}$",
+                               description="a session id of this agent: list the sessions that started before it "
+                                           "(the `next` of the previous page)")
     environment: Literal["live", "twin"] | None = None
     arm: Literal["candidate", "stable"] | None = None
     status: Literal["open", "ok", "error", "abandoned"] | None = None
@@ -108,5 +109,6 @@ class SessionPage(BaseModel):
 
     items: list[TraceSession]
     limit: int
-    next: str | None = Field(description="cursor of the next page (pass it as `before`); null: no more. With "
-                                         "filters a page may hold fewer than `limit` sessions and still have one")
+    next: str | None = Field(description="the session id to pass as `before` for the next page; null: no more. "
+                                         "With filters a page may hold fewer than `limit` sessions and still "
+                                         "have one")

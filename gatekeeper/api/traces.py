@@ -7,7 +7,7 @@ from flask import Blueprint
 
 from gatekeeper.api.auth import READERS, Caller
 from gatekeeper.api.routing import endpoint
-from gatekeeper.api.session_views import cursor_of, key_of
+from gatekeeper.api.session_views import listed_after
 from gatekeeper.api.trace_schemas import SessionPage, SessionQuery, SessionTrace
 from gatekeeper.api.views import agent_or_404, session_facts, session_trace
 from gatekeeper.services import services
@@ -30,10 +30,11 @@ def get_trace(session_id: str, *, caller: Caller) -> SessionTrace:
 def list_sessions(agent: str, *, caller: Caller, query: SessionQuery) -> SessionPage:
     """An agent's sessions, newest first, filtered; page on with `before` set to the answer's `next`."""
     caller.require_agent(agent)
-    before = key_of(query.before)
     where = session_pages.SessionFilter(environment=query.environment, arm=query.arm, status=query.status,
                                         scenario=query.scenario)
     with services().db.reading() as db:
         row = agent_or_404(db, agent)
+        before = listed_after(db, row.id or 0, query.before)
         rows, more = session_pages.agent_sessions(row.id or 0, limit=query.limit, before=before, where=where, db=db)
-        return SessionPage(items=[session_facts(r, agent) for r in rows], limit=query.limit, next=cursor_of(more))
+        items = [session_facts(r, agent) for r in rows]
+    return SessionPage(items=items, limit=query.limit, next=more[1] if more else None)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from flask import Flask
 
 from gatekeeper.cli import main
 from gatekeeper.store import session_pages
@@ -115,20 +113,12 @@ def test_a_filtered_page_looks_at_a_bounded_window_and_says_where_to_go_on(
     assert ids(unfiltered)[:5] == newer[::-1]  # without filters the window does not apply
 
 
-def cursor(value: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
-
-
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
-def test_bad_filters_and_cursors_are_400_naming_the_field_and_change_nothing(runtime: Runtime, app: Flask) -> None:
+def test_bad_filters_and_cursors_are_refused_naming_the_field_and_change_nothing(runtime: Runtime) -> None:
     made = world(runtime)
     before = runtime.ok(runtime.client.get(URL, headers=runtime.rm))
     bad = {"limit": ["0", "501", "ten"], "environment": ["shadow", ""], "arm": ["both"], "status": ["closed"],
-           "scenario": ["a\x00b", "x" * 201],
-           "before": ["not-a-cursor", "%%%", cursor({"at": 1}), cursor([1.0]), cursor([True, "a"]),
-                      cursor(["1", "a"]), cursor([1.0, ""]), cursor([1.0, "a" * 41]), cursor([1.0, "a\x00"]),
-                      base64.urlsafe_b64encode(b"[NaN, \"a\"]").decode(), "a" * 201, "x\x00"],
-           "offset": ["10"]}
+           "scenario": ["a\x00b", "x" * 201], "before": ["%%%", "a b", "a" * 41, "", "x\x00"], "offset": ["10"]}
     for field, values in bad.items():
         for value in values:
             answer = runtime.client.get(URL, query_string={field: value}, headers=runtime.rm)
@@ -136,10 +126,18 @@ def test_bad_filters_and_cursors_are_400_naming_the_field_and_change_nothing(run
             error = answer.get_json()["error"]
             named = "query" if "\x00" in value else field  # the edge guard refuses a NUL in any query string
             assert (error["code"], error["field"]) == ("bad_request", named), (field, value, error)
+    other = runtime.ok(runtime.client.post("/v1/agents", json={"name": "other-bot", "policy": "hotpath"},
+                                           headers=runtime.rm))
+    assert other["name"] == "other-bot"
+    for unknown in ("0" * 24, "not-a-session"):
+        answer = runtime.client.get(URL, query_string={"before": unknown}, headers=runtime.rm)
+        assert (answer.status_code, answer.get_json()["error"]["field"]) == (404, "before")
+    elsewhere = runtime.client.get("/v1/agents/other-bot/sessions", query_string={"before": made["live"]},
+                                   headers=runtime.rm)
+    assert elsewhere.status_code == 404  # another agent's session is no place in this listing
     assert runtime.ok(runtime.client.get(URL, headers=runtime.rm)) == before  # nothing changed
     assert runtime.client.get("/v1/agents/nobody/sessions", headers=runtime.rm).status_code == 404
-    other = runtime.client.get("/v1/agents/other-bot/sessions", headers=runtime.agent)
-    assert other.status_code == 403  # an agent token reads its own agent's sessions only
+    assert runtime.client.get("/v1/agents/other-bot/sessions", headers=runtime.agent).status_code == 403
     assert ids(runtime.ok(runtime.client.get(URL, headers=runtime.agent)))[0] == made["failing"]
     assert runtime.client.get(URL).status_code == 401
 
@@ -158,7 +156,8 @@ def test_the_sessions_command_lists_filters_and_pages(runtime: Runtime, live_url
                                 "PASSED", "CALLS", "SPEND"]
     assert [line.split()[2:11] for line in lines[2:]] == [
         [made["failing"], "v2", "candidate", "twin", "twin", "refund-request", "ok", "failed", "2"],
-        [made["passing"], "v2", "candidate", "twin", "twin", "refund-request", "ok", "passed", "1"]]  # irreversible calls wait for a person: not counted
+        [made["passing"], "v2", "candidate", "twin", "twin", "refund-request", "ok", "passed", "1"]]
+    # CALLS counts the calls let through: the irreversible ones waited for a person in the twin too.
     assert len(lines) == 4  # no "more:" line: that was every twin run
     first = cli("--limit", "1", "--environment", "twin").splitlines()
     assert first[2].split()[2] == made["failing"] and first[-1].startswith("more: gatekeeper sessions bot --before ")
@@ -166,4 +165,5 @@ def test_the_sessions_command_lists_filters_and_pages(runtime: Runtime, live_url
     rest = json.loads(cli(*first[-1].split()[4:6], "--environment", "twin", "--json"))
     assert ids(rest) == [made["passing"]] and rest["next"] is None
     refused = CliRunner().invoke(main, ["sessions", "bot", "--before", "junk", "--url", live_url, "--token", token])
-    assert refused.exit_code == 1 and "400 bad_request" in refused.stderr and "(field before)" in refused.stderr
+    assert refused.exit_code == 1 and refused.stderr.strip() == (
+        "gatekeeper: 404 not_found: no session 'junk' of this agent to list sessions before (field before)")
