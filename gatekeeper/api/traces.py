@@ -30,6 +30,11 @@ def get_trace(session_id: str, *, caller: Caller) -> SessionTrace:
 def list_sessions(agent: str, *, caller: Caller, query: SessionQuery) -> SessionPage:
     """An agent's sessions, newest first, filtered; page on with `before` set to the answer's `next`."""
     caller.require_agent(agent)
+    return agent_session_page(agent, query)
+
+
+def agent_session_page(agent: str, query: SessionQuery) -> SessionPage:
+    """Return one page of an agent's sessions (the API's and the dashboard's listing)."""
     where = session_pages.SessionFilter(environment=query.environment, arm=query.arm, status=query.status,
                                         scenario=query.scenario)
     with services().db.reading() as db:

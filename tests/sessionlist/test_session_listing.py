@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from typing import Any
 
@@ -13,6 +15,7 @@ from gatekeeper.cli import main
 from gatekeeper.store import session_pages
 from tests.support import seed
 from tests.support.app import svc
+from tests.support.dashboard import signed_in
 from tests.support.runtime import Runtime
 
 URL = "/v1/agents/bot/sessions"
@@ -167,3 +170,25 @@ def test_the_sessions_command_lists_filters_and_pages(runtime: Runtime, live_url
     refused = CliRunner().invoke(main, ["sessions", "bot", "--before", "junk", "--url", live_url, "--token", token])
     assert refused.exit_code == 1 and refused.stderr.strip() == (
         "gatekeeper: 404 not_found: no session 'junk' of this agent to list sessions before (field before)")
+
+
+def test_the_dashboard_lists_an_agents_sessions_each_linked_to_its_trace(
+        runtime: Runtime, users: dict[str, str]) -> None:
+    made = world(runtime)
+    page = runtime.client.application.test_client()
+    signed_in(page, "victor")
+    agent_page = page.get("/agents/bot").get_data(as_text=True)
+    assert 'href="/agents/bot/sessions" data-testid="sessions-link"' in agent_page
+    listed = page.get("/agents/bot/sessions").get_data(as_text=True)
+    rows = re.findall(r'<tr data-session="([^"]+)">\s*<td><a href="/sessions/([^"]+)">', listed)
+    assert rows == [(made[k], made[k]) for k in ("failing", "passing", "ended", "live")]
+    assert 'data-testid="older"' not in listed
+    twin = page.get("/agents/bot/sessions?environment=twin&limit=1").get_data(as_text=True)
+    assert re.findall(r'data-session="([^"]+)"', twin) == [made["failing"]]
+    older = re.search(r'data-testid="older" href="([^"]+)"', twin)
+    assert older and "environment=twin" in older.group(1)
+    rest = page.get(html.unescape(older.group(1))).get_data(as_text=True)
+    assert re.findall(r'data-session="([^"]+)"', rest) == [made["passing"]] and 'fail-text">failed' not in rest
+    assert page.get("/agents/bot/sessions?environment=shadow").status_code == 400
+    assert page.get("/agents/nobody/sessions").status_code == 404
+    assert page.get(f"/sessions/{made['failing']}").status_code == 200

@@ -104,7 +104,7 @@ def test_no_read_path_walks_the_history(app: Flask, client: FlaskClient, rm: dic
                     "/metrics", f"/v1/sessions/{traced}"):
             assert client.get(url, headers=rm).status_code == 200, url
         _sessions_pages(client, rm)
-        for url in ("/", "/agents/support-bot"):
+        for url in ("/", "/agents/support-bot", "/agents/support-bot/sessions?environment=twin"):
             assert page.get(url).status_code == 200, url
         requests = [SignalRequest("support-bot", "v7", rollout_id, window_s=600.0, tier_started_at=time.time() - 3600,
                                   compare=compare) for compare in (False, True)]
