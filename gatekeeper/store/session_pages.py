@@ -1,9 +1,10 @@
 """Pages of an agent's sessions, newest first, for the session listing. Nothing here commits or writes.
 
-A page walks ix_sessions_agent_started (agent_id, started_at) backwards from its cursor. Without
-filters it reads `limit` rows. With filters it looks at no more than SCAN_ROWS sessions of that index
-and keeps those that match: a rare filter (twin runs after months of live traffic) gives a short
-or empty page with a cursor to go on from, never a request that walks the whole history.
+A page walks ix_sessions_agent_started (agent_id, started_at) backwards from its cursor, or for twin
+runs ix_sessions_agent_twin_started, which holds no live session. Without filters it reads `limit`
+rows. With filters it looks at no more than SCAN_ROWS sessions of that index and keeps those that
+match: a rare filter (errors after months of clean traffic) gives a short or empty page with a cursor
+to go on from, never a request that walks the whole history.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, literal_column, or_
 from sqlmodel import Session, col, func, select
 
 from gatekeeper.store.models import AgentSession
@@ -47,6 +48,8 @@ def agent_sessions(agent_id: int, *, limit: int, before: Key | None, where: Sess
         rows = list(db.exec(_older(select(AgentSession), agent_id, before).order_by(*order).limit(limit + 1)))
         return rows[:limit], _key(rows[limit - 1]) if len(rows) > limit else None
     newest = _older(select(AgentSession.id, AgentSession.started_at), agent_id, before)
+    if where.environment == "twin":  # a literal, as the partial index's own condition is: the planner matches it
+        newest = newest.where(col(AgentSession.environment) == literal_column("'twin'"))
     window = newest.order_by(*order).limit(SCAN_ROWS).subquery()
     query = (select(AgentSession).join(window, and_(col(AgentSession.id) == window.c.id))
              .where(*terms).order_by(*order).limit(limit + 1))

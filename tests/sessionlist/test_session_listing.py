@@ -94,24 +94,30 @@ def test_pages_follow_the_cursor_through_sessions_that_started_at_the_same_insta
     assert pages == 3 and walked == sorted(started, key=lambda key: (started[key], key), reverse=True)
 
 
-def test_a_filtered_page_looks_at_a_bounded_window_and_says_where_to_go_on(
+def test_a_filtered_page_looks_at_a_bounded_window_and_twin_runs_have_their_own_index(
         runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     made = world(runtime)
     service = svc(runtime.client.application)
     now = time.time()
     newer = [seed.live_session(service, "bot", at=now + n, arm="candidate", status="ok") for n in range(1, 6)]
     monkeypatch.setattr(session_pages, "SCAN_ROWS", 4)  # a window of 4 sessions stands in for 5,000
-    found, before, pages = [], None, 0
-    while pages < 10:
-        query = {"environment": "twin", **({"before": before} if before else {})}
-        page = runtime.ok(runtime.client.get(URL, query_string=query, headers=runtime.rm))
-        found += ids(page)
-        pages += 1
-        before = page["next"]
-        if before is None:
-            break
-    assert found == [made["failing"], made["passing"]]
-    assert pages == 3  # 5 newer live sessions, then the two twin runs among the next 4, then the rest
+
+    def walk(**query: str) -> tuple[list[str], int]:
+        found, before, pages = [], None, 0
+        while pages < 10:
+            page = runtime.ok(runtime.client.get(URL, query_string={**query, **({"before": before} if before else {})},
+                                                 headers=runtime.rm))
+            found += ids(page)
+            pages += 1
+            before = page["next"]
+            if before is None:
+                break
+        return found, pages
+
+    # 4 newer live sessions, then the 5th with the two twin runs and the errored one, then the last.
+    assert walk(status="error") == ([made["ended"]], 3)
+    assert walk(environment="twin") == ([made["failing"], made["passing"]], 1)  # no live session in the way
+    assert walk(environment="twin", limit="1") == ([made["failing"], made["passing"]], 2)
     unfiltered = runtime.ok(runtime.client.get(URL, query_string={"limit": "6"}, headers=runtime.rm))
     assert ids(unfiltered)[:5] == newer[::-1]  # without filters the window does not apply
 
