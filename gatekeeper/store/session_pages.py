@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, literal_column, or_
+from sqlalchemy import literal_column, or_
 from sqlmodel import Session, col, func, select
 
 from gatekeeper.store.models import AgentSession
@@ -29,11 +29,11 @@ class SessionFilter:
     status: str | None = None
     scenario: str | None = None
 
-    def terms(self) -> list[Any]:
-        """Return the WHERE terms of the filters given."""
+    def given(self) -> dict[str, str]:
+        """Return the filters given, column name to value."""
         wanted = {"environment": self.environment, "arm": self.arm, "status": self.status,
                   "scenario": self.scenario}
-        return [col(getattr(AgentSession, name)) == value for name, value in wanted.items() if value is not None]
+        return {name: value for name, value in wanted.items() if value is not None}
 
 
 Key = tuple[float, str]  # (started_at, id): the listing's order, newest first
@@ -43,25 +43,35 @@ def agent_sessions(agent_id: int, *, limit: int, before: Key | None, where: Sess
                    ) -> tuple[list[AgentSession], Key | None]:
     """Return one page of an agent's sessions, newest first, and the cursor of the next page (None: no more)."""
     order = (col(AgentSession.started_at).desc(), col(AgentSession.id).desc())
-    terms = where.terms()
-    if not terms:
+    given = where.given()
+    if not given:
         rows = list(db.exec(_older(select(AgentSession), agent_id, before).order_by(*order).limit(limit + 1)))
         return rows[:limit], _key(rows[limit - 1]) if len(rows) > limit else None
-    newest = _older(select(AgentSession.id, AgentSession.started_at), agent_id, before)
+    columns = [AgentSession.id, AgentSession.started_at, *(getattr(AgentSession, name) for name in given)]
+    newest = _older(select(*columns), agent_id, before)
     if where.environment == "twin":  # a literal, as the partial index's own condition is: the planner matches it
         newest = newest.where(col(AgentSession.environment) == literal_column("'twin'"))
+    # The filters apply to the window only, never to the table: no planner may start from a scan of sessions.
     window = newest.order_by(*order).limit(SCAN_ROWS).subquery()
-    query = (select(AgentSession).join(window, and_(col(AgentSession.id) == window.c.id))
-             .where(*terms).order_by(*order).limit(limit + 1))
-    found = list(db.exec(query))
-    if len(found) > limit:
-        return found[:limit], _key(found[limit - 1])
+    keys = list(db.exec(select(window.c.id, window.c.started_at)
+                        .where(*(window.c[name] == value for name, value in given.items()))
+                        .order_by(window.c.started_at.desc(), window.c.id.desc()).limit(limit + 1)))
+    found = _rows([key for key, _ in keys[:limit]], db=db)
+    if len(keys) > limit:
+        return found, (float(keys[limit - 1][1]), str(keys[limit - 1][0]))
     seen, oldest_at = db.exec(select(func.count(), func.min(window.c.started_at))).one()
     if seen < SCAN_ROWS:
         return found, None
     last = db.exec(select(window.c.started_at, window.c.id).where(window.c.started_at == oldest_at)
                    .order_by(window.c.id).limit(1)).one()
     return found, (float(last[0]), str(last[1]))
+
+
+def _rows(ids: list[str], *, db: Session) -> list[AgentSession]:
+    if not ids:
+        return []
+    got = {row.id: row for row in db.exec(select(AgentSession).where(col(AgentSession.id).in_(ids)))}
+    return [got[key] for key in ids if key in got]  # one pruned since the keys were read is left out
 
 
 def _older(query: Any, agent_id: int, before: Key | None) -> Any:
