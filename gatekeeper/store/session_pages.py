@@ -42,17 +42,23 @@ Key = tuple[float, str]  # (started_at, id): the listing's order, newest first
 def agent_sessions(agent_id: int, *, limit: int, before: Key | None, where: SessionFilter, db: Session
                    ) -> tuple[list[AgentSession], Key | None]:
     """Return one page of an agent's sessions, newest first, and the cursor of the next page (None: no more)."""
+    if where.given():
+        return _filtered(agent_id, limit=limit, before=before, where=where, db=db)
     order = (col(AgentSession.started_at).desc(), col(AgentSession.id).desc())
+    rows = list(db.exec(_older(select(AgentSession), agent_id, before).order_by(*order).limit(limit + 1)))
+    return rows[:limit], _key(rows[limit - 1]) if len(rows) > limit else None
+
+
+def _filtered(agent_id: int, *, limit: int, before: Key | None, where: SessionFilter, db: Session
+              ) -> tuple[list[AgentSession], Key | None]:
     given = where.given()
-    if not given:
-        rows = list(db.exec(_older(select(AgentSession), agent_id, before).order_by(*order).limit(limit + 1)))
-        return rows[:limit], _key(rows[limit - 1]) if len(rows) > limit else None
     columns = [AgentSession.id, AgentSession.started_at, *(getattr(AgentSession, name) for name in given)]
     newest = _older(select(*columns), agent_id, before)
     if where.environment == "twin":  # a literal, as the partial index's own condition is: the planner matches it
         newest = newest.where(col(AgentSession.environment) == literal_column("'twin'"))
     # The filters apply to the window only, never to the table: no planner may start from a scan of sessions.
-    window = newest.order_by(*order).limit(SCAN_ROWS).subquery()
+    window = (newest.order_by(col(AgentSession.started_at).desc(), col(AgentSession.id).desc())
+              .limit(SCAN_ROWS).subquery())
     keys = list(db.exec(select(window.c.id, window.c.started_at)
                         .where(*(window.c[name] == value for name, value in given.items()))
                         .order_by(window.c.started_at.desc(), window.c.id.desc()).limit(limit + 1)))
