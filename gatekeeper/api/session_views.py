@@ -36,7 +36,7 @@ def trace_verdict(db: Session, policies: PolicyStore, row: AgentSession, decisio
             judged = judge_run(policy, row, decisions, harness_passed=None, status=row.status)
     problems = list(judged["problems"]) if judged else []
     if row.passed is False and not problems:  # the harness's own flag is not stored, only its effect
-        problems = [HARNESS_FAILED]
+        problems = [HARNESS_FAILED if row.scenario else "the harness reported failure"]
     again = judged.get("replay") if judged else None
     return TraceVerdict(passed=row.passed, problems=problems,
                         replay=TraceReplay.model_validate(again) if again else None)

@@ -40,6 +40,7 @@ def test_a_twin_runs_trace_shows_what_the_end_route_judged(runtime: Runtime, use
     failing, ended = run(runtime, [("lookup_customer", {}), ("update_ticket", {})])
     harness, _ = run(runtime, GOOD, passed=False)
     free, _ = run(runtime, [("search_kb", {})], scenario=None, passed=True)
+    unscripted, _ = run(runtime, [("search_kb", {})], scenario=None, passed=False)
     live = runtime.session()["session_id"]
     open_twin = runtime.ok(runtime.client.post("/v1/sessions", json={
         "agent": "bot", "environment": "twin", "scenario": "refund-request"}, headers=runtime.agent))["session_id"]
@@ -52,6 +53,8 @@ def test_a_twin_runs_trace_shows_what_the_end_route_judged(runtime: Runtime, use
     assert verdict(runtime, harness) == {"passed": False, "replay": None, "problems": [
         "the harness reported failure (or the scenario changed since the run ended)"]}
     assert verdict(runtime, free) == {"passed": True, "problems": [], "replay": None}  # no scenario: the harness's
+    assert verdict(runtime, unscripted) == {"passed": False, "problems": ["the harness reported failure"],
+                                            "replay": None}
     assert verdict(runtime, live) is None and verdict(runtime, open_twin) is None
     assert runtime.ok(runtime.client.get(f"/v1/sessions/{failing}", headers=runtime.rm))["session"]["passed"] is False
 
