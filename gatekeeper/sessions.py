@@ -143,14 +143,20 @@ def end_session(svc: Services, session_id: str, *, scope: str | None, status: st
 
 def _trajectory(svc: Services, agent: Agent, row: AgentSession, decisions: list[Decision], *,
                 passed: bool | None, status: str) -> dict[str, Any] | None:
+    return judge_run(svc.policies.get(agent.policy).policy, row, decisions, harness_passed=passed, status=status)
+
+
+def judge_run(policy: Policy, row: AgentSession, decisions: list[Decision], *, harness_passed: bool | None,
+              status: str) -> dict[str, Any] | None:
+    """Judge a twin scenario run's calls against its scenario (None: the session ran no scenario)."""
     if row.scenario is None:
         return None
-    scenario = svc.policies.get(agent.policy).policy.twin.scenarios.get(row.scenario)
+    scenario = policy.twin.scenarios.get(row.scenario)
     if scenario is None:  # the policy dropped the scenario since the session started
         return {"passed": False, "problems": [f"scenario {row.scenario} is no longer in the policy"]}
     calls = to_calls([(d.tool, d.tool_class, d.arguments) for d in decisions])
-    found = judge_trajectory(calls, expect=scenario.expect, forbid=scenario.forbid, harness_passed=passed,
-                             arguments=scenario.arguments)
+    found = judge_trajectory(calls, expect=scenario.expect, forbid=scenario.forbid,
+                             harness_passed=harness_passed, arguments=scenario.arguments)
     steps = [Step(d.tool, d.tool_class, d.verdict, d.outcome_status == "error") for d in decisions]
     handling = handling_problems(steps, max_retries=scenario.max_retries, no_blind_retry=scenario.no_blind_retry,
                                  ends_cleanly=scenario.ends_cleanly, status=status)

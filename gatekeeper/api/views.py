@@ -11,6 +11,7 @@ from typing import Any
 from sqlmodel import Session
 
 from gatekeeper.api.schemas import AgentStatus, HistoryEntry, RolloutView, TierView, timestamp, utc
+from gatekeeper.api.session_views import trace_verdict
 from gatekeeper.api.trace_schemas import MirroredTraces, SessionTrace, Trace, TraceDecision, TraceOutcome, TraceSession
 from gatekeeper.core import ladder
 from gatekeeper.core.budgets import to_dollars
@@ -142,20 +143,27 @@ def _policy_or_none(policies: PolicyStore, name: str) -> LoadedPolicy | None:
         return None
 
 
-def session_trace(db: Session, session_id: str) -> SessionTrace:
-    """Return a session's trace, and both halves side by side when it is half of a mirrored pair."""
+def session_trace(db: Session, session_id: str, *, policies: PolicyStore | None = None) -> SessionTrace:
+    """Return a session's trace, and both halves side by side when it is half of a mirrored pair.
+
+    With `policies`, an ended twin run also carries its verdict (api/session_views.py).
+    """
     if not SESSION_ID.fullmatch(session_id):  # never sent to the database: NUL or 10 kB ids are just unknown
         raise NotFound(f"no session {session_id[:60]!r}", field="session_id")
     row = reads.traced_session(session_id, db=db)
     agent = reads.agent_name(row.agent_id, db=db)
-    own = _trace(db, row, agent)
+    decisions = reads.session_decisions(row.id, db=db)
+    own = _trace(db, row, agent, decisions=decisions)
+    verdict = None
+    if policies is not None:
+        verdict = trace_verdict(db, policies, row, decisions)
     other = reads.paired_session(row, db=db)
     if other is None:
-        return SessionTrace(session=own.session, decisions=own.decisions)
+        return SessionTrace(session=own.session, decisions=own.decisions, verdict=verdict)
     pair = (own, _trace(db, other, agent))
     stable, candidate = pair if row.mirror_of is None else pair[::-1]
     return SessionTrace(session=own.session, decisions=own.decisions,
-                        mirror=MirroredTraces(stable=stable, candidate=candidate))
+                        mirror=MirroredTraces(stable=stable, candidate=candidate), verdict=verdict)
 
 
 def arguments_of(text: str | None) -> dict[str, Any] | None:
@@ -169,17 +177,22 @@ def arguments_of(text: str | None) -> dict[str, Any] | None:
     return loaded if isinstance(loaded, dict) else {"value": loaded}
 
 
-def _trace(db: Session, row: AgentSession, agent: str) -> Trace:
-    facts = TraceSession(
+def session_facts(row: AgentSession, agent: str) -> TraceSession:
+    """Return the API view of a session row: its facts, counters and caps (a trace's head, a listing's row)."""
+    return TraceSession(
         session_id=row.id, agent=agent, version=row.version, arm=row.arm, stage=row.stage,
-        environment=row.environment, scenario=row.scenario, status=row.status, tool_calls=row.tool_calls,
-        spend=to_dollars(row.spend_micros), cap_tool_calls=row.cap_tool_calls,
+        environment=row.environment, scenario=row.scenario, status=row.status, passed=row.passed,
+        tool_calls=row.tool_calls, spend=to_dollars(row.spend_micros), cap_tool_calls=row.cap_tool_calls,
         cap_spend=to_dollars(row.cap_spend_micros), started_at=utc(row.started_at),
         ended_at=timestamp(row.ended_at), mirror_of=row.mirror_of)
-    decisions = reads.session_decisions(row.id, db=db)
+
+
+def _trace(db: Session, row: AgentSession, agent: str, *, decisions: list[Decision] | None = None) -> Trace:
+    if decisions is None:
+        decisions = reads.session_decisions(row.id, db=db)
     states = reads.approval_states([d.approval_id for d in decisions if d.approval_id], db=db)
-    return Trace(session=facts, decisions=[_traced(d, approval_state=states.get(d.approval_id or ""))
-                                           for d in decisions])
+    return Trace(session=session_facts(row, agent), decisions=[
+        _traced(d, approval_state=states.get(d.approval_id or "")) for d in decisions])
 
 
 def _traced(row: Decision, *, approval_state: str | None) -> TraceDecision:

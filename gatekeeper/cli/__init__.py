@@ -15,6 +15,7 @@ from gatekeeper.cli.prune import db_prune
 from gatekeeper.cli.scenario import scenario
 from gatekeeper.cli.scheduler import scheduler
 from gatekeeper.cli.serve import serve
+from gatekeeper.cli.session_commands import sessions
 
 
 @click.group(cls=Console, context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,5 +33,6 @@ main.add_command(serve)
 main.add_command(demo)
 main.add_command(gateway)
 main.add_command(scenario)
+main.add_command(sessions)
 register_ops(main)
 register_lifecycle(main)

@@ -145,10 +145,14 @@ class AgentSession(SQLModel, table=True):
     __tablename__ = "sessions"
     # By time within an agent (retention) and within a rollout (gate windows, charts). Only mirrors are
     # indexed by `mirror_of`: an index of mostly NULLs misled the planner into walking every session.
+    # Twin runs have their own by time within the agent (the session listing's twin filter); live
+    # sessions, the many, are not in it.
     __table_args__ = (Index("ix_sessions_agent_started", "agent_id", "started_at"),
                       Index("ix_sessions_rollout_started", "rollout_id", "started_at"),
                       Index("ix_sessions_mirror_of", "mirror_of", sqlite_where=text("mirror_of IS NOT NULL"),
-                            postgresql_where=text("mirror_of IS NOT NULL")))
+                            postgresql_where=text("mirror_of IS NOT NULL")),
+                      Index("ix_sessions_agent_twin_started", "agent_id", "started_at",
+                            sqlite_where=text("environment = 'twin'"), postgresql_where=text("environment = 'twin'")))
     id: str = Field(primary_key=True, max_length=40)
     agent_id: int = Field(foreign_key="agents.id")
     rollout_id: int | None = Field(default=None)

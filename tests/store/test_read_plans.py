@@ -80,6 +80,17 @@ def _world(app: Flask) -> str:
     return stable
 
 
+def _sessions_pages(client: FlaskClient, rm: dict[str, str]) -> None:
+    """Walk the session listing: a plain page, the next one by cursor, and a filtered page."""
+    url = "/v1/agents/support-bot/sessions"
+    first = client.get(url, query_string={"limit": "3"}, headers=rm).get_json()
+    assert len(first["items"]) == 3 and first["next"], first
+    assert client.get(url, query_string={"limit": "3", "before": first["next"]}, headers=rm).status_code == 200
+    filtered = client.get(url, query_string={"environment": "live", "arm": "stable", "status": "open",
+                                             "before": first["next"]}, headers=rm)
+    assert filtered.status_code == 200 and filtered.get_json()["items"], filtered.get_json()
+
+
 def test_no_read_path_walks_the_history(app: Flask, client: FlaskClient, rm: dict[str, str],
                                         users: dict[str, str]) -> None:  # noqa: F811 - the fixture
     traced = _world(app)
@@ -92,7 +103,8 @@ def test_no_read_path_walks_the_history(app: Flask, client: FlaskClient, rm: dic
         for url in ("/v1/agents", "/v1/agents/support-bot", "/v1/agents/support-bot/history?limit=20&offset=10",
                     "/metrics", f"/v1/sessions/{traced}"):
             assert client.get(url, headers=rm).status_code == 200, url
-        for url in ("/", "/agents/support-bot"):
+        _sessions_pages(client, rm)
+        for url in ("/", "/agents/support-bot", "/agents/support-bot/sessions?environment=twin"):
             assert page.get(url).status_code == 200, url
         requests = [SignalRequest("support-bot", "v7", rollout_id, window_s=600.0, tier_started_at=time.time() - 3600,
                                   compare=compare) for compare in (False, True)]
