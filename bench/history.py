@@ -20,6 +20,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,9 +55,10 @@ class World:
         now = time.time()
         self.user = f"bench-{os.getpid()}-{id(self)}"
         with self.svc.db.transaction() as db:
-            self.token, _ = create_token(db, "bench", role="release_manager", agent=None, now=now)
-            runtime, _ = create_token(db, "bench-agent", role="agent", agent=world.agent_names()[0], now=now)
-            create_user(db, self.user, password=PASSWORD, role="viewer", now=now)
+            self.token, _ = create_token("bench", role="release_manager", agent=None, now=now, db=db)
+            runtime, _ = create_token("bench-agent", role="agent", agent=world.agent_names()[0], now=now,
+                                        db=db)
+            create_user(self.user, password=PASSWORD, role="viewer", now=now, db=db)
         self.api = self.app.test_client()
         self.auth = {"Authorization": f"Bearer {self.token}"}
         self.runtime = {"Authorization": f"Bearer {runtime}"}
@@ -193,14 +195,18 @@ def prune_figures(path: Path, *, older_than: str, built_at: float, cache: Path) 
     one = World(path, built_at=built_at, cache=cache)
     idle = _timed(one.decide, 300)
     started = time.perf_counter()
-    with subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "db", "prune", "--older-than", older_than,
-                           "--db", f"sqlite:///{path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}) as pruning:
+    # The progress lines go to a file: a pipe nobody reads until the end fills after ~800 batches and
+    # the pruner blocks on its next line for good (a 5M prune "beside decisions" never ended that way).
+    with tempfile.TemporaryFile("w+") as log, subprocess.Popen(
+            [sys.executable, "-m", "gatekeeper.cli", "db", "prune", "--older-than", older_than, "--db",
+             f"sqlite:///{path}"], stdout=log, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)}) as pruning:
         during: list[float] = []
         while pruning.poll() is None:
             during += _timed(one.decide, 20)
             time.sleep(0.01)  # an agent's pace, not a flood: the pruner must progress too
-        output = pruning.stdout.read() if pruning.stdout else ""
+        log.seek(0)
+        output = log.read()
     seconds = time.perf_counter() - started
     if pruning.returncode != 0:
         raise SystemExit(output)
