@@ -1,8 +1,9 @@
 """Read paths against months of history: each one's median at N decisions beside the empty database.
 
 Run: `python bench/history.py [--sizes 0,200k] [--rounds 5] [--cache .bench-cache]` (the issue's
-table: `--sizes 0,1M,5M`). Databases are built once by `history_world.py` and cached. Then, in
-alternating rounds, the real app answers in-process (Flask's test client) against each database:
+table: `--sizes 0,1M,5M`; `--steady --sizes 500k`: disk under a steady load, history_steady.py).
+Databases are built once by `history_world.py` and cached. Then, in alternating rounds, the real
+app answers in-process (Flask's test client) against each database:
 decide, outcome, the built-in gate source for the 10 open rollouts, an agent's history, the
 agent list, the dashboard's overview and agent page, and /metrics; each median is printed
 beside the empty database's with the ratio (target: every read path <= 1.5x). Then a worker's
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import history_steady
 import history_world as world
 from flask.testing import FlaskClient
 from sqlalchemy import text
@@ -240,6 +242,11 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=REPO / ".bench-cache")
     parser.add_argument("--no-prune", action="store_true", help="skip the pruning figures")
     parser.add_argument("--older-than", default="30d", help="the horizon `gatekeeper db prune` is run with")
+    parser.add_argument("--steady", action="store_true", help="only the steady-load disk figures (history_steady.py) "
+                        "on the largest of --sizes")
+    parser.add_argument("--rate", type=float, default=300.0, help="--steady: decisions a second")
+    parser.add_argument("--period", type=float, default=10.0, help="--steady: seconds between prune passes")
+    parser.add_argument("--passes", type=int, default=8, help="--steady: prune passes")
     parser.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--built-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -247,6 +254,10 @@ def main() -> None:
         _rss_child(args.rss_child, built_at=args.built_at, cache=args.cache)
         return
     sizes = sorted(set(world.sizes(args.sizes)) | {0})
+    if args.steady:
+        history_steady.run(size=sizes[-1], rate=args.rate, period_s=args.period, passes=args.passes,
+                           cache=args.cache, world_type=World)
+        return
     paths = {size: world.cached(args.cache, size) for size in sizes}
     worlds = {size: World(path, built_at=built_at, cache=args.cache) for size, (path, built_at) in paths.items()}
     found = measure(worlds, rounds=args.rounds, repeats=args.repeats)
