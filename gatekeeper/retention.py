@@ -3,13 +3,14 @@
 Each batch is one short transaction of sessions (with their decisions, rolled up into
 `rollout_days` first) or gate evaluations, sized by time: the next batch holds as many as the
 last ones' cost per row says fit in HOLD_S (5 ms) of write lock, never more than `batch`
-sessions or ten times as many evaluations. Each is followed by a pause as long as it took, so
-decisions wait at most ~HOLD_S for the write lock and have it at least half the time. (A fixed
-100 sessions held it 7-20 ms, up to 80 ms, and put the decisions' p99 beside a prune at ~20 ms.)
-What an open rollout's gates judge (its current tier's sessions and evaluations) and every
-approval's session are kept; transitions and approvals are never deleted
-(store/retention_records.py has the rules). The scheduler's leader prunes once an hour;
-`gatekeeper db prune` prunes on demand.
+sessions or ten times as many evaluations. Each is followed by a pause as long as it held the
+lock, which begins with a PASSIVE checkpoint of the WAL (the batches' connection does not
+checkpoint inside its COMMIT: store/retention_records.Batches), so decisions wait at most
+~HOLD_S for the write lock and have it at least half the time. (A fixed 100 sessions held it
+7-20 ms, up to 80 ms, and put the decisions' p99 beside a prune at ~20 ms.) What an open
+rollout's gates judge (its current tier's sessions and evaluations) and every approval's
+session are kept; transitions and approvals are never deleted (store/retention_records.py has
+the rules). The scheduler's leader prunes once an hour; `gatekeeper db prune` prunes on demand.
 """
 
 from __future__ import annotations
@@ -71,15 +72,18 @@ def prune(db: Database, *, older_than_s: float, now: float, batch: int = 100, dr
     sessions, evaluations = BatchSize(batch, hold_s=hold_s), BatchSize(batch * 10, hold_s=hold_s)
     with db.reading() as tx:
         agents = retention_records.agent_ids(db=tx)
-    for agent_id in agents:
-        _prune_sessions(db, agent_id, cutoff=cutoff, size=sessions, dry_run=dry_run, total=total, progress=progress)
-        _prune_evaluations(db, agent_id, cutoff=cutoff, size=evaluations, dry_run=dry_run, total=total,
-                           progress=progress)
+    with retention_records.batches(db) as writes:
+        for agent_id in agents:
+            _prune_sessions(db, writes, agent_id, cutoff=cutoff, size=sessions, dry_run=dry_run, total=total,
+                            progress=progress)
+            _prune_evaluations(db, writes, agent_id, cutoff=cutoff, size=evaluations, dry_run=dry_run, total=total,
+                               progress=progress)
     return total
 
 
-def _prune_sessions(db: Database, agent_id: int, *, cutoff: float, size: BatchSize, dry_run: bool, total: Pruned,
-                    progress: Callable[[str, Pruned], None] | None) -> None:
+def _prune_sessions(db: Database, writes: retention_records.Batches, agent_id: int, *, cutoff: float,
+                    size: BatchSize, dry_run: bool, total: Pruned, progress: Callable[[str, Pruned], None] | None
+                    ) -> None:
     if dry_run:
         with db.reading() as tx:
             found = retention_records.prunable_sessions(agent_id, cutoff=cutoff, limit=2**62, db=tx)
@@ -90,11 +94,11 @@ def _prune_sessions(db: Database, agent_id: int, *, cutoff: float, size: BatchSi
     while True:
         limit = size.size
         started = time.perf_counter()
-        with db.transaction() as tx:
+        with writes.transaction() as tx:
             found = retention_records.prunable_sessions(agent_id, cutoff=cutoff, limit=limit, db=tx)
             retention_records.roll_up(found, db=tx)
             total.decisions += retention_records.delete_sessions(found, db=tx)
-        size.took(len(found), _yield_lock(started))
+        size.took(len(found), _yield_lock(writes, started))
         total.sessions += len(found)
         if progress and found:
             progress("sessions", total)
@@ -102,8 +106,9 @@ def _prune_sessions(db: Database, agent_id: int, *, cutoff: float, size: BatchSi
             return
 
 
-def _prune_evaluations(db: Database, agent_id: int, *, cutoff: float, size: BatchSize, dry_run: bool, total: Pruned,
-                       progress: Callable[[str, Pruned], None] | None) -> None:
+def _prune_evaluations(db: Database, writes: retention_records.Batches, agent_id: int, *, cutoff: float,
+                       size: BatchSize, dry_run: bool, total: Pruned, progress: Callable[[str, Pruned], None] | None
+                       ) -> None:
     with db.reading() as tx:
         rollout_ids = retention_records.rollouts_with_old_evaluations(agent_id, cutoff=cutoff, db=tx)
     for rollout_id in rollout_ids:
@@ -116,23 +121,24 @@ def _prune_evaluations(db: Database, agent_id: int, *, cutoff: float, size: Batc
         while start < len(found):
             chunk = found[start:start + size.size]
             began = time.perf_counter()
-            with db.transaction() as tx:
+            with writes.transaction() as tx:
                 retention_records.delete_evaluations(chunk, db=tx)
-            size.took(len(chunk), _yield_lock(began))
+            size.took(len(chunk), _yield_lock(writes, began))
             start += len(chunk)
             total.evaluations += len(chunk)
             if progress:
                 progress("gate evaluations", total)
 
 
-def _yield_lock(started: float) -> float:
+def _yield_lock(writes: retention_records.Batches, started: float) -> float:
     """Pause as long as the batch held the write lock (at most a second): writers waiting on it go first.
 
-    Return how long the batch took (its transaction, commit included).
+    The pause begins with the WAL checkpoint (it holds no write lock); return how long the batch held the lock.
     """
-    took = time.perf_counter() - started
-    time.sleep(min(1.0, took))
-    return took
+    held = time.perf_counter() - started
+    writes.checkpoint()
+    time.sleep(max(0.0, min(1.0, held) - (time.perf_counter() - started - held)))
+    return held
 
 
 class RetentionJob:

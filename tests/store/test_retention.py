@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from gatekeeper.cli import main
 from gatekeeper.metric_sources import InMemorySource
 from gatekeeper.retention import BatchSize, RetentionJob, prune
 from gatekeeper.scheduler import GateScheduler
-from gatekeeper.store import dashboard_records, scrape_records
+from gatekeeper.store import dashboard_records, retention_records, scrape_records
 from gatekeeper.store.models import AgentSession, Approval, Decision, GateEvaluation, Rollout, RolloutDay, Transition
 from tests.support.app import svc
 
@@ -211,6 +211,31 @@ def test_the_write_lock_is_free_between_two_batches(app: Flask) -> None:
 
     done = prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=4, hold_s=math.inf, progress=decide_between)
     assert done.sessions == 16 and taken.count("sessions") == 6 and "gate evaluations" in taken
+
+
+def test_pruning_hands_its_connection_back_with_the_automatic_checkpoint_as_it_was(app: Flask,
+                                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                                  ) -> None:
+    now = time.time()
+    _seed(app, now)
+    database = svc(app).db
+
+    def autocheckpoint() -> set[int]:
+        """Return the setting of every connection idle in the pool (all checked out at once)."""
+        with ExitStack() as stack:
+            idle = [stack.enter_context(database.engine.connect()) for _ in range(database.engine.pool.checkedin())]
+            return {int(c.connection.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+                    for c in idle}
+
+    assert autocheckpoint() == {1000}
+    assert prune(database, older_than_s=30 * DAY, now=now, batch=100).sessions == 4
+    assert autocheckpoint() == {1000}
+    _seed_more(app, now)
+    monkeypatch.setattr(retention_records, "delete_sessions", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        prune(database, older_than_s=30 * DAY, now=now, batch=100)
+    assert autocheckpoint() == {1000}  # a failed pass restores it too
+    assert len(_kept(app)[0]) == len(KEPT) + 12  # and its batch was rolled back
 
 
 def test_the_command_prunes_in_batches_with_progress_and_dry_runs(app: Flask, db_url: str) -> None:
