@@ -3,18 +3,20 @@
 `python bench/history.py --steady [--sizes 500k] [--rate 300] [--period 10] [--passes 8]` copies
 the cached database of that many decisions (D days of history) and keeps D days: the bench
 process decides through the real app at `--rate` a second, and every `--period` seconds a
-subprocess runs one retention pass (`gatekeeper.retention.prune`, as the scheduler and `gatekeeper
-db prune` do) with its clock moved on by as much history as the bench inserted meanwhile (time
-is compressed: a pass deletes the oldest period's worth of the world's ~55,600 decisions a day,
-about what was just inserted). Each pass prints what it deleted and how fast, the insert rate, the
-file and WAL size and the decisions' latency during the passes and between them. The file must
-stay flat once the first pass has freed pages: SQLite reuses them. A benchmark: it never fails.
+pruning subprocess (started once) runs one retention pass (`gatekeeper.retention.prune`, as the
+scheduler and `gatekeeper db prune` do) with its clock moved on by as much history as the bench
+inserted meanwhile (time is compressed: a pass deletes the oldest period's worth of the world's
+~55,600 decisions a day, about what was just inserted). Each pass prints what it deleted and how
+fast, the insert rate, the file and WAL size and the decisions' latency during the passes and
+between them. The file must stay flat once the first pass has freed pages: SQLite reuses them.
+A benchmark: it never fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import sqlite3
 import subprocess
 import sys
@@ -42,23 +44,27 @@ def run(*, size: int, rate: float, period_s: float, passes: int, cache: Path, wo
     during: list[float] = []
     between: list[float] = []
     virtual, decided, sizes = built_at, 0, []
+    pruner = subprocess.Popen([sys.executable, __file__, str(path), str(horizon)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, bufsize=1,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])})
+    assert pruner.stdin and pruner.stdout
+    pruner.stdout.readline()  # ready: imported and connected, so passes time pruning only
     for number in range(passes):
         started = time.perf_counter()
         virtual += decided / PER_DAY * world.DAY  # the pass deletes about as much old history as was just added
-        child = subprocess.Popen([sys.executable, __file__, str(path), str(virtual), str(horizon)],
-                                 stdout=subprocess.PIPE, text=True,
-                                 env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])})
-        decided = 0
-        while child.poll() is None or time.perf_counter() - started < period_s:
+        pruner.stdin.write(f"{virtual}\n")
+        decided, answer = 0, ""
+        while not answer or time.perf_counter() - started < period_s:
             late = started + decided / rate - time.perf_counter()
             if late > 0:
                 time.sleep(late)
             began = time.perf_counter()
             one.decide()
-            (during if child.poll() is None else between).append(time.perf_counter() - began)
+            (between if answer else during).append(time.perf_counter() - began)
             decided += 1
-        out, _ = child.communicate()
-        got = json.loads(out.strip().splitlines()[-1])
+            if not answer and select.select([pruner.stdout], [], [], 0)[0]:
+                answer = pruner.stdout.readline()
+        got = json.loads(answer)
         wall = time.perf_counter() - started
         pages, free, page = _pages(path)
         sizes.append(path.stat().st_size)
@@ -66,6 +72,8 @@ def run(*, size: int, rate: float, period_s: float, passes: int, cache: Path, wo
               f"({got['decisions'] / max(got['seconds'], 1e-9):,.0f}/s while pruning); inserted {decided:,} in "
               f"{wall:.1f} s ({decided / wall:,.0f}/s); file {sizes[-1] / 1e6:.1f} MB ({free * page / 1e6:.1f} MB "
               f"free pages), WAL {_size(Path(f'{path}-wal')) / 1e6:.1f} MB", flush=True)
+    pruner.stdin.close()
+    pruner.wait(timeout=60)
     one.svc.db.dispose()
     print(f"  decide during the passes: {_quantiles(during)}; between them: {_quantiles(between)}")
     print(f"  file over the passes: {' -> '.join(f'{s / 1e6:.1f}' for s in sizes)} MB; from pass 2 to the last "
@@ -99,16 +107,19 @@ def _quantiles(samples: list[float]) -> str:
     return f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max {ordered[-1] * 1000:.1f} ms ({len(ordered):,} calls)"
 
 
-def _pass(path: str, now: float, horizon: float) -> None:
-    """Run one retention pass at `now` and print what it deleted and its time as JSON."""
+def _passes(path: str, horizon: float) -> None:
+    """Say ready, then for each clock read from stdin run one retention pass and print what it deleted as JSON."""
     database = Database(f"sqlite:///{path}")
-    started = time.perf_counter()
+    print("ready", flush=True)
     try:
-        got = prune(database, older_than_s=horizon, now=now)
+        for line in sys.stdin:
+            started = time.perf_counter()
+            got = prune(database, older_than_s=horizon, now=float(line))
+            print(json.dumps({"decisions": got.decisions, "sessions": got.sessions,
+                              "seconds": time.perf_counter() - started}), flush=True)
     finally:
         database.dispose()
-    print(json.dumps({"decisions": got.decisions, "sessions": got.sessions, "seconds": time.perf_counter() - started}))
 
 
 if __name__ == "__main__":
-    _pass(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))
+    _passes(sys.argv[1], float(sys.argv[2]))
