@@ -1,8 +1,9 @@
 """Read paths against months of history: each one's median at N decisions beside the empty database.
 
 Run: `python bench/history.py [--sizes 0,200k] [--rounds 5] [--cache .bench-cache]` (the issue's
-table: `--sizes 0,1M,5M`). Databases are built once by `history_world.py` and cached. Then, in
-alternating rounds, the real app answers in-process (Flask's test client) against each database:
+table: `--sizes 0,1M,5M`; `--steady --sizes 500k`: disk under a steady load, history_steady.py).
+Databases are built once by `history_world.py` and cached. Then, in alternating rounds, the real
+app answers in-process (Flask's test client) against each database:
 decide, outcome, the built-in gate source for the 10 open rollouts, an agent's history, the
 agent list, the dashboard's overview and agent page, and /metrics; each median is printed
 beside the empty database's with the ratio (target: every read path <= 1.5x). Then a worker's
@@ -20,12 +21,14 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import history_steady
 import history_world as world
 from flask.testing import FlaskClient
 from sqlalchemy import text
@@ -193,14 +196,18 @@ def prune_figures(path: Path, *, older_than: str, built_at: float, cache: Path) 
     one = World(path, built_at=built_at, cache=cache)
     idle = _timed(one.decide, 300)
     started = time.perf_counter()
-    with subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "db", "prune", "--older-than", older_than,
-                           "--db", f"sqlite:///{path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}) as pruning:
+    # The progress lines go to a file: a pipe nobody reads until the end fills after ~800 batches and
+    # the pruner blocks on its next line for good (a 5M prune "beside decisions" never ended that way).
+    with tempfile.TemporaryFile("w+") as log, subprocess.Popen(
+            [sys.executable, "-m", "gatekeeper.cli", "db", "prune", "--older-than", older_than, "--db",
+             f"sqlite:///{path}"], stdout=log, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)}) as pruning:
         during: list[float] = []
         while pruning.poll() is None:
             during += _timed(one.decide, 20)
             time.sleep(0.01)  # an agent's pace, not a flood: the pruner must progress too
-        output = pruning.stdout.read() if pruning.stdout else ""
+        log.seek(0)
+        output = log.read()
     seconds = time.perf_counter() - started
     if pruning.returncode != 0:
         raise SystemExit(output)
@@ -234,6 +241,11 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=REPO / ".bench-cache")
     parser.add_argument("--no-prune", action="store_true", help="skip the pruning figures")
     parser.add_argument("--older-than", default="30d", help="the horizon `gatekeeper db prune` is run with")
+    parser.add_argument("--steady", action="store_true", help="only the steady-load disk figures (history_steady.py) "
+                        "on the largest of --sizes")
+    parser.add_argument("--rate", type=float, default=300.0, help="--steady: decisions a second")
+    parser.add_argument("--period", type=float, default=10.0, help="--steady: seconds between prune passes")
+    parser.add_argument("--passes", type=int, default=8, help="--steady: prune passes")
     parser.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--built-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -241,6 +253,10 @@ def main() -> None:
         _rss_child(args.rss_child, built_at=args.built_at, cache=args.cache)
         return
     sizes = sorted(set(world.sizes(args.sizes)) | {0})
+    if args.steady:
+        history_steady.run(size=sizes[-1], rate=args.rate, period_s=args.period, passes=args.passes,
+                           cache=args.cache, world_type=World)
+        return
     paths = {size: world.cached(args.cache, size) for size in sizes}
     worlds = {size: World(path, built_at=built_at, cache=args.cache) for size, (path, built_at) in paths.items()}
     found = measure(worlds, rounds=args.rounds, repeats=args.repeats)

@@ -11,14 +11,17 @@ never deleted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from gatekeeper.core.ladder import TERMINAL_STATES
 from gatekeeper.store import dashboard_records
+from gatekeeper.store.db import Database
 
 DAY_S = 86_400
 _OPEN = "r.state NOT IN ({})".format(", ".join(f"'{state}'" for state in sorted(TERMINAL_STATES)))
@@ -115,3 +118,54 @@ def delete_evaluations(evaluation_ids: Sequence[int], *, db: Session) -> None:
     """Delete these gate evaluations (their counts in `gate_evaluation_counts` stay: counters never fall)."""
     if evaluation_ids:
         db.execute(_DELETE_EVALUATIONS, {"ids": list(evaluation_ids)})
+
+
+class Batches:
+    """Pruning's write transactions, all on one connection that checkpoints the WAL only when asked.
+
+    On SQLite a commit that leaves more than 1,000 pages in the WAL copies them into the
+    database file (and syncs it) right away, inside the COMMIT call: a batch then seemed to
+    hold the write lock longer than it did and the next one was made smaller than needed.
+    Here the copy happens in `checkpoint`, during the pause between batches (PASSIVE: it never
+    waits for, nor blocks, a decision), and the connection goes back to the pool as it came.
+    """
+
+    def __init__(self, connection: Connection, *, sqlite: bool) -> None:
+        self.connection = connection
+        self.sqlite = sqlite
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a unit of work on the pruning connection; commit on success, roll back on error."""
+        with Session(bind=self.connection, expire_on_commit=False) as db:
+            try:
+                yield db
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, as far as readers allow (SQLite; else nothing)."""
+        if self.sqlite:
+            self._driver().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _driver(self) -> Any:
+        return self.connection.connection.driver_connection
+
+
+@contextmanager
+def batches(database: Database) -> Iterator[Batches]:
+    """Yield pruning's `Batches` on a connection of the pool whose automatic WAL checkpoint is off meanwhile."""
+    with database.engine.connect() as connection:
+        found = Batches(connection, sqlite=database.is_sqlite)
+        if not database.is_sqlite:
+            yield found
+            return
+        driver = found._driver()  # PRAGMAs on the driver: the engine's BEGIN IMMEDIATE is not wanted here
+        before = int(driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        driver.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            yield found
+        finally:
+            driver.execute(f"PRAGMA wal_autocheckpoint={before}")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from sqlmodel import col, select
 from gatekeeper import rollouts
 from gatekeeper.cli import main
 from gatekeeper.metric_sources import InMemorySource
-from gatekeeper.retention import RetentionJob, prune
+from gatekeeper.retention import BatchSize, RetentionJob, prune
 from gatekeeper.scheduler import GateScheduler
-from gatekeeper.store import dashboard_records, scrape_records
+from gatekeeper.store import dashboard_records, retention_records, scrape_records
 from gatekeeper.store.models import AgentSession, Approval, Decision, GateEvaluation, Rollout, RolloutDay, Transition
 from tests.support.app import svc
 
@@ -127,9 +128,10 @@ def test_pruning_keeps_what_open_gates_and_approvals_need_and_rolls_up_the_rest(
     assert (dry.sessions, dry.decisions, dry.evaluations) == (4, 8, len(prunable - charted))
     assert _kept(app)[0] == KEPT | {"old-closed", "old-closed-stable", "open-before-tier", "no-rollout-old"}
     lines: list[str] = []
-    done = prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=2, progress=lambda what, t: lines.append(what))
+    done = prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=2, progress=lambda what, t: lines.append(what),
+                 hold_s=math.inf)
     assert (done.sessions, done.decisions, done.evaluations) == (4, 8, len(prunable - charted))
-    assert lines.count("sessions") == 2  # batches of two sessions, one transaction each
+    assert lines.count("sessions") == 3  # 1, 2 (the limit), then the last one: one transaction each
     sessions, decisions, evaluations, transitions, approvals = _kept(app)
     assert sessions == decisions == KEPT
     # The open rollout's current tier is kept whole; of the rest, what the charts show.
@@ -148,6 +150,92 @@ def test_pruning_keeps_what_open_gates_and_approvals_need_and_rolls_up_the_rest(
     assert counted == {"hold": 720 + 288 + 648 + 1.0}
     again = prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=2)
     assert (again.sessions, again.evaluations) == (0, 0)
+
+
+def test_batches_are_sized_by_the_time_they_hold_the_lock() -> None:
+    size = BatchSize(100, hold_s=0.005)
+    assert size.size == 1
+    grown = []
+    for _ in range(8):  # 0.1 ms a row: 50 would fit, but a batch at most doubles the last
+        size.took(size.size, size.size * 0.0001)
+        grown.append(size.size)
+    assert grown == [2, 4, 8, 16, 32, 50, 50, 50]
+    size.took(50, 0.05)  # ten times slower: the next batch shrinks at once (halfway, the cost is averaged)
+    assert size.size == 9
+    size.took(9, 10.0)
+    assert size.size == 1
+    size.took(0, 0.0)  # an empty batch teaches nothing
+    assert size.size == 1
+    capped = BatchSize(3, hold_s=1.0)
+    for _ in range(4):
+        capped.took(capped.size, 0.0)
+    assert capped.size == 3
+
+
+@ON_BOTH
+def test_a_slow_prune_goes_one_session_at_a_time_and_a_fast_one_grows_to_the_limit(app: Flask) -> None:
+    now = time.time()
+    _seed(app, now)
+    slow: list[int] = []
+    done = prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=100, hold_s=0.0,
+                 progress=lambda what, t: slow.append(t.sessions) if what == "sessions" else None)
+    assert done.sessions == 4 and slow == [1, 2, 3, 4]
+    again = _seed_more(app, now)
+    fast: list[int] = []
+    prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=4, hold_s=math.inf,
+          progress=lambda what, t: fast.append(t.sessions) if what == "sessions" else None)
+    assert fast == [1, 3, 7, 11, again], fast  # 1, 2, 4, then the limit of 4 per batch
+
+
+def _seed_more(app: Flask, now: float) -> int:
+    """Add 12 old sessions with no rollout to the seeded agent; return how many sessions are prunable."""
+    with svc(app).db.transaction() as db:
+        agent_id = int(db.execute(text("SELECT id FROM agents")).scalar_one())
+        for n in range(12):
+            db.add(_session(f"more{n}", agent_id=agent_id, rollout_id=None, arm="stable", started=now - 40 * DAY + n))
+    return 12
+
+
+def test_the_write_lock_is_free_between_two_batches(app: Flask) -> None:
+    now = time.time()
+    _seed(app, now)
+    _seed_more(app, now)
+    path = svc(app).settings.database_url.split("///", 1)[1]
+    taken: list[str] = []
+
+    def decide_between(what: str, _total: object) -> None:
+        with closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if a batch still held it
+            other.execute("ROLLBACK")
+        taken.append(what)
+
+    done = prune(svc(app).db, older_than_s=30 * DAY, now=now, batch=4, hold_s=math.inf, progress=decide_between)
+    assert done.sessions == 16 and taken.count("sessions") == 6 and "gate evaluations" in taken
+
+
+def test_pruning_hands_its_connection_back_with_the_automatic_checkpoint_as_it_was(app: Flask,
+                                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                                  ) -> None:
+    now = time.time()
+    _seed(app, now)
+    database = svc(app).db
+
+    def autocheckpoint() -> set[int]:
+        """Return the setting of every connection idle in the pool (all checked out at once)."""
+        with ExitStack() as stack:
+            idle = [stack.enter_context(database.engine.connect()) for _ in range(database.engine.pool.checkedin())]
+            return {int(c.connection.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+                    for c in idle}
+
+    assert autocheckpoint() == {1000}
+    assert prune(database, older_than_s=30 * DAY, now=now, batch=100).sessions == 4
+    assert autocheckpoint() == {1000}
+    _seed_more(app, now)
+    monkeypatch.setattr(retention_records, "delete_sessions", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        prune(database, older_than_s=30 * DAY, now=now, batch=100)
+    assert autocheckpoint() == {1000}  # a failed pass restores it too
+    assert len(_kept(app)[0]) == len(KEPT) + 12  # and its batch was rolled back
 
 
 def test_the_command_prunes_in_batches_with_progress_and_dry_runs(app: Flask, db_url: str) -> None:
