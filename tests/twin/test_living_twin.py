@@ -10,40 +10,16 @@ drops and the rollout holds in twin with `twin_unfaithful`.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 import yaml
 
 from gatekeeper.client import Gatekeeper, Session
+from tests.support.living_twin import POLICY, agent_status, wait_for
 from tests.support.processes import Deployment
-
-POLICY = """\
-name: twinpol
-agents: [twinbot]
-tools: {lookup_customer: read_only, refund_payment: irreversible, send_email: irreversible,
-        update_ticket: reversible}
-stages:
-  twin:
-    gate: {min_runs: 3, min_pass_rate: 0.5, max_twin_age: 1h, min_fidelity: 0.9, min_replays: 1}
-    scenario_files: [twinpol.scenarios.yaml]
-    differences: ["payments go to a fake processor"]
-  canary:
-    tiers: [50]
-    caps: {tool_calls_per_session: 10, spend_per_session: 1.00}
-    approval_required: []
-  expansion:
-    tiers: [100]
-    caps: {tool_calls_per_session: 10, spend_per_session: 1.00}
-stable_caps: {tool_calls_per_session: 10, spend_per_session: 1.00}
-gate: {interval: 1s, window: 1m, soak: 1s, min_sessions: 4}
-"""
-DEADLINE_S = 60.0
 
 
 class RefundTool:
@@ -72,22 +48,8 @@ def agent_run(session: Session, refund: RefundTool, *, amount: int = 20) -> list
     return [*done, follow_up]
 
 
-def rollout(deployment: Deployment, rm: str) -> dict[str, Any]:
-    answer = requests.get(f"{deployment.url}/v1/agents/twinbot", headers={"Authorization": f"Bearer {rm}"},
-                          timeout=10)
-    assert answer.status_code == 200, answer.text
-    found: dict[str, Any] = answer.json()
-    return found
 
 
-def wait_for(deployment: Deployment, rm: str, want: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        status = rollout(deployment, rm)
-        if want(status):
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"the rollout never got there: {json.dumps(status)[:3000]}")
 
 
 def twin_session(gk: Gatekeeper, *, arm: str | None = None) -> Session:
@@ -174,4 +136,4 @@ def test_a_live_stable_session_becomes_a_scenario_and_a_drifting_twin_holds_the_
         assert report["fidelity"]["diverging"] == [
             {"scenario": "refund-a1", "detail": "step 2: expected send_email, got update_ticket"}]
         time.sleep(1.5)  # still held on the next evaluations: no promotion past an unfaithful twin
-        assert rollout(deployment, rm)["rollout"]["stage"] == "twin"
+        assert agent_status(deployment, rm)["rollout"]["stage"] == "twin"

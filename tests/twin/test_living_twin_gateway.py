@@ -21,33 +21,11 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-import requests
 import yaml
-from sqlalchemy import create_engine, text
 
+from tests.support.living_twin import POLICY, agent_status, wait_for
 from tests.support.mcp_gateway import McpProcesses, connect, effects, run_async, write_gateway_file
 from tests.support.processes import Deployment
-
-POLICY = """\
-name: twinpol
-agents: [twinbot]
-tools: {lookup_customer: read_only, refund_payment: irreversible, send_email: irreversible,
-        update_ticket: reversible}
-stages:
-  twin:
-    gate: {min_runs: 3, min_pass_rate: 0.5, max_twin_age: 1h, min_fidelity: 0.9, min_replays: 1}
-    scenario_files: [twinpol.scenarios.yaml]
-  canary:
-    tiers: [50]
-    caps: {tool_calls_per_session: 10, spend_per_session: 1.00}
-    approval_required: []
-  expansion:
-    tiers: [100]
-    caps: {tool_calls_per_session: 10, spend_per_session: 1.00}
-stable_caps: {tool_calls_per_session: 10, spend_per_session: 1.00}
-gate: {interval: 1s, window: 1m, soak: 1s, min_sessions: 4}
-"""
-DEADLINE_S = 60.0
 
 
 def _text(result: types.CallToolResult) -> str:
@@ -72,35 +50,15 @@ def agent_run(url: str, token: str, *, amount: int = 20, **twin: str) -> list[st
     return run_async(main)
 
 
-def sessions(deployment: Deployment) -> list[dict[str, Any]]:
-    """Return every session of the deployment, oldest first (the database the gateway writes)."""
-    engine = create_engine(deployment.database_url)
-    try:
-        with engine.connect() as db:
-            rows = db.execute(text("SELECT id, environment, arm, version, scenario, status, passed FROM sessions"
-                                   " ORDER BY started_at")).mappings().all()
-        return [dict(row) for row in rows]
-    finally:
-        engine.dispose()
+def sessions(deployment: Deployment, rm: str) -> list[dict[str, Any]]:
+    """Return the agent's sessions, oldest first, as a release manager lists them (`gatekeeper sessions`)."""
+    page = json.loads(deployment.cli("sessions", "twinbot", "--json", token=rm).stdout)
+    assert page["next"] is None  # one page holds them all
+    return list(reversed(page["items"]))
 
 
-def status(deployment: Deployment, rm: str) -> dict[str, Any]:
-    answer = requests.get(f"{deployment.url}/v1/agents/twinbot", headers={"Authorization": f"Bearer {rm}"},
-                          timeout=10)
-    assert answer.status_code == 200, answer.text
-    found: dict[str, Any] = answer.json()
-    return found
 
 
-def wait_for(deployment: Deployment, rm: str, want: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + DEADLINE_S
-    found: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        found = status(deployment, rm)
-        if want(found):
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"the rollout never got there: {json.dumps(found)[:3000]}")
 
 
 @pytest.mark.slow
@@ -125,18 +83,18 @@ def test_a_stable_session_recorded_through_the_gateway_becomes_a_scenario_and_a_
 
         # Production: the stable version serves a live session through the gateway, which records it.
         assert agent_run(url, token) == ["lookup_customer", "refund_payment", "send_email"]
-        (recorded,) = sessions(deployment)
+        (recorded,) = sessions(deployment, rm)
         assert (recorded["environment"], recorded["arm"], recorded["version"]) == ("live", "stable", "v1")
         assert recorded["status"] == "ok"  # the MCP session's close ended it
         assert [e["tool"] for e in effects(live_effects)] == ["lookup_customer", "refund_payment", "send_email"]
-        made = deployment.cli("scenario", "from-session", recorded["id"], "--name", "refund-a1", "--forbid",
+        made = deployment.cli("scenario", "from-session", recorded["session_id"], "--name", "refund-a1", "--forbid",
                               "update_ticket", token=rm).stdout
         assert "scenario refund-a1 added to" in made and "expect: refund_payment, send_email" in made
         written = yaml.safe_load((policies / "twinpol.scenarios.yaml").read_text())
         assert written["scenarios"]["refund-a1"] == {
             "expect": ["refund_payment", "send_email"], "forbid": ["update_ticket"],
             "arguments": [{"order": "A-1", "amount": 20}, {"to": "c-7@example.com"}]}
-        assert written["recorded"]["refund-a1"]["session"] == recorded["id"]
+        assert written["recorded"]["refund-a1"]["session"] == recorded["session_id"]
 
         deployment.cli("rollout", "start", "twinbot", "v2", "--reason", "faster refunds", token=rm)
         time.sleep(1.2)  # serve and the gateway reload the policy folder (GATEKEEPER_POLICY_RELOAD=1s)
@@ -144,7 +102,7 @@ def test_a_stable_session_recorded_through_the_gateway_becomes_a_scenario_and_a_
         # The candidate's twin runs through the gateway, judged against the recorded scenario when they end.
         agent_run(url, token, amount=200, Scenario="refund-a1")  # the wrong amount
         agent_run(url, token, Scenario="refund-a1")
-        wrong, right = sessions(deployment)[1:]
+        wrong, right = sessions(deployment, rm)[1:]
         assert (wrong["environment"], wrong["arm"], wrong["version"], wrong["scenario"]) == (
             "twin", "candidate", "v2", "refund-a1")
         assert (wrong["passed"], right["passed"]) == (False, True)
@@ -154,7 +112,7 @@ def test_a_stable_session_recorded_through_the_gateway_becomes_a_scenario_and_a_
 
         # The stable version's own twin run through the gateway reproduces production: faithful.
         agent_run(url, token, Scenario="refund-a1", Arm="stable")
-        replay = sessions(deployment)[-1]
+        replay = sessions(deployment, rm)[-1]
         assert (replay["arm"], replay["version"], replay["passed"]) == ("stable", "v1", True)
         found = wait_for(deployment, rm, lambda s: (s.get("gate_report") or {}).get("values", {}).get("replays"))
         assert found["gate_report"]["values"]["fidelity"] == 1.0 and found["rollout"]["stage"] == "twin"
@@ -166,7 +124,7 @@ def test_a_stable_session_recorded_through_the_gateway_becomes_a_scenario_and_a_
             assert agent_run(url, token, Scenario="refund-a1", Arm="stable")[-1] == "update_ticket"
         drift.unlink()  # the candidate's third run itself passes: only fidelity stops the rollout
         assert agent_run(url, token, Scenario="refund-a1")[-1] == "send_email"
-        assert [row["passed"] for row in sessions(deployment)[-3:]] == [False, False, True]
+        assert [row["passed"] for row in sessions(deployment, rm)[-3:]] == [False, False, True]
         wait_for(deployment, rm, lambda s: s["rollout"]["state"] == "held"
                  and "twin_unfaithful" in (s["rollout"].get("state_reason") or "")
                  and s["gate_report"]["values"]["runs"] == 3)  # an evaluation that saw the third run
@@ -181,4 +139,4 @@ def test_a_stable_session_recorded_through_the_gateway_becomes_a_scenario_and_a_
         assert report["fidelity"]["diverging"] == [
             {"scenario": "refund-a1", "detail": "step 2: expected send_email, got update_ticket"}]
         time.sleep(1.5)  # still held on the next evaluations: no promotion past an unfaithful twin
-        assert status(deployment, rm)["rollout"]["stage"] == "twin"
+        assert agent_status(deployment, rm)["rollout"]["stage"] == "twin"
