@@ -22,7 +22,15 @@ from gatekeeper.core.budgets import to_micros
 from gatekeeper.errors import Conflict
 from gatekeeper.store.hot_path import HotPath
 from tests.support.app import svc
-from tests.support.runtime import POLICY, Runtime, assert_exact, counts, hammer, open_sessions
+from tests.support.runtime import (
+    WITH_WIRE_MONEY,
+    Runtime,
+    assert_exact,
+    counts,
+    hammer,
+    open_sessions,
+    policy_folder,
+)
 from tests.support.servers import Server
 
 ON_POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
@@ -31,11 +39,7 @@ ON_POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     """The hotpath policy with one more irreversible tool, which no sequence rule names."""
-    folder = tmp_path / "policies"
-    folder.mkdir()
-    (folder / "hotpath.yaml").write_text(POLICY.replace("refund_payment: irreversible}",
-                                                        "refund_payment: irreversible, wire_money: irreversible}"))
-    return folder
+    return policy_folder(tmp_path, WITH_WIRE_MONEY)
 
 
 @contextlib.contextmanager

@@ -22,17 +22,13 @@ from gatekeeper.core.budgets import to_micros
 from gatekeeper.errors import Conflict
 from gatekeeper.store.hot_path import HotPath
 from tests.support.app import svc
-from tests.support.runtime import POLICY, Runtime, counts
+from tests.support.runtime import WITH_WIRE_MONEY, Runtime, counts, policy_folder
 
 
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     """The hotpath policy with one more irreversible tool, which no sequence rule names."""
-    folder = tmp_path / "policies"
-    folder.mkdir()
-    (folder / "hotpath.yaml").write_text(POLICY.replace("refund_payment: irreversible}",
-                                                        "refund_payment: irreversible, wire_money: irreversible}"))
-    return folder
+    return policy_folder(tmp_path, WITH_WIRE_MONEY)
 
 
 @contextlib.contextmanager

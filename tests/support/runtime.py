@@ -48,13 +48,23 @@ PERCENT = {("canary", 0): 1.0, ("canary", 1): 5.0, ("expansion", 0): 10.0, ("exp
            ("expansion", 2): 50.0, ("expansion", 3): 100.0, ("shadow", 0): 50.0}
 
 
+# The same policy with one more irreversible tool that no sequence rule names (the one-statement paths).
+WITH_WIRE_MONEY = POLICY.replace("refund_payment: irreversible}",
+                                 "refund_payment: irreversible, wire_money: irreversible}")
+
+
+def policy_folder(tmp_path: Path, text: str = POLICY) -> Path:
+    """Return a policy folder holding `text` as the `hotpath` policy."""
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "hotpath.yaml").write_text(text)
+    return folder
+
+
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     """A policy folder holding the `hotpath` test policy (agents bot and other-bot)."""
-    folder = tmp_path / "policies"
-    folder.mkdir()
-    (folder / "hotpath.yaml").write_text(POLICY)
-    return folder
+    return policy_folder(tmp_path)
 
 
 @pytest.fixture
