@@ -15,7 +15,7 @@
 | GATEKEEPER_WEBHOOK_URLS | (none) | comma-separated URLs notified of every transition |
 | GATEKEEPER_MAX_BODY_BYTES | 65536 | largest accepted request body |
 | GATEKEEPER_RETENTION | 30d | sessions, decisions and gate evaluations older than this are pruned (rolled up first) |
-| GATEKEEPER_RETENTION_BATCH | 100 | at most this many sessions (with their decisions) per pruning transaction, each sized to hold the write lock ~5 ms; evaluations 10x |
+| GATEKEEPER_RETENTION_BATCH | 100 | most sessions per pruning transaction (sized to ~5 ms); evaluations 10x |
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 from gatekeeper.core.chaos import ToolChaos
 from gatekeeper.core.vocabulary import ToolClass
@@ -39,8 +39,9 @@ def _hash_fields(self: Any) -> int:
     return hash(tuple(frozenset(v.items()) if isinstance(v, Mapping) else v for v in vars(self).values()))
 
 
-@dataclass(frozen=True)
-class Caps:
+class Caps(NamedTuple):
+    """A session's caps (a tuple: built per decision from the session's row)."""
+
     tool_calls_per_session: int
     spend_per_session_micros: int
 

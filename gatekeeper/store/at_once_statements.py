@@ -129,4 +129,4 @@ def reserve_as_predicted(session_id: str, *, hot: HotPath, predicted: SessionFac
             row = {**row, "remaining_tool_calls": max(predicted.cap_tool_calls - calls, 0),
                    "remaining_spend_micros": max(predicted.cap_spend_micros - micros, 0)}
         insert_decision(tx, row)
-    return AtOnce(predicted._replace(tool_calls=calls, spend_micros=micros), (calls, micros), True, None)
+    return AtOnce(predicted, (calls, micros), True, None)  # a prediction's counters are never read
