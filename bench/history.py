@@ -192,7 +192,7 @@ class PruneFigures:
 
 def prune_figures(path: Path, *, older_than: str, built_at: float, cache: Path) -> PruneFigures:
     """Run `gatekeeper db prune` on the working copy while this process keeps deciding on the same file."""
-    before = path.stat().st_size + _size(Path(f"{path}-wal"))
+    before = path.stat().st_size + world.file_size(Path(f"{path}-wal"))
     one = World(path, built_at=built_at, cache=cache)
     idle = _timed(one.decide, 300)
     started = time.perf_counter()
@@ -216,20 +216,9 @@ def prune_figures(path: Path, *, older_than: str, built_at: float, cache: Path) 
     pages, free, size = (con.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count",
                                                                              "page_size"))
     con.close()
-    return PruneFigures(before, (pages - free) * size, path.stat().st_size + _size(Path(f"{path}-wal")), seconds,
-                        output.count("pruning "), idle, during)
-
-
-def _quantiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    if not ordered:
-        return "none"
-    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max {ordered[-1] * 1000:.1f} ms ({len(ordered):,} calls)"
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+    wal = world.file_size(Path(f"{path}-wal"))
+    return PruneFigures(before, (pages - free) * size, path.stat().st_size + wal, seconds, output.count("pruning "),
+                        idle, during)
 
 
 def main() -> None:
@@ -277,7 +266,8 @@ def main() -> None:
                   f"({got.before / max(1, size):.0f} bytes per decision), {got.live_after / 1e6:.0f} MB in use after "
                   f"({got.file_after / 1e6:.0f} MB file: freed pages are reused), {got.seconds:.0f} s in "
                   f"{got.batches:,} batches")
-            print(f"  decide beside it: idle {_quantiles(got.idle)}; during the prune {_quantiles(got.during)}")
+            print(f"  decide beside it: idle {world.quantiles(got.idle)}; "
+                  f"during the prune {world.quantiles(got.during)}")
     print(json.dumps({"sizes": sizes}))
 
 

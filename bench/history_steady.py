@@ -71,11 +71,11 @@ def run(*, size: int, rate: float, period_s: float, passes: int, cache: Path, wo
         print(f"pass {number + 1}: pruned {got['decisions']:,} decisions in {got['seconds']:.2f} s "
               f"({got['decisions'] / max(got['seconds'], 1e-9):,.0f}/s while pruning); inserted {decided:,} in "
               f"{wall:.1f} s ({decided / wall:,.0f}/s); file {sizes[-1] / 1e6:.1f} MB ({free * page / 1e6:.1f} MB "
-              f"free pages), WAL {_size(Path(f'{path}-wal')) / 1e6:.1f} MB", flush=True)
+              f"free pages), WAL {world.file_size(Path(f'{path}-wal')) / 1e6:.1f} MB", flush=True)
     pruner.stdin.close()
     pruner.wait(timeout=60)
     one.svc.db.dispose()
-    print(f"  decide during the passes: {_quantiles(during)}; between them: {_quantiles(between)}")
+    print(f"  decide during the passes: {world.quantiles(during)}; between them: {world.quantiles(between)}")
     print(f"  file over the passes: {' -> '.join(f'{s / 1e6:.1f}' for s in sizes)} MB; from pass 2 to the last "
           f"{(sizes[-1] - sizes[1]) / 1e6:+.2f} MB while {(passes - 2) * rate * period_s:,.0f} decisions "
           f"(~{(passes - 2) * rate * period_s * sizes[0] / size / 1e6:.1f} MB) went in")
@@ -93,18 +93,6 @@ def _pages(path: Path) -> tuple[int, int, int]:
 
 def _file_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
-def _quantiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    if not ordered:
-        return "none"
-    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max {ordered[-1] * 1000:.1f} ms ({len(ordered):,} calls)"
 
 
 def _passes(path: str, horizon: float) -> None:

@@ -178,3 +178,17 @@ def sizes(text: str) -> Iterator[int]:
         part = part.strip().lower()
         scale = 1_000_000 if part.endswith("m") else 1_000 if part.endswith("k") else 1
         yield int(float(part.rstrip("mk")) * scale)
+
+
+def quantiles(samples: list[float]) -> str:
+    """Return the p50, p99 and max of decision latencies in seconds, in milliseconds, with their count."""
+    ordered = sorted(samples)
+    if not ordered:
+        return "none"
+    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max {ordered[-1] * 1000:.1f} ms ({len(ordered):,} calls)"
+
+
+def file_size(path: Path) -> int:
+    """Return a file's size in bytes, 0 when it does not exist (a WAL between checkpoints)."""
+    return path.stat().st_size if path.exists() else 0
