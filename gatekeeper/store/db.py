@@ -11,15 +11,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import event, inspect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
 
 from gatekeeper.config import database_url
 from gatekeeper.store import schema
+
+
+@contextmanager
+def unit_of_work(bind: Engine | Connection) -> Iterator[Session]:
+    """Yield an ORM Session on `bind` in one transaction; commit on success, roll back on error."""
+    with Session(bind=bind, expire_on_commit=False) as db:
+        try:
+            yield db
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
 
 
 class Database:
@@ -35,16 +47,9 @@ class Database:
         """Return the URL with its password masked, for messages."""
         return make_url(self.url).render_as_string(hide_password=True)
 
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """Yield a unit of work (an ORM Session) in one transaction; commit on success, roll back on error."""
-        with Session(self.engine, expire_on_commit=False) as db:
-            try:
-                yield db
-                db.commit()
-            except BaseException:
-                db.rollback()
-                raise
+    def transaction(self) -> AbstractContextManager[Session]:
+        """Return a unit of work (an ORM Session) in one transaction; commit on success, roll back on error."""
+        return unit_of_work(self.engine)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -12,7 +12,7 @@ never deleted.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from gatekeeper.core.ladder import TERMINAL_STATES
 from gatekeeper.store import dashboard_records
-from gatekeeper.store.db import Database
+from gatekeeper.store.db import Database, unit_of_work
 
 DAY_S = 86_400
 _OPEN = "r.state NOT IN ({})".format(", ".join(f"'{state}'" for state in sorted(TERMINAL_STATES)))
@@ -134,16 +134,9 @@ class Batches:
         self.connection = connection
         self.sqlite = sqlite
 
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """Yield a unit of work on the pruning connection; commit on success, roll back on error."""
-        with Session(bind=self.connection, expire_on_commit=False) as db:
-            try:
-                yield db
-                db.commit()
-            except BaseException:
-                db.rollback()
-                raise
+    def transaction(self) -> AbstractContextManager[Session]:
+        """Return a unit of work on the pruning connection; commit on success, roll back on error."""
+        return unit_of_work(self.connection)
 
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as readers allow (SQLite; else nothing)."""
