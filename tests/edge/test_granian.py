@@ -31,6 +31,7 @@ from tests.support.processes import wait_ready
 from tests.support.scrape import parse, total
 from tests.support.servers import POLICIES, prepare_database, server_env
 from tests.support.services import free_port
+from tests.support.test_services import wait_for
 
 AGENT = "support-bot"
 serve_module = sys.modules["gatekeeper.cli.serve"]  # `gatekeeper.cli.serve` the attribute is the command
@@ -140,14 +141,6 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-
 
 def _start_sessions(url: str, token: str, count: int) -> int:
     def one(_: int) -> int:
@@ -190,7 +183,7 @@ def test_granian_workers_share_metrics_and_stop_gracefully_with_their_scheduler(
             samples = parse(requests.get(f"{base}/metrics", timeout=10).text)
             assert total(samples, "gatekeeper_sessions_total", agent=AGENT) == sent
 
-        view = _wait_until(lambda: (v := requests.get(f"{base}/v1/scheduler", headers=rm, timeout=5).json())[
+        view = wait_for(lambda: (v := requests.get(f"{base}/v1/scheduler", headers=rm, timeout=5).json())[
             "healthy"] and v, timeout=20, what="the scheduler to lead")
         scheduler_pid = int(view["leader"].split(":")[1])
         granian_pid = next(iter(_children(process.pid) - {scheduler_pid}))

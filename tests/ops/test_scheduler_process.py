@@ -13,17 +13,10 @@ import pytest
 import requests
 
 from tests.support.servers import Server, prepare_database
+from tests.support.test_services import wait_for
 
 PASSWORD = "correct horse battery"
 
-
-def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def scheduler_view(server: Server, token: str) -> dict[str, Any]:
@@ -52,7 +45,7 @@ def test_serve_with_scheduler_replicas_have_one_leader_and_stop_their_schedulers
     token = prepare_database(url, tokens=["viewer"])["viewer"]
     args = ["--with-scheduler", "--scheduler-interval", "1s"]
     first, second = servers(database_url=url, args=args), servers(database_url=url, args=args)
-    view = wait_until(lambda: (v := scheduler_view(first, token))["healthy"] and v, timeout=20, what="a leader")
+    view = wait_for(lambda: (v := scheduler_view(first, token))["healthy"] and v, timeout=20, what="a leader")
     leader = view["leader"]
     time.sleep(3)
     assert scheduler_view(second, token)["leader"] == leader  # the same one, seen from both replicas
@@ -63,10 +56,10 @@ def test_serve_with_scheduler_replicas_have_one_leader_and_stop_their_schedulers
     assert _parent_of(_pid_of(leader)) == owner.process.pid
 
     owner.stop()
-    wait_until(lambda: _parent_of(_pid_of(leader)) is None, timeout=5, what="the scheduler to stop with its server")
-    taken = wait_until(lambda: (v := scheduler_view(other, token))["leader"] not in (None, leader) and v,
+    wait_for(lambda: _parent_of(_pid_of(leader)) is None, timeout=5, what="the scheduler to stop with its server")
+    taken = wait_for(lambda: (v := scheduler_view(other, token))["leader"] not in (None, leader) and v,
                        timeout=15, what="the other replica's scheduler to take over")
     assert _parent_of(_pid_of(taken["leader"])) == other.process.pid
     other.stop()
-    wait_until(lambda: _parent_of(_pid_of(taken["leader"])) is None, timeout=5, what="the last scheduler to stop")
+    wait_for(lambda: _parent_of(_pid_of(taken["leader"])) is None, timeout=5, what="the last scheduler to stop")
     assert not os.path.exists(f"/proc/{other.process.pid}")
